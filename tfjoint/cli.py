@@ -1,0 +1,196 @@
+"""The ``tfjoint`` command line.
+
+::
+
+    tfjoint pipeline run --dataset movielens-100k --model mmoe --pipeline-root runs/demo --serving-dir serving/models
+    tfjoint pipeline compile --runner kubeflow --output build/pipeline.json
+    tfjoint models --json
+    tfjoint data --dataset synthetic --output DIR
+    tfjoint schema [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Sequence
+
+from tfjoint.features import DATASETS
+
+
+def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="movielens-100k")
+    parser.add_argument("--model", default="mmoe", help="a registered task architecture (see `tfjoint models`)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: 2)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default: 256)")
+    parser.add_argument("--hparams", default="{}", help="JSON overrides of the Trainer's hyper-parameters")
+
+
+def _hparams(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        hparams = json.loads(args.hparams)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--hparams must be a JSON object: {e}") from None
+    if args.epochs is not None:
+        hparams["epochs"] = args.epochs
+    if args.batch_size is not None:
+        hparams["batch_size"] = args.batch_size
+    return hparams
+
+
+def _check_model(name: str) -> None:
+    from tfjoint import registry
+
+    try:
+        registry.get(name, slot="task_architecture")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
+def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    _check_model(args.model)
+    from tfjoint.features import get_dataset_spec
+    from tfjoint.pipeline import evaluation, runners
+
+    spec = get_dataset_spec(args.dataset)
+    start = time.time()
+    run = runners.run_local(
+        dataset=args.dataset,
+        model=args.model,
+        pipeline_root=args.pipeline_root,
+        serving_dir=args.serving_dir,
+        model_name=args.model_name,
+        data_root=args.data_root,
+        hparams=_hparams(args),
+    )
+    table = evaluation.metric_table(run.evaluation_dir, spec)
+    blessed = evaluation.is_blessed(run.evaluation_dir)
+    print(f"\n== {spec.name} / {args.model}: Evaluator metrics (eval split), per scenario and task ==")
+    print(evaluation.format_table(table, spec))
+    print(f"\nblessed: {blessed}    pipeline time: {time.time() - start:.0f} s")
+    print(f"evaluation: {run.evaluation_dir}")
+    print(f"keras model (for notebooks): {run.keras_model_path}")
+    if run.pushed_dir is None:
+        print("the model was not blessed, so nothing was pushed", file=sys.stderr)
+        return 1
+    print(f"pushed SavedModel (TF Serving layout): {run.pushed_dir}")
+    if args.score:
+        rows = runners.score_examples(run.pushed_dir, run.data_root, spec, args.score)
+        print(f"\n== serving_default on {len(rows)} held-out examples of {run.data_root}/eval ==")
+        for row in rows:
+            print("  ".join(f"{k}={v:.3f}" for k, v in row.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"blessed": blessed, "metrics": table, "pushed_dir": run.pushed_dir,
+                       "keras_model": run.keras_model_path, "evaluation_dir": run.evaluation_dir}, f, indent=1)
+    return 0
+
+
+def cmd_pipeline_compile(args: argparse.Namespace) -> int:
+    if args.runner != "kubeflow":
+        raise SystemExit(f"--runner must be 'kubeflow'. Received: {args.runner!r}")
+    _check_model(args.model)
+    from tfjoint.pipeline import runners
+
+    path = runners.compile_kubeflow(
+        output=args.output,
+        dataset=args.dataset,
+        model=args.model,
+        pipeline_root=args.pipeline_root,
+        data_root=args.data_root,
+        serving_dir=args.serving_dir,
+        image=args.image,
+        hparams=_hparams(args),
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tfjoint import registry
+
+    entries = registry.entries(args.slot)
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=1))
+        return 0
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        print(f"{e.name.ljust(width)}  {e.slot:<18} {e.family:<15} {e.reference}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from tfjoint.datasets import write_dataset
+
+    print(f"wrote {write_dataset(args.dataset, args.output)}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from tfjoint import schema
+    from tfjoint.features import DATASETS as specs
+
+    if args.check:
+        stale = [s.name for s in specs.values()
+                 if not schema.schema_path(s).exists() or schema.schema_path(s).read_text() != schema.schema_text(s)]
+        if stale:
+            print(f"stale schemas (run `tfjoint schema`): {stale}", file=sys.stderr)
+            return 1
+        print("schemas match tfjoint/features.py")
+        return 0
+    for path in schema.write_schemas():
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfjoint", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pipeline = sub.add_parser("pipeline", help="run or compile the TFX pipeline")
+    pipeline_sub = pipeline.add_subparsers(dest="pipeline_command", required=True)
+    run = pipeline_sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, Beam DirectRunner)")
+    _add_pipeline_args(run)
+    run.add_argument("--pipeline-root", default="runs/pipeline")
+    run.add_argument("--serving-dir", default="runs/serving")
+    run.add_argument("--model-name", help="served model name (default: the dataset name)")
+    run.add_argument("--data-root", help="existing train/ and eval/ TFRecords (default: written under the pipeline root)")
+    run.add_argument("--score", type=int, default=5, help="held-out examples to score through the pushed model")
+    run.add_argument("--json", help="also write the metrics and paths to this JSON file")
+    run.set_defaults(func=cmd_pipeline_run)
+
+    comp = pipeline_sub.add_parser("compile", help="compile the pipeline for an orchestrator")
+    _add_pipeline_args(comp)
+    comp.add_argument("--runner", default="kubeflow", help="only 'kubeflow' (Kubeflow Pipelines V2)")
+    comp.add_argument("--output", required=True, help="PipelineJob JSON file to write")
+    comp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/tfjoint/pipeline_root")
+    comp.add_argument("--data-root", default="gs://YOUR_BUCKET/tfjoint/data")
+    comp.add_argument("--serving-dir", default="gs://YOUR_BUCKET/tfjoint/serving")
+    comp.add_argument("--image", default="tfjoint:0.1.0", help="container image with tfjoint installed")
+    comp.set_defaults(func=cmd_pipeline_compile)
+
+    models = sub.add_parser("models", help="list the registered models and components")
+    models.add_argument("--json", action="store_true", help="print a JSON list of {name, family, reference, ...}")
+    models.add_argument("--slot", help="only this slot")
+    models.set_defaults(func=cmd_models)
+
+    data = sub.add_parser("data", help="write a dataset as train/ and eval/ TFRecords of tf.Example")
+    data.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    data.add_argument("--output", required=True)
+    data.set_defaults(func=cmd_data)
+
+    schema = sub.add_parser("schema", help="write schemas/*.pbtxt from tfjoint/features.py")
+    schema.add_argument("--check", action="store_true", help="only check that the files are up to date")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Model components (each registered in :mod:`tfjoint.registry`) and the joint-model builder."""
+
+from tfjoint.models.behavior_pooling import BehaviorPooling
+from tfjoint.models.feature_embedding import FeatureEmbedding
+from tfjoint.models.gating_fusion import GatingFusion
+from tfjoint.models.joint import JointModel, build_joint_model, input_shapes
+from tfjoint.models.mixture_of_experts import MultiGateMixtureOfExperts, OneGateMixtureOfExperts
+from tfjoint.models.mlp import MLP
+from tfjoint.models.shared_bottom import SharedBottom
+
+__all__ = [
+    "MLP",
+    "BehaviorPooling",
+    "FeatureEmbedding",
+    "GatingFusion",
+    "JointModel",
+    "MultiGateMixtureOfExperts",
+    "OneGateMixtureOfExperts",
+    "SharedBottom",
+    "build_joint_model",
+    "input_shapes",
+]

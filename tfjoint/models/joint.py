@@ -1,0 +1,285 @@
+"""One way to build a joint model: slots filled from the registry, one loss over tasks.
+
+::
+
+    features --> embedding E --+-- sequence encoder  -> E^B --+
+                               +-- modality encoder  -> E^M --+--> concat (U) --> E_merge
+    E_merge --> scenario adapter --> task architecture --> {task: head(tower_k)}
+
+The loss is ``sum_k w_k L_k`` where a task with a ``parent`` (a cascade such as ``like``
+given ``watch``) only counts rows whose parent label is 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution
+
+from tfjoint import features, registry
+from tfjoint.features import DatasetSpec, TaskSpec
+
+_LOSSES = {
+    "binary_crossentropy": keras.losses.binary_crossentropy,
+    "mean_squared_error": keras.losses.mean_squared_error,
+    "mean_absolute_error": keras.losses.mean_absolute_error,
+    "huber": keras.losses.huber,
+}
+
+
+def _check_keras3() -> None:
+    major = int(keras.__version__.split(".")[0])
+    if major < 3:
+        raise RuntimeError(
+            f"tfjoint needs Keras 3; this process runs Keras {keras.__version__}. "
+            "Import `keras`, never `tf.keras`, and unset TF_USE_LEGACY_KERAS."
+        )
+
+
+def input_shapes(spec: DatasetSpec) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape (without batch) and dtype of every transformed model input of ``spec``."""
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    for key in spec.categorical:
+        shapes[key] = ((1,), "int64")
+    for key in spec.dense:
+        shapes[key] = ((1,), "float32")
+    shapes[features.SCENARIO_KEY] = ((1,), "int64")
+    if spec.sequence:
+        shapes[features.SEQUENCE_ITEMS_KEY] = ((spec.sequence.max_len,), "int64")
+        shapes[features.SEQUENCE_BEHAVIORS_KEY] = ((spec.sequence.max_len,), "int64")
+    for token in spec.tokens:
+        shapes[token.name] = ((token.max_len,), "int64")
+    return shapes
+
+
+@keras.saving.register_keras_serializable(package="tfjoint")
+class JointModel(keras.Model):
+    """A joint model: embedding, optional encoders and adapter, a task architecture, heads.
+
+    Prefer :func:`build_joint_model`, which fills the slots from a dataset spec and the
+    registry. Outputs are a dict keyed by task name: probabilities for binary tasks, raw
+    values for regression tasks.
+
+    Args:
+        inputs_spec: ``{key: (shape, dtype)}`` of the transformed features.
+        tasks: task specs (dicts or :class:`TaskSpec`).
+        embedding: the embedding layer (slot ``embedding``).
+        task_architecture: maps ``E_merge`` to ``{task: tower output}``.
+        sequence_encoder: optional, maps the embedding dict to ``E^B``.
+        modality_encoder: optional, maps the embedding dict to ``E^M``.
+        scenario_adapter: optional, maps ``[E_merge, scenario ids]`` to an adapted
+            ``E_merge`` of any width.
+    """
+
+    def __init__(
+        self,
+        inputs_spec: dict[str, Any],
+        tasks: list[TaskSpec | dict],
+        embedding: keras.layers.Layer,
+        task_architecture: keras.layers.Layer,
+        sequence_encoder: keras.layers.Layer | None = None,
+        modality_encoder: keras.layers.Layer | None = None,
+        scenario_adapter: keras.layers.Layer | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _check_keras3()
+        task_specs = [t if isinstance(t, TaskSpec) else TaskSpec.from_json(t) for t in tasks]
+        names = [t.name for t in task_specs]
+        for t in task_specs:
+            if t.parent is not None and t.parent not in names:
+                raise ValueError(f"task {t.name!r} has parent {t.parent!r}, which is not a task. Tasks: {names}")
+            if t.loss_name not in _LOSSES:
+                raise ValueError(f"unknown loss {t.loss_name!r} for task {t.name!r}. Known: {sorted(_LOSSES)}")
+        inputs = {
+            key: keras.Input(shape=tuple(shape), dtype=dtype, name=key)
+            for key, (shape, dtype) in inputs_spec.items()
+        }
+        embedded = embedding(inputs)
+        parts = [keras.layers.Flatten(name="flatten_fields")(embedded["fields"])]
+        if sequence_encoder is not None:
+            parts.append(sequence_encoder(embedded))
+        if modality_encoder is not None:
+            parts.append(modality_encoder(embedded))
+        merged = keras.layers.Concatenate(name="merge")(parts) if len(parts) > 1 else parts[0]
+        if scenario_adapter is not None:
+            merged = scenario_adapter([merged, inputs[features.SCENARIO_KEY]])
+        towers = task_architecture(merged)
+        outputs = {
+            t.name: keras.layers.Dense(
+                1, activation="sigmoid" if t.type == "binary" else None, name=t.name, dtype="float32"
+            )(towers[t.name])
+            for t in task_specs
+        }
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.inputs_spec = {k: (list(s), d) for k, (s, d) in inputs_spec.items()}
+        self.tasks = task_specs
+        self.embedding = embedding
+        self.task_architecture = task_architecture
+        self.sequence_encoder = sequence_encoder
+        self.modality_encoder = modality_encoder
+        self.scenario_adapter = scenario_adapter
+        self.task_loss_trackers = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in task_specs}
+        self.task_aucs = {
+            t.name: keras.metrics.AUC(name=f"{t.name}_auc") for t in task_specs if t.type == "binary"
+        }
+
+    def _task_weights(self, y: dict[str, Any], task: TaskSpec, batch_like: Any) -> Any:
+        if task.parent is None:
+            return ops.ones_like(batch_like)
+        return ops.cast(ops.reshape(y[task.parent], (-1,)), "float32")
+
+    def task_losses(self, y: dict[str, Any], y_pred: dict[str, Any]) -> dict[str, Any]:
+        """Per-task mean loss ``L_k`` over the rows the task is defined on."""
+        losses = {}
+        for task in self.tasks:
+            y_true = ops.cast(ops.reshape(y[task.name], (-1, 1)), "float32")
+            pred = ops.cast(ops.reshape(y_pred[task.name], (-1, 1)), "float32")
+            per_example = _LOSSES[task.loss_name](y_true, pred)
+            weights = self._task_weights(y, task, per_example)
+            losses[task.name] = ops.sum(per_example * weights) / ops.maximum(ops.sum(weights), 1.0)
+        return losses
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        losses = self.task_losses(y, y_pred)
+        total = ops.zeros((), "float32")
+        for task in self.tasks:
+            self.task_loss_trackers[task.name].update_state(losses[task.name])
+            total = total + task.weight * losses[task.name]
+        for extra in self.losses:
+            total = total + ops.cast(extra, "float32")
+        return scale_loss_for_distribution(total)
+
+    def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
+        for task in self.tasks:
+            if task.name in self.task_aucs:
+                y_true = ops.reshape(y[task.name], (-1,))
+                weights = self._task_weights(y, task, ops.cast(y_true, "float32"))
+                self.task_aucs[task.name].update_state(
+                    y_true, ops.reshape(y_pred[task.name], (-1,)), sample_weight=weights
+                )
+        return self.get_metrics_result()
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "inputs_spec": self.inputs_spec,
+            "tasks": [t.to_json() for t in self.tasks],
+            **{
+                slot: keras.saving.serialize_keras_object(getattr(self, slot))
+                for slot in ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter")
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> JointModel:
+        config = dict(config)
+        for slot in ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter"):
+            if config.get(slot) is not None:
+                config[slot] = keras.saving.deserialize_keras_object(config[slot])
+        return cls(**config)
+
+
+def _component(slot: str, choice: str | keras.layers.Layer, context: dict[str, Any], overrides: dict[str, Any]) -> keras.layers.Layer:
+    if isinstance(choice, keras.layers.Layer):
+        return choice
+    entry = registry.get(choice, slot=slot)
+    return entry.cls(**{**context, **overrides}, name=slot)
+
+
+def build_joint_model(
+    spec: DatasetSpec,
+    vocab_sizes: dict[str, int],
+    *,
+    task_architecture: str | keras.layers.Layer = "mmoe",
+    sequence_encoder: str | keras.layers.Layer | None = "behavior_pooling",
+    modality_encoder: str | keras.layers.Layer | None = "gating_fusion",
+    scenario_adapter: str | keras.layers.Layer | None = None,
+    embedding: str | keras.layers.Layer = "feature_embedding",
+    tasks: list[TaskSpec] | None = None,
+    embedding_dim: int = 16,
+    component_kwargs: dict[str, dict[str, Any]] | None = None,
+) -> JointModel:
+    """Builds the joint model of ``spec`` with one component per slot.
+
+    Each slot takes a registered name (see ``tfjoint models``) or a layer instance. A named
+    component is constructed from what the dataset implies (vocabularies, task names,
+    number of scenarios and behaviors), updated with ``component_kwargs[slot]``. A slot
+    whose input the dataset lacks (no sequence, no token modality) is left empty.
+
+    Example:
+    >>> from tfjoint.features import SYNTHETIC
+    >>> sizes = {k: 10 for k in SYNTHETIC.categorical + ("item_tags",)}
+    >>> model = build_joint_model(SYNTHETIC, sizes, task_architecture="shared_bottom")
+    >>> sorted(model.output_names) == sorted(SYNTHETIC.label_keys)
+    True
+    """
+    overrides = component_kwargs or {}
+    unknown = set(overrides) - set(registry.SLOTS)
+    if unknown:
+        raise ValueError(f"component_kwargs keys must be slots {registry.SLOTS}. Received: {sorted(unknown)}")
+    task_specs = list(tasks or spec.tasks)
+    embedding_layer = _component(
+        "embedding",
+        embedding,
+        {
+            "vocab_sizes": vocab_sizes,
+            "categorical": list(spec.categorical),
+            "dense": list(spec.dense),
+            "num_scenarios": spec.num_scenarios,
+            "embedding_dim": embedding_dim,
+            "sequence_item_feature": spec.sequence.item_feature if spec.sequence else None,
+            "num_behaviors": spec.sequence.num_behaviors if spec.sequence else 0,
+            "tokens": [t.name for t in spec.tokens],
+        },
+        overrides.get("embedding", {}),
+    )
+    seq = None
+    if sequence_encoder is not None and spec.sequence is not None:
+        seq = _component(
+            "sequence_encoder",
+            sequence_encoder,
+            {"num_behaviors": spec.sequence.num_behaviors},
+            overrides.get("sequence_encoder", {}),
+        )
+    modal = None
+    if modality_encoder is not None and spec.tokens:
+        modal = _component(
+            "modality_encoder",
+            modality_encoder,
+            {"modalities": [t.name for t in spec.tokens]},
+            overrides.get("modality_encoder", {}),
+        )
+    adapter = None
+    if scenario_adapter is not None:
+        adapter = _component(
+            "scenario_adapter",
+            scenario_adapter,
+            {"num_scenarios": spec.num_scenarios},
+            overrides.get("scenario_adapter", {}),
+        )
+    arch = _component(
+        "task_architecture",
+        task_architecture,
+        {"task_names": [t.name for t in task_specs]},
+        overrides.get("task_architecture", {}),
+    )
+    return JointModel(
+        input_shapes(spec),
+        task_specs,
+        embedding=embedding_layer,
+        task_architecture=arch,
+        sequence_encoder=seq,
+        modality_encoder=modal,
+        scenario_adapter=adapter,
+        name=f"joint_{arch.__class__.__name__}",
+    )

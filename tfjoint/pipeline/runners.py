@@ -1,0 +1,156 @@
+"""Runners: the local one (LocalDagRunner on the Beam DirectRunner) and the Kubeflow V2
+compile. Both run :func:`tfjoint.pipeline.pipeline.create_pipeline` unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from pathlib import Path
+from typing import Any
+
+from tfjoint.features import DatasetSpec, get_dataset_spec
+from tfjoint.pipeline.pipeline import create_pipeline
+
+LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+DEFAULT_IMAGE = "tfjoint:0.1.0"
+
+
+@dataclasses.dataclass
+class LocalRun:
+    """Where a local run left its results."""
+
+    spec: DatasetSpec
+    data_root: str
+    evaluation_dir: str
+    model_run_dir: str
+    pushed_dir: str | None
+
+    @property
+    def keras_model_path(self) -> str:
+        from tfjoint.pipeline.trainer import KERAS_MODEL_FILENAME
+
+        return os.path.join(self.model_run_dir, KERAS_MODEL_FILENAME)
+
+
+def _latest(pattern: str) -> str:
+    paths = [p for p in glob.glob(pattern) if os.path.basename(p).isdigit()]
+    if not paths:
+        raise FileNotFoundError(f"nothing matches {pattern}")
+    return max(paths, key=lambda p: int(os.path.basename(p)))
+
+
+def prepare_data(dataset: str, data_root: str, **dataset_kwargs: Any) -> str:
+    """Writes the dataset's TFRecords under ``data_root`` unless they are already there."""
+    if glob.glob(os.path.join(data_root, "train", "*")) and glob.glob(os.path.join(data_root, "eval", "*")):
+        return data_root
+    from tfjoint.datasets import write_dataset
+
+    write_dataset(dataset, data_root, **dataset_kwargs)
+    return data_root
+
+
+def run_local(
+    *,
+    dataset: str,
+    model: str,
+    pipeline_root: str,
+    serving_dir: str,
+    model_name: str | None = None,
+    data_root: str | None = None,
+    hparams: dict[str, Any] | None = None,
+    dataset_kwargs: dict[str, Any] | None = None,
+) -> LocalRun:
+    """Runs the whole pipeline locally and returns where its outputs are."""
+    from tfx import v1 as tfx
+
+    spec = get_dataset_spec(dataset)
+    pipeline_root = os.path.abspath(pipeline_root)
+    data_root = prepare_data(
+        dataset, data_root or os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {})
+    )
+    before = set(glob.glob(os.path.join(pipeline_root, "Evaluator", "evaluation", "*")))
+    tfx.orchestration.LocalDagRunner().run(
+        create_pipeline(
+            pipeline_name=f"tfjoint-{spec.name}-{model}".replace("_", "-"),
+            pipeline_root=pipeline_root,
+            data_root=os.path.abspath(data_root),
+            dataset=dataset,
+            model=model,
+            serving_dir=os.path.abspath(serving_dir),
+            model_name=model_name,
+            hparams=hparams,
+            metadata_path=os.path.join(pipeline_root, "metadata.sqlite"),
+            beam_pipeline_args=LOCAL_BEAM_ARGS,
+        )
+    )
+    evaluation_dir = _latest(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
+    if evaluation_dir in before:
+        raise RuntimeError(f"the pipeline wrote no new evaluation under {pipeline_root}")
+    model_run_dir = _latest(os.path.join(pipeline_root, "Trainer", "model_run", "*"))
+    from tfjoint.pipeline.evaluation import is_blessed
+
+    pushed = None
+    if is_blessed(evaluation_dir):
+        name = model_name or spec.name.replace("-", "_")
+        pushed = _latest(os.path.join(os.path.abspath(serving_dir), name, "*"))
+    return LocalRun(spec, data_root, evaluation_dir, model_run_dir, pushed)
+
+
+def score_examples(saved_model_dir: str, data_root: str, spec: DatasetSpec, count: int = 5) -> list[dict[str, Any]]:
+    """Scores the first ``count`` held-out examples through ``serving_default``.
+
+    Returns one dict per example with the labels and the predictions of every task.
+    """
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(data_root, "eval", "*")))
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(files).take(count)]
+    loaded = tf.saved_model.load(saved_model_dir)
+    outputs = loaded.signatures["serving_default"](examples=tf.constant(serialized))
+    label_spec = {k: tf.io.FixedLenFeature([1], tf.float32) for k in spec.label_keys}
+    labels = tf.io.parse_example(tf.constant(serialized), label_spec)
+    rows = []
+    for i in range(len(serialized)):
+        row: dict[str, Any] = {}
+        for task in spec.label_keys:
+            row[f"{task}_label"] = float(labels[task][i, 0])
+            row[f"{task}_pred"] = float(outputs[task][i, 0])
+        rows.append(row)
+    return rows
+
+
+def compile_kubeflow(
+    *,
+    output: str,
+    dataset: str,
+    model: str,
+    pipeline_root: str,
+    data_root: str,
+    serving_dir: str,
+    image: str = DEFAULT_IMAGE,
+    hparams: dict[str, Any] | None = None,
+) -> str:
+    """Compiles the pipeline to a Kubeflow Pipelines V2 ``PipelineJob`` JSON file."""
+    from tfx import v1 as tfx
+
+    spec = get_dataset_spec(dataset)
+    out = Path(output).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=str(out.parent),
+        output_filename=out.name,
+    )
+    runner.run(
+        create_pipeline(
+            pipeline_name=f"tfjoint-{spec.name}-{model}".replace("_", "-"),
+            pipeline_root=pipeline_root,
+            data_root=data_root,
+            dataset=dataset,
+            model=model,
+            serving_dir=serving_dir,
+            hparams=hparams,
+        )
+    )
+    return str(out)

@@ -1,0 +1,152 @@
+"""The TFX Trainer's ``run_fn``: builds the joint model, trains it, exports it for serving.
+
+The exported SavedModel has two signatures over serialized ``tf.Example`` (input name
+``examples``): ``serving_default`` returns ``{task: output}`` and ``transform_features``
+returns the transformed features. The tf.Transform layer (a Keras 2 object) is called
+inside the ``tf.function`` signatures and never inside the Keras 3 graph.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx_bsl.public import tfxio
+
+from tfjoint.features import DatasetSpec, get_dataset_spec
+from tfjoint.models import JointModel, build_joint_model
+from tfjoint.models.joint import _check_keras3
+from tfjoint.pipeline.transform import vocabulary_sizes
+
+KERAS_MODEL_FILENAME = "model.keras"
+TRAINING_SUMMARY_FILENAME = "training_summary.json"
+
+DEFAULT_HPARAMS: dict[str, Any] = {
+    "epochs": 2,
+    "batch_size": 256,
+    "learning_rate": 3e-3,
+    "embedding_dim": 16,
+    "component_kwargs": {},
+    "sequence_encoder": "behavior_pooling",
+    "modality_encoder": "gating_fusion",
+    "scenario_adapter": None,
+}
+
+
+def pick_strategy(tpu_address: str | None = None) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy for the hardware this process finds.
+
+    A TPU address (argument or ``TPU_NAME``) gives ``TPUStrategy``; several GPUs give
+    ``MirroredStrategy``; one GPU gives ``OneDeviceStrategy`` on it; otherwise the default
+    (CPU) strategy. The same module file therefore runs unchanged on any Trainer.
+    """
+    tpu = tpu_address or os.environ.get("TPU_NAME")
+    if tpu:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    if len(gpus) == 1:
+        return tf.distribute.OneDeviceStrategy(gpus[0].name)
+    return tf.distribute.get_strategy()
+
+
+def _split_labels(spec: DatasetSpec, model_keys: list[str]):
+    def split(batch: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+        return {k: batch[k] for k in model_keys}, {k: batch[k] for k in spec.label_keys}
+
+    return split
+
+
+def _dataset(fn_args: Any, files: list[str], tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec, batch_size: int, model_keys: list[str]) -> tf.data.Dataset:
+    dataset = fn_args.data_accessor.tf_dataset_factory(
+        files,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=1, shuffle=True, shuffle_seed=0),
+        tf_transform_output.transformed_metadata.schema,
+    )
+    return dataset.map(_split_labels(spec, model_keys)).prefetch(tf.data.AUTOTUNE)
+
+
+def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec, export_dir: str) -> None:
+    """Writes a SavedModel with ``serving_default`` and ``transform_features`` signatures."""
+    raw_spec = tf_transform_output.raw_feature_spec()
+    for label in spec.label_keys:
+        raw_spec.pop(label, None)
+    module = tf.Module()
+    module.model = model
+    module.tft_layer = tf_transform_output.transform_features_layer()
+    model_keys = list(model.inputs_spec)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = module.tft_layer(tf.io.parse_example(examples, raw_spec))
+        outputs = module.model({k: transformed[k] for k in model_keys}, training=False)
+        return {name: tf.identity(value, name=name) for name, value in outputs.items()}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return module.tft_layer(tf.io.parse_example(examples, raw_spec))
+
+    tf.saved_model.save(
+        module,
+        export_dir,
+        signatures={
+            "serving_default": serve.get_concrete_function(),
+            "transform_features": transform_features.get_concrete_function(),
+        },
+    )
+
+
+def run_fn(fn_args: Any) -> None:
+    """TFX Trainer entry point. ``fn_args.custom_config`` holds ``dataset``, ``model`` and
+    optional overrides of :data:`DEFAULT_HPARAMS`."""
+    _check_keras3()
+    config = {**DEFAULT_HPARAMS, **(fn_args.custom_config or {})}
+    spec = get_dataset_spec(config["dataset"])
+    keras.utils.set_random_seed(int(config.get("seed", 0)))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    sizes = vocabulary_sizes(tf_transform_output, spec)
+    strategy = pick_strategy(config.get("tpu_address"))
+    logging.info("tfjoint: training %s on %s with %s", config["model"], spec.name, type(strategy).__name__)
+    with strategy.scope():
+        model = build_joint_model(
+            spec,
+            sizes,
+            task_architecture=config["model"],
+            sequence_encoder=config["sequence_encoder"],
+            modality_encoder=config["modality_encoder"],
+            scenario_adapter=config["scenario_adapter"],
+            embedding_dim=int(config["embedding_dim"]),
+            component_kwargs=config["component_kwargs"],
+        )
+        model.compile(optimizer=keras.optimizers.Adam(float(config["learning_rate"])))
+    model_keys = list(model.inputs_spec)
+    batch_size = int(config["batch_size"])
+    train = _dataset(fn_args, fn_args.train_files, tf_transform_output, spec, batch_size, model_keys)
+    evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, spec, batch_size, model_keys)
+    history = model.fit(
+        train,
+        validation_data=evaluation,
+        epochs=int(config["epochs"]),
+        verbose=2,
+        callbacks=[keras.callbacks.TensorBoard(os.path.join(fn_args.model_run_dir, "logs"))],
+    )
+    export_serving_model(model, tf_transform_output, spec, fn_args.serving_model_dir)
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    model.save(os.path.join(fn_args.model_run_dir, KERAS_MODEL_FILENAME))
+    summary = {
+        "dataset": spec.name,
+        "model": config["model"],
+        "parameters": int(model.count_params()),
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    }
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILENAME), "w") as f:
+        json.dump(summary, f, indent=1)

@@ -1,0 +1,65 @@
+"""The tf.Transform ``preprocessing_fn`` shared by every dataset.
+
+It turns raw ``tf.Example`` features into the transformed format documented in
+:mod:`tfjoint.features`. The same graph runs in the Transform component, inside the serving
+signature of every exported model, and in :func:`analyze_and_transform` for notebooks, so
+training and serving cannot disagree on features.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from tfjoint import features
+from tfjoint.features import DatasetSpec, get_dataset_spec
+
+
+def _to_index(ids: Any, vocabulary: Any) -> Any:
+    # Vocabulary entries map to 1..V and unknown values to V + 1, so 0 stays free for padding.
+    return tft.apply_vocabulary(ids, vocabulary, num_oov_buckets=1) + 1
+
+
+def _pad(sparse: tf.SparseTensor, max_len: int) -> tf.Tensor:
+    dense = tf.sparse.to_dense(sparse, default_value=tf.cast(features.PAD_INDEX, sparse.dtype))
+    dense = dense[:, :max_len]
+    dense = tf.pad(dense, [[0, 0], [0, max_len - tf.shape(dense)[1]]])
+    return tf.reshape(dense, [-1, max_len])
+
+
+def preprocess(inputs: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
+    """Transforms raw features of ``spec``; see :mod:`tfjoint.features` for the format."""
+    outputs: dict[str, Any] = {}
+    vocabularies = {key: tft.vocabulary(inputs[key], vocab_filename=key) for key in spec.categorical}
+    for key in spec.categorical:
+        outputs[key] = _to_index(inputs[key], vocabularies[key])
+    for key in spec.dense:
+        outputs[key] = tft.scale_to_z_score(tf.cast(inputs[key], tf.float32))
+    scenario = tf.cast(inputs[features.SCENARIO_KEY], tf.int64)
+    known = tf.logical_and(scenario >= 0, scenario < spec.num_scenarios)
+    outputs[features.SCENARIO_KEY] = tf.where(known, scenario, tf.cast(spec.num_scenarios, tf.int64))
+    if spec.sequence:
+        max_len = spec.sequence.max_len
+        items = _to_index(inputs[features.SEQUENCE_ITEMS_KEY], vocabularies[spec.sequence.item_feature])
+        outputs[features.SEQUENCE_ITEMS_KEY] = _pad(items, max_len)
+        behaviors = tf.cast(inputs[features.SEQUENCE_BEHAVIORS_KEY], tf.int64)
+        outputs[features.SEQUENCE_BEHAVIORS_KEY] = _pad(behaviors, max_len)
+    for token in spec.tokens:
+        vocabulary = tft.vocabulary(inputs[token.name], vocab_filename=token.name)
+        outputs[token.name] = _pad(_to_index(inputs[token.name], vocabulary), token.max_len)
+    for task in spec.tasks:
+        outputs[task.name] = tf.cast(inputs[task.name], tf.float32)
+    return outputs
+
+
+def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
+    """TFX Transform entry point; ``custom_config["dataset"]`` names the dataset spec."""
+    return preprocess(inputs, get_dataset_spec(custom_config["dataset"]))
+
+
+def vocabulary_sizes(tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec) -> dict[str, int]:
+    """``V`` of every categorical and token feature, read from the Transform output."""
+    keys = list(spec.categorical) + [t.name for t in spec.tokens]
+    return {key: int(tf_transform_output.vocabulary_size_by_name(key)) for key in keys}

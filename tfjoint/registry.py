@@ -1,0 +1,77 @@
+"""One registry of every model component, reachable by name from Python and the CLI.
+
+Each component belongs to one *slot* of the joint model (see :mod:`tfjoint.models.joint`)
+and one *family* (the survey's four families, plus ``core`` for the plumbing every joint
+model uses). ``tfjoint models --json`` prints this registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, TypeVar
+
+SLOTS = ("embedding", "sequence_encoder", "modality_encoder", "scenario_adapter", "task_architecture")
+FAMILIES = ("core", "multi_task", "multi_scenario", "multi_behavior", "multi_modal", "balancing")
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    name: str
+    slot: str
+    family: str
+    reference: str
+    cls: type
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "reference": self.reference,
+            "slot": self.slot,
+            "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
+        }
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+
+def register(name: str, *, slot: str, family: str, reference: str) -> Callable[[T], T]:
+    """Class decorator: registers a component under ``name`` in ``slot``."""
+    if slot not in SLOTS:
+        raise ValueError(f"slot must be one of {SLOTS}. Received: slot={slot!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}. Received: family={family!r}")
+
+    def decorator(cls: T) -> T:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"component {name!r} is already registered")
+        _REGISTRY[name] = Entry(name, slot, family, reference, cls)  # type: ignore[arg-type]
+        return cls
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    # Components register themselves on import; importing the package pulls them all in.
+    import tfjoint.models  # noqa: F401
+
+
+def get(name: str, slot: str | None = None) -> Entry:
+    _ensure_loaded()
+    entry = _REGISTRY.get(name)
+    if entry is None or (slot is not None and entry.slot != slot):
+        known = sorted(e.name for e in _REGISTRY.values() if slot is None or e.slot == slot)
+        raise ValueError(
+            f"unknown {slot or 'component'} {name!r}. Registered: {', '.join(known)}"
+        )
+    return entry
+
+
+def entries(slot: str | None = None) -> list[Entry]:
+    _ensure_loaded()
+    return sorted(
+        (e for e in _REGISTRY.values() if slot is None or e.slot == slot),
+        key=lambda e: (SLOTS.index(e.slot), e.name),
+    )
