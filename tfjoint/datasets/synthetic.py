@@ -189,7 +189,8 @@ def load_synthetic_frames(
     logit_ctr = -1.0 + user_bias[users] + item_bias[items] + 1.5 * affinity + x @ CONTEXT_WEIGHTS
     logit_ctr = logit_ctr + (scenario == SHIFTED_SCENARIO) * scenario_shift * (1.0 + x[:, 1])
     driver = 4.0 * (user_cvr_factors[users] * item_cvr_factors[items]).sum(axis=1) + x[:, 6] - x[:, 7]
-    logit_cvr = -1.0 + correlation * _standardize(logit_ctr) + np.sqrt(1.0 - correlation**2) * _standardize(driver)
+    independent = np.sqrt(1.0 - correlation**2)
+    logit_cvr = -1.0 + correlation * _standardize(logit_ctr) + independent * _standardize(driver)
     true_ctr, true_cvr = _sigmoid(logit_ctr), _sigmoid(logit_cvr)
     click = rng.random(n) < true_ctr
     conversion = click & (rng.random(n) < true_cvr)

@@ -47,7 +47,7 @@ class FeatureEmbedding(keras.layers.Layer):
         a sequence, ``sequence`` ``(batch, max_len, embedding_dim)``, ``behaviors``
         ``(batch, max_len)`` behavior ids and ``sequence_mask`` (1.0 on real items) and
         ``target`` ``(batch, embedding_dim)``, the candidate item; and for each token
-        feature ``tokens/<name>`` and ``tokens_mask/<name>``.
+        feature ``tokens_<name>`` and ``tokens_mask_<name>``.
     """
 
     def __init__(
@@ -133,8 +133,8 @@ class FeatureEmbedding(keras.layers.Layer):
             out["target"] = table(self._ids(inputs[self.sequence_item_feature][:, 0]))
         for k in self.tokens:
             ids = self._ids(inputs[k])
-            out[f"tokens/{k}"] = self.token_tables[k](ids)
-            out[f"tokens_mask/{k}"] = ops.cast(ops.not_equal(ids, features.PAD_INDEX), self.compute_dtype)
+            out[f"tokens_{k}"] = self.token_tables[k](ids)
+            out[f"tokens_mask_{k}"] = ops.cast(ops.not_equal(ids, features.PAD_INDEX), self.compute_dtype)
         return out
 
     @property

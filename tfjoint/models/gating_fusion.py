@@ -29,8 +29,8 @@ class GatingFusion(keras.layers.Layer):
         output_dim: size of every ``f_i`` and of ``E^M``.
 
     Call arguments:
-        inputs: the embedding slot's dict, with ``tokens/<name>`` ``(batch, T, d)`` and
-            ``tokens_mask/<name>`` ``(batch, T)`` for every modality.
+        inputs: the embedding slot's dict, with ``tokens_<name>`` ``(batch, T, d)`` and
+            ``tokens_mask_<name>`` ``(batch, T)`` for every modality.
 
     Returns:
         ``E^M`` of shape ``(batch, output_dim)``.
@@ -49,7 +49,7 @@ class GatingFusion(keras.layers.Layer):
         self.encoders = {}
         for name in self.modalities:
             dense = keras.layers.Dense(self.output_dim, activation="tanh", name=f"encoder_{name}", dtype=self.dtype_policy)
-            dense.build((None, input_shape[f"tokens/{name}"][-1]))
+            dense.build((None, input_shape[f"tokens_{name}"][-1]))
             self.encoders[name] = dense
         width = self.output_dim * len(self.modalities)
         self.gate = keras.layers.Dense(width, activation="sigmoid", name="gate", dtype=self.dtype_policy)
@@ -59,8 +59,8 @@ class GatingFusion(keras.layers.Layer):
         """The per-modality encodings ``f_i``."""
         encoded = []
         for name in self.modalities:
-            tokens = ops.cast(inputs[f"tokens/{name}"], "float32")
-            mask = ops.cast(inputs[f"tokens_mask/{name}"], "float32")[..., None]
+            tokens = ops.cast(inputs[f"tokens_{name}"], "float32")
+            mask = ops.cast(inputs[f"tokens_mask_{name}"], "float32")[..., None]
             mean = ops.sum(tokens * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
             encoded.append(self.encoders[name](ops.cast(mean, self.compute_dtype)))
         return encoded

@@ -53,7 +53,7 @@ def eval_config(spec: DatasetSpec) -> tfma.EvalConfig:
     """Per-task metrics, overall and per scenario, with the thresholds that bless a model.
 
     Every binary task must have finite log loss below ``spec.max_log_loss`` and a
-    calibration (mean prediction / mean label) within [0.5, 2]; tasks listed in
+    calibration (mean prediction / mean label) within ``spec.calibration_bounds``; tasks listed in
     ``spec.min_auc`` must reach that AUC, and regression tasks in ``spec.max_rmse`` must stay
     below that RMSE. Thresholds apply to the overall slice.
     """
@@ -64,7 +64,7 @@ def eval_config(spec: DatasetSpec) -> tfma.EvalConfig:
             configs += [
                 _metric("AUC", _bound(lower=spec.min_auc[task.name]) if task.name in spec.min_auc else None),
                 _metric("BinaryCrossEntropy", _bound(upper=spec.max_log_loss)),
-                _metric("Calibration", _bound(lower=0.5, upper=2.0)),
+                _metric("Calibration", _bound(*spec.calibration_bounds) if spec.calibration_bounds else None),
                 _metric("MeanPrediction"),
                 _metric("MeanLabel"),
             ]

@@ -19,7 +19,10 @@ from tfjoint.features import DatasetSpec, get_dataset_spec
 
 def _to_index(ids: Any, vocabulary: Any) -> Any:
     # Vocabulary entries map to 1..V and unknown values to V + 1, so 0 stays free for padding.
-    return tft.apply_vocabulary(ids, vocabulary, num_oov_buckets=1) + 1
+    index = tft.apply_vocabulary(ids, vocabulary, num_oov_buckets=1)
+    if isinstance(index, tf.SparseTensor):
+        return tf.sparse.map_values(tf.add, index, tf.constant(1, index.dtype))
+    return index + 1
 
 
 def _pad(sparse: tf.SparseTensor, max_len: int) -> tf.Tensor:
@@ -63,3 +66,64 @@ def vocabulary_sizes(tf_transform_output: tft.TFTransformOutput, spec: DatasetSp
     """``V`` of every categorical and token feature, read from the Transform output."""
     keys = list(spec.categorical) + [t.name for t in spec.tokens]
     return {key: int(tf_transform_output.vocabulary_size_by_name(key)) for key in keys}
+
+
+def fit_transform_graph(data_root: str, spec: DatasetSpec, output_dir: str) -> tft.TFTransformOutput:
+    """Analyzes ``data_root/train/*`` in-process (Beam DirectRunner) and writes the
+    transform graph to ``output_dir``: the Transform component's work, for notebooks and
+    tests, with the same ``preprocessing_fn``."""
+    import glob
+    import os
+    import tempfile
+
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+    from tfx_bsl.public import tfxio
+
+    from tfjoint.schema import build_schema
+
+    files = sorted(glob.glob(os.path.join(data_root, "train", "*")))
+    if not files:
+        raise FileNotFoundError(f"no training files under {data_root}/train")
+    source = tfxio.TFExampleRecord(file_pattern=files, schema=build_schema(spec))
+    with tempfile.TemporaryDirectory() as tmp:
+        with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False):
+            raw = pipeline | "Read" >> source.BeamSource()
+            transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeDataset(
+                lambda inputs: preprocess(inputs, spec)
+            )
+            _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
+    # The raw schema too, as the Transform component writes it: raw_feature_spec() reads it.
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+    metadata_io.write_metadata(
+        dataset_metadata.DatasetMetadata(build_schema(spec)),
+        os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR),
+    )
+    return tft.TFTransformOutput(output_dir)
+
+
+def transformed_dataset(
+    tf_transform_output: tft.TFTransformOutput,
+    files: list[str],
+    spec: DatasetSpec,
+    batch_size: int = 256,
+    shuffle: bool = False,
+) -> tf.data.Dataset:
+    """``(features, labels)`` batches from raw ``tf.Example`` files through the transform
+    graph, exactly as the serving signature transforms them."""
+    raw_spec = tf_transform_output.raw_feature_spec()
+    layer = tf_transform_output.transform_features_layer()
+    labels = set(spec.label_keys)
+
+    def apply(serialized: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+        transformed = layer(tf.io.parse_example(serialized, raw_spec))
+        return (
+            {k: v for k, v in transformed.items() if k not in labels},
+            {k: transformed[k] for k in spec.label_keys},
+        )
+
+    dataset = tf.data.TFRecordDataset(files)
+    if shuffle:
+        dataset = dataset.shuffle(10 * batch_size, seed=0)
+    return dataset.batch(batch_size).map(apply).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,132 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfjoint import registry
+from tfjoint.features import MOVIELENS_100K, SYNTHETIC, TaskSpec
+from tfjoint.models import JointModel, build_joint_model, input_shapes
+
+SIZES = {k: 12 for k in MOVIELENS_100K.categorical + tuple(t.name for t in MOVIELENS_100K.tokens)}
+
+
+def fake_batch(spec, n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {}
+    for key, (shape, dtype) in input_shapes(spec).items():
+        if dtype == "int64":
+            x[key] = rng.integers(0, 4, size=(n, *shape))
+        else:
+            x[key] = rng.normal(size=(n, *shape)).astype("float32")
+    watch = rng.integers(0, 2, (n, 1)).astype("float32")
+    y = {
+        "watch": watch,
+        "like": watch * rng.integers(0, 2, (n, 1)),
+        "rating": watch * rng.integers(1, 6, (n, 1)),
+    }
+    return x, y
+
+
+@pytest.mark.parametrize("arch", [e.name for e in registry.entries("task_architecture")])
+def test_every_task_architecture_builds_trains_and_reloads(arch, tmp_path):
+    model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture=arch)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x, y = fake_batch(MOVIELENS_100K)
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert {"watch_loss", "like_loss", "rating_loss", "watch_auc", "like_auc"} <= set(history.history)
+    preds = model.predict(x, verbose=0)
+    assert set(preds) == {"watch", "like", "rating"}
+    assert np.all((preds["watch"] >= 0) & (preds["watch"] <= 1))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    for task, value in reloaded.predict(x, verbose=0).items():
+        np.testing.assert_allclose(value, preds[task], atol=1e-6)
+    config = json.loads(json.dumps(model.get_config()))
+    assert JointModel.from_config(config).count_params() == model.count_params()
+
+
+def test_loss_is_weighted_sum_of_masked_task_losses():
+    model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture="shared_bottom")
+    x, y = fake_batch(MOVIELENS_100K)
+    preds = {k: np.asarray(v) for k, v in model(x).items()}
+    watch = y["watch"][:, 0]
+
+    def bce(t, p):
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+    l_watch = bce(y["watch"][:, 0], preds["watch"][:, 0]).mean()
+    l_like = (bce(y["like"][:, 0], preds["like"][:, 0]) * watch).sum() / watch.sum()
+    l_rating = (((y["rating"][:, 0] - preds["rating"][:, 0]) ** 2) * watch).sum() / watch.sum()
+    expected = 1.0 * l_watch + 1.0 * l_like + 0.5 * l_rating
+    total = model.compute_loss(x, y, preds)
+    np.testing.assert_allclose(float(total), expected, rtol=1e-4)
+
+
+def test_child_task_ignores_rows_where_parent_is_zero():
+    model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture="mmoe")
+    x, y = fake_batch(MOVIELENS_100K)
+    preds = {k: np.asarray(v) for k, v in model(x).items()}
+    unwatched = y["watch"][:, 0] == 0
+    before = {k: float(v) for k, v in model.task_losses(y, preds).items()}
+    y2 = {k: v.copy() for k, v in y.items()}
+    y2["like"][unwatched] = 1.0
+    y2["rating"][unwatched] = 5.0
+    preds2 = {k: v.copy() for k, v in preds.items()}
+    preds2["like"][unwatched] = 0.01
+    after = {k: float(v) for k, v in model.task_losses(y2, preds2).items()}
+    assert after == pytest.approx(before, rel=1e-6)
+
+
+def test_serving_export_from_keras_model(tmp_path):
+    model = build_joint_model(SYNTHETIC, {k: 5 for k in SYNTHETIC.categorical + ("item_tags",)})
+    x, _ = fake_batch(SYNTHETIC, n=4)
+    expected = model.predict(x, verbose=0)
+    model.export(str(tmp_path / "export"), format="tf_saved_model", verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    served = loaded.serve({k: tf.constant(v) for k, v in x.items()})
+    for task in expected:
+        np.testing.assert_allclose(served[task], expected[task], atol=1e-6)
+
+
+def test_builder_leaves_slots_empty_when_the_dataset_lacks_the_input():
+    from tfjoint.features import ALI_CCP_SAMPLE
+
+    model = build_joint_model(ALI_CCP_SAMPLE, {k: 3 for k in ALI_CCP_SAMPLE.categorical})
+    assert model.sequence_encoder is None and model.modality_encoder is None
+    assert set(model.output_names) == {"click", "purchase"}
+
+
+def test_builder_accepts_layer_instances_and_overrides():
+    from tfjoint.models import SharedBottom
+
+    arch = SharedBottom(["watch", "like", "rating"], bottom_units=[7])
+    model = build_joint_model(
+        MOVIELENS_100K, SIZES, task_architecture=arch, component_kwargs={"sequence_encoder": {"output_dim": 9}}
+    )
+    assert model.task_architecture is arch
+    assert model.sequence_encoder.output_dim == 9
+
+
+def test_builder_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown task_architecture 'nope'.*mmoe"):
+        build_joint_model(MOVIELENS_100K, SIZES, task_architecture="nope")
+    with pytest.raises(ValueError, match="component_kwargs keys"):
+        build_joint_model(MOVIELENS_100K, SIZES, component_kwargs={"tower": {}})
+    with pytest.raises(ValueError, match="parent 'click'"):
+        build_joint_model(MOVIELENS_100K, SIZES, tasks=[TaskSpec("like", parent="click")])
+    with pytest.raises(ValueError, match="task type"):
+        TaskSpec("x", type="multiclass")
+
+
+def test_trainer_refuses_keras_2(monkeypatch):
+    from tfjoint.models import joint
+
+    monkeypatch.setattr(joint.keras, "__version__", "2.16.0")
+    with pytest.raises(RuntimeError, match="needs Keras 3"):
+        build_joint_model(MOVIELENS_100K, SIZES)

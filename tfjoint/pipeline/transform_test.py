@@ -1,0 +1,97 @@
+"""The preprocessing_fn on a tiny hand-written dataset: vocabularies, OOV, padding,
+z-scores, the scenario fallback."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from tfjoint import features
+from tfjoint.datasets.examples import frame_to_examples, write_tfrecords
+from tfjoint.features import SYNTHETIC
+from tfjoint.pipeline.transform import fit_transform_graph, transformed_dataset, vocabulary_sizes
+
+
+def _frame(users, items, scenarios, seqs, tags):
+    n = len(users)
+    frame = pd.DataFrame(
+        {
+            "user_id": users,
+            "item_id": items,
+            "user_segment": ["s0"] * n,
+            features.SCENARIO_KEY: scenarios,
+            features.SEQUENCE_ITEMS_KEY: [list(s) for s in seqs],
+            features.SEQUENCE_BEHAVIORS_KEY: [[1 + (j % 3) for j in range(len(s))] for s in seqs],
+            "item_tags": tags,
+            "click": [1.0, 0.0, 1.0, 0.0][:n],
+            "conversion": [1.0, 0.0, 0.0, 0.0][:n],
+            "score": [1.0, 2.0, 3.0, 4.0][:n],
+        }
+    )
+    for i in range(8):
+        frame[f"x{i}"] = np.arange(n, dtype="float32") * (i + 1)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def transformed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    train = _frame(["u1", "u2", "u1", "u3"], ["a", "b", "a", "c"], [0, 1, 2, 0],
+                   [[], ["a"], ["a", "b"], ["c", "a", "b"]], [["t1"], ["t1", "t2"], [], ["t3"]])
+    write_tfrecords({"train": train, "eval": train}, SYNTHETIC, root)
+    output = fit_transform_graph(str(root), SYNTHETIC, str(tmp_path_factory.mktemp("tft")))
+    serving = _frame(["u1", "zzz"], ["a", "never-seen"], [1, 2], [["b", "zzz"], []], [["t2", "nope"], []])
+    serialized = list(frame_to_examples(serving, SYNTHETIC))
+    # A scenario the model never saw (the writer refuses one, so edit the record).
+    example = tf.train.Example.FromString(serialized[1])
+    example.features.feature[features.SCENARIO_KEY].int64_list.value[:] = [7]
+    serialized[1] = example.SerializeToString()
+    path = tmp_path_factory.mktemp("serve") / "x.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in serialized:
+            writer.write(record)
+    x, y = next(iter(transformed_dataset(output, [str(path)], SYNTHETIC, batch_size=2)))
+    return output, {k: v.numpy() for k, v in x.items()}, {k: v.numpy() for k, v in y.items()}
+
+
+def test_vocabularies(transformed):
+    output, _, _ = transformed
+    sizes = vocabulary_sizes(output, SYNTHETIC)
+    assert sizes["user_id"] == 3 and sizes["item_id"] == 3 and sizes["item_tags"] == 3
+
+
+def test_ids_are_shifted_and_unknown_ids_take_the_oov_index(transformed):
+    output, x, _ = transformed
+    v_user = vocabulary_sizes(output, SYNTHETIC)["user_id"]
+    v_item = vocabulary_sizes(output, SYNTHETIC)["item_id"]
+    assert 1 <= x["user_id"][0, 0] <= v_user
+    assert x["user_id"][1, 0] == v_user + 1
+    assert x["item_id"][1, 0] == v_item + 1
+    assert x["user_id"].shape == (2, 1)
+
+
+def test_sequences_are_padded_and_share_the_item_vocabulary(transformed):
+    output, x, _ = transformed
+    v_item = vocabulary_sizes(output, SYNTHETIC)["item_id"]
+    max_len = SYNTHETIC.sequence.max_len
+    seq = x[features.SEQUENCE_ITEMS_KEY]
+    assert seq.shape == (2, max_len)
+    assert 1 <= seq[0, 0] <= v_item and seq[0, 1] == v_item + 1
+    assert np.all(seq[0, 2:] == features.PAD_INDEX) and np.all(seq[1] == features.PAD_INDEX)
+    behaviors = x[features.SEQUENCE_BEHAVIORS_KEY]
+    assert list(behaviors[0, :3]) == [1, 2, 0]
+    tags = x["item_tags"]
+    assert tags.shape == (2, SYNTHETIC.tokens[0].max_len) and tags[0, 1] == 4 and tags[1, 0] == 0
+
+
+def test_unknown_scenario_takes_the_fallback(transformed):
+    _, x, _ = transformed
+    assert list(x[features.SCENARIO_KEY][:, 0]) == [1, SYNTHETIC.num_scenarios]
+
+
+def test_dense_features_are_z_scored_with_training_statistics(transformed):
+    _, x, y = transformed
+    train_x1 = np.arange(4, dtype="float32") * 2
+    expected = (np.array([0.0, 2.0]) - train_x1.mean()) / train_x1.std()
+    np.testing.assert_allclose(x["x1"][:, 0], expected, rtol=1e-5)
+    np.testing.assert_allclose(y["score"][:, 0], [1.0, 2.0])
