@@ -80,7 +80,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         rows = runners.score_examples(run.pushed_dir, run.data_root, spec, args.score)
         print(f"\n== serving_default on {len(rows)} held-out examples of {run.data_root}/eval ==")
         for row in rows:
-            print("  ".join(f"{k}={v:.3f}" for k, v in row.items()))
+            print("  ".join(f"{k}={'-' if v is None else format(v, '.3f')}" for k, v in row.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"blessed": blessed, "metrics": table, "pushed_dir": run.pushed_dir,

@@ -3,9 +3,13 @@ compile. Both run :func:`tfjoint.pipeline.pipeline.create_pipeline` unchanged.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
+import logging
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,38 @@ class LocalRun:
         from tfjoint.pipeline.trainer import KERAS_MODEL_FILENAME
 
         return os.path.join(self.model_run_dir, KERAS_MODEL_FILENAME)
+
+
+_PROGRESS = re.compile(r"Component (\S+) is (running|finished)")
+
+
+@contextlib.contextmanager
+def _component_progress() -> Any:
+    """Prints one line as each component starts and ends, and silences TFX's INFO logs."""
+    logger = logging.getLogger("absl")
+    started: dict[str, float] = {}
+
+    def only_progress(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        match = _PROGRESS.search(record.getMessage())
+        if match:
+            name, state = match.groups()
+            if state == "running":
+                started[name] = time.time()
+                print(f"[tfjoint] {name} ...", flush=True)
+            else:
+                print(f"[tfjoint] {name} done in {time.time() - started.get(name, time.time()):.0f} s", flush=True)
+        return False
+
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addFilter(only_progress)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only_progress)
+        logger.setLevel(level)
 
 
 def _latest(pattern: str) -> str:
@@ -70,20 +106,21 @@ def run_local(
         dataset, data_root or os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {})
     )
     before = set(glob.glob(os.path.join(pipeline_root, "Evaluator", "evaluation", "*")))
-    tfx.orchestration.LocalDagRunner().run(
-        create_pipeline(
-            pipeline_name=f"tfjoint-{spec.name}-{model}".replace("_", "-"),
-            pipeline_root=pipeline_root,
-            data_root=os.path.abspath(data_root),
-            dataset=dataset,
-            model=model,
-            serving_dir=os.path.abspath(serving_dir),
-            model_name=model_name,
-            hparams=hparams,
-            metadata_path=os.path.join(pipeline_root, "metadata.sqlite"),
-            beam_pipeline_args=LOCAL_BEAM_ARGS,
+    with _component_progress():
+        tfx.orchestration.LocalDagRunner().run(
+            create_pipeline(
+                pipeline_name=f"tfjoint-{spec.name}-{model}".replace("_", "-"),
+                pipeline_root=pipeline_root,
+                data_root=os.path.abspath(data_root),
+                dataset=dataset,
+                model=model,
+                serving_dir=os.path.abspath(serving_dir),
+                model_name=model_name,
+                hparams=hparams,
+                metadata_path=os.path.join(pipeline_root, "metadata.sqlite"),
+                beam_pipeline_args=LOCAL_BEAM_ARGS,
+            )
         )
-    )
     evaluation_dir = _latest(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
     if evaluation_dir in before:
         raise RuntimeError(f"the pipeline wrote no new evaluation under {pipeline_root}")
@@ -100,7 +137,8 @@ def run_local(
 def score_examples(saved_model_dir: str, data_root: str, spec: DatasetSpec, count: int = 5) -> list[dict[str, Any]]:
     """Scores the first ``count`` held-out examples through ``serving_default``.
 
-    Returns one dict per example with the labels and the predictions of every task.
+    Returns one dict per example with the labels and the predictions of every task; the
+    label of a task whose parent label is 0 is ``None`` (undefined there).
     """
     import tensorflow as tf
 
@@ -113,9 +151,10 @@ def score_examples(saved_model_dir: str, data_root: str, spec: DatasetSpec, coun
     rows = []
     for i in range(len(serialized)):
         row: dict[str, Any] = {}
-        for task in spec.label_keys:
-            row[f"{task}_label"] = float(labels[task][i, 0])
-            row[f"{task}_pred"] = float(outputs[task][i, 0])
+        for task in spec.tasks:
+            defined = task.parent is None or float(labels[task.parent][i, 0]) == 1.0
+            row[f"{task.name}_label"] = float(labels[task.name][i, 0]) if defined else None
+            row[f"{task.name}_pred"] = float(outputs[task.name][i, 0])
         rows.append(row)
     return rows
 

@@ -1,0 +1,52 @@
+"""The command line: the registry listing, the schema check and the Kubeflow compile."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tfjoint import cli, registry
+from tfjoint.pipeline.pipeline import COMPONENT_IDS
+
+
+def test_models_json_lists_the_registry(capsys):
+    assert cli.main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert all({"name", "family", "reference"} <= set(item) for item in listed)
+    names = {item["name"] for item in listed}
+    assert {"shared_bottom", "mmoe", "omoe", "feature_embedding", "behavior_pooling", "gating_fusion"} <= names
+    assert names == {e.name for e in registry.entries()}
+    assert {item["family"] for item in listed} <= set(registry.FAMILIES)
+
+
+def test_console_script_is_installed():
+    out = subprocess.run(
+        [sys.executable, "-m", "tfjoint.cli", "models", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out)
+
+
+def test_schemas_match_the_feature_module(capsys):
+    assert cli.main(["schema", "--check"]) == 0
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    try:
+        cli.main(["pipeline", "compile", "--output", str(tmp_path / "x.json"), "--model", "nope"])
+    except SystemExit as e:
+        assert "unknown task_architecture 'nope'" in str(e) and "mmoe" in str(e)
+    else:
+        raise AssertionError("an unknown model must fail")
+
+
+def test_kubeflow_compile_names_every_component(tmp_path):
+    output = tmp_path / "pipeline.json"
+    assert cli.main(["pipeline", "compile", "--runner", "kubeflow", "--output", str(output)]) == 0
+    job = json.loads(output.read_text())
+    spec = job.get("pipelineSpec", job)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(COMPONENT_IDS) <= set(tasks), sorted(tasks)
+    trainer = json.dumps(tasks["Trainer"])
+    assert "tfjoint.pipeline.trainer.run_fn" in trainer and '\\"model\\": \\"mmoe\\"' in trainer
+    assert len(spec["deploymentSpec"]["executors"]) == len(COMPONENT_IDS)

@@ -1,0 +1,24 @@
+import pytest
+
+from tfjoint import registry
+
+
+def test_every_entry_has_a_slot_family_and_reference():
+    entries = registry.entries()
+    assert entries
+    for entry in entries:
+        assert entry.slot in registry.SLOTS and entry.family in registry.FAMILIES
+        assert entry.reference.strip()
+
+
+def test_lookup_by_slot():
+    assert registry.get("mmoe", slot="task_architecture").cls.__name__ == "MultiGateMixtureOfExperts"
+    with pytest.raises(ValueError, match="unknown sequence_encoder 'mmoe'"):
+        registry.get("mmoe", slot="sequence_encoder")
+
+
+def test_registration_is_validated():
+    with pytest.raises(ValueError, match="slot must be"):
+        registry.register("x", slot="tower", family="core", reference="r")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("mmoe", slot="task_architecture", family="multi_task", reference="r")(type("X", (), {}))
