@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from typing import Any
 
 import keras
@@ -132,6 +133,8 @@ def run_fn(fn_args: Any) -> None:
     batch_size = int(config["batch_size"])
     train = _dataset(fn_args, fn_args.train_files, tf_transform_output, spec, batch_size, model_keys)
     evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, spec, batch_size, model_keys)
+    # The TFXIO datasets are finite with unknown cardinality: the end of each epoch is expected.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
     history = model.fit(
         train,
         validation_data=evaluation,
