@@ -23,6 +23,11 @@ from tfjoint.features import DATASETS
 def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="movielens-100k")
     parser.add_argument("--model", default="mmoe", help="a registered task architecture (see `tfjoint models`)")
+    for slot in ("sequence_encoder", "modality_encoder", "scenario_adapter"):
+        parser.add_argument(
+            f"--{slot.replace('_', '-')}",
+            help=f"a registered {slot} ('none' leaves the slot empty; default: the Trainer's)",
+        )
     parser.add_argument("--epochs", type=int, help="training epochs (default: 2)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default: 256)")
     parser.add_argument("--hparams", default="{}", help="JSON overrides of the Trainer's hyper-parameters")
@@ -37,16 +42,25 @@ def _hparams(args: argparse.Namespace) -> dict[str, Any]:
         hparams["epochs"] = args.epochs
     if args.batch_size is not None:
         hparams["batch_size"] = args.batch_size
+    for slot in ("sequence_encoder", "modality_encoder", "scenario_adapter"):
+        choice = getattr(args, slot)
+        if choice is not None:
+            hparams[slot] = None if choice.lower() == "none" else _check_component(choice, slot)
     return hparams
 
 
-def _check_model(name: str) -> None:
+def _check_component(name: str, slot: str) -> str:
     from tfjoint import registry
 
     try:
-        registry.get(name, slot="task_architecture")
+        registry.get(name, slot=slot)
     except ValueError as e:
         raise SystemExit(str(e)) from None
+    return name
+
+
+def _check_model(name: str) -> None:
+    _check_component(name, "task_architecture")
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:

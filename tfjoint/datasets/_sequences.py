@@ -78,3 +78,12 @@ def time_split_mask(times: np.ndarray, eval_fraction: float) -> tuple[np.ndarray
             f"eval_fraction={eval_fraction} leaves an empty split (cutoff={cutoff})"
         )
     return is_train, cutoff
+
+
+def object_array(values: list) -> np.ndarray:
+    """A 1-D object array of lists (one list column of a frame)."""
+    # np.array(list_of_arrays) would stack equal-length arrays into a 2-D array.
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out

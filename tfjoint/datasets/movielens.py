@@ -354,14 +354,6 @@ def _behavior_ids(ratings: np.ndarray) -> np.ndarray:
     return np.where(ratings >= 4, like, np.where(ratings == 3, neutral, dislike)).astype(np.int64)
 
 
-def _object_array(values: list) -> np.ndarray:
-    # np.array(list_of_arrays) would stack equal-length arrays into a 2-D array.
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        out[i] = v
-    return out
-
-
 def _sample_negatives(
     user_codes: np.ndarray, rated: np.ndarray, neg_ratio: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -416,8 +408,8 @@ def build_frames(
     user_scenario = np.digitize(ages, AGE_BOUNDS).astype(np.int64)
     years = tables.items["release_year"].to_numpy(dtype=float)
     years = np.where(np.isnan(years), np.nanmedian(years), years)
-    item_titles = _object_array([title_tokens(t) for t in tables.items["title"]])
-    item_genres = _object_array(list(tables.items["genres"]))
+    item_titles = _sequences.object_array([title_tokens(t) for t in tables.items["title"]])
+    item_genres = _sequences.object_array(list(tables.items["genres"]))
     like = (stars >= 4).astype(np.float64)
 
     frame = pd.DataFrame(
@@ -428,9 +420,9 @@ def build_frames(
             OCCUPATION_KEY: tables.users["occupation"].to_numpy(dtype=object)[user_codes][source],
             RELEASE_YEAR_KEY: years[all_items],
             features.SCENARIO_KEY: user_scenario[user_codes][source],
-            features.SEQUENCE_ITEMS_KEY: _object_array(history.items)[source],
-            features.SEQUENCE_BEHAVIORS_KEY: _object_array(history.behaviors)[source],
-            SEQUENCE_TIMESTAMPS_KEY: _object_array(history.timestamps)[source],
+            features.SEQUENCE_ITEMS_KEY: _sequences.object_array(history.items)[source],
+            features.SEQUENCE_BEHAVIORS_KEY: _sequences.object_array(history.behaviors)[source],
+            SEQUENCE_TIMESTAMPS_KEY: _sequences.object_array(history.timestamps)[source],
             TITLE_TOKENS.name: item_titles[all_items],
             GENRES.name: item_genres[all_items],
             WATCH_KEY: is_positive.astype(np.float64),

@@ -125,13 +125,6 @@ def _sample_by_affinity(
     return out
 
 
-def _object_array(values: list) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        out[i] = v
-    return out
-
-
 def load_synthetic_frames(
     n: int = 20000,
     correlation: float = 0.5,
@@ -174,7 +167,7 @@ def load_synthetic_frames(
     # Tags are the item's strongest directions among NUM_TAGS fixed random directions.
     tag_directions = rng.standard_normal((LATENT_DIM, NUM_TAGS))
     top_tags = np.argsort(-(item_factors @ tag_directions), axis=1)[:, :TAGS_PER_ITEM]
-    item_tags = _object_array([[f"tag{t}" for t in row] for row in top_tags])
+    item_tags = _sequences.object_array([[f"tag{t}" for t in row] for row in top_tags])
     affinity_all = user_factors @ item_factors.T  # [users, items]
 
     # Impressions: users appear uniformly, items by affinity (a recommender shows items
@@ -219,9 +212,9 @@ def load_synthetic_frames(
             SEGMENT_KEY: segments[users].astype(str).astype(object),
             **{key: x[:, j] for j, key in enumerate(SPEC.dense)},
             features.SCENARIO_KEY: scenario.astype(np.int64),
-            features.SEQUENCE_ITEMS_KEY: _object_array(history.items),
-            features.SEQUENCE_BEHAVIORS_KEY: _object_array(history.behaviors),
-            SEQUENCE_TIMESTAMPS_KEY: _object_array(history.timestamps),
+            features.SEQUENCE_ITEMS_KEY: _sequences.object_array(history.items),
+            features.SEQUENCE_BEHAVIORS_KEY: _sequences.object_array(history.behaviors),
+            SEQUENCE_TIMESTAMPS_KEY: _sequences.object_array(history.timestamps),
             TAGS.name: item_tags[items],
             CLICK_KEY: click.astype(np.float64),
             CONVERSION_KEY: conversion.astype(np.float64),
