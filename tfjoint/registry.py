@@ -10,7 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, TypeVar
 
-SLOTS = ("embedding", "sequence_encoder", "modality_encoder", "scenario_adapter", "task_architecture")
+SLOTS = (
+    "embedding",
+    "sequence_encoder",
+    "modality_encoder",
+    "scenario_adapter",
+    "task_architecture",
+    "balancer",
+)
 FAMILIES = ("core", "multi_task", "multi_scenario", "multi_behavior", "multi_modal", "balancing")
 
 T = TypeVar("T")
@@ -54,7 +61,8 @@ def register(name: str, *, slot: str, family: str, reference: str) -> Callable[[
 
 
 def _ensure_loaded() -> None:
-    # Components register themselves on import; importing the package pulls them all in.
+    # Components register themselves on import; importing the packages pulls them all in.
+    import tfjoint.balancing  # noqa: F401
     import tfjoint.models  # noqa: F401
 
 

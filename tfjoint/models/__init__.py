@@ -1,22 +1,29 @@
 """Model components (each registered in :mod:`tfjoint.registry`) and the joint-model builder."""
 
 from tfjoint.models.behavior_pooling import BehaviorPooling
+from tfjoint.models.dselect_k import DSelectKMixtureOfExperts
 from tfjoint.models.feature_embedding import FeatureEmbedding
 from tfjoint.models.gating_fusion import GatingFusion
 from tfjoint.models.joint import JointModel, build_joint_model, input_shapes
 from tfjoint.models.mixture_of_experts import MultiGateMixtureOfExperts, OneGateMixtureOfExperts
 from tfjoint.models.mlp import MLP
+from tfjoint.models.progressive_layered_extraction import CustomizedGateControl, ProgressiveLayeredExtraction
 from tfjoint.models.shared_bottom import SharedBottom
+from tfjoint.models.sub_network_routing import SubNetworkRouting
 
 __all__ = [
     "MLP",
     "BehaviorPooling",
+    "CustomizedGateControl",
+    "DSelectKMixtureOfExperts",
     "FeatureEmbedding",
     "GatingFusion",
     "JointModel",
     "MultiGateMixtureOfExperts",
     "OneGateMixtureOfExperts",
+    "ProgressiveLayeredExtraction",
     "SharedBottom",
+    "SubNetworkRouting",
     "build_joint_model",
     "input_shapes",
 ]

@@ -7,19 +7,26 @@
     E_merge --> scenario adapter --> task architecture --> {task: head(tower_k)}
 
 The loss is ``sum_k w_k L_k`` where a task with a ``parent`` (a cascade such as ``like``
-given ``watch``) only counts rows whose parent label is 1.
+given ``watch``) only counts rows whose parent label is 1; the ``balancer`` slot turns the
+per-task losses (and, for gradient-level strategies, the per-task gradients on the shared
+parameters) into one update inside :meth:`JointModel.train_step`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution
 
 from tfjoint import features, registry
+from tfjoint.balancing import FixedWeights, TaskBalancer
 from tfjoint.features import DatasetSpec, TaskSpec
+
+_SLOTS = ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter", "balancer")
 
 _LOSSES = {
     "binary_crossentropy": keras.losses.binary_crossentropy,
@@ -71,6 +78,7 @@ class JointModel(keras.Model):
         modality_encoder: optional, maps the embedding dict to ``E^M``.
         scenario_adapter: optional, maps ``[E_merge, scenario ids]`` to an adapted
             ``E_merge`` of any width.
+        balancer: a :class:`tfjoint.balancing.TaskBalancer`; defaults to fixed weights.
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class JointModel(keras.Model):
         sequence_encoder: keras.layers.Layer | None = None,
         modality_encoder: keras.layers.Layer | None = None,
         scenario_adapter: keras.layers.Layer | None = None,
+        balancer: TaskBalancer | None = None,
         **kwargs: Any,
     ) -> None:
         _check_keras3()
@@ -120,6 +129,8 @@ class JointModel(keras.Model):
         self.sequence_encoder = sequence_encoder
         self.modality_encoder = modality_encoder
         self.scenario_adapter = scenario_adapter
+        self.balancer = balancer or FixedWeights(name="balancer")
+        self.balancer.bind(task_specs)
         self.task_loss_trackers = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in task_specs}
         self.task_aucs = {
             t.name: keras.metrics.AUC(name=f"{t.name}_auc") for t in task_specs if t.type == "binary"
@@ -149,14 +160,60 @@ class JointModel(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
+        terms = self._balanced_terms(y, y_pred)
+        return scale_loss_for_distribution(sum(terms.values()) + self._regularization())
+
+    def _balanced_terms(self, y: Any, y_pred: Any) -> dict[str, Any]:
+        """The balancer's per-task terms of ``w_k L_k``; also updates the per-task trackers."""
         losses = self.task_losses(y, y_pred)
-        total = ops.zeros((), "float32")
         for task in self.tasks:
             self.task_loss_trackers[task.name].update_state(losses[task.name])
-            total = total + task.weight * losses[task.name]
-        for extra in self.losses:
-            total = total + ops.cast(extra, "float32")
-        return scale_loss_for_distribution(total)
+        return self.balancer.weight_losses({t.name: t.weight * losses[t.name] for t in self.tasks})
+
+    def _regularization(self) -> Any:
+        return sum((ops.cast(extra, "float32") for extra in self.losses), ops.zeros((), "float32"))
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        """One update. With a gradient-level balancer, the shared parameters (those that two
+        or more tasks reach) get ``balancer.combine_gradients`` of the per-task gradients;
+        every other parameter gets the plain gradient of the objective."""
+        if not self.balancer.uses_task_gradients:
+            return super().train_step(data)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            y_pred = self(x, training=True)
+            terms = self._balanced_terms(y, y_pred)
+            regularization = self._regularization()
+            total = sum(terms.values()) + regularization
+        self._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+        per_task = [tape.gradient(scale_loss_for_distribution(terms[t.name]), variables) for t in self.tasks]
+        grads = tape.gradient(scale_loss_for_distribution(total), variables)
+        regularization_grads = (
+            tape.gradient(scale_loss_for_distribution(regularization), variables) if self.losses else None
+        )
+        del tape
+        shared = [i for i in range(len(variables)) if sum(g[i] is not None for g in per_task) >= 2]
+        if shared:
+
+            def flat(task_grads: list[Any]) -> Any:
+                parts = [
+                    tf.zeros_like(variables[i]) if task_grads[i] is None else tf.convert_to_tensor(task_grads[i])
+                    for i in shared
+                ]
+                return tf.concat([tf.reshape(p, [-1]) for p in parts], axis=0)
+
+            combined = self.balancer.combine_gradients([flat(g) for g in per_task], terms)
+            offset = 0
+            for i in shared:
+                size = math.prod(variables[i].shape)
+                grads[i] = tf.reshape(combined[offset : offset + size], variables[i].shape)
+                # add_loss terms (e.g. gate regularisers) are not task gradients: keep them.
+                if regularization_grads is not None and regularization_grads[i] is not None:
+                    grads[i] += tf.convert_to_tensor(regularization_grads[i])
+                offset += size
+        self.optimizer.apply(grads, variables)
+        return self.compute_metrics(x, y, y_pred)
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
         for task in self.tasks:
@@ -174,16 +231,13 @@ class JointModel(keras.Model):
             "trainable": self.trainable,
             "inputs_spec": self.inputs_spec,
             "tasks": [t.to_json() for t in self.tasks],
-            **{
-                slot: keras.saving.serialize_keras_object(getattr(self, slot))
-                for slot in ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter")
-            },
+            **{slot: keras.saving.serialize_keras_object(getattr(self, slot)) for slot in _SLOTS},
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> JointModel:
         config = dict(config)
-        for slot in ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter"):
+        for slot in _SLOTS:
             if config.get(slot) is not None:
                 config[slot] = keras.saving.deserialize_keras_object(config[slot])
         return cls(**config)
@@ -205,6 +259,7 @@ def build_joint_model(
     modality_encoder: str | keras.layers.Layer | None = "gating_fusion",
     scenario_adapter: str | keras.layers.Layer | None = None,
     embedding: str | keras.layers.Layer = "feature_embedding",
+    balancer: str | keras.layers.Layer = "fixed",
     tasks: list[TaskSpec] | None = None,
     embedding_dim: int = 16,
     component_kwargs: dict[str, dict[str, Any]] | None = None,
@@ -281,5 +336,6 @@ def build_joint_model(
         sequence_encoder=seq,
         modality_encoder=modal,
         scenario_adapter=adapter,
+        balancer=_component("balancer", balancer, {}, overrides.get("balancer", {})),
         name=f"joint_{arch.__class__.__name__}",
     )

@@ -1,0 +1,271 @@
+"""A model server speaking TensorFlow Serving's gRPC and REST APIs.
+
+It serves the SavedModels a TFX Pusher writes (``<base_path>/<integer version>/``)
+with TF Serving's semantics, so any TF Serving client works against it and the real
+``tensorflow_model_server`` can replace it unchanged (same config files and flags)::
+
+    with serve_in_background(model_name="movielens", model_base_path="runs/demo/serving/movielens",
+                             port=0, rest_api_port=0) as server:
+        ServingClient(f"127.0.0.1:{server.grpc_port}", "movielens").predict([...])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from typing import Iterator
+
+import grpc
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from tfjoint.serving import protos
+from tfjoint.serving.core import BatchingOptions, ModelManager, ServingError, single_model_config
+from tfjoint.serving.grpc_service import add_services
+from tfjoint.serving.rest import RestServer
+
+log = logging.getLogger("tfjoint.serving")
+
+DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    """TF Serving's flags (model_servers/main.cc) that apply here, same names and meanings."""
+
+    port: int = 8500  # 0: pick a free port
+    rest_api_port: int | None = 8501  # None: no REST server; 0: pick a free port
+    host: str = "127.0.0.1"
+    model_config_file: str | None = None
+    model_name: str | None = None
+    model_base_path: str | None = None
+    model_config: model_server_config_pb2.ModelServerConfig | None = None
+    model_config_file_poll_wait_seconds: float = 0.0
+    file_system_poll_wait_seconds: float = 1.0
+    enable_batching: bool = False
+    batching_parameters_file: str | None = None
+    batching: BatchingOptions | None = None
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    grpc_max_threads: int = 32
+    rest_api_timeout_in_ms: int = 30000
+    ssl_config_file: str | None = None
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    ssl_ca_file: str | None = None
+    allow_version_labels_for_unavailable_models: bool = False
+
+    def resolve_config(self) -> model_server_config_pb2.ModelServerConfig:
+        given = [self.model_config is not None, bool(self.model_config_file), bool(self.model_base_path)]
+        if sum(given) != 1:
+            raise ValueError(
+                "Exactly one of --model_config_file, --model_base_path (with --model_name) or model_config "
+                "must be given"
+            )
+        if self.model_config is not None:
+            return self.model_config
+        if self.model_config_file:
+            return read_model_config(self.model_config_file)
+        return single_model_config(self.model_name or "default", os.path.abspath(self.model_base_path))
+
+    def resolve_batching(self) -> BatchingOptions | None:
+        if self.batching is not None:
+            return self.batching
+        if not self.enable_batching:
+            if self.batching_parameters_file:
+                raise ValueError("--batching_parameters_file requires --enable_batching")
+            return None
+        if self.batching_parameters_file:
+            return BatchingOptions.from_proto(
+                protos.parse_text_file(self.batching_parameters_file, protos.BatchingParameters)
+            )
+        return BatchingOptions()
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        if self.ssl_config_file:
+            cfg = protos.parse_text_file(self.ssl_config_file, protos.SSLConfig)
+            key, cert, ca, verify = cfg.server_key, cfg.server_cert, cfg.custom_ca, cfg.client_verify
+        elif self.ssl_cert_file or self.ssl_key_file:
+            if not (self.ssl_cert_file and self.ssl_key_file):
+                raise ValueError("--ssl_cert_file and --ssl_key_file go together")
+            key, cert = _read(self.ssl_key_file), _read(self.ssl_cert_file)
+            ca = _read(self.ssl_ca_file) if self.ssl_ca_file else ""
+            verify = bool(self.ssl_ca_file)
+        else:
+            return None
+        if not key or not cert:
+            raise ValueError("SSL config needs server_key and server_cert (PEM contents)")
+        return grpc.ssl_server_credentials(
+            [(key.encode(), cert.encode())],
+            root_certificates=ca.encode() if ca else None,
+            require_client_auth=bool(verify),
+        )
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def read_model_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+    """Parses a ModelServerConfig text proto (relative base_paths resolve against the cwd)."""
+    cfg = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(_read(path), cfg)
+    except text_format.ParseError as e:
+        raise ValueError(f"{path}: invalid ModelServerConfig: {e}") from None
+    for mc in cfg.model_config_list.config:
+        if mc.base_path and "://" not in mc.base_path:
+            mc.base_path = os.path.abspath(mc.base_path)
+    return cfg
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class ModelServer:
+    """gRPC + REST front ends over one ModelManager."""
+
+    def __init__(self, options: ServerOptions | None = None, **kwargs):
+        self.options = options or ServerOptions(**kwargs)
+        if options is not None and kwargs:
+            self.options = dataclasses.replace(options, **kwargs)
+        o = self.options
+        self.manager = ModelManager(
+            o.resolve_config(),
+            poll_wait_seconds=o.file_system_poll_wait_seconds,
+            batching=o.resolve_batching(),
+            allow_version_labels_for_unavailable_models=o.allow_version_labels_for_unavailable_models,
+        )
+        self._credentials = o.server_credentials()
+        self._grpc: grpc.Server | None = None
+        self._rest: RestServer | None = None
+        self._stopped = threading.Event()
+        self._config_poller: threading.Thread | None = None
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+
+    @property
+    def grpc_target(self) -> str:
+        host = "127.0.0.1" if self.options.host in ("0.0.0.0", "") else self.options.host
+        if host == "::":
+            host = "::1"
+        return _bind_address(host, self.grpc_port)
+
+    @property
+    def rest_url(self) -> str:
+        host = "127.0.0.1" if self.options.host in ("0.0.0.0", "") else self.options.host
+        if host == "::":
+            host = "::1"
+        return f"http://{_bind_address(host, self.rest_port)}"
+
+    def start(self) -> "ModelServer":
+        o = self.options
+        self.manager.start()
+        try:
+            self._grpc = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads, thread_name_prefix="grpc"),
+                options=[
+                    ("grpc.max_receive_message_length", o.max_message_size),
+                    ("grpc.max_send_message_length", o.max_message_size),
+                    ("grpc.so_reuseport", 0),
+                ],
+            )
+            add_services(self._grpc, self.manager)
+            addr = _bind_address(o.host, o.port)
+            if self._credentials is not None:
+                self.grpc_port = self._grpc.add_secure_port(addr, self._credentials)
+            else:
+                self.grpc_port = self._grpc.add_insecure_port(addr)
+            if not self.grpc_port:
+                raise RuntimeError(f"could not bind gRPC to {addr}")
+            self._grpc.start()
+            log.info("Running gRPC ModelServer at %s ...", _bind_address(o.host, self.grpc_port))
+            if o.rest_api_port is not None:
+                self._rest = RestServer(
+                    self.manager,
+                    o.host,
+                    o.rest_api_port,
+                    timeout_s=o.rest_api_timeout_in_ms / 1000 if o.rest_api_timeout_in_ms > 0 else None,
+                    max_body=o.max_message_size,
+                )
+                self.rest_port = self._rest.port
+                self._rest.start()
+                log.info("Exporting HTTP/REST API at:%s ...", _bind_address(o.host, self.rest_port))
+            if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
+                self._config_poller = threading.Thread(target=self._poll_config, daemon=True, name="config-poller")
+                self._config_poller.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _poll_config(self) -> None:
+        last = self.manager.config
+        while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
+            try:
+                cfg = read_model_config(self.options.model_config_file)
+                if cfg != last:
+                    self.manager.reload_config(cfg)
+                    last = cfg
+            except (ValueError, OSError, ServingError) as e:
+                log.error("model config reload failed: %s", e)
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._rest is not None:
+            self._rest.stop()
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait(grace + 1)
+        self.manager.stop()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def __enter__(self) -> "ModelServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def serve_in_background(options: ServerOptions | None = None, **kwargs) -> Iterator[ModelServer]:
+    """Starts a ModelServer in this process (ports 0 pick free ports) and stops it on exit."""
+    server = ModelServer(options, **kwargs).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run_until_signalled(options: ServerOptions) -> int:
+    """Runs the server in the foreground until SIGINT/SIGTERM, then stops it cleanly."""
+    server = ModelServer(options).start()
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        log.info("Received signal %d, shutting down", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(
+            f"serving {', '.join(server.manager.model_names())}: gRPC {server.grpc_target}"
+            + (f", REST {server.rest_url}" if server.rest_port else ""),
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return 0
