@@ -105,9 +105,13 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
                 f"entropy_regularization must be >= 0. Received: entropy_regularization={entropy_regularization}"
             )
         if not expert_units or min(expert_units) < 1:
-            raise ValueError(f"expert_units must be non-empty and positive. Received: expert_units={expert_units}")
+            raise ValueError(
+                f"expert_units must be non-empty and positive. Received: expert_units={expert_units}"
+            )
         if not tower_units or min(tower_units) < 1:
-            raise ValueError(f"tower_units must be non-empty and positive. Received: tower_units={tower_units}")
+            raise ValueError(
+                f"tower_units must be non-empty and positive. Received: tower_units={tower_units}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
         self.task_names = _check_tasks(task_names)

@@ -14,8 +14,17 @@ def test_layer_contract():
 
 @pytest.mark.parametrize(
     "gamma, t, expected",
-    [(1.0, -1.0, 0.0), (1.0, -0.5, 0.0), (1.0, -0.25, 5 / 32), (1.0, 0.0, 0.5), (1.0, 0.25, 27 / 32),
-     (1.0, 0.5, 1.0), (1.0, 3.0, 1.0), (2.0, 0.5, 27 / 32), (2.0, -1.5, 0.0)],
+    [
+        (1.0, -1.0, 0.0),
+        (1.0, -0.5, 0.0),
+        (1.0, -0.25, 5 / 32),
+        (1.0, 0.0, 0.5),
+        (1.0, 0.25, 27 / 32),
+        (1.0, 0.5, 1.0),
+        (1.0, 3.0, 1.0),
+        (2.0, 0.5, 27 / 32),
+        (2.0, -1.5, 0.0),
+    ],
 )
 def test_smooth_step_values(gamma, t, expected):
     # -2/g^3 t^3 + 3/(2g) t + 1/2 at t = g/4 is -1/32 + 3/8 + 1/2 = 27/32; at -g/4, 1 - 27/32.
@@ -27,7 +36,9 @@ def _manual_gate(layer, name, x):
     m = int(np.ceil(np.log2(n)))
     w, b = (v.numpy() for v in layer.selector_logits[name].weights)
     z = (x @ w + b).reshape(len(x), k, m)
-    s = np.where(z <= -gamma / 2, 0.0, np.where(z >= gamma / 2, 1.0, -2 / gamma**3 * z**3 + 1.5 / gamma * z + 0.5))
+    s = np.where(
+        z <= -gamma / 2, 0.0, np.where(z >= gamma / 2, 1.0, -2 / gamma**3 * z**3 + 1.5 / gamma * z + 0.5)
+    )
     r = np.zeros((len(x), k, n))
     for code in range(2**m):
         bits = np.array([(code >> j) & 1 for j in range(m)])
@@ -43,7 +54,9 @@ def _manual_gate(layer, name, x):
 
 @pytest.mark.parametrize("n, k", [(3, 2), (4, 2), (5, 3), (5, 1)])
 def test_output_is_tower_of_dselect_k_mixture(n, k):
-    layer = DSelectKMixtureOfExperts(["a", "b"], num_experts=n, k=k, gamma=0.5, expert_units=[8], tower_units=[4])
+    layer = DSelectKMixtureOfExperts(
+        ["a", "b"], num_experts=n, k=k, gamma=0.5, expert_units=[8], tower_units=[4]
+    )
     layer(X)
     # Spread the selector logits over both the cubic and the saturated regions.
     for name in ("a", "b"):
@@ -125,10 +138,17 @@ def test_entropy_penalty_is_added_in_training_only():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"task_names": []}, {"task_names": ["a"], "num_experts": 1}, {"task_names": ["a"], "k": 0},
-     {"task_names": ["a"], "num_experts": 3, "k": 4}, {"task_names": ["a"], "gamma": 0.0},
-     {"task_names": ["a"], "entropy_regularization": -1.0}, {"task_names": ["a"], "expert_units": []},
-     {"task_names": ["a"], "tower_units": [0]}, {"task_names": ["a"], "dropout": -0.1}],
+    [
+        {"task_names": []},
+        {"task_names": ["a"], "num_experts": 1},
+        {"task_names": ["a"], "k": 0},
+        {"task_names": ["a"], "num_experts": 3, "k": 4},
+        {"task_names": ["a"], "gamma": 0.0},
+        {"task_names": ["a"], "entropy_regularization": -1.0},
+        {"task_names": ["a"], "expert_units": []},
+        {"task_names": ["a"], "tower_units": [0]},
+        {"task_names": ["a"], "dropout": -0.1},
+    ],
 )
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="Received"):

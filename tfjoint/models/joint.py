@@ -45,6 +45,15 @@ def _check_keras3() -> None:
         )
 
 
+def _entire_space_step(task: TaskSpec, by_name: dict[str, TaskSpec]) -> bool:
+    """Whether ``task`` is a binary cascade step (binary task under a binary parent)."""
+    if task.parent is None or task.type != "binary" or by_name[task.parent].type != "binary":
+        return False
+    if list(by_name).index(task.parent) > list(by_name).index(task.name):
+        raise ValueError(f"a parent task must come before its child: {task.parent!r} after {task.name!r}")
+    return True
+
+
 def input_shapes(spec: DatasetSpec) -> dict[str, tuple[tuple[int, ...], str]]:
     """Shape (without batch) and dtype of every transformed model input of ``spec``."""
     shapes: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -121,9 +130,19 @@ class JointModel(keras.Model):
             )(towers[t.name])
             for t in task_specs
         }
+        by_name = {t.name: t for t in task_specs}
+        cascaded = [t.name for t in task_specs if getattr(task_architecture, "entire_space", False)
+                    and _entire_space_step(t, by_name)]
+        for name in cascaded:
+            # p(task, joint) = p(parent, joint) * p(task | parent): pCTCVR = pCTR * pCVR.
+            parent = by_name[name].parent
+            parent_joint = outputs.get(f"{parent}_joint", outputs[parent])
+            outputs[f"{name}_joint"] = keras.layers.Multiply(name=f"{name}_joint")([parent_joint, outputs[name]])
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.entire_space_tasks = cascaded
         self.inputs_spec = {k: (list(s), d) for k, (s, d) in inputs_spec.items()}
         self.tasks = task_specs
+        self._by_name = by_name
         self.embedding = embedding
         self.task_architecture = task_architecture
         self.sequence_encoder = sequence_encoder
@@ -141,10 +160,26 @@ class JointModel(keras.Model):
             return ops.ones_like(batch_like)
         return ops.cast(ops.reshape(y[task.parent], (-1,)), "float32")
 
+    def _joint_label(self, y: dict[str, Any], name: str) -> Any:
+        label = ops.cast(ops.reshape(y[name], (-1, 1)), "float32")
+        parent = self._by_name[name].parent
+        return label if parent is None else label * self._joint_label(y, parent)
+
     def task_losses(self, y: dict[str, Any], y_pred: dict[str, Any]) -> dict[str, Any]:
-        """Per-task mean loss ``L_k`` over the rows the task is defined on."""
+        """Per-task mean loss ``L_k`` over the rows the task is defined on.
+
+        A cascade step of an entire-space architecture (ESMM) is instead judged over all
+        rows: its joint output against the product of the labels along its chain.
+        """
         losses = {}
         for task in self.tasks:
+            if task.name in self.entire_space_tasks:
+                per_example = _LOSSES[task.loss_name](
+                    self._joint_label(y, task.name),
+                    ops.cast(ops.reshape(y_pred[f"{task.name}_joint"], (-1, 1)), "float32"),
+                )
+                losses[task.name] = ops.mean(per_example)
+                continue
             y_true = ops.cast(ops.reshape(y[task.name], (-1, 1)), "float32")
             pred = ops.cast(ops.reshape(y_pred[task.name], (-1, 1)), "float32")
             per_example = _LOSSES[task.loss_name](y_true, pred)

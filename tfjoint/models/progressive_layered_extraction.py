@@ -80,13 +80,19 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1. Received: num_levels={num_levels}")
         if num_shared_experts < 1:
-            raise ValueError(f"num_shared_experts must be >= 1. Received: num_shared_experts={num_shared_experts}")
+            raise ValueError(
+                f"num_shared_experts must be >= 1. Received: num_shared_experts={num_shared_experts}"
+            )
         if num_task_experts < 1:
             raise ValueError(f"num_task_experts must be >= 1. Received: num_task_experts={num_task_experts}")
         if not expert_units or min(expert_units) < 1:
-            raise ValueError(f"expert_units must be non-empty and positive. Received: expert_units={expert_units}")
+            raise ValueError(
+                f"expert_units must be non-empty and positive. Received: expert_units={expert_units}"
+            )
         if not tower_units or min(tower_units) < 1:
-            raise ValueError(f"tower_units must be non-empty and positive. Received: tower_units={tower_units}")
+            raise ValueError(
+                f"tower_units must be non-empty and positive. Received: tower_units={tower_units}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
         if gate_temperature <= 0:
@@ -117,8 +123,10 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
                     expert = MLP(self.expert_units, dropout=self.dropout, name=name, dtype=self.dtype_policy)
                     expert.build(level_shape)
                     self.experts[name] = expert
-            gate_sizes = {f"level_{level}_task_gate_{t}": self.num_task_experts + self.num_shared_experts
-                          for t in self.task_names}
+            gate_sizes = {
+                f"level_{level}_task_gate_{t}": self.num_task_experts + self.num_shared_experts
+                for t in self.task_names
+            }
             if level < self.num_levels - 1:
                 gate_sizes[f"level_{level}_shared_gate"] = all_experts
             for name, size in gate_sizes.items():
@@ -143,12 +151,18 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
                 t: [self.experts[n](task_inputs[t], training=training) for n in self._expert_names(level, t)]
                 for t in self.task_names
             }
-            shared_experts = [self.experts[n](shared_input, training=training) for n in self._expert_names(level, None)]
-            gate_weights = {t: self._gate(f"level_{level}_task_gate_{t}", task_inputs[t]) for t in self.task_names}
+            shared_experts = [
+                self.experts[n](shared_input, training=training) for n in self._expert_names(level, None)
+            ]
+            gate_weights = {
+                t: self._gate(f"level_{level}_task_gate_{t}", task_inputs[t]) for t in self.task_names
+            }
             if level < self.num_levels - 1:
                 everything = [e for t in self.task_names for e in task_experts[t]] + shared_experts
                 shared_input = _mix(self._gate(f"level_{level}_shared_gate", shared_input), everything)
-            task_inputs = {t: _mix(gate_weights[t], task_experts[t] + shared_experts) for t in self.task_names}
+            task_inputs = {
+                t: _mix(gate_weights[t], task_experts[t] + shared_experts) for t in self.task_names
+            }
         return task_inputs, gate_weights
 
     def gate_weights(self, inputs: Any) -> dict[str, Any]:

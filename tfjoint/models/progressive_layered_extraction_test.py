@@ -5,13 +5,22 @@ from tfjoint.models.progressive_layered_extraction import CustomizedGateControl,
 from tfjoint.testing import run_layer_test
 
 X = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
-KWARGS = {"task_names": ["a", "b"], "num_shared_experts": 2, "num_task_experts": 2, "expert_units": [8],
-          "tower_units": [4]}
+KWARGS = {
+    "task_names": ["a", "b"],
+    "num_shared_experts": 2,
+    "num_task_experts": 2,
+    "expert_units": [8],
+    "tower_units": [4],
+}
 
 
 def test_ple_layer_contract():
-    run_layer_test(ProgressiveLayeredExtraction, {**KWARGS, "num_levels": 2}, X,
-                   expected_output_shape={"a": (5, 4), "b": (5, 4)})
+    run_layer_test(
+        ProgressiveLayeredExtraction,
+        {**KWARGS, "num_levels": 2},
+        X,
+        expected_output_shape={"a": (5, 4), "b": (5, 4)},
+    )
 
 
 def test_cgc_layer_contract():
@@ -40,7 +49,7 @@ def _manual_two_level_ple(layer, x):
     e_a = [_mlp(layer.experts[f"level_0_task_a_expert_{i}"], x) for i in range(2)]
     e_b = [_mlp(layer.experts[f"level_0_task_b_expert_{i}"], x) for i in range(2)]
     e_s = [_mlp(layer.experts[f"level_0_shared_expert_{i}"], x) for i in range(2)]
-    mix = lambda g, es: np.einsum("be,bed->bd", g, np.stack(es, axis=1))  # noqa: E731
+    mix = lambda g, es: np.einsum("be,bed->bd", g, np.stack(es, axis=1))
     x_a = mix(_gate(layer, "level_0_task_gate_a", x), e_a + e_s)
     x_b = mix(_gate(layer, "level_0_task_gate_b", x), e_b + e_s)
     x_s = mix(_gate(layer, "level_0_shared_gate", x), e_a + e_b + e_s)
@@ -79,8 +88,10 @@ def _perturb(expert, scale=3.0):
         w.assign(w.numpy() * scale + 0.5)
 
 
-@pytest.mark.parametrize("make", [lambda: CustomizedGateControl(**KWARGS),
-                                  lambda: ProgressiveLayeredExtraction(**KWARGS, num_levels=2)])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: CustomizedGateControl(**KWARGS), lambda: ProgressiveLayeredExtraction(**KWARGS, num_levels=2)],
+)
 def test_task_output_ignores_other_tasks_last_level_experts(make):
     layer = make()
     before = {t: np.asarray(v) for t, v in layer(X).items()}
@@ -105,9 +116,17 @@ def test_intermediate_shared_gate_mixes_other_tasks_experts():
 
 
 def _shared_branch(layer):
-    experts = [layer.experts[n](X) for n in (
-        "level_0_task_a_expert_0", "level_0_task_a_expert_1", "level_0_task_b_expert_0", "level_0_task_b_expert_1",
-        "level_0_shared_expert_0", "level_0_shared_expert_1")]
+    experts = [
+        layer.experts[n](X)
+        for n in (
+            "level_0_task_a_expert_0",
+            "level_0_task_a_expert_1",
+            "level_0_task_b_expert_0",
+            "level_0_task_b_expert_1",
+            "level_0_shared_expert_0",
+            "level_0_shared_expert_1",
+        )
+    ]
     g = _gate(layer, "level_0_shared_gate", X)
     return np.einsum("be,bed->bd", g, np.stack(experts, axis=1))
 
@@ -136,10 +155,17 @@ def test_cgc_is_single_level_ple():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"task_names": []}, {"task_names": ["a", "a"]}, {"task_names": ["a"], "num_levels": 0},
-     {"task_names": ["a"], "num_shared_experts": 0}, {"task_names": ["a"], "num_task_experts": 0},
-     {"task_names": ["a"], "expert_units": []}, {"task_names": ["a"], "tower_units": [0]},
-     {"task_names": ["a"], "dropout": 1.0}, {"task_names": ["a"], "gate_temperature": 0.0}],
+    [
+        {"task_names": []},
+        {"task_names": ["a", "a"]},
+        {"task_names": ["a"], "num_levels": 0},
+        {"task_names": ["a"], "num_shared_experts": 0},
+        {"task_names": ["a"], "num_task_experts": 0},
+        {"task_names": ["a"], "expert_units": []},
+        {"task_names": ["a"], "tower_units": [0]},
+        {"task_names": ["a"], "dropout": 1.0},
+        {"task_names": ["a"], "gate_temperature": 0.0},
+    ],
 )
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="Received"):

@@ -114,11 +114,15 @@ class SubNetworkRouting(keras.layers.Layer):
                 f"sub_network_units must be non-empty and positive. Received: sub_network_units={sub_network_units}"
             )
         if not tower_units or min(tower_units) < 1:
-            raise ValueError(f"tower_units must be non-empty and positive. Received: tower_units={tower_units}")
+            raise ValueError(
+                f"tower_units must be non-empty and positive. Received: tower_units={tower_units}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
         if l0_regularization < 0:
-            raise ValueError(f"l0_regularization must be >= 0. Received: l0_regularization={l0_regularization}")
+            raise ValueError(
+                f"l0_regularization must be >= 0. Received: l0_regularization={l0_regularization}"
+            )
         if beta <= 0:
             raise ValueError(f"beta must be > 0. Received: beta={beta}")
         if gamma >= 0:
@@ -148,8 +152,13 @@ class SubNetworkRouting(keras.layers.Layer):
             shape = tuple(input_shape) if layer == 0 else (None, d)
             for i in range(self._width(layer)):
                 name = f"sub_network_{layer}_{i}"
-                sub = MLP(self.sub_network_units, dropout=self.dropout, seed=self.seed, name=name,
-                          dtype=self.dtype_policy)
+                sub = MLP(
+                    self.sub_network_units,
+                    dropout=self.dropout,
+                    seed=self.seed,
+                    name=name,
+                    dtype=self.dtype_policy,
+                )
                 sub.build(shape)
                 self.sub_networks[name] = sub
         self.transforms = []
@@ -174,8 +183,13 @@ class SubNetworkRouting(keras.layers.Layer):
             )
         self.towers = {}
         for name in self.task_names:
-            tower = MLP(self.tower_units, dropout=self.dropout, seed=self.seed, name=f"tower_{name}",
-                        dtype=self.dtype_policy)
+            tower = MLP(
+                self.tower_units,
+                dropout=self.dropout,
+                seed=self.seed,
+                name=f"tower_{name}",
+                dtype=self.dtype_policy,
+            )
             tower.build((None, d))
             self.towers[name] = tower
 
@@ -198,7 +212,9 @@ class SubNetworkRouting(keras.layers.Layer):
         return sum(ops.sum(ops.sigmoid(ops.cast(a, "float32") - shift)) for a in self.log_alphas)
 
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
-        v = [self.sub_networks[f"sub_network_0_{j}"](inputs, training=training) for j in range(self._width(0))]
+        v = [
+            self.sub_networks[f"sub_network_0_{j}"](inputs, training=training) for j in range(self._width(0))
+        ]
         for layer in range(self.num_layers - 1):
             z = self._gates(layer, training)
             lower = ops.stack(v, axis=1)

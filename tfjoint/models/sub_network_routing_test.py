@@ -6,7 +6,13 @@ from tfjoint.models.sub_network_routing import SubNetworkRouting, hard_concrete
 from tfjoint.testing import run_layer_test
 
 X = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
-KWARGS = {"task_names": ["a", "b"], "num_sub_networks": 3, "sub_network_units": [8], "tower_units": [4], "seed": 3}
+KWARGS = {
+    "task_names": ["a", "b"],
+    "num_sub_networks": 3,
+    "sub_network_units": [8],
+    "tower_units": [4],
+    "seed": 3,
+}
 
 
 def _sigmoid(x):
@@ -20,16 +26,25 @@ def _z(log_alpha, beta=2 / 3, gamma=-0.1, zeta=1.1, u=None):
 
 @pytest.mark.parametrize("num_layers", [2, 3])
 def test_layer_contract(num_layers):
-    run_layer_test(SubNetworkRouting, {**KWARGS, "num_layers": num_layers}, X,
-                   expected_output_shape={"a": (5, 4), "b": (5, 4)})
+    run_layer_test(
+        SubNetworkRouting,
+        {**KWARGS, "num_layers": num_layers},
+        X,
+        expected_output_shape={"a": (5, 4), "b": (5, 4)},
+    )
 
 
 @pytest.mark.parametrize(
     "log_alpha, u, expected",
-    [(0.0, None, 0.5),  # sigmoid(0) * 1.2 - 0.1
-     (np.log(3.0), None, 0.8),  # 0.75 * 1.2 - 0.1
-     (0.0, 0.5, 0.5),  # logit(1/2) = 0
-     (-100.0, None, 0.0), (100.0, None, 1.0), (-100.0, 1 - 1e-6, 0.0), (100.0, 1e-6, 1.0)],
+    [
+        (0.0, None, 0.5),  # sigmoid(0) * 1.2 - 0.1
+        (np.log(3.0), None, 0.8),  # 0.75 * 1.2 - 0.1
+        (0.0, 0.5, 0.5),  # logit(1/2) = 0
+        (-100.0, None, 0.0),
+        (100.0, None, 1.0),
+        (-100.0, 1 - 1e-6, 0.0),
+        (100.0, 1e-6, 1.0),
+    ],
 )
 def test_hard_concrete_values(log_alpha, u, expected):
     z = hard_concrete(np.float32(log_alpha), 2 / 3, -0.1, 1.1, None if u is None else np.float32(u))
@@ -39,8 +54,9 @@ def test_hard_concrete_values(log_alpha, u, expected):
 def test_hard_concrete_sample_matches_formula():
     log_alpha = np.linspace(-3, 3, 12).astype("float32")
     u = np.random.default_rng(1).uniform(0.01, 0.99, 12).astype("float32")
-    np.testing.assert_allclose(hard_concrete(log_alpha, 0.5, -0.2, 1.3, u), _z(log_alpha, 0.5, -0.2, 1.3, u),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        hard_concrete(log_alpha, 0.5, -0.2, 1.3, u), _z(log_alpha, 0.5, -0.2, 1.3, u), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_inference_gates_are_deterministic_and_equal_formula():
@@ -135,10 +151,18 @@ def test_l0_penalty_is_added_in_training_only():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"task_names": []}, {"task_names": ["a"], "num_sub_networks": 0}, {"task_names": ["a"], "num_layers": 1},
-     {"task_names": ["a"], "sub_network_units": []}, {"task_names": ["a"], "tower_units": [-1]},
-     {"task_names": ["a"], "dropout": 1.0}, {"task_names": ["a"], "l0_regularization": -1.0},
-     {"task_names": ["a"], "beta": 0.0}, {"task_names": ["a"], "gamma": 0.0}, {"task_names": ["a"], "zeta": 1.0}],
+    [
+        {"task_names": []},
+        {"task_names": ["a"], "num_sub_networks": 0},
+        {"task_names": ["a"], "num_layers": 1},
+        {"task_names": ["a"], "sub_network_units": []},
+        {"task_names": ["a"], "tower_units": [-1]},
+        {"task_names": ["a"], "dropout": 1.0},
+        {"task_names": ["a"], "l0_regularization": -1.0},
+        {"task_names": ["a"], "beta": 0.0},
+        {"task_names": ["a"], "gamma": 0.0},
+        {"task_names": ["a"], "zeta": 1.0},
+    ],
 )
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="Received"):

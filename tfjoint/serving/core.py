@@ -35,7 +35,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 from tensorflow_serving.config import model_server_config_pb2
-from tensorflow_serving.util import status_pb2
+from tensorflow_serving.apis import status_pb2
 
 log = logging.getLogger("tfjoint.serving")
 

@@ -12,7 +12,7 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
-from tensorflow_serving.util import status_pb2
+from tensorflow_serving.apis import status_pb2
 
 from tfjoint.serving.core import ModelManager, ServingError
 

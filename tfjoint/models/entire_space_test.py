@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from tfjoint.features import SYNTHETIC, TaskSpec
+from tfjoint.models import build_joint_model
+from tfjoint.models.entire_space import EntireSpaceMultiTask
+from tfjoint.models.joint_test import fake_batch
+from tfjoint.testing import run_layer_test
+
+SIZES = {k: 9 for k in SYNTHETIC.categorical + ("item_tags",)}
+
+
+def test_layer_contract():
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    run_layer_test(EntireSpaceMultiTask, {"task_names": ["click", "conversion"], "tower_units": [8, 4]}, x,
+                   expected_output_shape={"click": (4, 4), "conversion": (4, 4)})
+
+
+def _batch(n=64, seed=0):
+    x, _ = fake_batch(SYNTHETIC, n=n, seed=seed)
+    rng = np.random.default_rng(seed)
+    click = rng.integers(0, 2, (n, 1)).astype("float32")
+    y = {"click": click, "conversion": click * rng.integers(0, 2, (n, 1)), "score": rng.normal(size=(n, 1))}
+    return x, y
+
+
+def test_ctcvr_output_is_ctr_times_cvr():
+    model = build_joint_model(SYNTHETIC, SIZES, task_architecture="esmm")
+    assert model.entire_space_tasks == ["conversion"]
+    x, _ = _batch()
+    out = model.predict(x, verbose=0)
+    assert set(out) == {"click", "conversion", "conversion_joint", "score"}
+    np.testing.assert_allclose(out["conversion_joint"], out["click"] * out["conversion"], rtol=1e-6)
+
+
+def test_ctcvr_loss_is_over_all_impressions():
+    model = build_joint_model(SYNTHETIC, SIZES, task_architecture="esmm")
+    x, y = _batch()
+    pred = {k: np.asarray(v) for k, v in model(x).items()}
+
+    def bce(t, p):
+        p = np.clip(p, 1e-7, 1 - 1e-7)
+        return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+    losses = {k: float(v) for k, v in model.task_losses(y, pred).items()}
+    expected_ctcvr = bce(y["click"] * y["conversion"], pred["click"] * pred["conversion"]).mean()
+    np.testing.assert_allclose(losses["conversion"], expected_ctcvr, rtol=1e-4)
+    np.testing.assert_allclose(losses["click"], bce(y["click"], pred["click"]).mean(), rtol=1e-4)
+    # The regression task is not a cascade step: it keeps its own loss.
+    np.testing.assert_allclose(losses["score"], ((y["score"] - pred["score"]) ** 2).mean(), rtol=1e-4)
+
+
+def test_unclicked_rows_train_the_cvr_tower():
+    """Unlike a masked CVR loss, ESMM's loss depends on pCVR on unclicked impressions."""
+    model = build_joint_model(SYNTHETIC, SIZES, task_architecture="esmm")
+    x, y = _batch()
+    pred = {k: np.array(v) for k, v in model(x).items()}
+    before = float(model.task_losses(y, pred)["conversion"])
+    unclicked = y["click"][:, 0] == 0
+    pred["conversion"][unclicked] = 0.99
+    pred["conversion_joint"] = pred["click"] * pred["conversion"]
+    assert float(model.task_losses(y, pred)["conversion"]) > before
+
+
+def test_a_parent_must_come_first():
+    with pytest.raises(ValueError, match="must come before"):
+        build_joint_model(
+            SYNTHETIC, SIZES, task_architecture="esmm",
+            tasks=[TaskSpec("conversion", parent="click"), TaskSpec("click")],
+        )

@@ -1,0 +1,173 @@
+"""``tfjoint serve`` and ``tfjoint predict``; wire with ``add_serve_parser(sub)``/``add_predict_parser(sub)``.
+
+    tfjoint serve --model_config_file serving/models.config --port 8500 --rest_api_port 8501
+    tfjoint serve --model_name movielens --model_base_path runs/demo/serving/movielens
+    tfjoint predict --target 127.0.0.1:8500 --model_name movielens --examples eval/data.tfrecord --limit 4
+    tfjoint predict --target 127.0.0.1:8500 --model_name movielens --json examples.json
+
+Flags keep TF Serving's (underscored) names so commands port to ``tensorflow_model_server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+
+def add_serve_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve pushed SavedModels over TF Serving's gRPC and REST APIs",
+        description="A model server with TF Serving's gRPC/REST APIs, flags and config files.",
+    )
+    src = p.add_argument_group("models")
+    src.add_argument("--model_config_file", help="a ModelServerConfig text proto (e.g. serving/models.config)")
+    src.add_argument("--model_name", default="default", help="model name with --model_base_path")
+    src.add_argument("--model_base_path", help="directory holding <integer version>/ SavedModels")
+    src.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
+                     help="re-read --model_config_file every N seconds (0: never)")
+    src.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                     help="poll base paths for new versions every N seconds (0: once)")
+    src.add_argument("--allow_version_labels_for_unavailable_models", action="store_true")
+    net = p.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    net.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
+    net.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: any free port; -1: no REST)")
+    net.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
+    net.add_argument("--max_message_size", type=int, default=64 << 20, help="gRPC message size limit, bytes")
+    net.add_argument("--grpc_max_threads", type=int, default=32)
+    net.add_argument("--ssl_config_file", help="TF Serving SSLConfig text proto (PEM contents inline)")
+    net.add_argument("--ssl_cert_file", help="PEM server certificate (alternative to --ssl_config_file)")
+    net.add_argument("--ssl_key_file", help="PEM server key")
+    net.add_argument("--ssl_ca_file", help="PEM CA; when given, clients must present a certificate")
+    b = p.add_argument_group("batching")
+    b.add_argument("--enable_batching", action="store_true")
+    b.add_argument("--batching_parameters_file", help="TF Serving BatchingParameters text proto")
+    p.add_argument("--log_level", default="INFO")
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def options_from_args(args: argparse.Namespace):
+    from tfjoint.serving.server import ServerOptions
+
+    return ServerOptions(
+        port=args.port,
+        rest_api_port=None if args.rest_api_port < 0 else args.rest_api_port,
+        host=args.host,
+        model_config_file=args.model_config_file,
+        model_name=args.model_name,
+        model_base_path=args.model_base_path,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        enable_batching=args.enable_batching,
+        batching_parameters_file=args.batching_parameters_file,
+        max_message_size=args.max_message_size,
+        grpc_max_threads=args.grpc_max_threads,
+        rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        ssl_config_file=args.ssl_config_file,
+        ssl_cert_file=args.ssl_cert_file,
+        ssl_key_file=args.ssl_key_file,
+        ssl_ca_file=args.ssl_ca_file,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tfjoint.serving.server import run_until_signalled
+
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        options = options_from_args(args)
+        options.resolve_config()
+    except ValueError as e:
+        raise SystemExit(f"tfjoint serve: {e}") from None
+    return run_until_signalled(options)
+
+
+def add_predict_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("predict", help="send examples to a TF Serving-compatible server (gRPC)")
+    p.add_argument("--target", default="127.0.0.1:8500", help="host:port of the gRPC API")
+    p.add_argument("--model_name", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--examples", help="a TFRecord file of serialized tf.Example")
+    src.add_argument("--json", help='a JSON list of raw feature dicts (or {"instances": [...]})')
+    p.add_argument("--limit", type=int, default=8, help="at most N examples from --examples (0: all)")
+    p.add_argument("--signature_name", default="serving_default")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--version", type=int)
+    g.add_argument("--label")
+    p.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds")
+    p.add_argument("--retries", type=int, default=3, help="retries on UNAVAILABLE")
+    p.add_argument("--tls_ca_file", help="PEM CA of the server (enables TLS)")
+    p.set_defaults(func=cmd_predict)
+    return p
+
+
+def _load_examples(args: argparse.Namespace) -> list[Any]:
+    if args.json:
+        with open(args.json, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        if isinstance(doc, dict):
+            doc = doc.get("instances", doc.get("examples"))
+        if not isinstance(doc, list) or not all(isinstance(d, dict) for d in doc):
+            raise SystemExit("--json must hold a list of feature objects")
+        return doc
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(args.examples)
+    if args.limit and args.limit > 0:
+        ds = ds.take(args.limit)
+    return list(ds.as_numpy_iterator())
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import grpc
+
+    from tfjoint.serving.client import ServingClient
+
+    examples = _load_examples(args)
+    if not examples:
+        raise SystemExit("no examples to send")
+    tls = None
+    if args.tls_ca_file:
+        with open(args.tls_ca_file, "rb") as fh:
+            tls = {"root_certificates": fh.read()}
+    with ServingClient(args.target, args.model_name, timeout=args.timeout, retries=args.retries, tls=tls) as c:
+        try:
+            resp = c.predict_full(
+                examples, signature_name=args.signature_name, version=args.version, label=args.label
+            )
+        except grpc.RpcError as e:
+            print(f"{e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    import tensorflow as tf
+
+    out = {
+        "model_spec": {
+            "name": resp.model_spec.name,
+            "version": resp.model_spec.version.value,
+            "signature_name": resp.model_spec.signature_name,
+        },
+        "outputs": {k: tf.make_ndarray(v).tolist() for k, v in sorted(resp.outputs.items())},
+    }
+    print(json.dumps(out, indent=1, default=lambda x: x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)))
+    return 0
+
+
+def main(argv=None) -> int:
+    """Standalone entry point: ``python -m tfjoint.serving.cli serve|predict ...``."""
+    parser = argparse.ArgumentParser(prog="tfjoint-serving")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_serve_parser(sub)
+    add_predict_parser(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
