@@ -72,7 +72,8 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
 
     Example:
     >>> layer = DSelectKMixtureOfExperts(["click", "like"], num_experts=4, k=2)
-    >>> layer.gate_weights(keras.ops.ones((2, 5)))["click"].shape
+    >>> outputs = layer(keras.ops.ones((2, 5)))
+    >>> tuple(layer.gate_weights(keras.ops.ones((2, 5)))["click"].shape)
     (2, 4)
 
     Reference:

@@ -130,3 +130,36 @@ def test_trainer_refuses_keras_2(monkeypatch):
     monkeypatch.setattr(joint.keras, "__version__", "2.16.0")
     with pytest.raises(RuntimeError, match="needs Keras 3"):
         build_joint_model(MOVIELENS_100K, SIZES)
+
+
+def test_mean_gate_weight_per_expert_and_task_is_logged():
+    model = build_joint_model(
+        MOVIELENS_100K, SIZES, task_architecture="mmoe", component_kwargs={"task_architecture": {"num_experts": 3}}
+    )
+    model.compile(optimizer="adam")
+    x, y = fake_batch(MOVIELENS_100K)
+    history = model.fit(x, y, validation_data=(x, y), epochs=1, batch_size=16, verbose=0).history
+    for task in ("watch", "like", "rating"):
+        means = [history[f"gate_{task}_expert_{i}"][-1] for i in range(3)]
+        assert all(0.0 < m < 1.0 for m in means)
+        assert sum(means) == pytest.approx(1.0, abs=1e-5)
+        assert f"val_gate_{task}_expert_0" in history
+
+
+def test_serving_traces_carry_no_gate_metric_updates():
+    from tfjoint.models import gate_monitor
+
+    model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture="mmoe")
+    x, _ = fake_batch(MOVIELENS_100K, n=4)
+    specs = {k: tf.TensorSpec((None, *v.shape[1:]), v.dtype) for k, v in x.items()}
+
+    def assigns() -> int:
+        def call(inputs):
+            return model(inputs, training=False)
+
+        graph = tf.function(call).get_concrete_function(specs).graph
+        return sum(op.type == "AssignVariableOp" for op in graph.get_operations())
+
+    with gate_monitor.disabled():
+        assert assigns() == 0
+    assert assigns() == 2 * 3 * 4  # total and count of one Mean per task and expert

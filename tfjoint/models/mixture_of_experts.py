@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
 from tfjoint.registry import register
@@ -24,7 +25,8 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
     """MMoE: shared experts ``f_i``, one softmax gate per task, one tower per task.
 
     ``g_k(x) = softmax(W_gk x)``, ``f^k(x) = sum_i g_k(x)_i f_i(x)``, ``y_k = h_k(f^k(x))``
-    (Ma et al., 2018, eqs. 5-6). Gate logits and the softmax are computed in float32.
+    (Ma et al., 2018, eqs. 5-6). Gate logits and the softmax are computed in float32. The
+    mean gate weight per expert and task is logged as ``gate_<task>_expert_<i>``.
 
     Args:
         task_names: names of the tasks, one gate and tower each.
@@ -90,6 +92,7 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
             tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{name}", dtype=self.dtype_policy)
             tower.build((None, self.expert_units[-1]))
             self.towers[name] = tower
+        create_gate_trackers(self, {name: self.num_experts for name in self.task_names})
 
     def gate_weights(self, inputs: Any) -> dict[str, Any]:
         """``{task: g_k(x)}``, each ``(batch, num_experts)`` summing to 1."""
@@ -102,7 +105,9 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
         expert_outputs = ops.stack([e(inputs, training=training) for e in self.experts], axis=1)
         outputs = {}
-        for name, g in self.gate_weights(inputs).items():
+        gates = self.gate_weights(inputs)
+        track_gates(self, gates)
+        for name, g in gates.items():
             mixed = ops.einsum("be,bed->bd", ops.cast(g, expert_outputs.dtype), expert_outputs)
             outputs[name] = self.towers[name](mixed, training=training)
         return outputs

@@ -213,7 +213,7 @@ class CustomizedGateControl(ProgressiveLayeredExtraction):
 
     Example:
     >>> layer = CustomizedGateControl(["click", "like"], num_shared_experts=2)
-    >>> layer(keras.ops.ones((2, 5)))["click"].shape
+    >>> tuple(layer(keras.ops.ones((2, 5)))["click"].shape)
     (2, 32)
 
     Reference:

@@ -68,7 +68,7 @@ class SubNetworkRouting(keras.layers.Layer):
         beta: temperature of the hard-concrete distribution (``> 0``).
         gamma: lower end of the stretched interval (``< 0``).
         zeta: upper end of the stretched interval (``> 1``).
-        seed: seed of the gate noise and of the dropout layers.
+        seed: seed of the gate noise.
 
     Call arguments:
         inputs: the merged representation, ``(batch, d)``.
@@ -155,7 +155,6 @@ class SubNetworkRouting(keras.layers.Layer):
                 sub = MLP(
                     self.sub_network_units,
                     dropout=self.dropout,
-                    seed=self.seed,
                     name=name,
                     dtype=self.dtype_policy,
                 )
@@ -165,6 +164,7 @@ class SubNetworkRouting(keras.layers.Layer):
         self.log_alphas = []
         for layer in range(self.num_layers - 1):
             upper, lower = self._width(layer + 1), self._width(layer)
+            # Var(W_ij) = 1/d, so that each W_ij v_j keeps the scale of v_j.
             self.transforms.append(
                 self.add_weight(
                     name=f"transform_{layer}",
@@ -186,7 +186,6 @@ class SubNetworkRouting(keras.layers.Layer):
             tower = MLP(
                 self.tower_units,
                 dropout=self.dropout,
-                seed=self.seed,
                 name=f"tower_{name}",
                 dtype=self.dtype_policy,
             )

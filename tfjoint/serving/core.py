@@ -173,6 +173,9 @@ class Servable:
             out = fn(**feeds)
         except tf.errors.OpError as e:
             raise ServingError(grpc_code(e.error_code), e.message) from None
+        except UnicodeDecodeError:
+            # TF echoes the offending bytes (e.g. a corrupt serialized tf.Example) in its message.
+            raise _invalid("Could not parse the input (TensorFlow's error message held non-UTF-8 bytes)") from None
         except (ValueError, TypeError) as e:
             raise _invalid(str(e)) from None
         return {alias: out[alias].numpy() for alias in output_aliases}
@@ -375,7 +378,7 @@ class _Model:
     def __init__(self, config: model_server_config_pb2.ModelConfig):
         self.config = config
         self.versions: dict[int, VersionEntry] = {}
-        self.labels: dict[str, int] = dict(config.version_labels)
+        self.labels: dict[str, int] = {}  # set once the labelled versions are AVAILABLE
 
     @property
     def name(self) -> str:
@@ -473,6 +476,9 @@ class ModelManager:
     def start(self) -> None:
         """Loads the initial versions synchronously, then polls in the background."""
         self.poll_once()
+        with self._lock:
+            models = list(self._models.values())
+        self._apply_labels(models)
         if self.poll_wait_seconds > 0:
             self._thread = threading.Thread(target=self._poll_loop, name="fs-poller", daemon=True)
             self._thread.start()
@@ -612,20 +618,24 @@ class ModelManager:
                 for e in list(m.versions.values()):
                     if e.state == _State.AVAILABLE:
                         self._unload(m, e)
-            with self._lock:
-                for m in new.values():
-                    labels = dict(m.config.version_labels)
-                    if not self.allow_labels_for_unavailable:
-                        for label, v in labels.items():
-                            e = m.versions.get(v)
-                            if e is None or e.state != _State.AVAILABLE:
-                                raise ServingError(
-                                    grpc.StatusCode.FAILED_PRECONDITION,
-                                    f"Request to assign label to version {v} of model {m.name}, which is not "
-                                    "currently available for inference",
-                                )
-                for m in new.values():
-                    m.labels = dict(m.config.version_labels)
+            self._apply_labels(new.values())
+
+    def _apply_labels(self, models) -> None:
+        """ServerCore::UpdateModelVersionLabelMap: labels may only name AVAILABLE versions."""
+        with self._lock:
+            for m in models:
+                if self.allow_labels_for_unavailable:
+                    continue
+                for label, v in sorted(m.config.version_labels.items()):
+                    e = m.versions.get(v)
+                    if e is None or e.state != _State.AVAILABLE:
+                        raise ServingError(
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"Request to assign label to version {v} of model {m.name}, which is not "
+                            "currently available for inference",
+                        )
+            for m in models:
+                m.labels = dict(m.config.version_labels)
 
     # ---- routing
 

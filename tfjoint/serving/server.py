@@ -166,8 +166,8 @@ class ModelServer:
 
     def start(self) -> "ModelServer":
         o = self.options
-        self.manager.start()
         try:
+            self.manager.start()
             self._grpc = grpc.server(
                 futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads, thread_name_prefix="grpc"),
                 options=[

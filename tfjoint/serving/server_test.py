@@ -29,7 +29,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tfjoint.serving.client import ServingClient, make_example
 from tfjoint.serving.conftest import add_version, raw_examples, serialized
-from tfjoint.serving.core import aspired_versions
+from tfjoint.serving.core import ServingError, aspired_versions
 from tfjoint.serving.server import serve_in_background
 
 C = grpc.StatusCode
@@ -327,6 +327,23 @@ def test_reload_config_policy_and_labels(tmp_path, toy_export):
         c.close()
 
 
+def test_labels_must_name_available_versions_at_startup(base_path):
+    cfg = _config(base_path, "latest { }", {"old": 1})
+    with pytest.raises(ServingError) as err:
+        with serve_in_background(model_config=cfg, port=0, rest_api_port=None, file_system_poll_wait_seconds=0):
+            pass
+    assert err.value.code == C.FAILED_PRECONDITION
+    assert "assign label to version 1 of model toy, which is not currently available" in err.value.message
+    with serve_in_background(model_config=cfg, port=0, rest_api_port=None, file_system_poll_wait_seconds=0,
+                             allow_version_labels_for_unavailable_models=True) as s:
+        c = ServingClient(s.grpc_target, "toy", timeout=30)
+        with pytest.raises(grpc.RpcError) as rpc_err:
+            c.predict(serialized(1), label="old")
+        assert rpc_err.value.code() == C.NOT_FOUND
+        assert "Servable not found for request: Specific(toy, 1)" in rpc_err.value.details()
+        c.close()
+
+
 def test_new_version_becomes_latest_without_failed_requests(tmp_path, toy_export):
     bp = str(tmp_path / "toy")
     add_version(bp, 1, toy_export)
@@ -366,12 +383,17 @@ def test_new_version_becomes_latest_without_failed_requests(tmp_path, toy_export
 def test_failed_version_is_reported_and_others_keep_serving(tmp_path, toy_export):
     bp = str(tmp_path / "toy")
     add_version(bp, 1, toy_export)
-    os.makedirs(os.path.join(bp, "3"))
-    with open(os.path.join(bp, "3", "saved_model.pb"), "wb") as fh:
-        fh.write(b"definitely not a SavedModel")
     with serve_in_background(model_name="toy", model_base_path=bp, port=0, rest_api_port=0,
-                             file_system_poll_wait_seconds=0, model_config=None) as s:
+                             file_system_poll_wait_seconds=0.1) as s:
         c = ServingClient(s.grpc_target, "toy", timeout=30)
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "saved_model.pb").write_bytes(b"definitely not a SavedModel")
+        os.rename(broken, os.path.join(bp, "3"))  # newest version, latest{1} aspires it alone
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and 3 not in {x["version"] for x in c.status()
+                                                        if x["state"] == "END"}:
+            time.sleep(0.05)
         st = {x["version"]: x for x in c.status()}
         assert st[3]["state"] == "END" and st[3]["error_code"] != 0 and st[3]["error_message"]
         assert st[1]["state"] == "AVAILABLE"
@@ -379,6 +401,11 @@ def test_failed_version_is_reported_and_others_keep_serving(tmp_path, toy_export
         status, doc = _rest(s, "GET", "/v1/models/toy/versions/3")
         assert status == 200 and doc["model_version_status"][0]["state"] == "END"
         assert doc["model_version_status"][0]["status"]["error_code"] != "OK"
+        add_version(bp, 4, toy_export)  # a good newer version still replaces v1
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and c.predict_full(serialized(1)).model_spec.version.value != 4:
+            time.sleep(0.05)
+        assert c.predict_full(serialized(1)).model_spec.version.value == 4
         c.close()
 
 
