@@ -6,15 +6,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
-import logging
 import os
-import re
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tfjoint.features import DatasetSpec, get_dataset_spec
-from tfjoint.pipeline.pipeline import create_pipeline
+from tfjoint.pipeline.pipeline import COMPONENT_IDS, create_pipeline
 
 LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 DEFAULT_IMAGE = "tfjoint:0.1.0"
@@ -37,36 +36,42 @@ class LocalRun:
         return os.path.join(self.model_run_dir, KERAS_MODEL_FILENAME)
 
 
-_PROGRESS = re.compile(r"Component (\S+) is (running|finished)")
-
-
 @contextlib.contextmanager
-def _component_progress() -> Any:
-    """Prints one line as each component starts and ends, and silences TFX's INFO logs."""
-    logger = logging.getLogger("absl")
-    started: dict[str, float] = {}
+def _component_progress(pipeline_root: str, component_ids: tuple[str, ...]) -> Iterator[None]:
+    """Prints a line as each component starts (a new execution folder appears under
+    ``<pipeline root>/<component>/<output>/``) with the time the previous one took."""
+    stop = threading.Event()
 
-    def only_progress(record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            return True
-        match = _PROGRESS.search(record.getMessage())
-        if match:
-            name, state = match.groups()
-            if state == "running":
-                started[name] = time.time()
-                print(f"[tfjoint] {name} ...", flush=True)
-            else:
-                print(f"[tfjoint] {name} done in {time.time() - started.get(name, time.time()):.0f} s", flush=True)
-        return False
+    def executions(name: str) -> set[str]:
+        return set(glob.glob(os.path.join(pipeline_root, name, "*", "*")))
 
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addFilter(only_progress)
+    before = {name: executions(name) for name in component_ids}
+    seen: set[str] = set()
+    clock = {"name": None, "start": time.time()}
+
+    def report(name: str | None) -> None:
+        now = time.time()
+        if clock["name"]:
+            print(f"[tfjoint] {clock['name']} done in {now - clock['start']:.0f} s", flush=True)
+        if name:
+            print(f"[tfjoint] {name} ...", flush=True)
+        clock.update(name=name, start=now)
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            for name in component_ids:
+                if name not in seen and executions(name) - before[name]:
+                    seen.add(name)
+                    report(name)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
     try:
         yield
     finally:
-        logger.removeFilter(only_progress)
-        logger.setLevel(level)
+        stop.set()
+        thread.join()
+        report(None)
 
 
 def _latest(pattern: str) -> str:
@@ -106,7 +111,7 @@ def run_local(
         dataset, data_root or os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {})
     )
     before = set(glob.glob(os.path.join(pipeline_root, "Evaluator", "evaluation", "*")))
-    with _component_progress():
+    with _component_progress(pipeline_root, COMPONENT_IDS):
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(
                 pipeline_name=f"tfjoint-{spec.name}-{model}".replace("_", "-"),
