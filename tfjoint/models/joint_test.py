@@ -39,7 +39,7 @@ def test_every_task_architecture_builds_trains_and_reloads(arch, tmp_path):
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert {"watch_loss", "like_loss", "rating_loss", "watch_auc", "like_auc"} <= set(history.history)
     preds = model.predict(x, verbose=0)
-    assert set(preds) == {"watch", "like", "rating"}
+    assert {"watch", "like", "rating"} <= set(preds)
     assert np.all((preds["watch"] >= 0) & (preds["watch"] <= 1))
     path = tmp_path / "m.keras"
     model.save(path)

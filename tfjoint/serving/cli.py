@@ -43,6 +43,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     net.add_argument("--ssl_cert_file", help="PEM server certificate (alternative to --ssl_config_file)")
     net.add_argument("--ssl_key_file", help="PEM server key")
     net.add_argument("--ssl_ca_file", help="PEM CA; when given, clients must present a certificate")
+    net.add_argument("--monitoring_config_file", help="TF Serving MonitoringConfig (Prometheus on the REST port)")
     b = p.add_argument_group("batching")
     b.add_argument("--enable_batching", action="store_true")
     b.add_argument("--batching_parameters_file", help="TF Serving BatchingParameters text proto")
@@ -73,6 +74,7 @@ def options_from_args(args: argparse.Namespace):
         ssl_key_file=args.ssl_key_file,
         ssl_ca_file=args.ssl_ca_file,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+        monitoring_config_file=args.monitoring_config_file,
     )
 
 

@@ -361,6 +361,67 @@ class BatchScheduler:
             self._cond.notify_all()
 
 
+# --------------------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """Request counters in TF Serving's Prometheus naming (``:tensorflow:serving:request_count``)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count: collections.Counter = collections.Counter()  # (model, api, status) -> n
+        self.latency_sum: collections.Counter = collections.Counter()  # (model, api) -> seconds
+
+    def record(self, model: str, api: str, code: grpc.StatusCode, seconds: float) -> None:
+        with self._lock:
+            self.count[(model, api, code.name)] += 1
+            self.latency_sum[(model, api)] += seconds
+
+    def prometheus_text(self) -> str:
+        def esc(v: str) -> str:
+            return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+        with self._lock:
+            lines = ["# TYPE :tensorflow:serving:request_count counter"]
+            for (model, api, status), n in sorted(self.count.items()):
+                lines.append(
+                    f':tensorflow:serving:request_count{{model_name="{esc(model)}",api="{api}",status="{status}"}} {n}'
+                )
+            lines.append("# TYPE :tensorflow:serving:request_latency_seconds_sum counter")
+            for (model, api), t in sorted(self.latency_sum.items()):
+                lines.append(
+                    f':tensorflow:serving:request_latency_seconds_sum{{model_name="{esc(model)}",api="{api}"}} {t:.6f}'
+                )
+        return "\n".join(lines) + "\n"
+
+
+def _metered(api: str):
+    def deco(fn):
+        def wrapper(self, request, *args, **kwargs):
+            if api == "MultiInference":
+                model = request.tasks[0].model_spec.name if request.tasks else ""
+            else:
+                model = request.model_spec.name
+            start = time.monotonic()
+            code = grpc.StatusCode.OK
+            try:
+                return fn(self, request, *args, **kwargs)
+            except ServingError as e:
+                code = e.code
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                raise
+            finally:
+                self.metrics.record(model, api, code, time.monotonic() - start)
+
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+
+    return deco
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -450,6 +511,7 @@ class ModelManager:
         self.allow_labels_for_unavailable = allow_version_labels_for_unavailable_models
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.metrics = Metrics()
         for mc in config.model_config_list.config:
             self._models[mc.name] = _Model(mc)
 
@@ -681,19 +743,23 @@ class ModelManager:
 
     # ---- APIs
 
+    @_metered("Predict")
     def predict(self, request: predict_pb2.PredictRequest, deadline: float | None = None):
         _require_spec(request)
         servable = self.get_servable(request.model_spec)
         return predict_on(servable, request, batching=self.batching is not None, deadline=deadline)
 
+    @_metered("Classify")
     def classify(self, request: classification_pb2.ClassificationRequest):
         _require_spec(request)
         return classify_on(self.get_servable(request.model_spec), request)
 
+    @_metered("Regress")
     def regress(self, request: regression_pb2.RegressionRequest):
         _require_spec(request)
         return regress_on(self.get_servable(request.model_spec), request)
 
+    @_metered("MultiInference")
     def multi_inference(self, request: inference_pb2.MultiInferenceRequest):
         if not request.tasks:
             raise _invalid("Expected at least one task")

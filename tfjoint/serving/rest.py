@@ -373,6 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     api: RestApi  # set on the subclass
     max_body: int = 64 << 20
+    metrics_path: str | None = None
 
     def log_message(self, fmt, *args):  # quiet; use logging
         log.debug("REST %s - " + fmt, self.address_string(), *args)
@@ -386,6 +387,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _handle(self, method: str) -> None:
+        if method == "GET" and self.metrics_path and self.path.split("?", 1)[0] == self.metrics_path:
+            data = self.api.manager.metrics.prometheus_text().encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if not self.path.lower().startswith("/v1/"):
             self._reply(404, {"error": f"Not found: {self.path}"})
             return
@@ -409,8 +418,12 @@ class RestServer:
     """A threaded HTTP server for the REST API."""
 
     def __init__(self, manager: ModelManager, host: str, port: int, *, timeout_s: float | None = 30.0,
-                 max_body: int = 64 << 20):
-        handler = type("Handler", (_Handler,), {"api": RestApi(manager, timeout_s), "max_body": max_body})
+                 max_body: int = 64 << 20, metrics_path: str | None = None):
+        handler = type(
+            "Handler",
+            (_Handler,),
+            {"api": RestApi(manager, timeout_s), "max_body": max_body, "metrics_path": metrics_path},
+        )
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]

@@ -58,6 +58,16 @@ class ServerOptions:
     ssl_key_file: str | None = None
     ssl_ca_file: str | None = None
     allow_version_labels_for_unavailable_models: bool = False
+    monitoring_config_file: str | None = None
+
+    def metrics_path(self) -> str | None:
+        """The Prometheus path of --monitoring_config_file (TF Serving's default path if unset)."""
+        if not self.monitoring_config_file:
+            return None
+        cfg = protos.parse_text_file(self.monitoring_config_file, protos.MonitoringConfig)
+        if not cfg.prometheus_config.enable:
+            return None
+        return cfg.prometheus_config.path or "/monitoring/prometheus/metrics"
 
     def resolve_config(self) -> model_server_config_pb2.ModelServerConfig:
         given = [self.model_config is not None, bool(self.model_config_file), bool(self.model_base_path)]
@@ -143,6 +153,7 @@ class ModelServer:
             allow_version_labels_for_unavailable_models=o.allow_version_labels_for_unavailable_models,
         )
         self._credentials = o.server_credentials()
+        self._metrics_path = o.metrics_path()
         self._grpc: grpc.Server | None = None
         self._rest: RestServer | None = None
         self._stopped = threading.Event()
@@ -193,6 +204,7 @@ class ModelServer:
                     o.rest_api_port,
                     timeout_s=o.rest_api_timeout_in_ms / 1000 if o.rest_api_timeout_in_ms > 0 else None,
                     max_body=o.max_message_size,
+                    metrics_path=self._metrics_path,
                 )
                 self.rest_port = self._rest.port
                 self._rest.start()

@@ -55,6 +55,7 @@ def server(tmp_path_factory, toy_export):
         rest_api_port=0,
         file_system_poll_wait_seconds=0,
         max_message_size=1 << 20,
+        monitoring_config_file=os.path.join(os.path.dirname(__file__), "..", "..", "serving", "monitoring.config"),
     ) as s:
         s.toy_path = os.path.join(bp, "2")
         yield s
@@ -241,6 +242,16 @@ def test_rest_errors_and_status(server):
         server, "POST", "/v1/models/toy:regress", {"signature_name": "regress", "examples": raw_examples(2)}
     )
     assert status == 200 and len(doc["results"]) == 2
+
+
+def test_prometheus_metrics(server, stubs):
+    stubs.predict(serialized(1))
+    with pytest.raises(grpc.RpcError):
+        stubs.prediction.Predict(_predict_req(name="nope"), timeout=20)
+    with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics", timeout=30) as r:
+        text = r.read().decode()
+    assert ':tensorflow:serving:request_count{model_name="toy",api="Predict",status="OK"}' in text
+    assert 'model_name="nope",api="Predict",status="NOT_FOUND"' in text
 
 
 def test_versions_and_labels(server, stubs):
