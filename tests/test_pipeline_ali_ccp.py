@@ -1,4 +1,5 @@
-"""End to end on the real Ali-CCP sample (scenario field 301, click -> purchase)."""
+"""End to end on the real Ali-CCP sample (scenario field 301, click -> purchase), with ESMM
+as the task architecture (the synthetic end-to-end test runs MMoE)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def test_ali_ccp_sample_pipeline(tmp_path):
     _shared_data_or_skip()
     run = runners.run_local(
         dataset="ali-ccp-sample",
-        model="shared_bottom",
+        model="esmm",
         pipeline_root=str(tmp_path / "pipeline"),
         serving_dir=str(tmp_path / "serving"),
         hparams={"epochs": 5, "batch_size": 32},
@@ -39,3 +40,8 @@ def test_ali_ccp_sample_pipeline(tmp_path):
     assert evaluation.is_blessed(run.evaluation_dir)
     loaded = tf.saved_model.load(run.pushed_dir)
     assert set(loaded.signatures) == {"serving_default", "transform_features"}
+    # ESMM serves pCTCVR = pCTR * pCVR beside the two task outputs.
+    rows = runners.score_examples(run.pushed_dir, run.data_root, ALI_CCP_SAMPLE, 8)
+    outputs = loaded.signatures["serving_default"].structured_outputs
+    assert set(outputs) == {"click", "purchase", "purchase_joint"}
+    assert len(rows) == 8

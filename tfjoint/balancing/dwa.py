@@ -69,7 +69,9 @@ class DynamicWeightAverage(TaskBalancer):
         num_tasks = len(self.tasks)
 
         def state(name: str, shape: tuple[int, ...]) -> keras.Variable:
-            return self.add_weight(shape=shape, initializer="zeros", trainable=False, name=name, dtype="float32")
+            return self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, name=name, dtype="float32"
+            )
 
         self.loss_sums = state("loss_sums", (num_tasks,))
         self.period_step = state("period_step", ())

@@ -67,7 +67,9 @@ class GradCraft(TaskBalancer):
 
     uses_task_gradients = True
 
-    def __init__(self, relax_factor: float = 0.1, beta: float = 0.0, epsilon: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self, relax_factor: float = 0.1, beta: float = 0.0, epsilon: float = 0.0, **kwargs: Any
+    ) -> None:
         if not 0.0 <= relax_factor <= 1.0:
             raise ValueError(f"relax_factor must be in [0, 1]. Received: relax_factor={relax_factor}")
         if not 0.0 <= beta < 1.0:
@@ -81,7 +83,11 @@ class GradCraft(TaskBalancer):
 
     def build(self, input_shape: Any = None) -> None:
         self.norm_averages = self.add_weight(
-            shape=(len(self.tasks),), initializer="zeros", trainable=False, name="norm_averages", dtype="float32"
+            shape=(len(self.tasks),),
+            initializer="zeros",
+            trainable=False,
+            name="norm_averages",
+            dtype="float32",
         )
         self.built = True
 
@@ -103,7 +109,9 @@ class GradCraft(TaskBalancer):
         norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
         right_hand_sides = conflicts * (-gram + self.epsilon * norms[:, None] * norms[None, :])
         eigenvalues, eigenvectors = ops.eigh(systems)
-        tolerance = ops.max(ops.abs(eigenvalues), axis=1, keepdims=True) * (10.0 * len(self.tasks) * _FLOAT32_EPS)
+        tolerance = ops.max(ops.abs(eigenvalues), axis=1, keepdims=True) * (
+            10.0 * len(self.tasks) * _FLOAT32_EPS
+        )
         keep = eigenvalues > tolerance
         inverse_eigenvalues = ops.where(keep, 1.0 / ops.where(keep, eigenvalues, 1.0), 0.0)
         # w_i = V diag(1 / lambda) V^T b_i, the pseudo-inverse solution.

@@ -51,7 +51,9 @@ def test_magnitude_step_is_the_formula():
 def test_magnitude_step_with_relax_factor_one_aligns_every_norm_to_the_largest():
     adjusted = _balancer(relax_factor=1.0).adjust_magnitudes(_stack(MUTUAL))
     largest = np.linalg.norm(MUTUAL, axis=1).max()
-    np.testing.assert_allclose(np.linalg.norm(ops.convert_to_numpy(adjusted), axis=1), [largest] * 3, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(ops.convert_to_numpy(adjusted), axis=1), [largest] * 3, rtol=1e-6
+    )
 
 
 def test_magnitude_step_uses_moving_averages_of_the_norms():
@@ -122,7 +124,9 @@ def test_full_step_in_a_graph_is_magnitude_then_direction():
 
 
 def test_zero_gradient_is_finite():
-    combined = _balancer(num_tasks=2, relax_factor=1.0).combine_gradients([_stack([0.0, 0.0]), _stack([1.0, -1.0])], {})
+    combined = _balancer(num_tasks=2, relax_factor=1.0).combine_gradients(
+        [_stack([0.0, 0.0]), _stack([1.0, -1.0])], {}
+    )
     np.testing.assert_allclose(ops.convert_to_numpy(combined), [1.0, -1.0])
 
 

@@ -87,7 +87,9 @@ class GradientNormalization(TaskBalancer):
 
     def weight_losses(self, losses: dict[str, Any]) -> dict[str, Any]:
         weights = ops.stop_gradient(ops.convert_to_tensor(self.task_weights))
-        return {name: weights[k] * ops.cast(losses[name], "float32") for k, name in enumerate(self.task_names)}
+        return {
+            name: weights[k] * ops.cast(losses[name], "float32") for k, name in enumerate(self.task_names)
+        }
 
     def combine_gradients(self, gradients: list[Any], losses: dict[str, Any]) -> Any:
         num_tasks = len(gradients)

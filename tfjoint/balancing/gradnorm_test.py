@@ -94,7 +94,11 @@ def test_config_round_trip_and_registration():
 def test_weights_are_state_not_trained_by_the_model_optimizer():
     balancer = _balancer()
     assert balancer.trainable_weights == []
-    assert {w.name for w in balancer.non_trainable_weights} == {"task_weights", "initial_losses", "initialized"}
+    assert {w.name for w in balancer.non_trainable_weights} == {
+        "task_weights",
+        "initial_losses",
+        "initialized",
+    }
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,11 @@ class MetaBalance(TaskBalancer):
 
     def build(self, input_shape: Any = None) -> None:
         self.norm_averages = self.add_weight(
-            shape=(len(self.tasks),), initializer="zeros", trainable=False, name="norm_averages", dtype="float32"
+            shape=(len(self.tasks),),
+            initializer="zeros",
+            trainable=False,
+            name="norm_averages",
+            dtype="float32",
         )
         self.built = True
 

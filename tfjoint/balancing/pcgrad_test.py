@@ -105,7 +105,10 @@ def test_config_round_trip_and_registration():
     assert type(restored) is ProjectingConflictingGradients
     assert restored.get_config() == balancer.get_config()
     assert (restored.shuffle, restored.seed, restored.target_task) == (False, 5, "b")
-    assert keras.saving.get_registered_name(ProjectingConflictingGradients) == "tfjoint>ProjectingConflictingGradients"
+    assert (
+        keras.saving.get_registered_name(ProjectingConflictingGradients)
+        == "tfjoint>ProjectingConflictingGradients"
+    )
     assert registry.get("pcgrad", slot="balancer").cls is ProjectingConflictingGradients
     assert ProjectingConflictingGradients.uses_task_gradients
 

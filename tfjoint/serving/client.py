@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -39,9 +40,7 @@ def make_example(features: Mapping[str, Any]) -> example_pb2.Example:
         for v in values:
             if isinstance(v, (bytes, str)):
                 kinds.add("bytes")
-            elif isinstance(v, (bool, np.bool_)):
-                kinds.add("int")
-            elif isinstance(v, (int, np.integer)):
+            elif isinstance(v, (bool, np.bool_)) or isinstance(v, (int, np.integer)):
                 kinds.add("int")
             elif isinstance(v, (float, np.floating)):
                 kinds.add("float")
@@ -118,7 +117,7 @@ class ServingClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "ServingClient":
+    def __enter__(self) -> ServingClient:
         return self
 
     def __exit__(self, *exc) -> None:

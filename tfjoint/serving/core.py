@@ -14,8 +14,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from concurrent import futures
-from typing import Iterable
 
 import grpc
 import numpy as np
@@ -33,9 +33,9 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_log_pb2,
     regression_pb2,
+    status_pb2,
 )
 from tensorflow_serving.config import model_server_config_pb2
-from tensorflow_serving.apis import status_pb2
 
 log = logging.getLogger("tfjoint.serving")
 
@@ -114,7 +114,7 @@ def tensor_proto_to_ndarray(proto, alias: str) -> np.ndarray:
         raise _invalid(f"tensor parsing error: {alias}") from None
 
 
-def ndarray_to_tensor_proto(value) -> "tf.make_tensor_proto":
+def ndarray_to_tensor_proto(value) -> tf.make_tensor_proto:
     return tf.make_tensor_proto(value)
 
 
@@ -152,7 +152,8 @@ class Servable:
         self.calls = 0  # underlying signature calls, per signature in calls_by_signature
         self.calls_by_signature: collections.Counter = collections.Counter()
         self.warmup_records = 0
-        self.batchers: dict[str, "BatchScheduler"] = {}
+        self.batchers: dict[str, BatchScheduler] = {}
+        self._closed = False
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray], output_aliases: Iterable[str]):
         """Calls the signature once; errors are mapped to TF Serving status codes."""
@@ -180,8 +181,21 @@ class Servable:
             raise _invalid(str(e)) from None
         return {alias: out[alias].numpy() for alias in output_aliases}
 
+    def batcher(self, signature_name: str, options: "BatchingOptions") -> "BatchScheduler | None":
+        """The signature's batch scheduler, created on first use (None once the servable closed)."""
+        with self._lock:
+            if self._closed:
+                return None
+            b = self.batchers.get(signature_name)
+            if b is None:
+                b = self.batchers[signature_name] = BatchScheduler(self, signature_name, options)
+            return b
+
     def close(self) -> None:
-        for b in list(self.batchers.values()):
+        with self._lock:
+            self._closed = True
+            batchers = list(self.batchers.values())
+        for b in batchers:
             b.stop()
 
 
@@ -199,7 +213,7 @@ class BatchingOptions:
     allowed_batch_sizes: tuple = ()
 
     @classmethod
-    def from_proto(cls, p) -> "BatchingOptions":
+    def from_proto(cls, p) -> BatchingOptions:
         o = cls()
         if p.HasField("max_batch_size"):
             o.max_batch_size = p.max_batch_size.value
@@ -221,7 +235,7 @@ class BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "size", "deadline", "future")
+    __slots__ = ("deadline", "future", "inputs", "size")
 
     def __init__(self, inputs, size, deadline):
         self.inputs = inputs
@@ -337,7 +351,7 @@ class BatchScheduler:
             }
             total = sum(t.size for t in live)
             out = self.servable.run(self.signature_name, merged, self._output_aliases)
-            for a, v in out.items():
+            for v in out.values():
                 if v.ndim == 0 or v.shape[0] != total:
                     raise ServingError(
                         grpc.StatusCode.FAILED_PRECONDITION,
@@ -549,7 +563,7 @@ class ModelManager:
         while not self._stop.wait(self.poll_wait_seconds):
             try:
                 self.poll_once()
-            except Exception:  # noqa: BLE001 - the poller must survive anything
+            except Exception:
                 log.exception("file system poll failed")
 
     def stop(self) -> None:
@@ -598,10 +612,6 @@ class ModelManager:
         log.info("Loading servable: {name: %s version: %d} from %s", model.name, version, path)
         try:
             servable = Servable(model.name, version, path)
-            if self.batching is not None:
-                for sig_name, sig in servable.signature_defs.items():
-                    if sig_name in servable._fns:
-                        servable.batchers[sig_name] = BatchScheduler(servable, sig_name, self.batching)
             self._warmup(servable)
         except Exception as exc:  # noqa: BLE001 - a broken version takes nothing else down
             code = exc.code if isinstance(exc, ServingError) else grpc.StatusCode.UNKNOWN
@@ -641,7 +651,7 @@ class ModelManager:
             plog.ParseFromString(raw)
             kind = plog.WhichOneof("log_type")
             if kind == "predict_log":
-                predict_on(servable, plog.predict_log.request, batching=False)
+                predict_on(servable, plog.predict_log.request)
             elif kind == "classify_log":
                 classify_on(servable, plog.classify_log.request)
             elif kind == "regress_log":
@@ -747,7 +757,7 @@ class ModelManager:
     def predict(self, request: predict_pb2.PredictRequest, deadline: float | None = None):
         _require_spec(request)
         servable = self.get_servable(request.model_spec)
-        return predict_on(servable, request, batching=self.batching is not None, deadline=deadline)
+        return predict_on(servable, request, batching=self.batching, deadline=deadline)
 
     @_metered("Classify")
     def classify(self, request: classification_pb2.ClassificationRequest):
@@ -827,7 +837,7 @@ def predict_on(
     servable: Servable,
     request: predict_pb2.PredictRequest,
     *,
-    batching: bool = False,
+    batching: BatchingOptions | None = None,
     deadline: float | None = None,
 ) -> predict_pb2.PredictResponse:
     """predict_util.cc RunPredict: validation order and messages as TF Serving's."""
@@ -891,7 +901,7 @@ def predict_on(
     if deadline is not None and time.monotonic() >= deadline:
         raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
-    batcher = servable.batchers.get(signature_name) if batching else None
+    batcher = servable.batcher(signature_name, batching) if batching is not None else None
     if batcher is not None and not batcher.stopped:
         fut = batcher.submit(inputs, deadline)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())

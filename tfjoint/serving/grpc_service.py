@@ -11,8 +11,8 @@ from tensorflow_serving.apis import (
     model_management_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
+    status_pb2,
 )
-from tensorflow_serving.apis import status_pb2
 
 from tfjoint.serving.core import ModelManager, ServingError
 
@@ -38,7 +38,7 @@ def _handled(fn):
             return fn(self, request, context, deadline)
         except ServingError as e:
             code, message = e.code, e.message
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.exception("internal error in %s", fn.__name__)
             code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"
         context.abort(code, message)

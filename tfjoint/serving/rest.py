@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -161,7 +161,7 @@ def _row_inputs(instances, sig) -> dict[str, np.ndarray]:
         raise _invalid("'instances' must be a non-empty JSON list")
     aliases = sorted(sig.inputs)
     named = all(
-        isinstance(i, dict) and not (set(i) == {"b64"}) for i in instances
+        isinstance(i, dict) and set(i) != {"b64"} for i in instances
     )
     if not named:
         if len(aliases) != 1:
@@ -191,7 +191,7 @@ def _row_inputs(instances, sig) -> dict[str, np.ndarray]:
 
 def _columnar_inputs(inputs, sig) -> dict[str, np.ndarray]:
     aliases = sorted(sig.inputs)
-    if isinstance(inputs, dict) and not (set(inputs) == {"b64"}):
+    if isinstance(inputs, dict) and set(inputs) != {"b64"}:
         for a in aliases:
             if a not in inputs:
                 raise _invalid(f"Missing named input: {a} in 'inputs' object.")
@@ -211,7 +211,7 @@ def json_to_example(obj, where: str) -> example_pb2.Example:
         feat = ex.features.feature[key]
         if not values:
             continue
-        if all(isinstance(v, dict) or isinstance(v, str) for v in values):
+        if all(isinstance(v, (dict, str)) for v in values):
             feat.bytes_list.value.extend(_decode_leaf_bytes(v, key) for v in values)
         elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             feat.int64_list.value.extend(values)
@@ -254,7 +254,7 @@ class RestApi:
             return 200, self._dispatch(method, path, body)
         except ServingError as e:
             return HTTP_STATUS.get(e.code, 500), {"error": e.message}
-        except Exception as e:  # noqa: BLE001 - the server keeps serving
+        except Exception as e:
             log.exception("REST internal error")
             return 500, {"error": f"{type(e).__name__}: {e}"}
 
@@ -407,10 +407,10 @@ class _Handler(BaseHTTPRequestHandler):
         status, doc = self.api.process(method, self.path, body)
         self._reply(status, doc)
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self._handle("GET")
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self._handle("POST")
 
 

@@ -17,8 +17,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from concurrent import futures
-from typing import Iterator
 
 import grpc
 from google.protobuf import text_format
@@ -175,7 +175,7 @@ class ModelServer:
             host = "::1"
         return f"http://{_bind_address(host, self.rest_port)}"
 
-    def start(self) -> "ModelServer":
+    def start(self) -> ModelServer:
         o = self.options
         try:
             self.manager.start()
@@ -241,7 +241,7 @@ class ModelServer:
     def wait(self) -> None:
         self._stopped.wait()
 
-    def __enter__(self) -> "ModelServer":
+    def __enter__(self) -> ModelServer:
         return self
 
     def __exit__(self, *exc) -> None:
