@@ -69,8 +69,9 @@ class TaskBalancer(keras.layers.Layer):
     def build_from_config(self, config: dict[str, Any]) -> None:
         return None
 
-    def weight_losses(self, losses: dict[str, Any]) -> dict[str, Any]:
-        """The per-task terms whose sum is the training objective."""
+    def weight_losses(self, losses: dict[str, Any], training: bool = True) -> dict[str, Any]:
+        """The per-task terms whose sum is the training objective; ``training`` is False in
+        evaluation, where stateful strategies must not advance."""
         return dict(losses)
 
     def combine_gradients(self, gradients: list[Any], losses: dict[str, Any]) -> Any:

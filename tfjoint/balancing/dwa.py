@@ -88,9 +88,12 @@ class DynamicWeightAverage(TaskBalancer):
         weights = num_tasks * ops.softmax(rates / self.temperature)
         return ops.where(self.completed_periods >= 2.0, weights, ops.ones_like(weights))
 
-    def weight_losses(self, losses: dict[str, Any]) -> dict[str, Any]:
+    def weight_losses(self, losses: dict[str, Any], training: bool = True) -> dict[str, Any]:
         current = ops.stack([ops.cast(losses[name], "float32") for name in self.task_names])
         weights = ops.stop_gradient(self.task_weights())
+        if not training:
+            # Evaluation batches are not steps of a training period.
+            return {name: weights[k] * current[k] for k, name in enumerate(self.task_names)}
         sums = self.loss_sums + ops.stop_gradient(current)
         steps = self.period_step + 1.0
         period_done = steps >= self.period_steps

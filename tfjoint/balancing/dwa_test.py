@@ -104,3 +104,16 @@ def test_config_round_trip_and_registration():
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DynamicWeightAverage(**kwargs)
+
+
+def test_evaluation_batches_do_not_advance_the_period():
+    from tfjoint.balancing.dwa import DynamicWeightAverage
+    from tfjoint.features import TaskSpec
+
+    balancer = DynamicWeightAverage(period_steps=2)
+    balancer.bind([TaskSpec("a"), TaskSpec("b")])
+    for _ in range(3):
+        balancer.weight_losses({"a": 1.0, "b": 2.0}, training=False)
+    assert float(balancer.period_step) == 0.0 and float(balancer.completed_periods) == 0.0
+    balancer.weight_losses({"a": 1.0, "b": 2.0}, training=True)
+    assert float(balancer.period_step) == 1.0

@@ -85,7 +85,7 @@ class GradientNormalization(TaskBalancer):
         )
         self.built = True
 
-    def weight_losses(self, losses: dict[str, Any]) -> dict[str, Any]:
+    def weight_losses(self, losses: dict[str, Any], training: bool = True) -> dict[str, Any]:
         weights = ops.stop_gradient(ops.convert_to_tensor(self.task_weights))
         return {
             name: weights[k] * ops.cast(losses[name], "float32") for k, name in enumerate(self.task_names)

@@ -32,7 +32,7 @@ class UncertaintyWeighting(TaskBalancer):
         )
         self.built = True
 
-    def weight_losses(self, losses: dict[str, Any]) -> dict[str, Any]:
+    def weight_losses(self, losses: dict[str, Any], training: bool = True) -> dict[str, Any]:
         terms = {}
         for i, task in enumerate(self.tasks):
             s = self.log_variance[i]

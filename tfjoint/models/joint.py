@@ -195,15 +195,15 @@ class JointModel(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
-        terms = self._balanced_terms(y, y_pred)
+        terms = self._balanced_terms(y, y_pred, training=training)
         return scale_loss_for_distribution(sum(terms.values()) + self._regularization())
 
-    def _balanced_terms(self, y: Any, y_pred: Any) -> dict[str, Any]:
+    def _balanced_terms(self, y: Any, y_pred: Any, training: bool = True) -> dict[str, Any]:
         """The balancer's per-task terms of ``w_k L_k``; also updates the per-task trackers."""
         losses = self.task_losses(y, y_pred)
         for task in self.tasks:
             self.task_loss_trackers[task.name].update_state(losses[task.name])
-        return self.balancer.weight_losses({t.name: t.weight * losses[t.name] for t in self.tasks})
+        return self.balancer.weight_losses({t.name: t.weight * losses[t.name] for t in self.tasks}, training=training)
 
     def _regularization(self) -> Any:
         return sum((ops.cast(extra, "float32") for extra in self.losses), ops.zeros((), "float32"))

@@ -24,7 +24,7 @@ _EXPORTS = {
     "add_predict_parser": "tfjoint.serving.cli",
 }
 
-__all__ = list(_EXPORTS)  # noqa: PLE0605
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):

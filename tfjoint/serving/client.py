@@ -40,7 +40,7 @@ def make_example(features: Mapping[str, Any]) -> example_pb2.Example:
         for v in values:
             if isinstance(v, (bytes, str)):
                 kinds.add("bytes")
-            elif isinstance(v, (bool, np.bool_)) or isinstance(v, (int, np.integer)):
+            elif isinstance(v, (bool, np.bool_, int, np.integer)):
                 kinds.add("int")
             elif isinstance(v, (float, np.floating)):
                 kinds.add("float")

@@ -181,7 +181,7 @@ class Servable:
             raise _invalid(str(e)) from None
         return {alias: out[alias].numpy() for alias in output_aliases}
 
-    def batcher(self, signature_name: str, options: "BatchingOptions") -> "BatchScheduler | None":
+    def batcher(self, signature_name: str, options: BatchingOptions) -> BatchScheduler | None:
         """The signature's batch scheduler, created on first use (None once the servable closed)."""
         with self._lock:
             if self._closed:

@@ -183,7 +183,7 @@ def _row_inputs(instances, sig) -> dict[str, np.ndarray]:
         if extra:
             raise _invalid(
                 f"Failed to process element: {n} of 'instances' list. JSON object has unexpected named input: "
-                f"{sorted(extra)[0]}"
+                f"{min(extra)}"
             )
     out = {a: json_to_array(v, sig.inputs[a].dtype, a) for a, v in per_alias.items()}
     return out
@@ -290,7 +290,7 @@ class RestApi:
         resp = self.manager.get_model_metadata(req)
         sdm = get_model_metadata_pb2.SignatureDefMap()
         resp.metadata["signature_def"].Unpack(sdm)
-        fmt = dict(including_default_value_fields=True, preserving_proto_field_name=True)
+        fmt = {"including_default_value_fields": True, "preserving_proto_field_name": True}
         return {
             "model_spec": json.loads(json_format.MessageToJson(resp.model_spec, **fmt)),
             "metadata": {"signature_def": json.loads(json_format.MessageToJson(sdm, **fmt))},
