@@ -2,7 +2,7 @@
 
 from tfjoint.models.behavior_pooling import BehaviorPooling
 from tfjoint.models.dselect_k import DSelectKMixtureOfExperts
-from tfjoint.models.entire_space import EntireSpaceMultiTask
+from tfjoint.models.entire_space import EntireSpaceCounterfactualMultiTask, EntireSpaceMultiTask
 from tfjoint.models.feature_embedding import FeatureEmbedding
 from tfjoint.models.gating_fusion import GatingFusion
 from tfjoint.models.joint import JointModel, build_joint_model, input_shapes
@@ -17,6 +17,7 @@ __all__ = [
     "BehaviorPooling",
     "CustomizedGateControl",
     "DSelectKMixtureOfExperts",
+    "EntireSpaceCounterfactualMultiTask",
     "EntireSpaceMultiTask",
     "FeatureEmbedding",
     "GatingFusion",

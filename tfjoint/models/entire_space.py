@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+from keras import ops
 
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
@@ -68,7 +69,141 @@ class EntireSpaceMultiTask(keras.layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
         return {name: self.towers[name](inputs, training=training) for name in self.task_names}
 
+    def cascade_step_loss(
+        self,
+        task: str,
+        *,
+        parent_label: Any,
+        label: Any,
+        parent_joint: Any,
+        conditional: Any,
+        joint: Any,
+        outputs: dict[str, Any],
+    ) -> Any:
+        """The loss of one cascade step ``task`` (each argument ``(batch, 1)``).
+
+        Args:
+            task: the step's task name.
+            parent_label: ``o``, 1 where the parent happened (clicked).
+            label: the step's label over the entire space (``y_click * y_conversion``).
+            parent_joint: the predicted probability of the parent (``pCTR``).
+            conditional: the step's conditional prediction (``pCVR``).
+            joint: ``parent_joint * conditional`` (``pCTCVR``).
+            outputs: every model output, for architectures with extra heads.
+
+        ESMM (eq. 3): the cross-entropy of ``pCTCVR`` over all impressions.
+        """
+        return ops.mean(keras.losses.binary_crossentropy(label, joint))
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(task_names=self.task_names, tower_units=self.tower_units, dropout=self.dropout)
+        return config
+
+
+@register(
+    "escm2",
+    slot="task_architecture",
+    family="multi_task",
+    reference="Wang et al., ESCM2: Entire Space Counterfactual Multi-Task Model for Post-Click "
+    "Conversion Rate Estimation, SIGIR 2022",
+)
+@keras.saving.register_keras_serializable(package="tfjoint")
+class EntireSpaceCounterfactualMultiTask(EntireSpaceMultiTask):
+    """ESCM2: ESMM plus a counterfactual CVR risk that removes ESMM's inherent estimation bias.
+
+    Each cascade step's loss is ``L_CTCVR + lambda * R`` (eq. 11 of the paper), with
+    ``o`` the parent label, ``p_hat = stop_gradient(pCTR)`` clipped to ``[clip, 1]``,
+    ``e = BCE(y, pCVR)`` the CVR error and the average over all impressions:
+
+    - ``variant="ips"`` (eq. 6): ``R_IPS = mean(o * e / p_hat)``;
+    - ``variant="dr"`` (eqs. 7-8): an imputation tower predicts ``e_hat``;
+      ``R_DR = mean(e_hat + o * (e - e_hat) / p_hat)`` with ``e_hat`` fixed, plus the
+      imputation loss ``mean(o * (e - e_hat)^2 / p_hat)`` with ``e`` fixed, so the CVR tower
+      and the imputation tower are trained jointly as in the paper's DR-JL setting.
+
+    Args:
+        task_names: names of the tasks, one tower each.
+        variant: ``"ips"`` or ``"dr"``.
+        counterfactual_weight: ``lambda``.
+        propensity_clip: lower bound of ``p_hat``.
+        tower_units: hidden sizes of every tower.
+        dropout: dropout rate inside the towers.
+
+    Returns:
+        Dict ``{task: tower output}``; with ``variant="dr"`` also
+        ``{"<task>_imputed_error": (batch, 1)}`` for every task (only cascade steps use it).
+    """
+
+    def __init__(
+        self,
+        task_names: list[str],
+        variant: str = "ips",
+        counterfactual_weight: float = 0.1,
+        propensity_clip: float = 0.05,
+        tower_units: list[int] | tuple[int, ...] = (64, 32),
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        if variant not in ("ips", "dr"):
+            raise ValueError(f"variant must be 'ips' or 'dr'. Received: variant={variant!r}")
+        if counterfactual_weight < 0:
+            raise ValueError(f"counterfactual_weight must be >= 0. Received: counterfactual_weight={counterfactual_weight}")
+        if not 0.0 < propensity_clip <= 1.0:
+            raise ValueError(f"propensity_clip must be in (0, 1]. Received: propensity_clip={propensity_clip}")
+        super().__init__(task_names, tower_units=tower_units, dropout=dropout, **kwargs)
+        self.variant = variant
+        self.counterfactual_weight = float(counterfactual_weight)
+        self.propensity_clip = float(propensity_clip)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        super().build(input_shape)
+        self.imputation = {}
+        if self.variant == "dr":
+            for name in self.task_names:
+                tower = MLP([*self.tower_units, 1], activation="relu", name=f"imputation_{name}", dtype=self.dtype_policy)
+                tower.build(input_shape)
+                self.imputation[name] = tower
+
+    def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
+        outputs = super().call(inputs, training=training)
+        for name, tower in self.imputation.items():
+            # The last relu keeps the imputed cross-entropy non-negative, like the error itself.
+            outputs[f"{name}_imputed_error"] = ops.cast(tower(inputs, training=training), "float32")
+        return outputs
+
+    def cascade_step_loss(
+        self,
+        task: str,
+        *,
+        parent_label: Any,
+        label: Any,
+        parent_joint: Any,
+        conditional: Any,
+        joint: Any,
+        outputs: dict[str, Any],
+    ) -> Any:
+        ctcvr = super().cascade_step_loss(
+            task, parent_label=parent_label, label=label, parent_joint=parent_joint,
+            conditional=conditional, joint=joint, outputs=outputs,
+        )
+        propensity = ops.maximum(ops.stop_gradient(parent_joint), self.propensity_clip)
+        error = keras.losses.binary_crossentropy(label, conditional)[:, None]
+        if self.variant == "ips":
+            risk = ops.mean(parent_label * error / propensity)
+        else:
+            imputed = ops.reshape(ops.cast(outputs[f"{task}_imputed_error"], "float32"), (-1, 1))
+            risk = ops.mean(
+                ops.stop_gradient(imputed) + parent_label * (error - ops.stop_gradient(imputed)) / propensity
+            )
+            risk = risk + ops.mean(parent_label * ops.square(ops.stop_gradient(error) - imputed) / propensity)
+        return ctcvr + self.counterfactual_weight * risk
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            variant=self.variant,
+            counterfactual_weight=self.counterfactual_weight,
+            propensity_clip=self.propensity_clip,
+        )
         return config

@@ -68,3 +68,71 @@ def test_a_parent_must_come_first():
             SYNTHETIC, SIZES, task_architecture="esmm",
             tasks=[TaskSpec("conversion", parent="click"), TaskSpec("click")],
         )
+
+
+def _bce(t, p):
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+
+@pytest.mark.parametrize("variant", ["ips", "dr"])
+def test_escm2_layer_contract(variant):
+    from tfjoint.models.entire_space import EntireSpaceCounterfactualMultiTask
+
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    shapes = {"click": (4, 4), "conversion": (4, 4)}
+    if variant == "dr":
+        shapes.update({"click_imputed_error": (4, 1), "conversion_imputed_error": (4, 1)})
+    run_layer_test(
+        EntireSpaceCounterfactualMultiTask,
+        {"task_names": ["click", "conversion"], "variant": variant, "tower_units": [8, 4]},
+        x,
+        expected_output_shape=shapes,
+    )
+
+
+@pytest.mark.parametrize("variant", ["ips", "dr"])
+def test_escm2_loss_is_ctcvr_plus_counterfactual_risk(variant):
+    weight, clip = 0.3, 0.2
+    model = build_joint_model(
+        SYNTHETIC, SIZES, task_architecture="escm2",
+        component_kwargs={"task_architecture": {"variant": variant, "counterfactual_weight": weight,
+                                                "propensity_clip": clip}},
+    )
+    x, y = _batch()
+    pred = {k: np.array(v) for k, v in model(x).items()}
+    o = y["click"][:, 0]
+    label = (y["click"] * y["conversion"])[:, 0]
+    ctr, cvr = pred["click"][:, 0], pred["conversion"][:, 0]
+    ctcvr = _bce(label, ctr * cvr).mean()
+    error = _bce(label, cvr)
+    p_hat = np.maximum(ctr, clip)
+    if variant == "ips":
+        risk = (o * error / p_hat).mean()
+    else:
+        imputed = pred["conversion_imputed_error"][:, 0]
+        risk = (imputed + o * (error - imputed) / p_hat).mean() + (o * (error - imputed) ** 2 / p_hat).mean()
+    loss = float(model.task_losses(y, pred)["conversion"])
+    np.testing.assert_allclose(loss, ctcvr + weight * risk, rtol=1e-4)
+
+
+def test_escm2_ips_weights_clicked_rows_by_inverse_propensity():
+    """Lowering pCTR on a clicked row raises that row's weight in the CVR risk."""
+    model = build_joint_model(SYNTHETIC, SIZES, task_architecture="escm2",
+                              component_kwargs={"task_architecture": {"propensity_clip": 0.01}})
+    x, y = _batch()
+    pred = {k: np.array(v) for k, v in model(x).items()}
+    clicked = np.flatnonzero(y["click"][:, 0] == 1)[0]
+    before = float(model.task_losses(y, pred)["conversion"])
+    pred["click"][clicked] *= 0.1
+    pred["conversion_joint"] = pred["click"] * pred["conversion"]
+    assert float(model.task_losses(y, pred)["conversion"]) != pytest.approx(before)
+
+
+def test_escm2_bad_arguments():
+    from tfjoint.models.entire_space import EntireSpaceCounterfactualMultiTask
+
+    with pytest.raises(ValueError, match="variant"):
+        EntireSpaceCounterfactualMultiTask(["a"], variant="snips")
+    with pytest.raises(ValueError, match="propensity_clip"):
+        EntireSpaceCounterfactualMultiTask(["a"], propensity_clip=0.0)

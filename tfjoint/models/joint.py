@@ -130,6 +130,9 @@ class JointModel(keras.Model):
             )(towers[t.name])
             for t in task_specs
         }
+        # Entries a task architecture returns beside the task towers (e.g. ESCM2-DR's
+        # imputed errors) are model outputs as they are.
+        outputs.update({k: v for k, v in towers.items() if k not in outputs})
         by_name = {t.name: t for t in task_specs}
         cascaded = [t.name for t in task_specs if getattr(task_architecture, "entire_space", False)
                     and _entire_space_step(t, by_name)]
@@ -174,11 +177,20 @@ class JointModel(keras.Model):
         losses = {}
         for task in self.tasks:
             if task.name in self.entire_space_tasks:
-                per_example = _LOSSES[task.loss_name](
-                    self._joint_label(y, task.name),
-                    ops.cast(ops.reshape(y_pred[f"{task.name}_joint"], (-1, 1)), "float32"),
+                parent = task.parent
+
+                def column(key: str) -> Any:
+                    return ops.cast(ops.reshape(y_pred[key], (-1, 1)), "float32")
+
+                losses[task.name] = self.task_architecture.cascade_step_loss(
+                    task.name,
+                    parent_label=self._joint_label(y, parent),
+                    label=self._joint_label(y, task.name),
+                    parent_joint=column(f"{parent}_joint" if f"{parent}_joint" in y_pred else parent),
+                    conditional=column(task.name),
+                    joint=column(f"{task.name}_joint"),
+                    outputs=y_pred,
                 )
-                losses[task.name] = ops.mean(per_example)
                 continue
             y_true = ops.cast(ops.reshape(y[task.name], (-1, 1)), "float32")
             pred = ops.cast(ops.reshape(y_pred[task.name], (-1, 1)), "float32")
