@@ -1,6 +1,8 @@
 """Model components (each registered in :mod:`tfjoint.registry`) and the joint-model builder."""
 
+from tfjoint.models.adaptive_information_transfer import AdaptiveInformationTransferMultiTask
 from tfjoint.models.behavior_pooling import BehaviorPooling
+from tfjoint.models.cascade import ConditionalFromJoint
 from tfjoint.models.dselect_k import DSelectKMixtureOfExperts
 from tfjoint.models.entire_space import EntireSpaceCounterfactualMultiTask, EntireSpaceMultiTask
 from tfjoint.models.feature_embedding import FeatureEmbedding
@@ -14,7 +16,9 @@ from tfjoint.models.sub_network_routing import SubNetworkRouting
 
 __all__ = [
     "MLP",
+    "AdaptiveInformationTransferMultiTask",
     "BehaviorPooling",
+    "ConditionalFromJoint",
     "CustomizedGateControl",
     "DSelectKMixtureOfExperts",
     "EntireSpaceCounterfactualMultiTask",

@@ -25,6 +25,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 from tfjoint import features, registry
 from tfjoint.balancing import FixedWeights, TaskBalancer
 from tfjoint.features import DatasetSpec, TaskSpec
+from tfjoint.models.cascade import ConditionalFromJoint
 
 _SLOTS = ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter", "balancer")
 
@@ -136,11 +137,17 @@ class JointModel(keras.Model):
         by_name = {t.name: t for t in task_specs}
         cascaded = [t.name for t in task_specs if getattr(task_architecture, "entire_space", False)
                     and _entire_space_step(t, by_name)]
+        direct = getattr(task_architecture, "entire_space", False) == "direct"
         for name in cascaded:
-            # p(task, joint) = p(parent, joint) * p(task | parent): pCTCVR = pCTR * pCVR.
             parent = by_name[name].parent
             parent_joint = outputs.get(f"{parent}_joint", outputs[parent])
-            outputs[f"{name}_joint"] = keras.layers.Multiply(name=f"{name}_joint")([parent_joint, outputs[name]])
+            if direct:
+                # The head predicts p(task, joint) (AITM); the task output is the conditional.
+                outputs[f"{name}_joint"] = outputs[name]
+                outputs[name] = ConditionalFromJoint(name=f"{name}_conditional")([outputs[name], parent_joint])
+            else:
+                # p(task, joint) = p(parent, joint) * p(task | parent): pCTCVR = pCTR * pCVR.
+                outputs[f"{name}_joint"] = keras.layers.Multiply(name=f"{name}_joint")([parent_joint, outputs[name]])
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.entire_space_tasks = cascaded
         self.inputs_spec = {k: (list(s), d) for k, (s, d) in inputs_spec.items()}
