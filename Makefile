@@ -38,7 +38,7 @@ $(STAMP): $(REQS)
 demo: $(STAMP)
 	$(VENV)/bin/tfjoint pipeline run --dataset movielens-100k --model mmoe \
 	  --pipeline-root $(RUNS)/demo/pipeline --serving-dir $(RUNS)/demo/serving --model-name movielens \
-	  --json $(RUNS)/demo/result.json
+	  --json $(RUNS)/demo/result.json --query-server
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

@@ -49,6 +49,14 @@ def test_pushed_model_has_tf_serving_layout_and_both_signatures(synthetic_run):
     serve = loaded.signatures["serving_default"]
     assert list(serve.structured_input_signature[1]) == ["examples"]
     assert set(serve.structured_outputs) == set(SYNTHETIC.label_keys)
+    # The Trainer wrote TF Serving's warmup file from real held-out records.
+    from tfjoint.serving.warmup import read_warmup_requests
+
+    logs = read_warmup_requests(pushed)
+    assert len(logs) >= 1
+    request = logs[0].predict_log.request
+    assert request.model_spec.name == "synthetic" and "examples" in request.inputs
+    assert request.inputs["examples"].tensor_shape.dim[0].size > 0
 
 
 def test_serving_signature_matches_the_keras_model_on_transformed_features(synthetic_run):

@@ -59,7 +59,15 @@ def create_pipeline(
         schema_file: curated schema; defaults to ``schemas/<dataset>.pbtxt``.
     """
     spec = get_dataset_spec(dataset)
-    custom_config = {"dataset": spec.name, "model": model, **(hparams or {})}
+    served_name = model_name or spec.name.replace("-", "_")
+    custom_config = {
+        "dataset": spec.name,
+        "model": model,
+        "model_name": served_name,
+        # Raw held-out records for the SavedModel's TF Serving warmup file.
+        "warmup_examples": os.path.join(data_root, "eval", "*"),
+        **(hparams or {}),
+    }
     example_gen = tfx.components.ImportExampleGen(
         input_base=data_root,
         input_config=example_gen_pb2.Input(
@@ -100,7 +108,7 @@ def create_pipeline(
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=os.path.join(serving_dir, model_name or spec.name.replace("-", "_"))
+                base_directory=os.path.join(serving_dir, served_name)
             )
         ),
     )

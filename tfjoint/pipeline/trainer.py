@@ -23,8 +23,10 @@ from tfjoint.features import DatasetSpec, get_dataset_spec
 from tfjoint.models import JointModel, build_joint_model, gate_monitor
 from tfjoint.models.joint import _check_keras3
 from tfjoint.pipeline.transform import vocabulary_sizes
+from tfjoint.serving.warmup import write_warmup_requests
 
 KERAS_MODEL_FILENAME = "model.keras"
+WARMUP_EXAMPLES = 16
 TRAINING_SUMMARY_FILENAME = "training_summary.json"
 
 DEFAULT_HPARAMS: dict[str, Any] = {
@@ -74,6 +76,15 @@ def _dataset(fn_args: Any, files: list[str], tf_transform_output: tft.TFTransfor
         tf_transform_output.transformed_metadata.schema,
     )
     return dataset.map(_split_labels(spec, model_keys)).prefetch(tf.data.AUTOTUNE)
+
+
+def _raw_examples(pattern: str | None, count: int) -> list[bytes]:
+    """The first ``count`` raw serialized ``tf.Example`` records matching ``pattern``."""
+    files = sorted(tf.io.gfile.glob(pattern)) if pattern else []
+    if not files:
+        return []
+    compression = "GZIP" if files[0].endswith(".gz") else ""
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type=compression).take(count)]
 
 
 def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec, export_dir: str) -> None:
@@ -141,6 +152,10 @@ def run_fn(fn_args: Any) -> None:
         callbacks=[keras.callbacks.TensorBoard(os.path.join(fn_args.model_run_dir, "logs"))],
     )
     export_serving_model(model, tf_transform_output, spec, fn_args.serving_model_dir)
+    # TF Serving replays these on load, so the first real request does not pay for tracing.
+    warmup = _raw_examples(config.get("warmup_examples"), WARMUP_EXAMPLES)
+    if warmup:
+        write_warmup_requests(fn_args.serving_model_dir, warmup, model_name=config["model_name"])
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     model.save(os.path.join(fn_args.model_run_dir, KERAS_MODEL_FILENAME))
     summary = {
