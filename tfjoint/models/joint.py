@@ -83,7 +83,8 @@ class JointModel(keras.Model):
         inputs_spec: ``{key: (shape, dtype)}`` of the transformed features.
         tasks: task specs (dicts or :class:`TaskSpec`).
         embedding: the embedding layer (slot ``embedding``).
-        task_architecture: maps ``E_merge`` to ``{task: tower output}``.
+        task_architecture: maps ``E_merge`` to ``{task: tower output}``; one whose class sets
+            ``uses_scenario = True`` is called on ``[E_merge, scenario ids]``.
         sequence_encoder: optional, maps the embedding dict to ``E^B``.
         modality_encoder: optional, maps the embedding dict to ``E^M``.
         scenario_adapter: optional, maps ``[E_merge, scenario ids]`` to an adapted
@@ -124,7 +125,11 @@ class JointModel(keras.Model):
         merged = keras.layers.Concatenate(name="merge")(parts) if len(parts) > 1 else parts[0]
         if scenario_adapter is not None:
             merged = scenario_adapter([merged, inputs[features.SCENARIO_KEY]])
-        towers = task_architecture(merged)
+        if getattr(task_architecture, "uses_scenario", False):
+            # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario.
+            towers = task_architecture([merged, inputs[features.SCENARIO_KEY]])
+        else:
+            towers = task_architecture(merged)
         outputs = {
             t.name: keras.layers.Dense(
                 1, activation="sigmoid" if t.type == "binary" else None, name=t.name, dtype="float32"
