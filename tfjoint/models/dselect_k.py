@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
 from tfjoint.registry import register
@@ -165,6 +166,7 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
             tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{name}", dtype=self.dtype_policy)
             tower.build((None, self.expert_units[-1]))
             self.towers[name] = tower
+        create_gate_trackers(self, {name: self.num_experts for name in self.task_names})
 
     def _gate(self, name: str, x: Any) -> tuple[Any, Any]:
         """Task ``name``'s ``(q, r)``: ``q`` is ``(batch, n)``, ``r`` is ``(batch, k, n)``."""
@@ -190,11 +192,14 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
         expert_outputs = ops.stack([e(inputs, training=training) for e in self.experts], axis=1)
         outputs = {}
         entropy = ops.zeros((), "float32")
+        gates = {}
         for name in self.task_names:
             q, r = self._gate(name, x)
+            gates[name] = q
             entropy = entropy + ops.mean(ops.sum(-r * ops.log(r + _EPSILON), axis=(1, 2)))
             mixed = ops.einsum("be,bed->bd", ops.cast(q, expert_outputs.dtype), expert_outputs)
             outputs[name] = self.towers[name](mixed, training=training)
+        track_gates(self, gates)
         if training and self.entropy_regularization > 0:
             self.add_loss(self.entropy_regularization * entropy)
         return outputs

@@ -132,21 +132,28 @@ def test_trainer_refuses_keras_2(monkeypatch):
         build_joint_model(MOVIELENS_100K, SIZES)
 
 
-def test_mean_gate_weight_per_expert_and_task_is_logged():
-    model = build_joint_model(
-        MOVIELENS_100K, SIZES, task_architecture="mmoe", component_kwargs={"task_architecture": {"num_experts": 3}}
-    )
+@pytest.mark.parametrize(
+    "arch, kwargs, experts",
+    [
+        ("mmoe", {"num_experts": 3}, 3),
+        ("ple", {"num_task_experts": 1, "num_shared_experts": 2}, 3),
+        ("cgc", {"num_task_experts": 2, "num_shared_experts": 1}, 3),
+        ("dselect_k", {"num_experts": 3, "k": 2}, 3),
+    ],
+)
+def test_mean_gate_weight_per_expert_and_task_is_logged(arch, kwargs, experts):
+    model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture=arch, component_kwargs={"task_architecture": kwargs})
     model.compile(optimizer="adam")
     x, y = fake_batch(MOVIELENS_100K)
     history = model.fit(x, y, validation_data=(x, y), epochs=1, batch_size=16, verbose=0).history
     for task in ("watch", "like", "rating"):
-        means = [history[f"gate_{task}_expert_{i}"][-1] for i in range(3)]
-        assert all(0.0 < m < 1.0 for m in means)
+        means = [history[f"gate_{task}_expert_{i}"][-1] for i in range(experts)]
+        assert all(0.0 <= m < 1.0 for m in means)
         assert sum(means) == pytest.approx(1.0, abs=1e-5)
         assert f"val_gate_{task}_expert_0" in history
 
 
-def test_serving_traces_carry_no_gate_metric_updates():
+def test_serving_traces_carry_no_gate_metric_updates(tmp_path):
     from tfjoint.models import gate_monitor
 
     model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture="mmoe")
@@ -163,3 +170,12 @@ def test_serving_traces_carry_no_gate_metric_updates():
     with gate_monitor.disabled():
         assert assigns() == 0
     assert assigns() == 2 * 3 * 4  # total and count of one Mean per task and expert
+
+    # A SavedModel of a gated model saves cleanly under disabled(), as the Trainer does.
+    module = tf.Module()
+    module.model = model
+    serve = tf.function(lambda inputs: model(inputs, training=False), input_signature=[specs])
+    with gate_monitor.disabled():
+        tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": serve.get_concrete_function()})
+    restored = tf.saved_model.load(str(tmp_path / "sm"))
+    assert set(restored.signatures["serving_default"].structured_outputs) == {"watch", "like", "rating"}

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
 from tfjoint.registry import register
@@ -138,6 +139,7 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
             tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{task}", dtype=self.dtype_policy)
             tower.build((None, self.expert_units[-1]))
             self.towers[task] = tower
+        create_gate_trackers(self, {t: self.num_task_experts + self.num_shared_experts for t in self.task_names})
 
     def _gate(self, name: str, x: Any) -> Any:
         return ops.softmax(self.gates[name](ops.cast(x, "float32")) / self.gate_temperature, axis=-1)
@@ -173,7 +175,8 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
         return self._extract(inputs, training=False)[1]
 
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
-        features, _ = self._extract(inputs, training)
+        features, gates = self._extract(inputs, training)
+        track_gates(self, gates)
         return {t: self.towers[t](features[t], training=training) for t in self.task_names}
 
     def get_config(self) -> dict[str, Any]:

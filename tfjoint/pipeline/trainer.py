@@ -107,12 +107,14 @@ def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransform
     def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         return module.tft_layer(tf.io.parse_example(examples, raw_spec))
 
+    # Saving also traces the Keras model's own default signature: keep the gate metrics'
+    # updates (training-time monitoring state) out of every traced function.
     with gate_monitor.disabled():
         signatures = {
             "serving_default": serve.get_concrete_function(),
             "transform_features": transform_features.get_concrete_function(),
         }
-    tf.saved_model.save(module, export_dir, signatures=signatures)
+        tf.saved_model.save(module, export_dir, signatures=signatures)
 
 
 def run_fn(fn_args: Any) -> None:

@@ -1,0 +1,2 @@
+"""Benchmarks that reproduce published joint-modeling experiments through the package's own
+model builder: ``tfjoint bench <name>``."""
