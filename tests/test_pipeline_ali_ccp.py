@@ -1,5 +1,6 @@
 """End to end on the real Ali-CCP sample (scenario field 301, click -> purchase), with ESMM
-as the task architecture (the synthetic end-to-end test runs MMoE)."""
+as the task architecture and MetaBalance as the gradient balancer inside the TFX Trainer (the
+synthetic end-to-end test runs MMoE with fixed weights)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_ali_ccp_sample_pipeline(tmp_path):
         model="esmm",
         pipeline_root=str(tmp_path / "pipeline"),
         serving_dir=str(tmp_path / "serving"),
-        hparams={"epochs": 5, "batch_size": 32},
+        hparams={"epochs": 5, "batch_size": 32, "balancer": "metabalance"},
     )
     table = evaluation.metric_table(run.evaluation_dir, ALI_CCP_SAMPLE)
     # val + test samples: 100 rows, of which 9 clicked; three scenarios from field 301.

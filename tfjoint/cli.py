@@ -30,6 +30,7 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
             f"--{slot.replace('_', '-')}",
             help=f"a registered {slot} ('none' leaves the slot empty; default: the Trainer's)",
         )
+    parser.add_argument("--balancer", help="a registered loss/gradient balancer (default: fixed)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: 2)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default: 256)")
     parser.add_argument("--hparams", default="{}", help="JSON overrides of the Trainer's hyper-parameters")
@@ -48,6 +49,8 @@ def _hparams(args: argparse.Namespace) -> dict[str, Any]:
         choice = getattr(args, slot)
         if choice is not None:
             hparams[slot] = None if choice.lower() == "none" else _check_component(choice, slot)
+    if args.balancer is not None:
+        hparams["balancer"] = _check_component(args.balancer, "balancer")
     return hparams
 
 

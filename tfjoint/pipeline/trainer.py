@@ -38,6 +38,7 @@ DEFAULT_HPARAMS: dict[str, Any] = {
     "sequence_encoder": "behavior_pooling",
     "modality_encoder": "gating_fusion",
     "scenario_adapter": None,
+    "balancer": "fixed",
 }
 
 
@@ -136,6 +137,7 @@ def run_fn(fn_args: Any) -> None:
             sequence_encoder=config["sequence_encoder"],
             modality_encoder=config["modality_encoder"],
             scenario_adapter=config["scenario_adapter"],
+            balancer=config["balancer"],
             embedding_dim=int(config["embedding_dim"]),
             component_kwargs=config["component_kwargs"],
         )
