@@ -101,6 +101,7 @@ DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-3,
     "bias_n": 20000,
     "bias_epochs": 4,
+    "bias_models": BIAS_MODELS,
 }
 QUICK: dict[str, Any] = {
     **DEFAULTS,
@@ -111,6 +112,7 @@ QUICK: dict[str, Any] = {
     "epochs": 1,
     "bias_n": 1500,
     "bias_epochs": 1,
+    "bias_models": ("esmm", "naive_towers"),
 }
 
 
@@ -350,6 +352,7 @@ def run_mtl_synthetic(
     selection_bias: bool = True,
     bias_n: int = DEFAULTS["bias_n"],
     bias_epochs: int = DEFAULTS["bias_epochs"],
+    bias_models: Sequence[str] = BIAS_MODELS,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Runs both experiments of the module docstring and returns their numbers.
@@ -367,6 +370,7 @@ def run_mtl_synthetic(
         input_dim: input dimension of the regression (100 in the paper).
         selection_bias: also run the second experiment.
         bias_n, bias_epochs: impressions and epochs of the second experiment.
+        bias_models: models of the second experiment, among :data:`BIAS_MODELS`.
         verbose: show a progress bar over the fits and print :func:`format_report`.
 
     Returns:
@@ -407,7 +411,11 @@ def run_mtl_synthetic(
                 "label_correlation": label_correlation(y[:n_train]),
             }
 
-    total = len(architectures) * len(correlations) * seeds + (len(BIAS_MODELS) if selection_bias else 0)
+    bias_models = list(bias_models) if selection_bias else []
+    unknown = [name for name in bias_models if name not in BIAS_MODELS]
+    if unknown:
+        raise ValueError(f"bias_models must be among {BIAS_MODELS}. Received: {unknown}")
+    total = len(architectures) * len(correlations) * seeds + len(bias_models)
     runs = []
     with tqdm.tqdm(total=total, desc="mtl-synthetic", unit="fit", disable=not verbose) as progress:
         for architecture in architectures:
@@ -432,8 +440,8 @@ def run_mtl_synthetic(
                     )
                     progress.update()
         bias = (
-            run_selection_bias(bias_n, bias_epochs, learning_rate=learning_rate, progress=progress)
-            if selection_bias
+            run_selection_bias(bias_n, bias_epochs, learning_rate=learning_rate, models=bias_models, progress=progress)
+            if bias_models
             else None
         )
 
@@ -451,6 +459,7 @@ def run_mtl_synthetic(
             "selection_bias": selection_bias,
             "bias_n": bias_n,
             "bias_epochs": bias_epochs,
+            "bias_models": bias_models,
         },
         parameters=parameter_counts(architectures, input_dim),
         runs=runs,

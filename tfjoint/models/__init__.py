@@ -7,11 +7,14 @@ from tfjoint.models.dselect_k import DSelectKMixtureOfExperts
 from tfjoint.models.entire_space import EntireSpaceCounterfactualMultiTask, EntireSpaceMultiTask
 from tfjoint.models.feature_embedding import FeatureEmbedding
 from tfjoint.models.gating_fusion import GatingFusion
+from tfjoint.models.hyper_network_adapter import HyperNetworkAdapter
 from tfjoint.models.joint import JointModel, build_joint_model, input_shapes
 from tfjoint.models.mixture_of_experts import MultiGateMixtureOfExperts, OneGateMixtureOfExperts
 from tfjoint.models.mlp import MLP
+from tfjoint.models.partitioned_normalization import PartitionedNormalization
 from tfjoint.models.progressive_layered_extraction import CustomizedGateControl, ProgressiveLayeredExtraction
 from tfjoint.models.shared_bottom import SharedBottom
+from tfjoint.models.star import StarTopologyFullyConnected
 from tfjoint.models.sub_network_routing import SubNetworkRouting
 
 __all__ = [
@@ -25,11 +28,14 @@ __all__ = [
     "EntireSpaceMultiTask",
     "FeatureEmbedding",
     "GatingFusion",
+    "HyperNetworkAdapter",
     "JointModel",
     "MultiGateMixtureOfExperts",
     "OneGateMixtureOfExperts",
+    "PartitionedNormalization",
     "ProgressiveLayeredExtraction",
     "SharedBottom",
+    "StarTopologyFullyConnected",
     "SubNetworkRouting",
     "build_joint_model",
     "input_shapes",
