@@ -60,15 +60,21 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     mtl.add_argument("--seeds", type=int, help="number of seeds (default: 3)")
     mtl.add_argument("--correlations", type=float, nargs="+", help="task correlations (default: 1 0.9 0.5 0)")
     mtl.add_argument(
-        "--architectures", nargs="+", help="registered task architectures (default: shared_bottom omoe mmoe ple)"
+        "--architectures",
+        nargs="+",
+        help="registered task architectures (default: shared_bottom omoe mmoe ple)",
     )
-    mtl.add_argument("--epochs", type=int, help="epochs of every fit of the correlation experiment (default: 12)")
+    mtl.add_argument(
+        "--epochs", type=int, help="epochs of every fit of the correlation experiment (default: 12)"
+    )
     mtl.add_argument("--n-train", dest="n_train", type=int, help="training rows per correlation and seed")
     mtl.add_argument("--n-eval", dest="n_eval", type=int, help="eval rows per correlation and seed")
     mtl.add_argument("--output", default=DEFAULT_PNG, help=f"figure (PNG) to write (default: {DEFAULT_PNG})")
     mtl.add_argument("--json", help="also write the results to this JSON file")
     mtl.add_argument(
-        "--no-selection-bias", dest="selection_bias", action="store_false",
+        "--no-selection-bias",
+        dest="selection_bias",
+        action="store_false",
         help="skip the ESMM selection-bias experiment",
     )
     mtl.set_defaults(func=cmd_mtl_synthetic)

@@ -38,7 +38,8 @@ import os
 import pathlib
 import tempfile
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -84,6 +85,9 @@ class Budget:
     epochs: int
     batch_size: int
     learning_rate: float
+    # Runs the steps eagerly: the same updates, and faster for tiny runs, whose time would
+    # otherwise go into tracing the training step.
+    run_eagerly: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
@@ -102,6 +106,7 @@ DEFAULTS: dict[str, Any] = {
     "bias_n": 20000,
     "bias_epochs": 4,
     "bias_models": BIAS_MODELS,
+    "run_eagerly": False,
 }
 QUICK: dict[str, Any] = {
     **DEFAULTS,
@@ -113,6 +118,7 @@ QUICK: dict[str, Any] = {
     "bias_n": 1500,
     "bias_epochs": 1,
     "bias_models": ("esmm", "naive_towers"),
+    "run_eagerly": True,
 }
 
 
@@ -143,7 +149,9 @@ def _mean_std(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(values)), "std": std, "values": values}
 
 
-def _regression_batches(x: np.ndarray, y: np.ndarray, spec: DatasetSpec, batch_size: int, seed: int | None) -> tf.data.Dataset:
+def _regression_batches(
+    x: np.ndarray, y: np.ndarray, spec: DatasetSpec, batch_size: int, seed: int | None
+) -> tf.data.Dataset:
     """``(inputs, labels)`` batches in the model's input format; shuffled when ``seed`` is set.
 
     The rows are shuffled once and the batches cached, and only the order of the batches
@@ -183,15 +191,18 @@ def _build(spec: DatasetSpec, architecture: str, seed: int) -> JointModel:
 class _Reinitializable:
     """One compiled model of an architecture, reset to a seed's fresh state before each run.
 
-    ``reset(seed)`` loads the weights that a model freshly built with ``seed`` has and
-    zeroes the optimizer, so a run is the same as one on a new model, without a new trace.
+    ``reset(seed)`` loads the weights that a model freshly built with ``seed`` has and the
+    optimizer's initial state, so a run is the same as one on a new model, without a new
+    trace.
     """
 
     def __init__(self, spec: DatasetSpec, architecture: str, budget: Budget) -> None:
         self.spec = spec
         self.architecture = architecture
         self.model = _build(spec, architecture, seed=0)
-        self.model.compile(optimizer=keras.optimizers.Adam(budget.learning_rate))
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(budget.learning_rate), run_eagerly=budget.run_eagerly
+        )
         self.model.optimizer.build(self.model.trainable_variables)
         self._optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
         self._weights: dict[int, list[np.ndarray]] = {}
@@ -212,21 +223,18 @@ def _gate_means(history: dict[str, list[float]]) -> dict[str, float]:
 
 def _task_mse(model: keras.Model, dataset: tf.data.Dataset, y: np.ndarray) -> dict[str, float]:
     predictions = model.predict(dataset, verbose=0)
-    return {name: float(np.mean((np.ravel(predictions[name]) - y[:, i]) ** 2)) for i, name in enumerate(TASKS)}
+    return {
+        name: float(np.mean((np.ravel(predictions[name]) - y[:, i]) ** 2)) for i, name in enumerate(TASKS)
+    }
 
 
-def parameter_counts(architectures: Sequence[str], input_dim: int = INPUT_DIM) -> dict[str, dict[str, int]]:
-    """Trainable parameters of each architecture's model on the regression spec: in all, and
-    in the task architecture alone (the rest is the shared input scale and the two heads)."""
-    spec = regression_spec(input_dim)
-    counts = {}
-    for architecture in architectures:
-        model = _build(spec, architecture, seed=0)
-        counts[architecture] = {
-            "total": int(model.count_params()),
-            "task_architecture": int(model.task_architecture.count_params()),
-        }
-    return counts
+def _parameter_counts(model: JointModel) -> dict[str, int]:
+    """Parameters in all and in the task architecture alone (the rest is the
+    shared input scale and the two heads)."""
+    return {
+        "total": int(model.count_params()),
+        "task_architecture": int(model.task_architecture.count_params()),
+    }
 
 
 class _ClickedRowsTowers(EntireSpaceMultiTask):
@@ -263,6 +271,7 @@ def run_selection_bias(
     learning_rate: float = DEFAULTS["learning_rate"],
     seed: int = 0,
     models: Sequence[str] = BIAS_MODELS,
+    run_eagerly: bool = False,
     progress: tqdm.tqdm | None = None,
 ) -> dict[str, Any]:
     """Bias of pCVR on unclicked impressions, ESMM against naive CVR models.
@@ -272,7 +281,7 @@ def run_selection_bias(
         "bias_all", "mean_pcvr_unclicked", "mean_true_cvr_unclicked", "parameters"}}}``
         for each of ``models``; see the module docstring.
     """
-    budget = Budget(epochs, batch_size, learning_rate)
+    budget = Budget(epochs, batch_size, learning_rate, run_eagerly)
     spec = synthetic.SPEC
     frames = synthetic.load_synthetic_frames(n=n, seed=seed)
     from tfjoint.pipeline.transform import fit_transform_graph, transformed_dataset, vocabulary_sizes
@@ -283,7 +292,9 @@ def run_selection_bias(
         vocab_sizes = vocabulary_sizes(transform, spec)
         splits = {
             split: _materialize(
-                transformed_dataset(transform, sorted(glob.glob(str(root / split / "*"))), spec, batch_size=1024)
+                transformed_dataset(
+                    transform, sorted(glob.glob(str(root / split / "*"))), spec, batch_size=1024
+                )
             )
             for split in ("train", "eval")
         }
@@ -293,7 +304,9 @@ def run_selection_bias(
     eval_labels = splits["eval"][1]
     if not (
         np.array_equal(eval_labels[synthetic.CLICK_KEY].ravel(), eval_frame[synthetic.CLICK_KEY].to_numpy())
-        and np.allclose(eval_labels[synthetic.SCORE_KEY].ravel(), eval_frame[synthetic.SCORE_KEY].to_numpy(), atol=1e-4)
+        and np.allclose(
+            eval_labels[synthetic.SCORE_KEY].ravel(), eval_frame[synthetic.SCORE_KEY].to_numpy(), atol=1e-4
+        )
     ):
         raise RuntimeError("transformed eval rows are not in the order of the eval frame")
     true_cvr = eval_frame[synthetic.TRUE_CVR_KEY].to_numpy()
@@ -311,9 +324,11 @@ def run_selection_bias(
             progress.set_postfix_str(f"selection bias: {name}")
         keras.utils.set_random_seed(seed)
         model = build_joint_model(spec, vocab_sizes, task_architecture=_bias_architecture(name))
-        model.compile(optimizer=keras.optimizers.Adam(budget.learning_rate))
+        model.compile(optimizer=keras.optimizers.Adam(budget.learning_rate), run_eagerly=budget.run_eagerly)
         model.fit(train, epochs=budget.epochs, verbose=0)
-        pcvr = np.ravel(model.predict(splits["eval"][0], batch_size=1024, verbose=0)[synthetic.CONVERSION_KEY])
+        # One eager forward pass: tracing a predict function would cost more than it.
+        outputs = model(splits["eval"][0], training=False)
+        pcvr = np.ravel(keras.ops.convert_to_numpy(outputs[synthetic.CONVERSION_KEY]))
         error = pcvr - true_cvr
         results[name] = {
             "bias_unclicked": float(error[~clicked].mean()),
@@ -328,7 +343,7 @@ def run_selection_bias(
     return {
         "config": {
             "n": n,
-            "n_eval": int(len(eval_frame)),
+            "n_eval": len(eval_frame),
             "n_eval_unclicked": int((~clicked).sum()),
             "seed": seed,
             **dataclasses.asdict(budget),
@@ -353,6 +368,7 @@ def run_mtl_synthetic(
     bias_n: int = DEFAULTS["bias_n"],
     bias_epochs: int = DEFAULTS["bias_epochs"],
     bias_models: Sequence[str] = BIAS_MODELS,
+    run_eagerly: bool = False,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Runs both experiments of the module docstring and returns their numbers.
@@ -371,6 +387,7 @@ def run_mtl_synthetic(
         selection_bias: also run the second experiment.
         bias_n, bias_epochs: impressions and epochs of the second experiment.
         bias_models: models of the second experiment, among :data:`BIAS_MODELS`.
+        run_eagerly: train without tracing (same updates; faster only for tiny runs).
         verbose: show a progress bar over the fits and print :func:`format_report`.
 
     Returns:
@@ -396,7 +413,7 @@ def run_mtl_synthetic(
     for architecture in architectures:
         registry.get(architecture, slot="task_architecture")
     correlations = [float(c) for c in correlations]
-    budget = Budget(epochs, batch_size, learning_rate)
+    budget = Budget(epochs, batch_size, learning_rate, run_eagerly)
     spec = regression_spec(input_dim)
     seed_list = list(range(seeds))
 
@@ -417,9 +434,11 @@ def run_mtl_synthetic(
         raise ValueError(f"bias_models must be among {BIAS_MODELS}. Received: {unknown}")
     total = len(architectures) * len(correlations) * seeds + len(bias_models)
     runs = []
+    parameters = {}
     with tqdm.tqdm(total=total, desc="mtl-synthetic", unit="fit", disable=not verbose) as progress:
         for architecture in architectures:
             trainer = _Reinitializable(spec, architecture, budget)
+            parameters[architecture] = _parameter_counts(trainer.model)
             for correlation in correlations:
                 for seed in seed_list:
                     progress.set_postfix_str(f"{architecture} correlation={correlation:g} seed={seed}")
@@ -440,7 +459,14 @@ def run_mtl_synthetic(
                     )
                     progress.update()
         bias = (
-            run_selection_bias(bias_n, bias_epochs, learning_rate=learning_rate, models=bias_models, progress=progress)
+            run_selection_bias(
+                bias_n,
+                bias_epochs,
+                learning_rate=learning_rate,
+                models=bias_models,
+                run_eagerly=run_eagerly,
+                progress=progress,
+            )
             if bias_models
             else None
         )
@@ -461,7 +487,7 @@ def run_mtl_synthetic(
             "bias_epochs": bias_epochs,
             "bias_models": bias_models,
         },
-        parameters=parameter_counts(architectures, input_dim),
+        parameters=parameters,
         runs=runs,
         selection_bias=bias,
         png=None,
@@ -480,19 +506,27 @@ def _summarize(
     loss = {(r["architecture"], r["correlation"], r["seed"]): r["loss"] for r in runs}
     summary: dict[str, Any] = {
         "loss": {
-            a: {_key(c): _mean_std([loss[a, c, s] for s in seeds]) for c in correlations} for a in architectures
+            a: {_key(c): _mean_std([loss[a, c, s] for s in seeds]) for c in correlations}
+            for a in architectures
         },
         "gap": {},
         "label_correlation": {
             _key(c): _mean_std(
-                [r["label_correlation"] for r in runs if r["correlation"] == c and r["architecture"] == architectures[0]]
+                [
+                    r["label_correlation"]
+                    for r in runs
+                    if r["correlation"] == c and r["architecture"] == architectures[0]
+                ]
             )
             for c in correlations
         },
     }
     if BASELINE in architectures:
         summary["gap"] = {
-            a: {_key(c): _mean_std([loss[BASELINE, c, s] - loss[a, c, s] for s in seeds]) for c in correlations}
+            a: {
+                _key(c): _mean_std([loss[BASELINE, c, s] - loss[a, c, s] for s in seeds])
+                for c in correlations
+            }
             for a in architectures
             if a != BASELINE
         }
@@ -505,8 +539,10 @@ def _cell(stats: dict[str, Any], signed: bool = False) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -515,24 +551,36 @@ def format_report(results: dict[str, Any]) -> str:
     config = results["config"]
     architectures = config["architectures"]
     keys = [_key(c) for c in config["correlations"]]
-    out = [
+    title = (
         f"== MMoE synthetic (Ma et al., KDD 2018, Fig. 4): eval MSE(y1) + MSE(y2), mean ± std over "
         f"{config['seeds']} seed(s); {config['n_train']} train / {config['n_eval']} eval rows, "
-        f"{config['epochs']} epochs, batch {config['batch_size']}, Adam lr {config['learning_rate']:g} ==",
+        f"{config['epochs']} epochs, batch {config['batch_size']}, Adam lr {config['learning_rate']:g} =="
+    )
+    out = [
+        title,
         _table(
             ["correlation", "label corr", *architectures],
-            [[k, f"{results['label_correlation'][k]['mean']:.3f}", *(_cell(results["loss"][a][k]) for a in architectures)]
-             for k in keys],
+            [
+                [
+                    k,
+                    f"{results['label_correlation'][k]['mean']:.3f}",
+                    *(_cell(results["loss"][a][k]) for a in architectures),
+                ]
+                for k in keys
+            ],
         ),
     ]
     if results["gap"]:
         gated = list(results["gap"])
         out += [
             f"\n== gap MSE({BASELINE}) - MSE(arch), paired by seed (> 0: arch beats {BASELINE}) ==",
-            _table(["correlation", *gated], [[k, *(_cell(results["gap"][a][k], signed=True) for a in gated)] for k in keys]),
+            _table(
+                ["correlation", *gated],
+                [[k, *(_cell(results["gap"][a][k], signed=True) for a in gated)] for k in keys],
+            ),
         ]
     out += [
-        "\n== trainable parameters ==",
+        "\n== parameters ==",
         _table(
             ["architecture", "total", "task architecture"],
             [[a, str(p["total"]), str(p["task_architecture"])] for a, p in results["parameters"].items()],
@@ -541,20 +589,40 @@ def format_report(results: dict[str, Any]) -> str:
     bias = results.get("selection_bias")
     if bias:
         c = bias["config"]
-        out += [
+        title = (
             f"\n== selection bias of pCVR (ESMM, Ma et al., SIGIR 2018): mean(pCVR - true CVR); "
             f"{c['n']} impressions, {c['n_eval']} eval ({c['n_eval_unclicked']} unclicked), "
-            f"{c['epochs']} epochs ==",
+            f"{c['epochs']} epochs; naive_* models fit pCVR on clicked rows only =="
+        )
+        out += [
+            title,
             _table(
-                ["model", "unclicked", "clicked", "all", "mean pCVR unclicked", "true CVR unclicked", "parameters"],
                 [
-                    [name, f"{m['bias_unclicked']:+.4f}", f"{m['bias_clicked']:+.4f}", f"{m['bias_all']:+.4f}",
-                     f"{m['mean_pcvr_unclicked']:.4f}", f"{m['mean_true_cvr_unclicked']:.4f}", str(m["parameters"])]
+                    "model",
+                    "unclicked",
+                    "clicked",
+                    "all",
+                    "mean pCVR unclicked",
+                    "true CVR unclicked",
+                    "parameters",
+                ],
+                [
+                    [
+                        name,
+                        f"{m['bias_unclicked']:+.4f}",
+                        f"{m['bias_clicked']:+.4f}",
+                        f"{m['bias_all']:+.4f}",
+                        f"{m['mean_pcvr_unclicked']:.4f}",
+                        f"{m['mean_true_cvr_unclicked']:.4f}",
+                        str(m["parameters"]),
+                    ]
                     for name, m in bias["models"].items()
                 ],
             ),
         ]
-    out.append(f"\nwall time: {results['seconds']:.0f} s" + (f"; figure: {results['png']}" if results["png"] else ""))
+    out.append(
+        f"\nwall time: {results['seconds']:.0f} s" + (f"; figure: {results['png']}" if results["png"] else "")
+    )
     return "\n".join(out)
 
 
@@ -566,29 +634,42 @@ def plot(results: dict[str, Any], path: str | os.PathLike) -> pathlib.Path:
     from matplotlib.figure import Figure
 
     config = results["config"]
-    correlations = config["correlations"]
+    correlations = np.asarray(config["correlations"])
+    architectures = config["architectures"]
     panels = 2 if results["gap"] else 1
     figure = Figure(figsize=(5.5 * panels, 4.2))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, panels, squeeze=False)[0]
-    for architecture, by_corr in results["loss"].items():
-        stats = [by_corr[_key(c)] for c in correlations]
-        axes[0].errorbar(
-            correlations, [s["mean"] for s in stats], yerr=[s["std"] for s in stats],
-            marker="o", capsize=3, label=architecture,
-        )
-    axes[0].set(xlabel="task correlation", ylabel="final eval MSE (y1 + y2)",
-                title=f"MMoE synthetic, {config['seeds']} seed(s), {config['epochs']} epochs")
-    if results["gap"]:
-        for architecture, by_corr in results["gap"].items():
+
+    def lines(ax: Any, stats_by_arch: dict[str, dict[str, Any]]) -> None:
+        for architecture, by_corr in stats_by_arch.items():
+            i = architectures.index(architecture)
             stats = [by_corr[_key(c)] for c in correlations]
-            axes[1].errorbar(
-                correlations, [s["mean"] for s in stats], yerr=[s["std"] for s in stats],
-                marker="o", capsize=3, label=architecture,
+            # One colour per architecture in both panels; a small offset keeps the bars apart.
+            ax.errorbar(
+                correlations + 0.008 * (i - (len(architectures) - 1) / 2),
+                [s["mean"] for s in stats],
+                yerr=[s["std"] for s in stats],
+                marker="o",
+                capsize=3,
+                color=f"C{i}",
+                label=architecture,
             )
+
+    lines(axes[0], results["loss"])
+    axes[0].set(
+        xlabel="task correlation",
+        ylabel="final eval MSE (y1 + y2)",
+        title=f"MMoE synthetic: mean ± std over {config['seeds']} seed(s)",
+    )
+    if results["gap"]:
+        lines(axes[1], results["gap"])
         axes[1].axhline(0.0, color="grey", linewidth=0.8)
-        axes[1].set(xlabel="task correlation", ylabel=f"MSE({BASELINE}) - MSE(arch)",
-                    title=f"advantage over {BASELINE} (> 0: better)")
+        axes[1].set(
+            xlabel="task correlation",
+            ylabel=f"MSE({BASELINE}) - MSE(arch)",
+            title=f"advantage over {BASELINE} (> 0: better)",
+        )
     for ax in axes:
         ax.invert_xaxis()
         ax.grid(alpha=0.3)

@@ -94,14 +94,14 @@ def test_task_correlation_sets_the_label_correlation():
 def test_reset_gives_the_fresh_model_of_the_seed():
     spec = mtl_synthetic.regression_spec(input_dim=4)
     budget = mtl_synthetic.Budget(epochs=1, batch_size=8, learning_rate=1e-2)
-    trainer = mtl_synthetic._Reinitializable(spec, "mmoe", budget)
+    trainer = mtl_synthetic._Reinitializable(spec, "shared_bottom", budget)
     x, y = mmoe_regression(32, 0.5, dim=4, seed=0)
     model = trainer.reset(1)
     model.fit(mtl_synthetic._regression_batches(x, y, spec, 8, seed=0), epochs=1, verbose=0)
     assert int(model.optimizer.iterations.numpy()) == 4
     model = trainer.reset(1)
-    fresh = mtl_synthetic._build(spec, "mmoe", seed=1).get_weights()
-    other = mtl_synthetic._build(spec, "mmoe", seed=2).get_weights()
+    fresh = mtl_synthetic._build(spec, "shared_bottom", seed=1).get_weights()
+    other = mtl_synthetic._build(spec, "shared_bottom", seed=2).get_weights()
     for restored, expected in zip(model.get_weights(), fresh):
         np.testing.assert_array_equal(restored, expected)
     assert any(not np.array_equal(a, b) for a, b in zip(fresh, other))
@@ -112,8 +112,26 @@ def test_cli_flags():
     parser = argparse.ArgumentParser(prog="tfjoint")
     cli.add_bench_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(
-        "bench mtl-synthetic --quick --seeds 2 --correlations 1 0.5 --architectures mmoe ple "
-        "--epochs 3 --output out/fig.png --json out/r.json --no-selection-bias".split()
+        [
+            "bench",
+            "mtl-synthetic",
+            "--quick",
+            "--seeds",
+            "2",
+            "--correlations",
+            "1",
+            "0.5",
+            "--architectures",
+            "mmoe",
+            "ple",
+            "--epochs",
+            "3",
+            "--output",
+            "out/fig.png",
+            "--json",
+            "out/r.json",
+            "--no-selection-bias",
+        ]
     )
     assert args.func is cli.cmd_mtl_synthetic
     kwargs = cli._mtl_synthetic_kwargs(args)

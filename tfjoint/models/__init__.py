@@ -13,6 +13,7 @@ from tfjoint.models.mixture_of_experts import MultiGateMixtureOfExperts, OneGate
 from tfjoint.models.mlp import MLP
 from tfjoint.models.partitioned_normalization import PartitionedNormalization
 from tfjoint.models.progressive_layered_extraction import CustomizedGateControl, ProgressiveLayeredExtraction
+from tfjoint.models.shared_and_task_specific_embeddings import SharedAndTaskSpecificEmbeddings
 from tfjoint.models.shared_bottom import SharedBottom
 from tfjoint.models.star import StarTopologyFullyConnected
 from tfjoint.models.sub_network_routing import SubNetworkRouting
@@ -34,6 +35,7 @@ __all__ = [
     "OneGateMixtureOfExperts",
     "PartitionedNormalization",
     "ProgressiveLayeredExtraction",
+    "SharedAndTaskSpecificEmbeddings",
     "SharedBottom",
     "StarTopologyFullyConnected",
     "SubNetworkRouting",

@@ -43,6 +43,10 @@ def track_gates(layer: keras.layers.Layer, gates: dict[str, Any]) -> None:
     if not _enabled:
         return
     for task, weights in gates.items():
-        means = ops.mean(ops.cast(weights, "float32"), axis=0)
+        weights = ops.cast(weights, "float32")
+        rows = ops.cast(ops.shape(weights)[0], "float32")
+        # Weighted by the batch size, so an empty batch (the end of a dataset of unknown
+        # length can yield one) changes nothing.
+        sums = ops.sum(weights, axis=0)
         for i, tracker in enumerate(layer.gate_trackers[task]):
-            tracker.update_state(means[i])
+            tracker.update_state(sums[i] / ops.maximum(rows, 1.0), sample_weight=rows)

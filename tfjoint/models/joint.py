@@ -226,7 +226,13 @@ class JointModel(keras.Model):
         """The balancer's per-task terms of ``w_k L_k``; also updates the per-task trackers."""
         losses = self.task_losses(y, y_pred)
         for task in self.tasks:
-            self.task_loss_trackers[task.name].update_state(losses[task.name])
+            # Weighted by the rows the task is defined on, so the epoch value is the mean over
+            # rows (and an empty batch changes nothing).
+            rows = ops.ones_like(ops.reshape(y[task.name], (-1,)), "float32")
+            if task.name not in self.entire_space_tasks:
+                rows = self._task_weights(y, task, rows)
+            defined = ops.sum(rows)
+            self.task_loss_trackers[task.name].update_state(losses[task.name], sample_weight=defined)
         return self.balancer.weight_losses({t.name: t.weight * losses[t.name] for t in self.tasks}, training=training)
 
     def _regularization(self) -> Any:

@@ -179,3 +179,17 @@ def test_serving_traces_carry_no_gate_metric_updates(tmp_path):
         tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": serve.get_concrete_function()})
     restored = tf.saved_model.load(str(tmp_path / "sm"))
     assert set(restored.signatures["serving_default"].structured_outputs) == {"watch", "like", "rating"}
+
+
+def test_per_task_loss_metrics_are_means_over_defined_rows():
+    model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture="mmoe")
+    x, y = fake_batch(MOVIELENS_100K, n=32)
+    losses = {k: float(v) for k, v in model.task_losses(y, model(x)).items()}
+    model.compute_loss(x, y, model(x))
+    # An empty batch (a dataset of unknown length can end with one) must not move the means.
+    empty_x = {k: v[:0] for k, v in x.items()}
+    empty_y = {k: v[:0] for k, v in y.items()}
+    model.compute_loss(empty_x, empty_y, model(empty_x))
+    for task in ("watch", "like", "rating"):
+        assert float(model.task_loss_trackers[task].result()) == pytest.approx(losses[task], rel=1e-5)
+    assert float(model.task_loss_trackers["like"].count) == float(y["watch"].sum())
