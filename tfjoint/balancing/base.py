@@ -87,6 +87,31 @@ class TaskBalancer(keras.layers.Layer):
         return config
 
 
+class NormAveragingBalancer(TaskBalancer):
+    """A gradient-level balancer that tracks moving averages of the task gradient norms,
+    ``m_k <- beta m_k + (1 - beta) ||g_k||`` (MetaBalance, GradCraft); ``beta = 0`` uses the
+    current norms. Subclasses set ``self.beta``."""
+
+    uses_task_gradients = True
+    beta: float = 0.0
+
+    def build(self, input_shape: Any = None) -> None:
+        self.norm_averages = self.add_weight(
+            shape=(len(self.tasks),),
+            initializer="zeros",
+            trainable=False,
+            name="norm_averages",
+            dtype="float32",
+        )
+        self.built = True
+
+    def moving_norms(self, stacked: Any) -> Any:
+        """Updates and returns the averaged norms of the ``(K, P)`` stacked gradients."""
+        norms = self.beta * self.norm_averages + (1.0 - self.beta) * ops.norm(stacked, axis=1)
+        self.norm_averages.assign(norms)
+        return norms
+
+
 @register("fixed", slot="balancer", family="balancing", reference="Caruana, Multitask Learning, 1997 (fixed weights w_k)")
 @keras.saving.register_keras_serializable(package="tfjoint")
 class FixedWeights(TaskBalancer):

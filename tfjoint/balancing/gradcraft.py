@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfjoint.balancing.base import TaskBalancer
+from tfjoint.balancing.base import NormAveragingBalancer
 from tfjoint.registry import register
 
 _FLOAT32_EPS = 1.1920929e-07
@@ -21,7 +21,7 @@ _FLOAT32_EPS = 1.1920929e-07
     "through Holistic Gradient Crafting, KDD 2024",
 )
 @keras.saving.register_keras_serializable(package="tfjoint")
-class GradCraft(TaskBalancer):
+class GradCraft(NormAveragingBalancer):
     """Aligns every task gradient's norm toward the largest, then removes each gradient's
     conflict with *all* the gradients it conflicts with at once.
 
@@ -65,7 +65,6 @@ class GradCraft(TaskBalancer):
         https://arxiv.org/abs/2407.19682 (code: github.com/baiyimeng/GradCraft).
     """
 
-    uses_task_gradients = True
 
     def __init__(
         self, relax_factor: float = 0.1, beta: float = 0.0, epsilon: float = 0.0, **kwargs: Any
@@ -81,20 +80,9 @@ class GradCraft(TaskBalancer):
         self.beta = float(beta)
         self.epsilon = float(epsilon)
 
-    def build(self, input_shape: Any = None) -> None:
-        self.norm_averages = self.add_weight(
-            shape=(len(self.tasks),),
-            initializer="zeros",
-            trainable=False,
-            name="norm_averages",
-            dtype="float32",
-        )
-        self.built = True
-
     def adjust_magnitudes(self, stacked: Any) -> Any:
         """Step 1 on the ``(K, P)`` stacked gradients; updates the norm moving averages."""
-        norms = self.beta * self.norm_averages + (1.0 - self.beta) * ops.norm(stacked, axis=1)
-        self.norm_averages.assign(norms)
+        norms = self.moving_norms(stacked)
         # A zero gradient stays zero: its ratio is set to 1 rather than max / 0.
         ratio = ops.where(norms > 0.0, ops.max(norms) / ops.where(norms > 0.0, norms, 1.0), 1.0)
         scale = self.relax_factor * ratio + (1.0 - self.relax_factor)

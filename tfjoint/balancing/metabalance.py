@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfjoint.balancing.base import TaskBalancer
+from tfjoint.balancing.base import NormAveragingBalancer
 from tfjoint.registry import register
 
 STRATEGIES = ("reduce", "enlarge", "both")
@@ -21,7 +21,7 @@ STRATEGIES = ("reduce", "enlarge", "both")
     "Adapting Gradient Magnitudes of Auxiliary Tasks, WWW 2022",
 )
 @keras.saving.register_keras_serializable(package="tfjoint")
-class MetaBalance(TaskBalancer):
+class MetaBalance(NormAveragingBalancer):
     """Moves each auxiliary task's gradient magnitude toward the target task's.
 
     With ``G_tar`` the target task's gradient and ``G_aux,i`` the auxiliary ones on the
@@ -61,7 +61,6 @@ class MetaBalance(TaskBalancer):
         https://arxiv.org/abs/2203.06801 (code: github.com/facebookresearch/MetaBalance).
     """
 
-    uses_task_gradients = True
 
     def __init__(
         self, relax_factor: float = 0.7, beta: float = 0.9, strategy: str = "reduce", **kwargs: Any
@@ -77,20 +76,9 @@ class MetaBalance(TaskBalancer):
         self.beta = float(beta)
         self.strategy = strategy
 
-    def build(self, input_shape: Any = None) -> None:
-        self.norm_averages = self.add_weight(
-            shape=(len(self.tasks),),
-            initializer="zeros",
-            trainable=False,
-            name="norm_averages",
-            dtype="float32",
-        )
-        self.built = True
-
     def combine_gradients(self, gradients: list[Any], losses: dict[str, Any]) -> Any:
         stacked = ops.stack([ops.cast(g, "float32") for g in gradients])
-        norms = self.beta * self.norm_averages + (1.0 - self.beta) * ops.norm(stacked, axis=1)
-        self.norm_averages.assign(norms)
+        norms = self.moving_norms(stacked)
         target = norms[self.target_index]
         adapt = ops.not_equal(ops.arange(len(gradients)), self.target_index)
         if self.strategy == "reduce":
