@@ -7,6 +7,7 @@
     tfjoint models --json
     tfjoint serve --model_name movielens --model_base_path runs/demo/serving/movielens
     tfjoint predict --target 127.0.0.1:8500 --model_name movielens --examples FILE.tfrecord
+    tfjoint bench mtl-synthetic --output build/mtl_synthetic.png
     tfjoint data --dataset synthetic --output DIR
     tfjoint schema [--check]
 """
@@ -231,10 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--output", required=True)
     data.set_defaults(func=cmd_data)
 
+    from tfjoint.bench.cli import add_bench_parser
     from tfjoint.serving.cli import add_predict_parser, add_serve_parser
 
     add_serve_parser(sub)
     add_predict_parser(sub)
+    add_bench_parser(sub)
 
     schema = sub.add_parser("schema", help="write schemas/*.pbtxt from tfjoint/features.py")
     schema.add_argument("--check", action="store_true", help="only check that the files are up to date")

@@ -24,10 +24,10 @@ Two experiments, both through :func:`tfjoint.models.joint.build_joint_model`:
 
 Sizing: the default run (3 seeds x 4 correlations x 4 architectures = 48 fits of 8,000
 training rows for 12 epochs, then 3 fits of 20,000 impressions for 4 epochs) takes about
-7-9 minutes on 2 CPU cores. Each architecture is traced once and re-initialized for every
-run (the weights of a fresh model built with that seed), because tracing a 101-input graph
-costs more than training it. ``quick=True`` (CLI ``--quick``) runs a tiny version in well
-under a minute, for tests and smoke checks.
+6 minutes on 2 CPU cores, 9 when other jobs share them. Each architecture is traced once
+and re-initialized for every run (the weights of a fresh model built with that seed),
+because tracing a 101-input graph costs more than training it. ``quick=True`` (CLI
+``--quick``) runs a tiny version in under a minute, for tests and smoke checks.
 """
 
 from __future__ import annotations
