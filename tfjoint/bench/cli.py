@@ -64,6 +64,34 @@ def cmd_mtl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import sys
+
+    from tfjoint.bench.serve import format_table, run_serve_bench
+
+    try:
+        results = run_serve_bench(
+            model_base_path=args.model_base_path,
+            model_name=args.model_name,
+            examples=args.examples,
+            clients=args.clients,
+            seconds=args.seconds,
+            max_requests=args.max_requests,
+            rest=args.rest,
+            verbose=True,
+        )
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    if args.json:
+        path = pathlib.Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1))
+        print(f"results: {path}")
+    return 0
+
+
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Adds ``bench`` and its commands to the ``tfjoint`` sub-parsers; returns ``bench``."""
     bench = subparsers.add_parser("bench", help="run a benchmark that reproduces a published experiment")
@@ -116,4 +144,28 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     mtl_real.add_argument("--train-rows", type=int, default=MTL["train_rows"])
     mtl_real.add_argument("--json", help="write the results to this JSON file")
     mtl_real.set_defaults(func=cmd_mtl)
+    from tfjoint.bench import serve as SERVE
+
+    serve = bench_sub.add_parser(
+        "serve",
+        help="closed-loop load on the model server (gRPC, gRPC+batching, REST) vs in-process inference",
+        description="For request batch sizes 1 and 64, N concurrent clients on 127.0.0.1 each send their "
+        "next request as soon as the previous returns, against in-process serving_default calls, the "
+        "gRPC server without and with server-side batching, and REST; every loop is bounded by "
+        "--seconds and --max-requests. Prints requests/s, examples/s, p50/p95/p99 latency and the "
+        "ratio to in-process throughput.",
+    )
+    serve.add_argument(
+        "--model-base-path", default=SERVE.DEFAULT_MODEL_BASE_PATH, help="pushed model base path"
+    )
+    serve.add_argument("--model-name", default=SERVE.DEFAULT_MODEL_NAME)
+    serve.add_argument(
+        "--examples", default=SERVE.DEFAULT_EXAMPLES, help="TFRecord of serialized tf.Examples"
+    )
+    serve.add_argument("--clients", type=int, default=4, help="concurrent closed-loop clients")
+    serve.add_argument("--seconds", type=float, default=5.0, help="time limit of each cell")
+    serve.add_argument("--max-requests", type=int, default=2000, help="request limit of each cell")
+    serve.add_argument("--no-rest", dest="rest", action="store_false", help="skip the REST row")
+    serve.add_argument("--json", help="write the results to this JSON file")
+    serve.set_defaults(func=cmd_serve)
     return bench
