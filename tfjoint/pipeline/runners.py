@@ -47,22 +47,26 @@ def _component_progress(pipeline_root: str, component_ids: tuple[str, ...]) -> I
 
     before = {name: executions(name) for name in component_ids}
     seen: set[str] = set()
-    clock = {"name": None, "start": time.time()}
+    clock: dict[str, Any] = {"name": None, "start": time.time()}
 
-    def report(name: str | None) -> None:
-        now = time.time()
+    def report(name: str | None, when: float) -> None:
         if clock["name"]:
-            print(f"[tfjoint] {clock['name']} done in {now - clock['start']:.0f} s", flush=True)
+            print(f"[tfjoint] {clock['name']} done in {when - clock['start']:.0f} s", flush=True)
         if name:
             print(f"[tfjoint] {name} ...", flush=True)
-        clock.update(name=name, start=now)
+        clock.update(name=name, start=when)
 
     def watch() -> None:
         while not stop.wait(0.5):
+            started = []
             for name in component_ids:
-                if name not in seen and executions(name) - before[name]:
+                new = executions(name) - before[name] if name not in seen else set()
+                if new:
                     seen.add(name)
-                    report(name)
+                    started.append((min(os.path.getmtime(p) for p in new), name))
+            # Several quick components can start within one poll: report them in start order.
+            for when, name in sorted(started):
+                report(name, when)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -71,7 +75,7 @@ def _component_progress(pipeline_root: str, component_ids: tuple[str, ...]) -> I
     finally:
         stop.set()
         thread.join()
-        report(None)
+        report(None, time.time())
 
 
 def _latest(pattern: str) -> str:
