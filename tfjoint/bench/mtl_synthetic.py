@@ -75,7 +75,7 @@ ARCHITECTURE_KWARGS: dict[str, dict[str, Any]] = {
     },
 }
 
-BIAS_MODELS = ("esmm", "naive_towers", "naive_shared_bottom")
+BIAS_MODELS = ("esmm", "escm2", "naive_towers", "naive_shared_bottom")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,8 +255,8 @@ def _materialize(dataset: tf.data.Dataset) -> tuple[dict[str, np.ndarray], dict[
 
 
 def _bias_architecture(name: str) -> str | keras.layers.Layer:
-    if name == "esmm":
-        return "esmm"
+    if name in ("esmm", "escm2"):
+        return name
     if name == "naive_towers":
         return _ClickedRowsTowers(list(synthetic.SPEC.label_keys), name="task_architecture")
     if name == "naive_shared_bottom":
