@@ -18,6 +18,16 @@ from typing import Any
 DEFAULT_PNG = "runs/bench/mtl_synthetic.png"
 
 
+def _write_json(destination: str | None, results: Any) -> None:
+    """Writes ``results`` to ``destination`` (``--json``) when one was given."""
+    if not destination:
+        return
+    path = pathlib.Path(destination)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    print(f"results: {path}")
+
+
 def _mtl_synthetic_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``run_mtl_synthetic`` arguments: the quick or default sizing, then explicit flags."""
     from tfjoint.bench import mtl_synthetic
@@ -36,11 +46,7 @@ def cmd_mtl_synthetic(args: argparse.Namespace) -> int:
     from tfjoint.bench.mtl_synthetic import run_mtl_synthetic
 
     results = run_mtl_synthetic(**_mtl_synthetic_kwargs(args), verbose=True)
-    if args.json:
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1))
-        print(f"results: {path}")
+    _write_json(args.json, results)
     return 0
 
 
@@ -56,11 +62,7 @@ def cmd_mtl(args: argparse.Namespace) -> int:
         train_rows=args.train_rows,
     )
     print(format_report(report))
-    if args.json:
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1))
-        print(f"results: {path}")
+    _write_json(args.json, report)
     return 0
 
 
@@ -84,11 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(results))
-    if args.json:
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1))
-        print(f"results: {path}")
+    _write_json(args.json, results)
     return 0
 
 
