@@ -124,10 +124,10 @@ class JointModel(keras.Model):
             parts.append(modality_encoder(embedded))
         merged = keras.layers.Concatenate(name="merge")(parts) if len(parts) > 1 else parts[0]
         if scenario_adapter is not None:
-            merged = scenario_adapter([merged, inputs[features.SCENARIO_KEY]])
+            merged = _call_in_context(scenario_adapter, merged, inputs, embedded)
         if getattr(task_architecture, "uses_scenario", False):
             # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario.
-            towers = task_architecture([merged, inputs[features.SCENARIO_KEY]])
+            towers = _call_in_context(task_architecture, merged, inputs, embedded)
         else:
             towers = task_architecture(merged)
         outputs = {
@@ -308,6 +308,26 @@ class JointModel(keras.Model):
         return cls(**config)
 
 
+def _call_in_context(layer: keras.layers.Layer, merged: Any, inputs: dict[str, Any], embedded: dict[str, Any]) -> Any:
+    """Calls a scenario-aware component on ``[E_merge, scenario ids]``.
+
+    A component whose class lists ``extra_inputs`` (keys of the embedding's output, such
+    as ``"sequence"``, ``"sequence_mask"``, ``"target"``, ``"fields"``) is called on the dict
+    ``{"inputs": E_merge, "scenario": ids, **{key: embedded[key]}}`` instead.
+    """
+    scenario = inputs[features.SCENARIO_KEY]
+    extras = tuple(getattr(layer, "extra_inputs", ()))
+    if not extras:
+        return layer([merged, scenario])
+    missing = [k for k in extras if k not in embedded]
+    if missing:
+        raise ValueError(
+            f"{layer.__class__.__name__} needs the embedding outputs {missing}, which this dataset "
+            f"does not have (it has {sorted(embedded)})."
+        )
+    return layer({"inputs": merged, "scenario": scenario, **{k: embedded[k] for k in extras}})
+
+
 def _component(slot: str, choice: str | keras.layers.Layer, context: dict[str, Any], overrides: dict[str, Any]) -> keras.layers.Layer:
     if isinstance(choice, keras.layers.Layer):
         return choice
@@ -387,10 +407,15 @@ def build_joint_model(
             {"num_scenarios": spec.num_scenarios},
             overrides.get("scenario_adapter", {}),
         )
+    arch_context: dict[str, Any] = {"task_names": [t.name for t in task_specs]}
+    if isinstance(task_architecture, str) and getattr(
+        registry.get(task_architecture, slot="task_architecture").cls, "uses_scenario", False
+    ):
+        arch_context["num_scenarios"] = spec.num_scenarios
     arch = _component(
         "task_architecture",
         task_architecture,
-        {"task_names": [t.name for t in task_specs]},
+        arch_context,
         overrides.get("task_architecture", {}),
     )
     return JointModel(
