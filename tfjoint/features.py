@@ -208,6 +208,17 @@ ALI_CCP_SAMPLE = DatasetSpec(
     calibration_bounds=None,
 )
 
+DOUBAN_SAMPLE = DatasetSpec(
+    name="douban-sample",
+    categorical=("user_id", "item_id", "living_place", "time_bin"),
+    dense=("join_year",),
+    tasks=(TaskSpec("rating", "binary"),),
+    # The three Douban domains are the scenarios (Scenario-Wise-Rec's multi-domain setup).
+    scenarios=("movie", "book", "music"),
+    max_log_loss=1.0,
+    calibration_bounds=None,
+)
+
 ALIEXPRESS_SAMPLE = DatasetSpec(
     name="aliexpress-sample",
     categorical=tuple(f"categorical_{i}" for i in range(1, 17)),
@@ -244,7 +255,7 @@ CENSUS_SAMPLE = DatasetSpec(
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
-    for spec in (MOVIELENS_100K, SYNTHETIC, ALI_CCP_SAMPLE, ALIEXPRESS_SAMPLE, CENSUS_SAMPLE)
+    for spec in (MOVIELENS_100K, SYNTHETIC, ALI_CCP_SAMPLE, DOUBAN_SAMPLE, ALIEXPRESS_SAMPLE, CENSUS_SAMPLE)
 }
 
 

@@ -21,6 +21,7 @@ LOADERS: dict[str, Callable[..., dict[str, pd.DataFrame]]] = {
     features.MOVIELENS_100K.name: movielens.load_movielens_frames,
     features.SYNTHETIC.name: synthetic.load_synthetic_frames,
     features.ALI_CCP_SAMPLE.name: samples.load_ali_ccp_frames,
+    features.DOUBAN_SAMPLE.name: samples.load_douban_frames,
     features.ALIEXPRESS_SAMPLE.name: samples.load_aliexpress_frames,
     features.CENSUS_SAMPLE.name: samples.load_census_frames,
 }

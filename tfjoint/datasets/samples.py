@@ -26,9 +26,10 @@ import pandas as pd
 from tfjoint import features
 
 SHARED_DATA_ENV = "TFJOINT_SHARED_DATA"
-ALI_CCP_DIR = "scenario_wise_rec"
+SCENARIO_WISE_REC_DIR = "scenario_wise_rec"
 TORCH_RECHUB_DIR = "torch_rechub"
 ALI_CCP_SCENARIO_COLUMN = "301"
+DOUBAN_SCENARIO_COLUMN = "domain"
 """Ali-CCP's scenario field; its values 1, 2, 3 become scenarios 0, 1, 2."""
 CENSUS_LABEL_COLUMNS = {"income": "income", "marital status": "marital"}
 """Raw census header -> task name of ``features.CENSUS_SAMPLE``."""
@@ -54,7 +55,7 @@ def shared_data_dir() -> pathlib.Path:
     raise FileNotFoundError(
         "the shared real-data samples are not available; looked in "
         f"{[str(c) for c in candidates]}. Set {SHARED_DATA_ENV} to the folder that holds "
-        f"{ALI_CCP_DIR}/ and {TORCH_RECHUB_DIR}/."
+        f"{SCENARIO_WISE_REC_DIR}/ and {TORCH_RECHUB_DIR}/."
     )
 
 
@@ -116,7 +117,7 @@ def load_ali_ccp_frames(data_dir: str | os.PathLike | None = None) -> dict[str, 
     columns = _identity(spec) | {key: key[1:] for key in spec.categorical}
     frames = {}
     for split, names in (("train", ["train"]), ("eval", ["val", "test"])):
-        paths = [root / ALI_CCP_DIR / f"ali_ccp_{name}_sample.csv" for name in names]
+        paths = [root / SCENARIO_WISE_REC_DIR / f"ali_ccp_{name}_sample.csv" for name in names]
         raw = _read_csvs(paths)
         field = pd.to_numeric(raw[ALI_CCP_SCENARIO_COLUMN], errors="raise").to_numpy()
         if not np.isin(field, np.arange(1, spec.num_scenarios + 1)).all():
@@ -126,6 +127,32 @@ def load_ali_ccp_frames(data_dir: str | os.PathLike | None = None) -> dict[str, 
             )
         frames[split] = _select(raw, spec, columns, field - 1, source=str(paths))
     return frames
+
+
+def load_douban_frames(data_dir: str | os.PathLike | None = None, eval_fraction: float = 0.2) -> dict[str, pd.DataFrame]:
+    """Douban sample (``features.DOUBAN_SAMPLE``): the ``domain`` (movie, book, music) is the
+    scenario; ``join_time`` becomes the dense ``join_year``.
+
+    The sample has no timestamps, so the split is a fixed-seed random ``eval_fraction`` of the
+    rows, stratified by domain so that every scenario is evaluated.
+    """
+    spec = features.DOUBAN_SAMPLE
+    root = pathlib.Path(data_dir) if data_dir is not None else shared_data_dir()
+    path = root / SCENARIO_WISE_REC_DIR / "douban_sample.csv"
+    raw = _read_csvs([path])
+    domain = raw[DOUBAN_SCENARIO_COLUMN].to_numpy()
+    unknown = sorted(set(domain) - set(spec.scenarios))
+    if unknown:
+        raise ValueError(f"{path}: {DOUBAN_SCENARIO_COLUMN!r} must be one of {spec.scenarios}; Received: {unknown}")
+    raw = raw.assign(join_year=raw["join_time"].str.slice(0, 4))
+    scenario = np.array([spec.scenarios.index(d) for d in domain])
+    frame = _select(raw, spec, _identity(spec), scenario, source=str(path))
+    rng = np.random.default_rng(0)
+    is_eval = np.zeros(len(frame), bool)
+    for p in range(spec.num_scenarios):
+        rows = np.flatnonzero(scenario == p)
+        is_eval[rng.permutation(rows)[: int(round(eval_fraction * len(rows)))]] = True
+    return {"train": frame[~is_eval].reset_index(drop=True), "eval": frame[is_eval].reset_index(drop=True)}
 
 
 def load_aliexpress_frames(data_dir: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:

@@ -21,13 +21,15 @@ CASES = {
     "ali-ccp-sample": (samples.load_ali_ccp_frames, {"train": 100, "eval": 100}),
     "aliexpress-sample": (samples.load_aliexpress_frames, {"train": 100, "eval": 20}),
     "census-sample": (samples.load_census_frames, {"train": 80, "eval": 40}),
+    "douban-sample": (samples.load_douban_frames, {"train": 2400, "eval": 600}),
 }
 # Raw columns that no key of the spec takes.
 UNUSED_COLUMNS = {"aliexpress-sample": {"search_id"}}
 RAW_FILES = {
-    "ali-ccp-sample": samples.ALI_CCP_DIR + "/ali_ccp_train_sample.csv",
+    "ali-ccp-sample": samples.SCENARIO_WISE_REC_DIR + "/ali_ccp_train_sample.csv",
     "aliexpress-sample": samples.TORCH_RECHUB_DIR + "/aliexpress_train_sample.csv",
     "census-sample": samples.TORCH_RECHUB_DIR + "/census_income_train_sample.csv",
+    "douban-sample": samples.SCENARIO_WISE_REC_DIR + "/douban_sample.csv",
 }
 
 
@@ -54,6 +56,8 @@ def test_spec_covers_the_real_header_exactly(name):
     if name == "ali-ccp-sample":
         mapped = {c if c.startswith("D") or c in spec.label_keys else "f" + c for c in header}
         mapped.discard("f" + samples.ALI_CCP_SCENARIO_COLUMN)
+    elif name == "douban-sample":
+        mapped = (set(header) - {samples.DOUBAN_SCENARIO_COLUMN, "join_time"}) | {"join_year"}
     elif name == "census-sample":
         mapped = {samples.CENSUS_LABEL_COLUMNS.get(c, samples.census_key(c)) for c in header}
     else:
@@ -99,3 +103,18 @@ def test_shared_data_dir_resolution(monkeypatch, tmp_path):
 def test_census_key():
     assert samples.census_key("migration code-change in msa") == "migration_code_change_in_msa"
     assert np.all([samples.census_key(k) == k for k in features.CENSUS_SAMPLE.categorical])
+
+
+def test_douban_domain_is_the_scenario_and_every_domain_is_evaluated():
+    raw = pd.read_csv(DATA / RAW_FILES["douban-sample"], dtype=str, keep_default_na=False)
+    frames = samples.load_douban_frames()
+    both = pd.concat([frames["train"], frames["eval"]])
+    spec = features.DOUBAN_SAMPLE
+    counts = both[features.SCENARIO_KEY].map(lambda p: spec.scenarios[p]).value_counts().to_dict()
+    assert counts == raw["domain"].value_counts().to_dict()
+    assert set(frames["eval"][features.SCENARIO_KEY]) == {0, 1, 2}
+    # Each raw row keeps its own domain: match rows by (user, item) pairs.
+    raw_pairs = {(u, i): d for u, i, d in zip(raw["user_id"], raw["item_id"], raw["domain"])}
+    for u, i, p in zip(both["user_id"], both["item_id"], both[features.SCENARIO_KEY]):
+        assert raw_pairs[(u, i)] == spec.scenarios[p]
+    assert set(both["join_year"]) <= {float(y) for y in range(1990, 2030)}
