@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
-from tfjoint.features import SYNTHETIC
+from tfjoint.features import SCENARIO_FALLBACK_KEY, SCENARIO_KEY, SYNTHETIC
 from tfjoint.pipeline import evaluation, runners
 
 BINARY = ("auc", "binary_crossentropy", "calibration", "example_count")
@@ -48,7 +48,7 @@ def test_pushed_model_has_tf_serving_layout_and_both_signatures(synthetic_run):
     assert set(loaded.signatures) == {"serving_default", "transform_features"}
     serve = loaded.signatures["serving_default"]
     assert list(serve.structured_input_signature[1]) == ["examples"]
-    assert set(serve.structured_outputs) == set(SYNTHETIC.label_keys)
+    assert set(serve.structured_outputs) == {*SYNTHETIC.label_keys, SCENARIO_FALLBACK_KEY}
     # The Trainer wrote TF Serving's warmup file from real held-out records.
     from tfjoint.serving.warmup import read_warmup_requests
 
@@ -71,6 +71,19 @@ def test_serving_signature_matches_the_keras_model_on_transformed_features(synth
         np.testing.assert_allclose(served[task].numpy(), direct[task], atol=1e-5)
     rows = runners.score_examples(synthetic_run.pushed_dir, synthetic_run.data_root, SYNTHETIC, 3)
     assert len(rows) == 3 and all(0.0 <= r["click_pred"] <= 1.0 for r in rows)
+
+
+def test_unknown_scenario_takes_the_shared_path_and_is_flagged(synthetic_run):
+    files = sorted(glob.glob(os.path.join(synthetic_run.data_root, "eval", "*")))
+    records = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files).take(8)]
+    for i, example in enumerate(records[:4]):
+        example.features.feature[SCENARIO_KEY].int64_list.value[:] = [SYNTHETIC.num_scenarios + 7 * i]
+    serialized = tf.constant([e.SerializeToString() for e in records])
+    loaded = tf.saved_model.load(synthetic_run.pushed_dir)
+    served = loaded.signatures["serving_default"](examples=serialized)
+    np.testing.assert_array_equal(served[SCENARIO_FALLBACK_KEY].numpy()[:, 0], [1, 1, 1, 1, 0, 0, 0, 0])
+    for task in SYNTHETIC.label_keys:
+        assert np.all(np.isfinite(served[task].numpy()))
 
 
 class _Broken(tf.Module):

@@ -38,6 +38,8 @@ SCENARIO_KEY = "scenario"
 SEQUENCE_ITEMS_KEY = "seq_items"
 SEQUENCE_BEHAVIORS_KEY = "seq_behaviors"
 TIMESTAMP_KEY = "timestamp"
+SCENARIO_FALLBACK_KEY = "scenario_fallback"
+"""Serving output: 1 where the request's scenario was unknown and took the shared path."""
 
 PAD_INDEX = 0
 """Index of padding in every transformed id feature."""

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
+from tfjoint import features
 from tfjoint.features import DatasetSpec, get_dataset_spec
 from tfjoint.models import JointModel, build_joint_model, gate_monitor
 from tfjoint.models.joint import _check_keras3
@@ -102,7 +103,12 @@ def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransform
     def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         transformed = module.tft_layer(tf.io.parse_example(examples, raw_spec))
         outputs = module.model({k: transformed[k] for k in model_keys}, training=False)
-        return {name: tf.identity(value, name=name) for name, value in outputs.items()}
+        outputs = {name: tf.identity(value, name=name) for name, value in outputs.items()}
+        # The transform maps an unknown scenario to num_scenarios, which every scenario-aware
+        # component serves through its shared path; the output lets servers count those rows.
+        scenario = tf.reshape(transformed[features.SCENARIO_KEY], (-1, 1))
+        outputs[features.SCENARIO_FALLBACK_KEY] = tf.cast(scenario >= spec.num_scenarios, tf.int64)
+        return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:

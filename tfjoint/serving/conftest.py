@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from tfjoint.features import SCENARIO_FALLBACK_KEY
 from tfjoint.serving.client import make_example
 
 FEATURES = {
@@ -20,7 +21,8 @@ FEATURES = {
 
 
 class _Toy(tf.Module):
-    """Serialized tf.Example in, two (batch, 1) float heads out (like the pipeline's exports)."""
+    """Serialized tf.Example in, two (batch, 1) float heads out (like the pipeline's exports),
+    plus the pipeline's ``scenario_fallback`` flag (here: ``c >= 5`` plays the unknown scenario)."""
 
     def __init__(self, bias: float):
         super().__init__()
@@ -36,7 +38,8 @@ class _Toy(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(self, examples):
         click, score = self._heads(examples)
-        return {"click": click, "score": score}
+        fallback = tf.cast(tf.io.parse_example(examples, FEATURES)["c"] >= 5, tf.int64)
+        return {"click": click, "score": score, SCENARIO_FALLBACK_KEY: fallback}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform(self, examples):

@@ -37,6 +37,8 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfjoint.features import SCENARIO_FALLBACK_KEY
+
 log = logging.getLogger("tfjoint.serving")
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -385,11 +387,21 @@ class Metrics:
         self._lock = threading.Lock()
         self.count: collections.Counter = collections.Counter()  # (model, api, status) -> n
         self.latency_sum: collections.Counter = collections.Counter()  # (model, api) -> seconds
+        self.scenario_fallback: collections.Counter = collections.Counter()  # model -> rows
 
     def record(self, model: str, api: str, code: grpc.StatusCode, seconds: float) -> None:
         with self._lock:
             self.count[(model, api, code.name)] += 1
             self.latency_sum[(model, api)] += seconds
+
+    def record_scenario_fallback(self, model: str, response: predict_pb2.PredictResponse) -> None:
+        """Counts the rows a tfjoint model served through its shared path (unknown scenario)."""
+        if SCENARIO_FALLBACK_KEY not in response.outputs:
+            return
+        rows = int(tf.make_ndarray(response.outputs[SCENARIO_FALLBACK_KEY]).sum())
+        if rows:
+            with self._lock:
+                self.scenario_fallback[model] += rows
 
     def prometheus_text(self) -> str:
         def esc(v: str) -> str:
@@ -406,6 +418,9 @@ class Metrics:
                 lines.append(
                     f':tensorflow:serving:request_latency_seconds_sum{{model_name="{esc(model)}",api="{api}"}} {t:.6f}'
                 )
+            lines.append("# TYPE :tfjoint:serving:scenario_fallback_count counter")
+            for model, n in sorted(self.scenario_fallback.items()):
+                lines.append(f':tfjoint:serving:scenario_fallback_count{{model_name="{esc(model)}"}} {n}')
         return "\n".join(lines) + "\n"
 
 
@@ -757,7 +772,9 @@ class ModelManager:
     def predict(self, request: predict_pb2.PredictRequest, deadline: float | None = None):
         _require_spec(request)
         servable = self.get_servable(request.model_spec)
-        return predict_on(servable, request, batching=self.batching, deadline=deadline)
+        response = predict_on(servable, request, batching=self.batching, deadline=deadline)
+        self.metrics.record_scenario_fallback(request.model_spec.name, response)
+        return response
 
     @_metered("Classify")
     def classify(self, request: classification_pb2.ClassificationRequest):

@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfjoint.features import SCENARIO_FALLBACK_KEY
 from tfjoint.serving.client import ServingClient, make_example
 from tfjoint.serving.conftest import add_version, raw_examples, serialized
 from tfjoint.serving.core import ServingError, aspired_versions
@@ -89,7 +90,7 @@ def test_predict_grpc_and_rest_equal_the_signature(server, stubs, reference, n):
     want = {k: v.numpy() for k, v in reference["serving_default"](examples=tf.constant(examples)).items()}
 
     got = stubs.predict(examples)  # bytes
-    assert set(got) == {"click", "score"}
+    assert set(got) == {"click", "score", SCENARIO_FALLBACK_KEY}
     for k in want:
         assert got[k].shape == (n, 1)
         np.testing.assert_allclose(got[k], want[k], atol=1e-6)
@@ -234,7 +235,7 @@ def test_rest_errors_and_status(server):
     sd = doc["metadata"]["signature_def"]["signature_def"]
     assert sd["serving_default"]["method_name"] == "tensorflow/serving/predict"
     assert sd["serving_default"]["inputs"]["examples"]["dtype"] == "DT_STRING"
-    assert set(sd["serving_default"]["outputs"]) == {"click", "score"}
+    assert set(sd["serving_default"]["outputs"]) == {"click", "score", SCENARIO_FALLBACK_KEY}
     status, doc = _rest(
         server, "POST", "/v1/models/toy:regress", {"signature_name": "regress", "examples": raw_examples(2)}
     )
@@ -242,6 +243,20 @@ def test_rest_errors_and_status(server):
 
 
 def test_prometheus_metrics(server, stubs):
+    def fallback_count(text: str) -> int:
+        for line in text.splitlines():
+            if line.startswith(':tfjoint:serving:scenario_fallback_count{model_name="toy"}'):
+                return int(line.split()[-1])
+        return 0
+
+    def scrape() -> str:
+        with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics", timeout=30) as r:
+            return r.read().decode()
+
+    before = fallback_count(scrape())
+    batch = raw_examples(40, seed=3)
+    stubs.predict([make_example(e).SerializeToString() for e in batch])
+    assert fallback_count(scrape()) - before == sum(e["c"] >= 5 for e in batch) > 0
     stubs.predict(serialized(1))
     with pytest.raises(grpc.RpcError):
         stubs.prediction.Predict(_predict_req(name="nope"), timeout=20)
