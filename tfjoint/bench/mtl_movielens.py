@@ -46,12 +46,15 @@ def _materialize(dataset: tf.data.Dataset) -> tuple[dict[str, np.ndarray], dict[
     return ({k: np.concatenate([b[k] for b in xs]) for k in xs[0]}, {k: np.concatenate([b[k] for b in ys]) for k in ys[0]})
 
 
-def prepare(dataset: str, train_rows: int, work_dir: str) -> tuple[DatasetSpec, dict[str, int], tuple, tuple]:
-    """Writes the dataset, analyses the transform once, returns in-memory train/eval arrays."""
+def prepare(
+    dataset: str, train_rows: int, work_dir: str, dataset_kwargs: dict[str, Any] | None = None
+) -> tuple[DatasetSpec, dict[str, int], tuple, tuple]:
+    """Writes the dataset (its loader gets ``dataset_kwargs``), analyses the transform once,
+    returns in-memory train/eval arrays."""
     from tfjoint.datasets import write_dataset
 
     spec = get_dataset_spec(dataset)
-    root = write_dataset(dataset, os.path.join(work_dir, "data"))
+    root = write_dataset(dataset, os.path.join(work_dir, "data"), **(dataset_kwargs or {}))
     output = fit_transform_graph(str(root), spec, os.path.join(work_dir, "transform"))
     sizes = vocabulary_sizes(output, spec)
     train = transformed_dataset(output, [os.path.join(root, "train", "data.tfrecord")], spec, batch_size=4096)
@@ -63,15 +66,17 @@ def prepare(dataset: str, train_rows: int, work_dir: str) -> tuple[DatasetSpec, 
 
 
 def score(spec: DatasetSpec, predictions: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
-    """AUC for binary tasks and RMSE for regression tasks, each on the rows it is defined on."""
+    """AUC for binary tasks and RMSE for regression tasks, each on the rows it is defined on;
+    NaN where a slice cannot be scored."""
     out = {}
     for task in spec.tasks:
         rows = np.ones(len(labels[task.name]), bool) if task.parent is None else labels[task.parent][:, 0] == 1
         y, p = labels[task.name][rows, 0], predictions[task.name][rows, 0]
         if task.type == "binary":
-            out[f"{task.name}_auc"] = float(roc_auc_score(y, p))
+            # AUC is undefined on a slice with one class (tiny samples, rare child tasks).
+            out[f"{task.name}_auc"] = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
         else:
-            out[f"{task.name}_rmse"] = float(np.sqrt(np.mean((y - p) ** 2)))
+            out[f"{task.name}_rmse"] = float(np.sqrt(np.mean((y - p) ** 2))) if len(y) else float("nan")
     return out
 
 

@@ -1,0 +1,305 @@
+"""``tfjoint bench msr``: every multi-scenario model against two baselines, per scenario and task.
+
+Each configuration trains on the same transformed rows (the pipeline's ``preprocessing_fn``,
+analysed once in-process) with one identical budget: ``epochs`` passes over the first
+``train_rows`` training rows, one batch size, Adam with one learning rate, several seeds.
+Configurations:
+
+- ``shared``: one model (``base_architecture``, no scenario adapter) for every scenario;
+  the scenario id is one of its embedded fields, as in practice.
+- ``separate``: one such model per scenario, trained on that scenario's rows only (the same
+  number of epochs, so fewer steps) and evaluated on that scenario's rows.
+- every registered ``scenario_adapter`` under ``base_architecture``, and every registered
+  ``task_architecture`` that is scenario-aware (``uses_scenario``) on its own. A two-stage
+  component (M-LoRA) spends half its epochs pre-training the backbone on every scenario and
+  half fine-tuning each scenario's low-rank pair on that scenario's rows: the same number of
+  passes over the data as everyone else.
+
+Reported per configuration, scenario and task, mean and standard deviation over seeds: AUC
+for binary tasks and RMSE for regression tasks, each on the rows the task is defined on
+(child tasks on rows whose parent label is 1). A cell is marked ``▲`` (better) or ``▼``
+(worse) where it differs from ``shared`` by more than two standard errors; a configuration
+that is better on one scenario and worse on another for the same task shows the *seesaw*.
+
+On ``--dataset synthetic`` the data have a known shift in one scenario
+(:data:`tfjoint.datasets.synthetic.SHIFTED_SCENARIO`); the bench also reports, per scenario,
+the RMSE of the predicted click probability against the true ``P(click)`` of every eval
+impression, which tells directly which model learned the shifted scenario's click function.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tqdm
+
+from tfjoint import features, registry
+from tfjoint.bench.mtl_movielens import prepare, score
+from tfjoint.datasets import load_frames, synthetic
+from tfjoint.features import DatasetSpec
+from tfjoint.models import build_joint_model
+from tfjoint.models.joint import JointModel
+
+DEFAULTS: dict[str, Any] = {
+    "seeds": 3,
+    "epochs": 2,
+    "train_rows": 30000,
+    "batch_size": 512,
+    "learning_rate": 3e-3,
+    "base_architecture": "mmoe",
+}
+SHARED, SEPARATE = "shared", "separate"
+TRUTH_METRIC = "click_truth_rmse"
+SYNTHETIC_KWARGS = {"n": 30000, "scenario_shift": 3.0}
+
+
+def scenario_aware_models() -> list[str]:
+    """Every scenario adapter, then every scenario-aware task architecture, by name."""
+    adapters = [e.name for e in registry.entries("scenario_adapter")]
+    archs = [e.name for e in registry.entries("task_architecture") if getattr(e.cls, "uses_scenario", False)]
+    return adapters + archs
+
+
+def _rows(x: dict[str, np.ndarray], scenario: int) -> np.ndarray:
+    return x[features.SCENARIO_KEY].reshape(-1) == scenario
+
+
+def _take(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in arrays.items()}
+
+
+def score_by_scenario(
+    spec: DatasetSpec, predictions: dict[str, np.ndarray], x: dict[str, np.ndarray], y: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """``{"<scenario>/<task>_<auc|rmse>": value}``; NaN where a slice cannot be scored (one class)."""
+    out: dict[str, float] = {}
+    for p, name in enumerate(spec.scenarios):
+        rows = _rows(x, p)
+        out.update({f"{name}/{k}": v for k, v in score(spec, _take(predictions, rows), _take(y, rows)).items()})
+    return out
+
+
+def _build(spec: DatasetSpec, sizes: dict[str, int], config: str, base: str) -> JointModel:
+    if config in (SHARED, SEPARATE):
+        return build_joint_model(spec, sizes, task_architecture=base)
+    entry = registry.get(config)
+    if entry.slot == "scenario_adapter":
+        return build_joint_model(spec, sizes, task_architecture=base, scenario_adapter=config)
+    return build_joint_model(spec, sizes, task_architecture=config)
+
+
+def _fit(model: JointModel, x: dict, y: dict, epochs: int, batch_size: int, learning_rate: float) -> None:
+    stages = getattr(model.scenario_adapter, "two_stage_fit", None)
+    if stages is not None:
+        stages(model, (x, y), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+        return
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
+
+
+def _predict(model: JointModel, x: dict) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in model.predict(x, batch_size=4096, verbose=0).items()}
+
+
+def _truth(spec: DatasetSpec, dataset_kwargs: dict[str, Any], ey: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The true click probability of every eval row, for the synthetic dataset only."""
+    if spec.name != features.SYNTHETIC.name:
+        return None
+    frame = load_frames(spec.name, **dataset_kwargs)["eval"]
+    click = frame[synthetic.CLICK_KEY].to_numpy()
+    if len(click) != len(ey[synthetic.CLICK_KEY]) or not np.array_equal(click, ey[synthetic.CLICK_KEY][:, 0]):
+        raise RuntimeError("eval rows are not in the order of the generated frame; cannot align the ground truth")
+    return frame[synthetic.TRUE_CTR_KEY].to_numpy()
+
+
+def run_msr(
+    dataset: str = "movielens-100k",
+    models: Sequence[str] | None = None,
+    seeds: int = DEFAULTS["seeds"],
+    epochs: int = DEFAULTS["epochs"],
+    train_rows: int = DEFAULTS["train_rows"],
+    batch_size: int = DEFAULTS["batch_size"],
+    learning_rate: float = DEFAULTS["learning_rate"],
+    base_architecture: str = DEFAULTS["base_architecture"],
+    dataset_kwargs: dict[str, Any] | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Runs the bench; returns ``{"config", "results": {model: {metric: {mean, std}}}, "skipped"}``.
+
+    ``models`` defaults to :func:`scenario_aware_models`; the two baselines always run.
+    A model that the dataset cannot feed (SAR-Net needs a behavior sequence) is listed in
+    ``skipped`` with the reason.
+    """
+    if seeds < 1 or epochs < 1:
+        raise ValueError(f"seeds and epochs must be >= 1. Received: seeds={seeds}, epochs={epochs}")
+    models = list(models) if models is not None else scenario_aware_models()
+    for name in models:
+        registry.get(name)  # unknown names fail before any training
+    if dataset_kwargs is None:
+        dataset_kwargs = dict(SYNTHETIC_KWARGS) if dataset == features.SYNTHETIC.name else {}
+    configs = [SHARED, SEPARATE, *models]
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="tfjoint-bench-msr-") as work:
+        spec, sizes, (x, y), (ex, ey) = prepare(dataset, train_rows, work, dataset_kwargs)
+        truth = _truth(spec, dataset_kwargs, ey)
+        with tqdm.tqdm(total=len(configs) * seeds, desc="bench msr", unit="fit", disable=not verbose) as progress:
+            for config in configs:
+                runs = []
+                for seed in range(seeds):
+                    keras.utils.set_random_seed(seed)
+                    start = time.perf_counter()
+                    try:
+                        predictions, parameters = _train_and_predict(
+                            spec, sizes, config, base_architecture, (x, y), ex, epochs, batch_size, learning_rate
+                        )
+                    except ValueError as e:
+                        skipped[config] = str(e)
+                        progress.update(seeds - seed)
+                        break
+                    row = score_by_scenario(spec, predictions, ex, ey)
+                    if truth is not None:
+                        for p, name in enumerate(spec.scenarios):
+                            rows = _rows(ex, p)
+                            err = predictions[synthetic.CLICK_KEY][rows, 0] - truth[rows]
+                            row[f"{name}/{TRUTH_METRIC}"] = float(np.sqrt(np.mean(err**2)))
+                    row["parameters"] = float(parameters)
+                    row["seconds"] = time.perf_counter() - start
+                    runs.append(row)
+                    progress.update(1)
+                if runs:
+                    results[config] = {
+                        key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
+                        for key in runs[0]
+                    }
+    return {
+        "config": {
+            "dataset": dataset, "seeds": seeds, "epochs": epochs, "train_rows": len(y[spec.tasks[0].name]),
+            "eval_rows": len(ey[spec.tasks[0].name]), "batch_size": batch_size, "learning_rate": learning_rate,
+            "base_architecture": base_architecture, "scenarios": list(spec.scenarios),
+            "tasks": [t.name for t in spec.tasks], "dataset_kwargs": dataset_kwargs,
+            "shifted_scenario": spec.scenarios[synthetic.SHIFTED_SCENARIO] if truth is not None else None,
+        },
+        "results": results,
+        "skipped": skipped,
+    }
+
+
+def _train_and_predict(
+    spec: DatasetSpec,
+    sizes: dict[str, int],
+    config: str,
+    base: str,
+    train: tuple[dict, dict],
+    ex: dict[str, np.ndarray],
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+) -> tuple[dict[str, np.ndarray], int]:
+    x, y = train
+    if config != SEPARATE:
+        model = _build(spec, sizes, config, base)
+        _fit(model, x, y, epochs, batch_size, learning_rate)
+        return _predict(model, ex), model.count_params()
+    # One model per scenario; each eval row is scored by its own scenario's model.
+    predictions: dict[str, np.ndarray] = {}
+    parameters = 0
+    for p in range(spec.num_scenarios):
+        rows, eval_rows = _rows(x, p), _rows(ex, p)
+        model = _build(spec, sizes, config, base)
+        _fit(model, _take(x, rows), _take(y, rows), epochs, batch_size, learning_rate)
+        parameters += model.count_params()
+        for key, value in _predict(model, _take(ex, eval_rows)).items():
+            predictions.setdefault(key, np.zeros((len(eval_rows), *value.shape[1:]), value.dtype))[eval_rows] = value
+    return predictions, parameters
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric.endswith("rmse")
+
+
+def compare_to_shared(report: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """``{model: {column: "▲" | "▼" | ""}}``: better or worse than ``shared`` by > 2 standard errors."""
+    results, n = report["results"], report["config"]["seeds"]
+    base = results.get(SHARED, {})
+    marks: dict[str, dict[str, str]] = {}
+    for model, stats in results.items():
+        marks[model] = {}
+        for column, value in stats.items():
+            if model == SHARED or "/" not in column or column not in base:
+                continue
+            delta = value["mean"] - base[column]["mean"]
+            if _lower_is_better(column):
+                delta = -delta
+            error = math.sqrt((value["std"] ** 2 + base[column]["std"] ** 2) / max(n, 1))
+            if math.isnan(delta):
+                marks[model][column] = ""
+            elif abs(delta) > 2 * error and abs(delta) > 1e-4:
+                marks[model][column] = "▲" if delta > 0 else "▼"
+            else:
+                marks[model][column] = ""
+    return marks
+
+
+def seesaw(report: dict[str, Any]) -> dict[str, list[str]]:
+    """``{model: [task metrics that are ▲ in one scenario and ▼ in another]}``."""
+    out: dict[str, list[str]] = {}
+    for model, by_column in compare_to_shared(report).items():
+        by_metric: dict[str, set[str]] = {}
+        for column, mark in by_column.items():
+            if mark:
+                by_metric.setdefault(column.split("/", 1)[1], set()).add(mark)
+        out[model] = sorted(m for m, seen in by_metric.items() if seen == {"▲", "▼"})
+    return out
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A Markdown table: one row per configuration, one column per scenario and task metric."""
+    config, results = report["config"], report["results"]
+    marks, seesaws = compare_to_shared(report), seesaw(report)
+    columns = [c for c in next(iter(results.values())) if "/" in c]
+    header = ["model", *columns, "seesaw", "parameters"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, stats in results.items():
+        cells = [model]
+        for column in columns:
+            value = stats.get(column)
+            if value is None or math.isnan(value["mean"]):
+                cells.append("n/a")
+            else:
+                cells.append(f"{value['mean']:.4f} ± {value['std']:.4f}{marks[model].get(column, '')}")
+        cells.append(", ".join(seesaws.get(model, [])) or "")
+        cells.append(f"{stats['parameters']['mean']:,.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    for model, reason in report.get("skipped", {}).items():
+        lines.append(f"\nskipped {model}: {reason}")
+    lines.append(
+        f"\n{config['dataset']}: {config['train_rows']:,} training rows, {config['eval_rows']:,} eval rows, "
+        f"{config['epochs']} epoch(s), batch {config['batch_size']}, Adam {config['learning_rate']}, "
+        f"{config['seeds']} seed(s); adapters run under {config['base_architecture']}. ▲/▼: better/worse than "
+        "`shared` by more than two standard errors; seesaw: ▲ in one scenario and ▼ in another."
+    )
+    shifted = config.get("shifted_scenario")
+    if shifted:
+        lines.append(_shift_summary(report, shifted))
+    return "\n".join(lines)
+
+
+def _shift_summary(report: dict[str, Any], shifted: str) -> str:
+    """Which models beat ``shared`` on the scenario with the known shift (truth RMSE)."""
+    results = report["results"]
+    column = f"{shifted}/{TRUTH_METRIC}"
+    base = results[SHARED][column]["mean"]
+    lines = [f"\nknown shift in scenario {shifted!r}: RMSE of pCTR against the true P(click) there "
+             f"(shared: {base:.4f}; lower is better)"]
+    for model, stats in sorted(results.items(), key=lambda kv: kv[1][column]["mean"]):
+        value = stats[column]
+        verdict = "beats shared" if value["mean"] < base and model != SHARED else ""
+        lines.append(f"  {model:18s} {value['mean']:.4f} ± {value['std']:.4f}  {verdict}".rstrip())
+    return "\n".join(lines)

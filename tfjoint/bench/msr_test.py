@@ -1,0 +1,93 @@
+import math
+
+import numpy as np
+import pytest
+
+from tfjoint import features
+from tfjoint.bench import msr
+
+
+def _stats(mean, std=0.0):
+    return {"mean": mean, "std": std}
+
+
+def _report(results, seeds=3):
+    return {"config": {"seeds": seeds}, "results": results, "skipped": {}}
+
+
+def test_marks_and_seesaw_against_the_shared_model():
+    results = {
+        "shared": {"a/watch_auc": _stats(0.80, 0.01), "b/watch_auc": _stats(0.70, 0.01),
+                   "a/rating_rmse": _stats(1.00, 0.01), "b/rating_rmse": _stats(1.00, 0.01)},
+        # Better on a (+0.05 AUC), worse on b (-0.05): the seesaw on watch_auc. Lower RMSE on
+        # both scenarios is better on both: no seesaw on rating.
+        "star": {"a/watch_auc": _stats(0.85, 0.01), "b/watch_auc": _stats(0.65, 0.01),
+                 "a/rating_rmse": _stats(0.90, 0.01), "b/rating_rmse": _stats(0.95, 0.01)},
+        # Within noise: 0.005 apart with std 0.02 over 3 seeds (2 SE = 0.033).
+        "hamur": {"a/watch_auc": _stats(0.805, 0.02), "b/watch_auc": _stats(0.695, 0.02),
+                  "a/rating_rmse": _stats(1.00, 0.02), "b/rating_rmse": _stats(1.01, 0.02)},
+    }
+    marks = msr.compare_to_shared(_report(results))
+    assert marks["star"] == {"a/watch_auc": "▲", "b/watch_auc": "▼", "a/rating_rmse": "▲", "b/rating_rmse": "▲"}
+    assert set(marks["hamur"].values()) == {""}
+    assert msr.seesaw(_report(results)) == {"shared": [], "star": ["watch_auc"], "hamur": []}
+    # With one seed the standard error is larger: 0.05 apart with std 0.04 is noise.
+    noisy = {"shared": {"a/watch_auc": _stats(0.80, 0.04)}, "star": {"a/watch_auc": _stats(0.85, 0.04)}}
+    assert msr.compare_to_shared(_report(noisy, seeds=1))["star"] == {"a/watch_auc": ""}
+
+
+def test_report_marks_cells_and_lists_skipped_models():
+    results = {
+        "shared": {"a/watch_auc": _stats(0.8, 0.01), "b/watch_auc": _stats(0.7, 0.01), "parameters": _stats(10.0)},
+        "star": {"a/watch_auc": _stats(0.9, 0.01), "b/watch_auc": _stats(math.nan), "parameters": _stats(12.0)},
+    }
+    report = {"config": {"seeds": 3, "dataset": "d", "train_rows": 1, "eval_rows": 1, "epochs": 1,
+                         "batch_size": 2, "learning_rate": 0.1, "base_architecture": "mmoe"},
+              "results": results, "skipped": {"sar_net": "needs a sequence"}}
+    text = msr.format_report(report)
+    assert "| star | 0.9000 ± 0.0100▲ | n/a |  | 12 |" in text
+    assert "skipped sar_net: needs a sequence" in text
+
+
+def test_score_by_scenario_slices_rows_and_leaves_undefined_slices_nan():
+    spec = features.MOVIELENS_100K
+    scenario = np.array([[0], [0], [0], [0], [1], [1], [2], [2]])
+    labels = {
+        "watch": np.array([[1.0], [0.0], [1.0], [0.0], [1.0], [1.0], [1.0], [0.0]]),
+        "like": np.array([[1.0], [0.0], [0.0], [0.0], [1.0], [0.0], [1.0], [0.0]]),
+        "rating": np.array([[5.0], [0.0], [2.0], [0.0], [4.0], [1.0], [3.0], [0.0]]),
+    }
+    preds = {
+        "watch": np.array([[0.9], [0.1], [0.8], [0.2], [0.5], [0.5], [0.7], [0.3]]),
+        "like": np.array([[0.7], [0.9], [0.2], [0.9], [0.8], [0.3], [0.5], [0.5]]),
+        "rating": np.array([[4.0], [9.0], [2.0], [9.0], [4.0], [3.0], [3.0], [9.0]]),
+    }
+    out = msr.score_by_scenario(spec, preds, {features.SCENARIO_KEY: scenario}, labels)
+    assert out["age<25/watch_auc"] == pytest.approx(1.0)
+    assert out["age<25/like_auc"] == pytest.approx(1.0)  # watched rows only: (0.7 vs 0.2)
+    assert out["age<25/rating_rmse"] == pytest.approx(np.sqrt(0.5))
+    # Scenario 1 has only watched rows: watch AUC is undefined there, like AUC is not.
+    assert math.isnan(out["age25-34/watch_auc"])
+    assert out["age25-34/like_auc"] == pytest.approx(1.0)
+    # Scenario 2 has one watched row: like AUC is undefined, its rating error is not.
+    assert math.isnan(out["age>=35/like_auc"])
+    assert out["age>=35/rating_rmse"] == pytest.approx(0.0)
+
+
+def test_unknown_model_name_fails_before_training():
+    with pytest.raises(ValueError, match="unknown component 'nope'"):
+        msr.run_msr("douban-sample", models=["nope"], seeds=1)
+
+
+@pytest.mark.parametrize("dataset, models", [("douban-sample", ["partitioned_norm", "sar_net"]), ("ali-ccp-sample", ["star"])])
+def test_smoke_on_the_real_samples(dataset, models):
+    report = msr.run_msr(dataset, models=models, seeds=1, epochs=1, train_rows=2000, verbose=False)
+    spec = features.get_dataset_spec(dataset)
+    ran = [m for m in ["shared", "separate", *models] if m not in report["skipped"]]
+    assert list(report["results"]) == ran
+    if "sar_net" in models:  # the sample has no behavior sequence
+        assert "sequence" in report["skipped"]["sar_net"]
+    for stats in report["results"].values():
+        for p in spec.scenarios:
+            assert f"{p}/{spec.tasks[0].name}_auc" in stats
+    assert "| shared |" in msr.format_report(report)
