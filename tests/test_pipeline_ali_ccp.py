@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tfjoint.datasets import samples
-from tfjoint.features import ALI_CCP_SAMPLE
+from tfjoint.features import ALI_CCP_SAMPLE, SCENARIO_FALLBACK_KEY
 from tfjoint.pipeline import evaluation, runners
 
 
@@ -49,5 +49,6 @@ def test_ali_ccp_sample_pipeline(tmp_path):
     files = sorted(glob.glob(os.path.join(run.data_root, "eval", "*")))
     examples = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(files).take(8)])
     out = loaded.signatures["serving_default"](examples=examples)
-    assert set(out) == {"click", "purchase", "purchase_joint"}
+    assert set(out) == {"click", "purchase", "purchase_joint", SCENARIO_FALLBACK_KEY}
+    np.testing.assert_array_equal(out[SCENARIO_FALLBACK_KEY].numpy(), 0)
     np.testing.assert_allclose(out["purchase_joint"], out["click"] * out["purchase"], rtol=1e-6)
