@@ -1,5 +1,6 @@
 """Model components (each registered in :mod:`tfjoint.registry`) and the joint-model builder."""
 
+from tfjoint.models.adaptive_domain_interest import AdaptiveDomainInterest
 from tfjoint.models.adaptive_information_transfer import AdaptiveInformationTransferMultiTask
 from tfjoint.models.behavior_pooling import BehaviorPooling
 from tfjoint.models.cascade import ConditionalFromJoint
@@ -11,6 +12,7 @@ from tfjoint.models.hyper_network_adapter import HyperNetworkAdapter
 from tfjoint.models.joint import JointModel, build_joint_model, input_shapes
 from tfjoint.models.mixture_of_experts import MultiGateMixtureOfExperts, OneGateMixtureOfExperts
 from tfjoint.models.mlp import MLP
+from tfjoint.models.parameter_and_embedding_personalized_network import ParameterAndEmbeddingPersonalizedNetwork
 from tfjoint.models.partitioned_normalization import PartitionedNormalization
 from tfjoint.models.progressive_layered_extraction import CustomizedGateControl, ProgressiveLayeredExtraction
 from tfjoint.models.shared_and_task_specific_embeddings import SharedAndTaskSpecificEmbeddings
@@ -20,6 +22,7 @@ from tfjoint.models.sub_network_routing import SubNetworkRouting
 
 __all__ = [
     "MLP",
+    "AdaptiveDomainInterest",
     "AdaptiveInformationTransferMultiTask",
     "BehaviorPooling",
     "ConditionalFromJoint",
@@ -33,6 +36,7 @@ __all__ = [
     "JointModel",
     "MultiGateMixtureOfExperts",
     "OneGateMixtureOfExperts",
+    "ParameterAndEmbeddingPersonalizedNetwork",
     "PartitionedNormalization",
     "ProgressiveLayeredExtraction",
     "SharedAndTaskSpecificEmbeddings",
