@@ -8,10 +8,12 @@ from tfjoint.models.dselect_k import DSelectKMixtureOfExperts
 from tfjoint.models.entire_space import EntireSpaceCounterfactualMultiTask, EntireSpaceMultiTask
 from tfjoint.models.feature_embedding import FeatureEmbedding
 from tfjoint.models.gating_fusion import GatingFusion
+from tfjoint.models.hierarchical_scenario_network import HierarchicalScenarioNetwork
 from tfjoint.models.hyper_network_adapter import HyperNetworkAdapter
 from tfjoint.models.joint import JointModel, build_joint_model, input_shapes
 from tfjoint.models.mixture_of_experts import MultiGateMixtureOfExperts, OneGateMixtureOfExperts
 from tfjoint.models.mlp import MLP
+from tfjoint.models.multi_domain_mixture_of_experts import MultiDomainMultiTaskMixtureOfExperts
 from tfjoint.models.parameter_and_embedding_personalized_network import ParameterAndEmbeddingPersonalizedNetwork
 from tfjoint.models.partitioned_normalization import PartitionedNormalization
 from tfjoint.models.progressive_layered_extraction import CustomizedGateControl, ProgressiveLayeredExtraction
@@ -32,8 +34,10 @@ __all__ = [
     "EntireSpaceMultiTask",
     "FeatureEmbedding",
     "GatingFusion",
+    "HierarchicalScenarioNetwork",
     "HyperNetworkAdapter",
     "JointModel",
+    "MultiDomainMultiTaskMixtureOfExperts",
     "MultiGateMixtureOfExperts",
     "OneGateMixtureOfExperts",
     "ParameterAndEmbeddingPersonalizedNetwork",

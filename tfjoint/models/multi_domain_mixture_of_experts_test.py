@@ -1,0 +1,268 @@
+import keras
+import numpy as np
+import pytest
+
+from tfjoint.features import MOVIELENS_100K
+from tfjoint.models import build_joint_model
+from tfjoint.models.joint_test import SIZES, fake_batch
+from tfjoint.models.multi_domain_mixture_of_experts import MultiDomainMultiTaskMixtureOfExperts
+from tfjoint.testing import run_layer_test
+
+P, D, TASKS = 3, 5, ["click", "like"]
+KWARGS = {
+    "task_names": TASKS,
+    "num_scenarios": P,
+    "representation_units": 4,
+    "num_shared_experts": 2,
+    "expert_units": [3],
+    "tower_units": [2],
+}
+
+
+def batch(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, D)).astype("float32")
+    scenario = (np.arange(n) % (P + 1)).reshape(-1, 1).astype("int64")  # 0..2 known, 3 unknown
+    return x, scenario
+
+
+def built(seed=1, **overrides):
+    kwargs = {**KWARGS, **overrides}
+    x, s = batch()
+    layer = MultiDomainMultiTaskMixtureOfExperts(**kwargs)
+    layer.build([x.shape, s.shape])
+    rng = np.random.default_rng(seed)
+    for w in layer.trainable_weights:
+        w.assign(rng.normal(scale=0.7, size=w.shape).astype("float32"))
+    return layer
+
+
+def logit(p):
+    return np.log(p / (1.0 - p)).astype("float32")
+
+
+def relu(v):
+    return np.maximum(v, 0.0)
+
+
+def softmax(v):
+    e = np.exp(v - v.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def mlp(layer, v):
+    for dense in layer.dense_layers:
+        v = relu(v @ dense.kernel.numpy() + dense.bias.numpy())
+    return v
+
+
+def numpy_fused(layer, x, s, alpha_domain, alpha_task, beta_domain, beta_task):
+    """h_{t,d} = S_{t,d}(h) + alpha_d T_t(h) + alpha_t D_d(h) per row, from the paper's equations."""
+    k = len(layer.task_names)
+    w_sh, b_sh = layer.shared_kernel.numpy(), layer.shared_bias.numpy()
+    w_d, b_d = layer.domain_kernel.numpy(), layer.domain_bias.numpy()
+    fused = {t: [] for t in layer.task_names}
+    for row, d in zip(x, s[:, 0]):
+        known = 0 <= d < P
+        h = row @ (w_d[d] * w_sh) + b_d[d] + b_sh if known else row @ w_sh + b_sh
+        suffix = f"domain_{d}" if known else "shared"
+        shared = np.stack([mlp(e, h) for e in layer.shared_experts])
+        domain = [mlp(e, h) for e in layer.domain_experts]
+        task = [mlp(layer.task_experts[t], h) for t in layer.task_names]
+        if known:
+            others = sum(domain[j] for j in range(P) if j != d) / (P - 1)
+            d_view = beta_domain[d] * domain[d] + (1 - beta_domain[d]) * others
+        else:
+            d_view = np.zeros_like(domain[0])
+        a_d = alpha_domain[d] if known else alpha_domain[P]
+        for i, t in enumerate(layer.task_names):
+            gate = layer.gates[f"{t}_{suffix}"]
+            g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
+            others = sum(task[j] for j in range(k) if j != i) / (k - 1)
+            t_view = beta_task[i] * task[i] + (1 - beta_task[i]) * others
+            fused[t].append(g @ shared + a_d * t_view + alpha_task[i] * d_view)
+    return {t: np.stack(v) for t, v in fused.items()}
+
+
+def test_shared_layer_checks():
+    x, s = batch()
+    run_layer_test(
+        MultiDomainMultiTaskMixtureOfExperts,
+        KWARGS,
+        {"inputs": x, "scenario": s},
+        registered_name="tfjoint>MultiDomainMultiTaskMixtureOfExperts",
+        expected_output_shape={"click": (12, 2), "like": (12, 2)},
+    )
+
+
+def test_domain_representation_kernel_is_the_elementwise_product():
+    layer = built()
+    w_hat, b_hat = (np.asarray(v) for v in layer.domain_representation_weights())
+    w_sh, b_sh = layer.shared_kernel.numpy(), layer.shared_bias.numpy()
+    for d in range(P):
+        np.testing.assert_array_equal(w_hat[d], layer.domain_kernel.numpy()[d] * w_sh)
+        np.testing.assert_array_equal(b_hat[d], layer.domain_bias.numpy()[d] + b_sh)
+    np.testing.assert_array_equal(w_hat[P], w_sh)  # unknown domain: the shared layer alone
+    np.testing.assert_array_equal(b_hat[P], b_sh)
+
+
+def test_fusion_equals_shared_plus_alpha_task_plus_alpha_domain_on_hand_set_weights():
+    layer = built()
+    alpha_domain = np.array([0.2, 0.5, 0.9, 0.35], "float32")  # per domain, last: unknown domain
+    alpha_task = np.array([0.7, 0.1], "float32")
+    beta_domain = np.array([0.6, 0.8, 0.3], "float32")
+    beta_task = np.array([0.25, 0.9], "float32")
+    layer.domain_alpha_logits.assign(logit(alpha_domain))
+    layer.task_alpha_logits.assign(logit(alpha_task))
+    layer.domain_balance_logits.assign(logit(beta_domain))
+    layer.task_balance_logits.assign(logit(beta_task))
+    x, s = batch()
+    expected = numpy_fused(layer, x, s, alpha_domain, alpha_task, beta_domain, beta_task)
+    fused, _, _ = layer._fuse(x, s, training=False)
+    out = layer([x, s], training=False)
+    for t in TASKS:
+        np.testing.assert_allclose(np.asarray(fused[t]), expected[t], rtol=1e-4, atol=1e-5)
+        towers = [
+            mlp(layer.towers[f"{t}_domain_{d}" if d < P else f"{t}_shared"], row)
+            for row, d in zip(expected[t], s[:, 0])
+        ]
+        np.testing.assert_allclose(np.asarray(out[t]), np.stack(towers), rtol=1e-4, atol=1e-5)
+
+
+def test_view_weights_mix_own_and_other_experts():
+    layer = built()
+    layer.domain_balance_logits.assign(logit(np.array([0.6, 0.8, 0.3], "float32")))
+    expected = np.array([[0.6, 0.2, 0.2], [0.1, 0.8, 0.1], [0.35, 0.35, 0.3]])
+    np.testing.assert_allclose(np.asarray(layer.domain_view_weights()), expected, rtol=1e-5)
+    layer.task_balance_logits.assign(logit(np.array([0.25, 0.9], "float32")))
+    np.testing.assert_allclose(np.asarray(layer.task_view_weights()), [[0.25, 0.75], [0.1, 0.9]], rtol=1e-5)
+
+
+def test_changing_one_domains_tower_changes_only_that_domains_rows():
+    layer = built()
+    x, s = batch()
+    before = {t: np.asarray(v) for t, v in layer([x, s]).items()}
+    kernel = layer.towers["click_domain_1"].dense_layers[0].kernel
+    kernel.assign(kernel.numpy() + 1.0)
+    after = {t: np.asarray(v) for t, v in layer([x, s]).items()}
+    rows = s[:, 0] == 1
+    assert not np.allclose(after["click"][rows], before["click"][rows])
+    np.testing.assert_array_equal(after["click"][~rows], before["click"][~rows])
+    np.testing.assert_array_equal(after["like"], before["like"])
+
+
+def test_unknown_domain_takes_the_shared_path():
+    layer = built()
+    x, s = batch()
+    s[:3, 0] = [99, -1, P]
+    unknown = (s[:, 0] < 0) | (s[:, 0] >= P)
+    fused, gates, _ = layer._fuse(x, s, training=False)
+    h = x[unknown] @ layer.shared_kernel.numpy() + layer.shared_bias.numpy()
+    alpha = 1.0 / (1.0 + np.exp(-layer.domain_alpha_logits.numpy()[P]))
+    beta = 1.0 / (1.0 + np.exp(-layer.task_balance_logits.numpy()))
+    task = [mlp(layer.task_experts[t], h) for t in TASKS]
+    shared = np.stack([mlp(e, h) for e in layer.shared_experts], axis=1)
+    for i, t in enumerate(TASKS):
+        gate = layer.gates[f"{t}_shared"]
+        g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
+        np.testing.assert_allclose(np.asarray(gates[t])[unknown], g, rtol=1e-5, atol=1e-6)
+        t_view = beta[i] * task[i] + (1 - beta[i]) * task[1 - i]
+        # No domain view: fused = S + alpha_shared * T.
+        expected = np.einsum("be,bed->bd", g, shared) + alpha * t_view
+        np.testing.assert_allclose(np.asarray(fused[t])[unknown], expected, rtol=1e-4, atol=1e-5)
+    out = layer([x, s])
+    for t in TASKS:
+        value = np.asarray(out[t])
+        assert np.all(np.isfinite(value))
+        np.testing.assert_allclose(
+            value[unknown],
+            mlp(layer.towers[f"{t}_shared"], np.asarray(fused[t])[unknown]),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    # Every id outside [0, P) is the same unknown domain.
+    same = layer([np.repeat(x[:1], 3, axis=0), np.array([[99], [-1], [P]])])
+    for t in TASKS:
+        np.testing.assert_allclose(
+            np.asarray(same[t]), np.repeat(np.asarray(same[t])[:1], 3, axis=0), atol=1e-6
+        )
+
+
+def test_gates_are_softmaxes_and_are_monitored():
+    layer = MultiDomainMultiTaskMixtureOfExperts(**KWARGS)
+    x, s = batch()
+    layer([x, s])
+    gates = {t: np.asarray(g) for t, g in layer.gate_weights([x, s]).items()}
+    for t in TASKS:
+        assert gates[t].shape == (12, 2)
+        np.testing.assert_allclose(gates[t].sum(-1), 1.0, rtol=1e-6)
+        means = [float(m.result()) for m in layer.gate_trackers[t]]
+        np.testing.assert_allclose(means, gates[t].mean(0), rtol=1e-5)
+
+
+def test_one_domain_and_one_task():
+    layer = built(task_names=["click"], num_scenarios=1)
+    assert not hasattr(layer, "domain_balance_logits") and not hasattr(layer, "task_balance_logits")
+    x, _ = batch()
+    s = np.zeros((12, 1), "int64")
+    s[::2] = 1  # the unknown domain
+    alpha_domain = 1.0 / (1.0 + np.exp(-layer.domain_alpha_logits.numpy()))
+    alpha_task = 1.0 / (1.0 + np.exp(-layer.task_alpha_logits.numpy()))
+    fused, _, _ = layer._fuse(x, s, training=False)
+    for row in range(12):
+        d = int(s[row, 0])
+        w = layer.shared_kernel.numpy() * (layer.domain_kernel.numpy()[0] if d == 0 else 1.0)
+        b = layer.shared_bias.numpy() + (layer.domain_bias.numpy()[0] if d == 0 else 0.0)
+        h = x[row] @ w + b
+        gate = layer.gates["click_domain_0" if d == 0 else "click_shared"]
+        g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
+        shared = g @ np.stack([mlp(e, h) for e in layer.shared_experts])
+        expected = shared + alpha_domain[d] * mlp(layer.task_experts["click"], h)
+        if d == 0:
+            expected = expected + alpha_task[0] * mlp(layer.domain_experts[0], h)
+        np.testing.assert_allclose(np.asarray(fused["click"])[row], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"task_names": [], "num_scenarios": 2}, "task_names"),
+        ({"task_names": ["a", "a"], "num_scenarios": 2}, "task_names"),
+        ({"task_names": ["a"], "num_scenarios": 0}, "num_scenarios"),
+        ({"task_names": ["a"], "num_scenarios": 2, "representation_units": 0}, "representation_units=0"),
+        ({"task_names": ["a"], "num_scenarios": 2, "num_shared_experts": 0}, "num_shared_experts=0"),
+        ({"task_names": ["a"], "num_scenarios": 2, "expert_units": []}, "expert_units"),
+        ({"task_names": ["a"], "num_scenarios": 2, "tower_units": [2, 0]}, "tower_units"),
+        ({"task_names": ["a"], "num_scenarios": 2, "dropout": -0.1}, "dropout"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MultiDomainMultiTaskMixtureOfExperts(**kwargs)
+
+
+def test_as_joint_model_task_architecture(tmp_path):
+    model = build_joint_model(
+        MOVIELENS_100K,
+        SIZES,
+        task_architecture="m3oe",
+        component_kwargs={
+            "task_architecture": {
+                "representation_units": 16,
+                "num_shared_experts": 2,
+                "expert_units": [8],
+                "tower_units": [8],
+            }
+        },
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x, y = fake_batch(MOVIELENS_100K)  # scenario ids 0..3, where 3 is the unknown scenario
+    history = model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert "gate_watch_expert_0" in history.history
+    preds = model.predict(x, verbose=0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    for task, value in reloaded.predict(x, verbose=0).items():
+        assert np.all(np.isfinite(value))
+        np.testing.assert_allclose(value, preds[task], atol=1e-6)
