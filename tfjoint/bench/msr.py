@@ -95,11 +95,12 @@ def _build(spec: DatasetSpec, sizes: dict[str, int], config: str, base: str) -> 
 
 
 def _fit(model: JointModel, x: dict, y: dict, epochs: int, batch_size: int, learning_rate: float) -> None:
-    stages = getattr(model.scenario_adapter, "two_stage_fit", None)
-    if stages is not None:
-        stages(model, (x, y), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    optimizer = keras.optimizers.Adam(learning_rate)
+    staged = getattr(model.scenario_adapter, "fit_joint_model", None)
+    if staged is not None:  # M-LoRA: pre-training, then per-scenario fine-tuning
+        staged(model, (x, y), epochs=epochs, optimizer=optimizer, batch_size=batch_size, verbose=0)
         return
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=optimizer)
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
 
 

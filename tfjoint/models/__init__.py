@@ -14,6 +14,7 @@ from tfjoint.models.joint import JointModel, build_joint_model, input_shapes
 from tfjoint.models.mixture_of_experts import MultiGateMixtureOfExperts, OneGateMixtureOfExperts
 from tfjoint.models.mlp import MLP
 from tfjoint.models.multi_domain_mixture_of_experts import MultiDomainMultiTaskMixtureOfExperts
+from tfjoint.models.multi_scenario_lora import MultiScenarioLowRankAdaptation
 from tfjoint.models.parameter_and_embedding_personalized_network import ParameterAndEmbeddingPersonalizedNetwork
 from tfjoint.models.partitioned_normalization import PartitionedNormalization
 from tfjoint.models.progressive_layered_extraction import CustomizedGateControl, ProgressiveLayeredExtraction
@@ -39,6 +40,7 @@ __all__ = [
     "JointModel",
     "MultiDomainMultiTaskMixtureOfExperts",
     "MultiGateMixtureOfExperts",
+    "MultiScenarioLowRankAdaptation",
     "OneGateMixtureOfExperts",
     "ParameterAndEmbeddingPersonalizedNetwork",
     "PartitionedNormalization",

@@ -154,13 +154,25 @@ def run_fn(fn_args: Any) -> None:
     evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, spec, batch_size, model_keys)
     # The TFXIO datasets are finite with unknown cardinality: the end of each epoch is expected.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
-    history = model.fit(
-        train,
-        validation_data=evaluation,
-        epochs=int(config["epochs"]),
-        verbose=2,
-        callbacks=[keras.callbacks.TensorBoard(os.path.join(fn_args.model_run_dir, "logs"))],
-    )
+    staged = getattr(model.scenario_adapter, "fit_joint_model", None)
+    if staged is None:
+        histories = {
+            "": model.fit(
+                train,
+                validation_data=evaluation,
+                epochs=int(config["epochs"]),
+                verbose=2,
+                callbacks=[keras.callbacks.TensorBoard(os.path.join(fn_args.model_run_dir, "logs"))],
+            )
+        }
+    else:
+        # A component with its own training schedule (M-LoRA: pre-train, then fine-tune
+        # each scenario) spends the same number of epochs its own way.
+        with strategy.scope():
+            histories = staged(
+                model, train, epochs=int(config["epochs"]),
+                optimizer=keras.optimizers.Adam(float(config["learning_rate"])), verbose=2,
+            )
     export_serving_model(model, tf_transform_output, spec, fn_args.serving_model_dir)
     # TF Serving replays these on load, so the first real request does not pay for tracing.
     warmup = _raw_examples(config.get("warmup_examples"), WARMUP_EXAMPLES)
@@ -172,7 +184,11 @@ def run_fn(fn_args: Any) -> None:
         "dataset": spec.name,
         "model": config["model"],
         "parameters": int(model.count_params()),
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": {
+            f"{stage}/{k}" if stage else k: [float(v) for v in vs]
+            for stage, history in histories.items()
+            for k, vs in history.history.items()
+        },
     }
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILENAME), "w") as f:
         json.dump(summary, f, indent=1)
