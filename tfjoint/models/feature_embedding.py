@@ -111,12 +111,24 @@ class FeatureEmbedding(keras.layers.Layer):
             )
 
     @staticmethod
-    def _ids(x: Any) -> Any:
-        return ops.cast(x, "int32")
+    def _ids(x: Any, out_of_range: int | None = None) -> Any:
+        """int32 ids; with ``out_of_range``, any id outside ``[0, out_of_range)`` becomes it.
+
+        The transform already maps unknown values to the OOV index; this keeps raw Keras
+        use (notebooks, hand-made batches) on the same defined path instead of a failed
+        gather.
+        """
+        ids = ops.cast(x, "int32")
+        if out_of_range is None:
+            return ids
+        inside = ops.logical_and(ids >= 0, ids < out_of_range)
+        return ops.where(inside, ids, ops.full_like(ids, out_of_range))
 
     def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        fields = [self.tables[k](self._ids(inputs[k][:, 0])) for k in self.categorical]
-        fields.append(self.scenario_table(self._ids(inputs[features.SCENARIO_KEY][:, 0])))
+        # Categorical ids: 0 = padding, 1..V vocabulary, V + 1 = OOV (anything larger too).
+        fields = [self.tables[k](self._ids(inputs[k][:, 0], self.vocab_sizes[k] + 1)) for k in self.categorical]
+        # Scenario ids: 0..P-1 known, P = unknown (any id outside [0, P) too).
+        fields.append(self.scenario_table(self._ids(inputs[features.SCENARIO_KEY][:, 0], self.num_scenarios)))
         stacked = ops.stack(fields, axis=1)
         if self.dense:
             values = ops.concatenate([ops.cast(inputs[k], self.compute_dtype) for k in self.dense], axis=1)
@@ -125,14 +137,15 @@ class FeatureEmbedding(keras.layers.Layer):
         out: dict[str, Any] = {"fields": stacked}
         if self.sequence_item_feature is not None:
             table = self.tables[self.sequence_item_feature]
-            items = self._ids(inputs[features.SEQUENCE_ITEMS_KEY])
+            oov = self.vocab_sizes[self.sequence_item_feature] + 1
+            items = self._ids(inputs[features.SEQUENCE_ITEMS_KEY], oov)
             behaviors = self._ids(inputs[features.SEQUENCE_BEHAVIORS_KEY])
             out["sequence"] = table(items) + self.behavior_table(behaviors)
             out["behaviors"] = behaviors
             out["sequence_mask"] = ops.cast(ops.not_equal(items, features.PAD_INDEX), self.compute_dtype)
-            out["target"] = table(self._ids(inputs[self.sequence_item_feature][:, 0]))
+            out["target"] = table(self._ids(inputs[self.sequence_item_feature][:, 0], oov))
         for k in self.tokens:
-            ids = self._ids(inputs[k])
+            ids = self._ids(inputs[k], self.vocab_sizes[k] + 1)
             out[f"tokens_{k}"] = self.token_tables[k](ids)
             out[f"tokens_mask_{k}"] = ops.cast(ops.not_equal(ids, features.PAD_INDEX), self.compute_dtype)
         return out

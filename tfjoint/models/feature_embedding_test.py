@@ -78,6 +78,21 @@ def test_out_of_vocabulary_and_unknown_scenario_have_rows():
     assert layer.scenario_table.input_dim == KWARGS["num_scenarios"] + 1
 
 
+def test_ids_outside_the_tables_take_the_oov_and_unknown_scenario_rows():
+    layer = FeatureEmbedding(**KWARGS)
+    x = make_inputs()
+    x["user_id"][:, 0] = [6, 7, 99, -4]  # V + 1 = 6 is OOV; larger or negative ids too
+    x[features.SCENARIO_KEY][:, 0] = [3, 4, 99, -1]  # P = 3 is unknown; so is any other id
+    x["title"][0] = [1, 50, -2]
+    out = layer(x)
+    user_table = layer.tables["user_id"].embeddings.numpy()
+    np.testing.assert_allclose(out["fields"][:, 0], np.repeat(user_table[6][None], 4, axis=0), rtol=1e-6)
+    unknown = layer.scenario_table.embeddings.numpy()[3]
+    np.testing.assert_allclose(out["fields"][:, 2], np.repeat(unknown[None], 4, axis=0), rtol=1e-6)
+    title_table = layer.token_tables["title"].embeddings.numpy()
+    np.testing.assert_allclose(out["tokens_title"][0], title_table[[1, 10, 10]], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "change",
     [{"embedding_dim": 0}, {"num_scenarios": 0}, {"vocab_sizes": {"user_id": 3}}, {"sequence_item_feature": "nope"}],

@@ -67,14 +67,29 @@ class MultiDomainMultiTaskMixtureOfExperts(keras.layers.Layer):
     code's extra MLP and skip connection on top of ``f_DR`` are left out (the experts are
     MLPs); the code stops the gradient into the gate input, here it flows.
 
-    An unknown domain (any scenario id outside ``[0, num_scenarios)``) takes the shared
-    path: ``f_DR`` uses ``W_sh, b_sh`` alone, the domain view contributes nothing, and
-    each task uses a shared gate, a shared ``alpha`` and a shared tower
-    (``gate_<task>_shared``, the last entry of ``domain_alpha_logits``,
-    ``tower_<task>_shared``). Only rows that carry the unknown id train those.
+    Unknown domain: a scenario id outside ``[0, num_scenarios)`` has no parameters of its
+    own (no training row carries such an id, so they would keep their initial values).
+    Its prediction is the mean of the ``P`` known domains' predictions, each computed on
+    the shared representation:
 
-    The gate weights of each row's own (task, domain) gate are reported per task and
-    shared expert through :mod:`tfjoint.models.gate_monitor`.
+    - ``h = x W_sh + b_sh`` (``f_DR`` without ``W_d, b_d``);
+    - ``h_{t,d} = S_{t,d}(h) + alpha_d T_t(h) + alpha_t D_d(h)`` for every known ``d``,
+      with domain ``d``'s gate, ``alpha_d`` and domain view, as above;
+    - ``y_t = (1 / P) sum_d tower_{t,d}(h_{t,d})``.
+
+    Every parameter on this path is trained by rows of known domains: ``W_sh, b_sh`` enter
+    every ``W_hat_d``, and each known domain's gate, ``alpha_d``, ``beta_d``, expert and
+    tower are trained by that domain's rows; only ``W_d, b_d`` are left out. The outputs of
+    the towers are averaged, rather than one tower applied to the mean of the ``h_{t,d}``,
+    so that each tower sees its own domain's fusion, the input it is trained on. Averaging
+    over ``d`` is linear up to the towers: the mean of the ``h_{t,d}`` is ``S`` with the
+    mean gate ``(1 / P) sum_d g_{t,d}(h)``, plus the mean ``alpha_d`` times ``T_t(h)``, plus
+    ``alpha_t`` times the mean of the domain views. With one domain, an unknown row is
+    domain 0 with ``h = x W_sh + b_sh``.
+
+    The gate weights of each row's own (task, domain) gate (the mean of the ``P`` gates of
+    its task for an unknown domain) are reported per task and shared expert through
+    :mod:`tfjoint.models.gate_monitor`.
 
     Args:
         task_names: names of the tasks.
@@ -146,8 +161,8 @@ class MultiDomainMultiTaskMixtureOfExperts(keras.layers.Layer):
         self.seed = seed
 
     def _domain_names(self) -> list[str]:
-        """Suffixes of the per-domain gates and towers; the last one is the unknown domain's."""
-        return [f"domain_{p}" for p in range(self.num_scenarios)] + ["shared"]
+        """Suffixes of the per-domain gates and towers, one per known domain."""
+        return [f"domain_{p}" for p in range(self.num_scenarios)]
 
     def _mlp(self, units: list[int], name: str, input_dim: int) -> MLP:
         mlp = MLP(units, dropout=self.dropout, seed=self.seed, name=name, dtype=self.dtype_policy)
@@ -192,7 +207,7 @@ class MultiDomainMultiTaskMixtureOfExperts(keras.layers.Layer):
                 shape=(k,), initializer="zeros", name="task_balance_logits"
             )
         self.domain_alpha_logits = self.add_weight(
-            shape=(p + 1,), initializer="zeros", name="domain_alpha_logits"
+            shape=(p,), initializer="zeros", name="domain_alpha_logits"
         )
         self.task_alpha_logits = self.add_weight(shape=(k,), initializer="zeros", name="task_alpha_logits")
         create_gate_trackers(self, {t: self.num_shared_experts for t in self.task_names})
@@ -219,65 +234,83 @@ class MultiDomainMultiTaskMixtureOfExperts(keras.layers.Layer):
             return ops.ones((1, 1), "float32")
         return _own_and_others(self.task_balance_logits, len(self.task_names))
 
-    def _representation(self, x: Any, onehot: Any) -> Any:
-        """``f_DR(x)`` with each row's own ``W_hat_d``; ``onehot`` is ``(batch, P + 1)``."""
+    def domain_mixture(self, scenario: Any) -> Any:
+        """``(batch, P)`` float32 weight of each known domain's prediction in each row's output.
+
+        The one-hot of a known domain; ``1 / P`` for every domain on an unknown one.
+        """
+        seg = scenario_segments(scenario, self.num_scenarios)
+        onehot = ops.one_hot(seg, self.num_scenarios + 1, dtype="float32")
+        return onehot[:, : self.num_scenarios] + onehot[:, self.num_scenarios :] / self.num_scenarios
+
+    def _representation(self, x: Any, scenario: Any) -> Any:
+        """``f_DR(x)`` with each row's own ``W_hat_d``, ``(W_sh, b_sh)`` for an unknown domain."""
+        seg = scenario_segments(scenario, self.num_scenarios)
+        onehot = ops.one_hot(seg, self.num_scenarios + 1, dtype=self.compute_dtype)  # column P: shared
         w, b = self.domain_representation_weights()
         c = self.compute_dtype
         # All P + 1 branches, then each row keeps its own: cheaper than gathering kernels per row.
         per_domain = ops.einsum("bi,sio->bso", ops.cast(x, c), ops.cast(w, c)) + ops.cast(b, c)[None]
         return ops.einsum("bs,bso->bo", onehot, per_domain)
 
-    def _gates(self, h: Any, onehot: Any) -> dict[str, Any]:
-        """``{task: g_{t,d}(h)}``: each row's own domain gate, ``(batch, num_shared_experts)`` float32."""
+    def _gates(self, h: Any) -> dict[str, Any]:
+        """``{task: g_{t,d}(h)}`` for every known domain ``d``: ``(batch, P, num_shared_experts)`` float32."""
         h = ops.cast(h, "float32")
-        onehot = ops.cast(onehot, "float32")
-        gates = {}
-        for t in self.task_names:
-            per_domain = ops.stack(
+        return {
+            t: ops.stack(
                 [ops.softmax(self.gates[f"{t}_{s}"](h), axis=-1) for s in self._domain_names()], axis=1
             )
-            gates[t] = ops.einsum("bs,bse->be", onehot, per_domain)
-        return gates
+            for t in self.task_names
+        }
 
     def _fuse(
         self, x: Any, scenario: Any, training: bool | None
     ) -> tuple[dict[str, Any], dict[str, Any], Any]:
-        """``({task: h_{t,d}}, {task: g_{t,d}}, onehot)`` for each row's own domain."""
+        """``({task: h_{t,d}}, {task: g}, mixture)``.
+
+        ``h_{t,d}`` is ``(batch, P, expert_units[-1])``: every known domain's fusion on each
+        row's own ``h`` (a known row uses only its own domain's). ``g`` is each row's own
+        gate, ``(batch, num_shared_experts)``, the mean gate for an unknown domain.
+        ``mixture`` is :meth:`domain_mixture`.
+        """
         c = self.compute_dtype
-        seg = scenario_segments(scenario, self.num_scenarios)
-        onehot = ops.one_hot(seg, self.num_scenarios + 1, dtype=c)  # column P: the unknown domain
-        h = self._representation(x, onehot)
-        gates = self._gates(h, onehot)
+        mixture = self.domain_mixture(scenario)
+        h = self._representation(x, scenario)
+        per_domain_gates = self._gates(h)
         shared = ops.stack([e(h, training=training) for e in self.shared_experts], axis=1)
         domain = ops.stack([e(h, training=training) for e in self.domain_experts], axis=1)
         task = ops.stack([self.task_experts[t](h, training=training) for t in self.task_names], axis=1)
         domain_views = ops.einsum("dj,bje->bde", ops.cast(self.domain_view_weights(), c), domain)
-        # The unknown domain's one-hot column is dropped: its domain view is zero.
-        domain_view = ops.einsum("bd,bde->be", onehot[:, : self.num_scenarios], domain_views)
         task_views = ops.einsum("tk,bke->bte", ops.cast(self.task_view_weights(), c), task)
-        alpha_domain = ops.matmul(onehot, ops.cast(ops.sigmoid(self.domain_alpha_logits), c))[:, None]
+        alpha_domain = ops.cast(ops.sigmoid(self.domain_alpha_logits), c)[None, :, None]
         alpha_task = ops.cast(ops.sigmoid(self.task_alpha_logits), c)
-        fused = {}
+        fused, gates = {}, {}
         for i, t in enumerate(self.task_names):
-            mixed_shared = ops.einsum("be,bed->bd", ops.cast(gates[t], c), shared)
-            fused[t] = mixed_shared + alpha_domain * task_views[:, i] + alpha_task[i] * domain_view
-        return fused, gates, onehot
+            mixed_shared = ops.einsum("bde,bef->bdf", ops.cast(per_domain_gates[t], c), shared)
+            fused[t] = mixed_shared + alpha_domain * task_views[:, i][:, None] + alpha_task[i] * domain_views
+            gates[t] = ops.einsum("bd,bde->be", mixture, per_domain_gates[t])
+        return fused, gates, mixture
 
     def gate_weights(self, inputs: Any) -> dict[str, Any]:
-        """``{task: g_{t,d}(h)}``: each row's own (task, domain) gate over the shared experts."""
+        """``{task: g_{t,d}(h)}``: each row's own (task, domain) gate, the mean gate if unknown."""
         x, scenario = split_scenario_inputs(inputs)
         return self._fuse(x, scenario, training=False)[1]
 
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
         x, scenario = split_scenario_inputs(inputs)
-        fused, gates, onehot = self._fuse(x, scenario, training)
+        fused, gates, mixture = self._fuse(x, scenario, training)
         track_gates(self, gates)
+        mixture = ops.cast(mixture, self.compute_dtype)
         outputs = {}
         for t in self.task_names:
             towers = ops.stack(
-                [self.towers[f"{t}_{s}"](fused[t], training=training) for s in self._domain_names()], axis=1
+                [
+                    self.towers[f"{t}_{s}"](fused[t][:, d], training=training)
+                    for d, s in enumerate(self._domain_names())
+                ],
+                axis=1,
             )
-            outputs[t] = ops.einsum("bs,bsu->bu", onehot, towers)
+            outputs[t] = ops.einsum("bs,bsu->bu", mixture, towers)
         return outputs
 
     def get_config(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfjoint.features import MOVIELENS_100K
 from tfjoint.models import build_joint_model
@@ -56,32 +57,49 @@ def mlp(layer, v):
     return v
 
 
-def numpy_fused(layer, x, s, alpha_domain, alpha_task, beta_domain, beta_task):
-    """h_{t,d} = S_{t,d}(h) + alpha_d T_t(h) + alpha_t D_d(h) per row, from the paper's equations."""
-    k = len(layer.task_names)
+def sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def numpy_paths(layer, x, s, alpha_domain, alpha_task, beta_domain, beta_task):
+    """From the paper's equations, per row and per known domain d:
+    h_{t,d} = S_{t,d}(h) + alpha_d T_t(h) + alpha_t D_d(h) and y_{t,d} = tower_{t,d}(h_{t,d}),
+    with h the row's own f_DR (W_sh, b_sh alone for an unknown id).
+
+    Returns ({task: (n, P, e)}, {task: (n, P, u)}).
+    """
+    k, p = len(layer.task_names), layer.num_scenarios
     w_sh, b_sh = layer.shared_kernel.numpy(), layer.shared_bias.numpy()
     w_d, b_d = layer.domain_kernel.numpy(), layer.domain_bias.numpy()
     fused = {t: [] for t in layer.task_names}
+    outputs = {t: [] for t in layer.task_names}
     for row, d in zip(x, s[:, 0]):
-        known = 0 <= d < P
-        h = row @ (w_d[d] * w_sh) + b_d[d] + b_sh if known else row @ w_sh + b_sh
-        suffix = f"domain_{d}" if known else "shared"
+        h = row @ (w_d[d] * w_sh) + b_d[d] + b_sh if 0 <= d < p else row @ w_sh + b_sh
         shared = np.stack([mlp(e, h) for e in layer.shared_experts])
         domain = [mlp(e, h) for e in layer.domain_experts]
         task = [mlp(layer.task_experts[t], h) for t in layer.task_names]
-        if known:
-            others = sum(domain[j] for j in range(P) if j != d) / (P - 1)
-            d_view = beta_domain[d] * domain[d] + (1 - beta_domain[d]) * others
-        else:
-            d_view = np.zeros_like(domain[0])
-        a_d = alpha_domain[d] if known else alpha_domain[P]
+        d_views = [
+            domain[j]
+            if p == 1
+            else beta_domain[j] * domain[j]
+            + (1 - beta_domain[j]) * sum(domain[m] for m in range(p) if m != j) / (p - 1)
+            for j in range(p)
+        ]
         for i, t in enumerate(layer.task_names):
-            gate = layer.gates[f"{t}_{suffix}"]
-            g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
-            others = sum(task[j] for j in range(k) if j != i) / (k - 1)
-            t_view = beta_task[i] * task[i] + (1 - beta_task[i]) * others
-            fused[t].append(g @ shared + a_d * t_view + alpha_task[i] * d_view)
-    return {t: np.stack(v) for t, v in fused.items()}
+            others = sum(task[m] for m in range(k) if m != i) / (k - 1) if k > 1 else 0.0
+            t_view = beta_task[i] * task[i] + (1 - beta_task[i]) * others if k > 1 else task[i]
+            row_fused = []
+            for j in range(p):
+                gate = layer.gates[f"{t}_domain_{j}"]
+                g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
+                row_fused.append(g @ shared + alpha_domain[j] * t_view + alpha_task[i] * d_views[j])
+            fused[t].append(np.stack(row_fused))
+            towers = [mlp(layer.towers[f"{t}_domain_{j}"], row_fused[j]) for j in range(p)]
+            outputs[t].append(np.stack(towers))
+    return (
+        {t: np.stack(v) for t, v in fused.items()},
+        {t: np.stack(v) for t, v in outputs.items()},
+    )
 
 
 def test_shared_layer_checks():
@@ -106,9 +124,18 @@ def test_domain_representation_kernel_is_the_elementwise_product():
     np.testing.assert_array_equal(b_hat[P], b_sh)
 
 
+def test_no_parameter_is_reserved_for_the_unknown_domain():
+    layer = built()
+    names = [f"domain_{d}" for d in range(P)]
+    assert sorted(layer.gates) == sorted(f"{t}_{n}" for t in TASKS for n in names)
+    assert sorted(layer.towers) == sorted(layer.gates)
+    assert tuple(layer.domain_alpha_logits.shape) == (P,)
+    assert not any(w.path.endswith("_shared") or "_shared/" in w.path for w in layer.weights)
+
+
 def test_fusion_equals_shared_plus_alpha_task_plus_alpha_domain_on_hand_set_weights():
     layer = built()
-    alpha_domain = np.array([0.2, 0.5, 0.9, 0.35], "float32")  # per domain, last: unknown domain
+    alpha_domain = np.array([0.2, 0.5, 0.9], "float32")  # one per known domain
     alpha_task = np.array([0.7, 0.1], "float32")
     beta_domain = np.array([0.6, 0.8, 0.3], "float32")
     beta_task = np.array([0.25, 0.9], "float32")
@@ -117,16 +144,20 @@ def test_fusion_equals_shared_plus_alpha_task_plus_alpha_domain_on_hand_set_weig
     layer.domain_balance_logits.assign(logit(beta_domain))
     layer.task_balance_logits.assign(logit(beta_task))
     x, s = batch()
-    expected = numpy_fused(layer, x, s, alpha_domain, alpha_task, beta_domain, beta_task)
-    fused, _, _ = layer._fuse(x, s, training=False)
+    known = s[:, 0] < P
+    rows = np.arange(len(s))[known]
+    fused_np, towers_np = numpy_paths(layer, x, s, alpha_domain, alpha_task, beta_domain, beta_task)
+    fused, _, mixture = layer._fuse(x, s, training=False)
     out = layer([x, s], training=False)
+    expected_mixture = np.where(known[:, None], np.eye(P)[np.minimum(s[:, 0], P - 1)], 1.0 / P)
+    np.testing.assert_allclose(np.asarray(mixture), expected_mixture, rtol=1e-6)
     for t in TASKS:
-        np.testing.assert_allclose(np.asarray(fused[t]), expected[t], rtol=1e-4, atol=1e-5)
-        towers = [
-            mlp(layer.towers[f"{t}_domain_{d}" if d < P else f"{t}_shared"], row)
-            for row, d in zip(expected[t], s[:, 0])
-        ]
-        np.testing.assert_allclose(np.asarray(out[t]), np.stack(towers), rtol=1e-4, atol=1e-5)
+        # Each known row's own domain fusion; an unknown row's fusions for every known domain.
+        own = np.asarray(fused[t])[rows, s[known, 0]]
+        np.testing.assert_allclose(own, fused_np[t][rows, s[known, 0]], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(fused[t])[~known], fused_np[t][~known], rtol=1e-4, atol=1e-5)
+        expected = np.einsum("bd,bdu->bu", expected_mixture, towers_np[t])
+        np.testing.assert_allclose(np.asarray(out[t]), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_view_weights_mix_own_and_other_experts():
@@ -145,47 +176,86 @@ def test_changing_one_domains_tower_changes_only_that_domains_rows():
     kernel = layer.towers["click_domain_1"].dense_layers[0].kernel
     kernel.assign(kernel.numpy() + 1.0)
     after = {t: np.asarray(v) for t, v in layer([x, s]).items()}
-    rows = s[:, 0] == 1
+    # Domain 1's rows, and the unknown domain's rows, which average every known domain's tower.
+    rows = (s[:, 0] == 1) | (s[:, 0] == P)
     assert not np.allclose(after["click"][rows], before["click"][rows])
     np.testing.assert_array_equal(after["click"][~rows], before["click"][~rows])
     np.testing.assert_array_equal(after["like"], before["like"])
 
 
-def test_unknown_domain_takes_the_shared_path():
+def test_unknown_domain_averages_the_known_domains_on_the_shared_representation():
     layer = built()
     x, s = batch()
     s[:3, 0] = [99, -1, P]
     unknown = (s[:, 0] < 0) | (s[:, 0] >= P)
     fused, gates, _ = layer._fuse(x, s, training=False)
-    h = x[unknown] @ layer.shared_kernel.numpy() + layer.shared_bias.numpy()
-    alpha = 1.0 / (1.0 + np.exp(-layer.domain_alpha_logits.numpy()[P]))
-    beta = 1.0 / (1.0 + np.exp(-layer.task_balance_logits.numpy()))
-    task = [mlp(layer.task_experts[t], h) for t in TASKS]
-    shared = np.stack([mlp(e, h) for e in layer.shared_experts], axis=1)
-    for i, t in enumerate(TASKS):
-        gate = layer.gates[f"{t}_shared"]
-        g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
-        np.testing.assert_allclose(np.asarray(gates[t])[unknown], g, rtol=1e-5, atol=1e-6)
-        t_view = beta[i] * task[i] + (1 - beta[i]) * task[1 - i]
-        # No domain view: fused = S + alpha_shared * T.
-        expected = np.einsum("be,bed->bd", g, shared) + alpha * t_view
-        np.testing.assert_allclose(np.asarray(fused[t])[unknown], expected, rtol=1e-4, atol=1e-5)
     out = layer([x, s])
-    for t in TASKS:
+    h = x[unknown] @ layer.shared_kernel.numpy() + layer.shared_bias.numpy()
+    alpha_domain = sigmoid(layer.domain_alpha_logits.numpy())
+    alpha_task = sigmoid(layer.task_alpha_logits.numpy())
+    beta_domain = sigmoid(layer.domain_balance_logits.numpy())
+    beta_task = sigmoid(layer.task_balance_logits.numpy())
+    shared = np.stack([mlp(e, h) for e in layer.shared_experts], axis=1)
+    domain = [mlp(e, h) for e in layer.domain_experts]
+    task = [mlp(layer.task_experts[t], h) for t in TASKS]
+    for i, t in enumerate(TASKS):
+        t_view = beta_task[i] * task[i] + (1 - beta_task[i]) * task[1 - i]
+        g_sum, y_sum = 0.0, 0.0
+        for d in range(P):
+            gate = layer.gates[f"{t}_domain_{d}"]
+            g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
+            others = sum(domain[j] for j in range(P) if j != d) / (P - 1)
+            d_view = beta_domain[d] * domain[d] + (1 - beta_domain[d]) * others
+            h_td = np.einsum("be,bed->bd", g, shared) + alpha_domain[d] * t_view + alpha_task[i] * d_view
+            np.testing.assert_allclose(np.asarray(fused[t])[unknown, d], h_td, rtol=1e-4, atol=1e-5)
+            g_sum = g_sum + g
+            y_sum = y_sum + mlp(layer.towers[f"{t}_domain_{d}"], h_td)
+        # The reported gate is the mean gate; the output is the mean of the towers' outputs.
+        np.testing.assert_allclose(np.asarray(gates[t])[unknown], g_sum / P, rtol=1e-5, atol=1e-6)
         value = np.asarray(out[t])
         assert np.all(np.isfinite(value))
-        np.testing.assert_allclose(
-            value[unknown],
-            mlp(layer.towers[f"{t}_shared"], np.asarray(fused[t])[unknown]),
-            rtol=1e-4,
-            atol=1e-5,
-        )
+        np.testing.assert_allclose(value[unknown], y_sum / P, rtol=1e-4, atol=1e-5)
     # Every id outside [0, P) is the same unknown domain.
     same = layer([np.repeat(x[:1], 3, axis=0), np.array([[99], [-1], [P]])])
     for t in TASKS:
         np.testing.assert_allclose(
             np.asarray(same[t]), np.repeat(np.asarray(same[t])[:1], 3, axis=0), atol=1e-6
         )
+
+
+def test_training_on_known_domains_only_trains_the_unknown_domain_path():
+    layer = built()
+    x, s = batch(n=200)  # enough rows that no ReLU unit is dead on a whole domain
+    known = s[:, 0] < P
+    x_known, s_known = x[known], s[known]  # every known domain, no unknown id
+    assert set(s_known[:, 0]) == set(range(P))
+    s_unknown = np.full_like(s, P)
+    weights = layer.trainable_weights
+
+    def nonzero_grads(inputs, scenario):
+        with tf.GradientTape() as tape:
+            out = layer([inputs, scenario], training=True)
+            loss = sum(tf.reduce_sum(tf.square(out[t] - 1.0)) for t in TASKS)
+        grads = tape.gradient(loss, weights)
+        return {w.path for w, g in zip(weights, grads) if g is not None and np.any(np.asarray(g) != 0)}
+
+    # Every parameter the unknown domain's output uses gets a gradient from known rows alone;
+    # W_d and b_d are the only parameters it leaves out.
+    used_by_unknown = nonzero_grads(x, s_unknown)
+    trained_by_known = nonzero_grads(x_known, s_known)
+    assert used_by_unknown <= trained_by_known
+    assert {w.path for w in weights} - used_by_unknown == {
+        layer.domain_kernel.path,
+        layer.domain_bias.path,
+    }
+    before = {t: np.asarray(v) for t, v in layer([x, s_unknown]).items()}
+    with tf.GradientTape() as tape:
+        out = layer([x_known, s_known], training=True)
+        loss = sum(tf.reduce_mean(tf.square(out[t] - 1.0)) for t in TASKS)
+    keras.optimizers.SGD(0.1).apply(tape.gradient(loss, weights), weights)
+    after = {t: np.asarray(v) for t, v in layer([x, s_unknown]).items()}
+    for t in TASKS:
+        assert not np.allclose(after[t], before[t], atol=1e-4)
 
 
 def test_gates_are_softmaxes_and_are_monitored():
@@ -205,22 +275,31 @@ def test_one_domain_and_one_task():
     assert not hasattr(layer, "domain_balance_logits") and not hasattr(layer, "task_balance_logits")
     x, _ = batch()
     s = np.zeros((12, 1), "int64")
-    s[::2] = 1  # the unknown domain
-    alpha_domain = 1.0 / (1.0 + np.exp(-layer.domain_alpha_logits.numpy()))
-    alpha_task = 1.0 / (1.0 + np.exp(-layer.task_alpha_logits.numpy()))
+    s[::2] = 1  # the unknown domain: domain 0's path on the shared representation
+    alpha_domain = sigmoid(layer.domain_alpha_logits.numpy())
+    alpha_task = sigmoid(layer.task_alpha_logits.numpy())
     fused, _, _ = layer._fuse(x, s, training=False)
+    out = layer([x, s], training=False)
     for row in range(12):
         d = int(s[row, 0])
         w = layer.shared_kernel.numpy() * (layer.domain_kernel.numpy()[0] if d == 0 else 1.0)
         b = layer.shared_bias.numpy() + (layer.domain_bias.numpy()[0] if d == 0 else 0.0)
         h = x[row] @ w + b
-        gate = layer.gates["click_domain_0" if d == 0 else "click_shared"]
+        gate = layer.gates["click_domain_0"]
         g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
         shared = g @ np.stack([mlp(e, h) for e in layer.shared_experts])
-        expected = shared + alpha_domain[d] * mlp(layer.task_experts["click"], h)
-        if d == 0:
-            expected = expected + alpha_task[0] * mlp(layer.domain_experts[0], h)
-        np.testing.assert_allclose(np.asarray(fused["click"])[row], expected, rtol=1e-4, atol=1e-5)
+        expected = (
+            shared
+            + alpha_domain[0] * mlp(layer.task_experts["click"], h)
+            + alpha_task[0] * mlp(layer.domain_experts[0], h)
+        )
+        np.testing.assert_allclose(np.asarray(fused["click"])[row, 0], expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(out["click"])[row],
+            mlp(layer.towers["click_domain_0"], expected),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 @pytest.mark.parametrize(
