@@ -1,10 +1,15 @@
-"""The shared layer test: every tfjoint layer goes through :func:`run_layer_test`.
+"""Shared test helpers. Every tfjoint layer goes through :func:`run_layer_test`.
 
 It checks what ``../shared/STYLE.md`` asks of a layer: the config JSON round trip and the
 registered name; symbolic and eager calls with ``training`` True and False; finite outputs;
 one training step moves every trainable weight; ``.keras`` save and reload (no
 ``custom_objects``) gives identical outputs; a ``tf_saved_model`` export reloads and gives
 the same outputs; mixed precision keeps the weights in float32.
+
+:func:`check_joint_model` runs a component inside a whole joint model (train, predict,
+``.keras`` round trip); :func:`fake_batch` and :func:`scenario_batch` make test data,
+:func:`randomize_weights` sets seeded weights, and :func:`softmax`, :func:`sigmoid`,
+:func:`relu` and :func:`numpy_mlp` are numpy references for the layers' equations.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Callable
+from collections.abc import Iterable
+from typing import Any, Callable, NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import tree
+
+from tfjoint.features import DatasetSpec
+from tfjoint.models import build_joint_model, input_shapes
 
 
 def _symbolic_inputs(data: Any) -> Any:
@@ -128,3 +137,117 @@ def run_layer_test(
         dtypes = {w.path: w.dtype for w in mixed.weights if "float" in str(w.dtype)}
         assert all(d == "float32" for d in dtypes.values()), f"mixed precision weights not float32: {dtypes}"
     return layer
+
+
+def softmax(v: np.ndarray) -> np.ndarray:
+    """Numpy softmax over the last axis."""
+    e = np.exp(v - v.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def relu(v: np.ndarray) -> np.ndarray:
+    return np.maximum(v, 0.0)
+
+
+def numpy_mlp(mlp: keras.layers.Layer, v: np.ndarray) -> np.ndarray:
+    """Numpy forward pass of a ReLU :class:`tfjoint.models.mlp.MLP` at inference."""
+    for dense in mlp.dense_layers:
+        v = relu(v @ dense.kernel.numpy() + dense.bias.numpy())
+    return v
+
+
+def fake_batch(spec: DatasetSpec, n: int = 32, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(x, y)``: random values of every model input of ``spec``; labels ``watch``, ``like``, ``rating``.
+
+    Integer inputs are drawn from ``0..3``: with three known scenarios, scenario id 3 is the
+    unknown scenario.
+    """
+    rng = np.random.default_rng(seed)
+    x = {}
+    for key, (shape, dtype) in input_shapes(spec).items():
+        if dtype == "int64":
+            x[key] = rng.integers(0, 4, size=(n, *shape))
+        else:
+            x[key] = rng.normal(size=(n, *shape)).astype("float32")
+    watch = rng.integers(0, 2, (n, 1)).astype("float32")
+    y = {
+        "watch": watch,
+        "like": watch * rng.integers(0, 2, (n, 1)),
+        "rating": watch * rng.integers(1, 6, (n, 1)),
+    }
+    return x, y
+
+
+def scenario_batch(
+    n: int, dim: int, num_scenarios: int, seed: int | np.random.Generator = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, scenario)``: ``(n, dim)`` float32 normal inputs and ``(n, 1)`` int64 scenario ids.
+
+    The ids cycle through ``0 .. num_scenarios``: every known scenario and the unknown id
+    ``num_scenarios``. ``seed`` may be a generator, which then also serves the caller's
+    further draws.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype("float32")
+    scenario = (np.arange(n) % (num_scenarios + 1)).reshape(-1, 1).astype("int64")
+    return x, scenario
+
+
+def randomize_weights(weights: Iterable[Any], seed: int = 1, scale: float = 1.0) -> None:
+    """Assigns seeded ``normal(0, scale)`` float32 values to ``weights``, one after the other.
+
+    A weight whose path contains ``variance`` gets ``uniform(0.5, 1.5)`` instead: a
+    variance must stay positive.
+    """
+    rng = np.random.default_rng(seed)
+    for w in weights:
+        if "variance" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, size=w.shape).astype("float32"))
+        else:
+            w.assign(rng.normal(scale=scale, size=w.shape).astype("float32"))
+
+
+class JointModelRun(NamedTuple):
+    """What :func:`check_joint_model` trained and saw."""
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    predictions: dict[str, np.ndarray]
+
+
+def check_joint_model(
+    spec: DatasetSpec,
+    vocab_sizes: dict[str, int],
+    tmp_path: str | os.PathLike,
+    *,
+    epochs: int = 1,
+    batch_size: int = 32,
+    **build_kwargs: Any,
+) -> JointModelRun:
+    """Builds ``build_joint_model(spec, vocab_sizes, **build_kwargs)`` and checks it end to end.
+
+    It trains with Adam on :func:`fake_batch` (scenario ids 0..3, 3 being the unknown
+    scenario with three known ones), predicts, saves to ``.keras`` under ``tmp_path`` and
+    reloads without ``custom_objects``: the reloaded model must predict finite values equal
+    to the original's for every task.
+
+    Returns:
+        The trained model, its ``fit`` history dict and its predictions on the batch.
+    """
+    model = build_joint_model(spec, vocab_sizes, **build_kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x, y = fake_batch(spec)
+    history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0).history
+    predictions = model.predict(x, verbose=0)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path).predict(x, verbose=0)
+    assert set(reloaded) == set(predictions), f"reloaded tasks {sorted(reloaded)} != {sorted(predictions)}"
+    for task, value in reloaded.items():
+        assert np.all(np.isfinite(value)), f"non-finite predictions for {task}"
+        np.testing.assert_allclose(value, predictions[task], atol=1e-6, err_msg=f".keras reload, {task}")
+    return JointModelRun(model, history, predictions)

@@ -7,10 +7,12 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, last_dim, layer_units, positive_int
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.partitioned_normalization import (
     PartitionedNormalization,
+    build_scenario_embedding,
     check_num_scenarios,
     scenario_segments,
     split_scenario_inputs,
@@ -106,24 +108,12 @@ class AdaptiveDomainInterest(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        for name, value in (
-            ("num_shared_networks", num_shared_networks),
-            ("scenario_embedding_dim", scenario_embedding_dim),
-            ("se_units", se_units),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
-        units = [int(u) for u in units]
-        if not units or min(units) < 1:
-            raise ValueError(f"units must be a non-empty list of positive ints. Received: units={units}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        self.num_shared_networks = int(num_shared_networks)
-        self.units = units
-        self.scenario_embedding_dim = int(scenario_embedding_dim)
-        self.se_units = int(se_units)
+        self.num_shared_networks = positive_int("num_shared_networks", num_shared_networks)
+        self.units = layer_units("units", units)
+        self.scenario_embedding_dim = positive_int("scenario_embedding_dim", scenario_embedding_dim)
+        self.se_units = positive_int("se_units", se_units)
         self.activation = activation
-        self.dropout = float(dropout)
+        self.dropout = dropout_rate(dropout)
         self.seed = seed
 
     def _network(self, name: str, input_shape: tuple[int | None, ...]) -> MLP:
@@ -140,18 +130,11 @@ class AdaptiveDomainInterest(keras.layers.Layer):
 
     def build(self, input_shape: Any) -> None:
         x_shape, s_shape = split_scenario_inputs(input_shape)
-        dim = x_shape[-1]
-        if dim is None:
-            raise ValueError(
-                f"the last dimension of inputs must be known. Received: input_shape={input_shape}"
-            )
+        dim = last_dim(x_shape, input_shape)
         p, width, r = self.num_scenarios, self.units[-1], self.se_units
         self.domain_norm = PartitionedNormalization(p, name="domain_norm", dtype=self.dtype_policy)
         self.domain_norm.build([x_shape, s_shape])
-        self.scenario_embedding = keras.layers.Embedding(
-            p, self.scenario_embedding_dim, name="scenario_embedding", dtype=self.dtype_policy
-        )
-        self.scenario_embedding.build((None,))
+        self.scenario_embedding = build_scenario_embedding(p, self.scenario_embedding_dim, self.dtype_policy)
         self.shared_networks = [
             self._network(f"shared_network_{k}", (None, dim)) for k in range(self.num_shared_networks)
         ]

@@ -1,22 +1,25 @@
-import keras
 import numpy as np
 import pytest
 
 from tfjoint.features import MOVIELENS_100K
-from tfjoint.models import build_joint_model
 from tfjoint.models.adaptive_domain_interest import AdaptiveDomainInterest  # registers "adi"
-from tfjoint.models.joint_test import SIZES, fake_batch
-from tfjoint.testing import run_layer_test
+from tfjoint.models.joint_test import SIZES
+from tfjoint.testing import (
+    check_joint_model,
+    numpy_mlp,
+    randomize_weights,
+    run_layer_test,
+    scenario_batch,
+    sigmoid,
+    softmax,
+)
 
 P, D, K, U = 3, 5, 2, 4
 EPS = 1e-3
 
 
 def batch(n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, D)).astype("float32")
-    scenario = (np.arange(n) % (P + 1)).reshape(-1, 1).astype("int64")  # 0..2 known, 3 unknown
-    return x, scenario
+    return scenario_batch(n, D, P, seed)  # ids 0..2 known, 3 unknown
 
 
 def built(seed=1):
@@ -25,29 +28,8 @@ def built(seed=1):
         P, num_shared_networks=K, units=[6, U], scenario_embedding_dim=3, se_units=2
     )
     layer.build({"inputs": x.shape, "scenario": s.shape})
-    rng = np.random.default_rng(seed)
-    for w in layer.weights:
-        if "variance" in w.path:
-            w.assign(rng.uniform(0.5, 1.5, size=w.shape).astype("float32"))
-        else:
-            w.assign(rng.normal(scale=0.7, size=w.shape).astype("float32"))
+    randomize_weights(layer.weights, seed, scale=0.7)
     return layer
-
-
-def sigmoid(v):
-    return 1.0 / (1.0 + np.exp(-v))
-
-
-def softmax(v):
-    e = np.exp(v - v.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def mlp(net, v):
-    for dense in net.dense_layers:
-        w, b = (t.numpy() for t in dense.weights)
-        v = np.maximum(v @ w + b, 0.0)
-    return v
 
 
 def dense(layer, v):
@@ -74,8 +56,8 @@ def numpy_adi(layer, x, s):
             mu, var = norm.global_moving_mean.numpy(), norm.global_moving_variance.numpy()
         f = scale * (x[i] - mu) / np.sqrt(var + EPS) + shift
         alpha = alpha_table[d] if known else np.full(K, 1.0 / K)
-        e_shared = sum(alpha[k] * mlp(layer.shared_networks[k], f) for k in range(K))
-        e_spec = mlp(layer.specific_networks[d], f) if known else np.zeros(U)
+        e_shared = sum(alpha[k] * numpy_mlp(layer.shared_networks[k], f) for k in range(K))
+        e_spec = numpy_mlp(layer.specific_networks[d], f) if known else np.zeros(U)
         beta1, beta2 = (beta1_table[d], beta2_table[d]) if known else (np.ones(U), np.ones(U))
         blocks = [beta1 * e_spec, beta1 * e_spec * beta2 * e_shared, beta2 * e_shared]
         squeezed = np.array([b.mean() for b in blocks])
@@ -139,7 +121,7 @@ def test_unknown_domain_uses_only_the_shared_networks():
     norm = layer.domain_norm
     f = (x[unknown] - norm.global_moving_mean.numpy()) / np.sqrt(norm.global_moving_variance.numpy() + EPS)
     f = norm.gamma.numpy() * f + norm.beta.numpy()
-    shared = np.mean([mlp(net, f) for net in layer.shared_networks], axis=0)
+    shared = np.mean([numpy_mlp(net, f) for net in layer.shared_networks], axis=0)
     np.testing.assert_array_equal(before[unknown, : 2 * U], 0.0)
     np.testing.assert_allclose(before[unknown, 2 * U :], shared, rtol=1e-4, atol=1e-5)
     # Every domain-specific parameter is irrelevant to them.
@@ -187,20 +169,11 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_as_joint_model_scenario_adapter(tmp_path):
-    model = build_joint_model(
+    history = check_joint_model(
         MOVIELENS_100K,
         SIZES,
+        tmp_path,
         scenario_adapter="adi",
         component_kwargs={"scenario_adapter": {"units": [16, 8]}},
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = fake_batch(MOVIELENS_100K)  # scenario ids 0..3, where 3 is the unknown scenario
-    history = model.fit(x, y, epochs=1, batch_size=32, verbose=0).history
+    ).history
     assert "gate_adi_expert_0" in history
-    preds = model.predict(x, verbose=0)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    for task, value in reloaded.predict(x, verbose=0).items():
-        assert np.all(np.isfinite(value))
-        np.testing.assert_allclose(value, preds[task], atol=1e-6)

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import non_negative
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
 from tfjoint.registry import register
@@ -58,11 +59,9 @@ class AdaptiveInformationTransferMultiTask(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if calibrator_weight < 0:
-            raise ValueError(f"calibrator_weight must be >= 0. Received: calibrator_weight={calibrator_weight}")
+        self.calibrator_weight = non_negative("calibrator_weight", calibrator_weight)
         self.task_names = _check_tasks(task_names)
         self.tower_units = list(tower_units)
-        self.calibrator_weight = float(calibrator_weight)
         self.dropout = dropout
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:

@@ -7,10 +7,20 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import (
+    dropout_rate,
+    last_dim,
+    layer_units,
+    non_negative,
+    positive_int,
+    top_k,
+)
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.partitioned_normalization import (
+    build_scenario_embedding,
     check_num_scenarios,
+    embed_known_scenarios,
     scenario_segments,
     split_scenario_inputs,
 )
@@ -212,50 +222,19 @@ class AutomaticExpertSelection(keras.layers.Layer):
         super().__init__(**kwargs)
         self.task_names = _check_tasks(task_names)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        for name, value in (
-            ("num_scenario_layers", num_scenario_layers),
-            ("num_task_layers", num_task_layers),
-            ("num_experts", num_experts),
-            ("scenario_embedding_dim", scenario_embedding_dim),
-            ("task_embedding_dim", task_embedding_dim),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
-        for name, value in (("top_k_specific", top_k_specific), ("top_k_shared", top_k_shared)):
-            if not 1 <= int(value) <= int(num_experts):
-                raise ValueError(
-                    f"{name} must be in [1, num_experts={num_experts}]. Received: {name}={value}"
-                )
-        for name, value in (
-            ("noise_stddev", noise_stddev),
-            ("specific_kl_weight", specific_kl_weight),
-            ("shared_kl_weight", shared_kl_weight),
-        ):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0. Received: {name}={value}")
-        if not expert_units or min(expert_units) < 1:
-            raise ValueError(
-                f"expert_units must be non-empty and positive. Received: expert_units={expert_units}"
-            )
-        if not tower_units or min(tower_units) < 1:
-            raise ValueError(
-                f"tower_units must be non-empty and positive. Received: tower_units={tower_units}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        self.num_scenario_layers = int(num_scenario_layers)
-        self.num_task_layers = int(num_task_layers)
-        self.num_experts = int(num_experts)
-        self.top_k_specific = int(top_k_specific)
-        self.top_k_shared = int(top_k_shared)
-        self.expert_units = [int(u) for u in expert_units]
-        self.tower_units = [int(u) for u in tower_units]
-        self.scenario_embedding_dim = int(scenario_embedding_dim)
-        self.task_embedding_dim = int(task_embedding_dim)
-        self.noise_stddev = float(noise_stddev)
-        self.specific_kl_weight = float(specific_kl_weight)
-        self.shared_kl_weight = float(shared_kl_weight)
-        self.dropout = dropout
+        self.num_scenario_layers = positive_int("num_scenario_layers", num_scenario_layers)
+        self.num_task_layers = positive_int("num_task_layers", num_task_layers)
+        self.num_experts = positive_int("num_experts", num_experts)
+        self.scenario_embedding_dim = positive_int("scenario_embedding_dim", scenario_embedding_dim)
+        self.task_embedding_dim = positive_int("task_embedding_dim", task_embedding_dim)
+        self.top_k_specific = top_k("top_k_specific", top_k_specific, num_experts)
+        self.top_k_shared = top_k("top_k_shared", top_k_shared, num_experts)
+        self.noise_stddev = non_negative("noise_stddev", noise_stddev)
+        self.specific_kl_weight = non_negative("specific_kl_weight", specific_kl_weight)
+        self.shared_kl_weight = non_negative("shared_kl_weight", shared_kl_weight)
+        self.expert_units = layer_units("expert_units", expert_units)
+        self.tower_units = layer_units("tower_units", tower_units)
+        self.dropout = dropout_rate(dropout)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="gate_seed_generator")
 
@@ -265,19 +244,10 @@ class AutomaticExpertSelection(keras.layers.Layer):
         ]
 
     def build(self, input_shape: Any) -> None:
-        x_shape, _ = split_scenario_inputs(input_shape)
-        dim = x_shape[-1]
-        if dim is None:
-            raise ValueError(
-                f"the last dimension of inputs must be known. Received: input_shape={input_shape}"
-            )
-        self.scenario_embedding = keras.layers.Embedding(
-            self.num_scenarios,
-            self.scenario_embedding_dim,
-            name="scenario_embedding",
-            dtype=self.dtype_policy,
+        dim = last_dim(split_scenario_inputs(input_shape)[0], input_shape)
+        self.scenario_embedding = build_scenario_embedding(
+            self.num_scenarios, self.scenario_embedding_dim, self.dtype_policy
         )
-        self.scenario_embedding.build((None,))
         self.task_embedding = keras.layers.Embedding(
             len(self.task_names), self.task_embedding_dim, name="task_embedding", dtype=self.dtype_policy
         )
@@ -346,7 +316,7 @@ class AutomaticExpertSelection(keras.layers.Layer):
         x, scenario = split_scenario_inputs(inputs)
         seg = scenario_segments(scenario, self.num_scenarios)
         known = ops.cast(seg < self.num_scenarios, self.compute_dtype)[:, None]
-        s = self.scenario_embedding(ops.minimum(seg, self.num_scenarios - 1)) * known
+        s = embed_known_scenarios(self.scenario_embedding, seg, self.compute_dtype)
         weights, selections = {}, []
         h = x
         for i in range(self.num_scenario_layers):

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import positive_int
 from tfjoint.registry import register
 
 
@@ -40,12 +41,8 @@ class BehaviorPooling(keras.layers.Layer):
 
     def __init__(self, num_behaviors: int, output_dim: int = 32, activation: str = "relu", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if num_behaviors < 1:
-            raise ValueError(f"num_behaviors must be >= 1. Received: num_behaviors={num_behaviors}")
-        if output_dim < 1:
-            raise ValueError(f"output_dim must be >= 1. Received: output_dim={output_dim}")
-        self.num_behaviors = int(num_behaviors)
-        self.output_dim = int(output_dim)
+        self.num_behaviors = positive_int("num_behaviors", num_behaviors)
+        self.output_dim = positive_int("output_dim", output_dim)
         self.activation = activation
 
     def build(self, input_shape: dict[str, Any]) -> None:

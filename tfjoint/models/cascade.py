@@ -7,6 +7,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import positive
+
 
 @keras.saving.register_keras_serializable(package="tfjoint")
 class ConditionalFromJoint(keras.layers.Layer):
@@ -24,9 +26,7 @@ class ConditionalFromJoint(keras.layers.Layer):
 
     def __init__(self, epsilon: float = 1e-6, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if epsilon <= 0:
-            raise ValueError(f"epsilon must be > 0. Received: epsilon={epsilon}")
-        self.epsilon = float(epsilon)
+        self.epsilon = positive("epsilon", epsilon)
 
     def call(self, inputs: list[Any]) -> Any:
         joint, parent = inputs

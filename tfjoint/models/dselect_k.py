@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, layer_units, non_negative, positive, positive_int, top_k
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
@@ -96,34 +97,14 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if num_experts < 2:
-            raise ValueError(f"num_experts must be >= 2. Received: num_experts={num_experts}")
-        if not 1 <= k <= num_experts:
-            raise ValueError(f"k must be in [1, num_experts={num_experts}]. Received: k={k}")
-        if gamma <= 0:
-            raise ValueError(f"gamma must be > 0. Received: gamma={gamma}")
-        if entropy_regularization < 0:
-            raise ValueError(
-                f"entropy_regularization must be >= 0. Received: entropy_regularization={entropy_regularization}"
-            )
-        if not expert_units or min(expert_units) < 1:
-            raise ValueError(
-                f"expert_units must be non-empty and positive. Received: expert_units={expert_units}"
-            )
-        if not tower_units or min(tower_units) < 1:
-            raise ValueError(
-                f"tower_units must be non-empty and positive. Received: tower_units={tower_units}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        self.num_experts = positive_int("num_experts", num_experts, minimum=2)
+        self.k = top_k("k", k, num_experts)
+        self.gamma = positive("gamma", gamma)
+        self.entropy_regularization = non_negative("entropy_regularization", entropy_regularization)
+        self.expert_units = layer_units("expert_units", expert_units)
+        self.tower_units = layer_units("tower_units", tower_units)
+        self.dropout = dropout_rate(dropout)
         self.task_names = _check_tasks(task_names)
-        self.num_experts = int(num_experts)
-        self.k = int(k)
-        self.gamma = float(gamma)
-        self.entropy_regularization = float(entropy_regularization)
-        self.expert_units = [int(u) for u in expert_units]
-        self.tower_units = [int(u) for u in tower_units]
-        self.dropout = dropout
         self.num_binary = math.ceil(math.log2(self.num_experts))
         codes = np.arange(2**self.num_binary)
         # bits[c, j] = bit j of code c; fold[c, l] = 1 when code c selects expert l = c mod n.

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import non_negative
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
 from tfjoint.registry import register
@@ -147,13 +148,12 @@ class EntireSpaceCounterfactualMultiTask(EntireSpaceMultiTask):
     ) -> None:
         if variant not in ("ips", "dr"):
             raise ValueError(f"variant must be 'ips' or 'dr'. Received: variant={variant!r}")
-        if counterfactual_weight < 0:
-            raise ValueError(f"counterfactual_weight must be >= 0. Received: counterfactual_weight={counterfactual_weight}")
+        counterfactual_weight = non_negative("counterfactual_weight", counterfactual_weight)
         if not 0.0 < propensity_clip <= 1.0:
             raise ValueError(f"propensity_clip must be in (0, 1]. Received: propensity_clip={propensity_clip}")
         super().__init__(task_names, tower_units=tower_units, dropout=dropout, **kwargs)
         self.variant = variant
-        self.counterfactual_weight = float(counterfactual_weight)
+        self.counterfactual_weight = counterfactual_weight
         self.propensity_clip = float(propensity_clip)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from tfjoint import features
+from tfjoint.models.arguments import positive_int
 from tfjoint.registry import register
 
 
@@ -64,10 +65,8 @@ class FeatureEmbedding(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1. Received: embedding_dim={embedding_dim}")
-        if num_scenarios < 1:
-            raise ValueError(f"num_scenarios must be >= 1. Received: num_scenarios={num_scenarios}")
+        self.embedding_dim = positive_int("embedding_dim", embedding_dim)
+        self.num_scenarios = positive_int("num_scenarios", num_scenarios)
         missing = [k for k in [*categorical, *tokens] if k not in vocab_sizes]
         if missing:
             raise ValueError(f"vocab_sizes has no entry for {missing}. Received keys: {sorted(vocab_sizes)}")
@@ -79,8 +78,6 @@ class FeatureEmbedding(keras.layers.Layer):
         self.vocab_sizes = {k: int(v) for k, v in vocab_sizes.items()}
         self.categorical = list(categorical)
         self.dense = list(dense)
-        self.num_scenarios = int(num_scenarios)
-        self.embedding_dim = int(embedding_dim)
         self.sequence_item_feature = sequence_item_feature
         self.num_behaviors = int(num_behaviors)
         self.tokens = list(tokens)

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import positive_int
 from tfjoint.registry import register
 
 
@@ -40,10 +41,8 @@ class GatingFusion(keras.layers.Layer):
         super().__init__(**kwargs)
         if not modalities:
             raise ValueError("modalities must name at least one token feature. Received: modalities=[]")
-        if output_dim < 1:
-            raise ValueError(f"output_dim must be >= 1. Received: output_dim={output_dim}")
         self.modalities = list(modalities)
-        self.output_dim = int(output_dim)
+        self.output_dim = positive_int("output_dim", output_dim)
 
     def build(self, input_shape: dict[str, Any]) -> None:
         self.encoders = {}

@@ -7,9 +7,12 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, last_dim, layer_units, positive_int
 from tfjoint.models.mlp import MLP
 from tfjoint.models.partitioned_normalization import (
+    build_scenario_embedding,
     check_num_scenarios,
+    embed_known_scenarios,
     scenario_segments,
     split_scenario_inputs,
 )
@@ -116,36 +119,20 @@ class HierarchicalInformationExtractionNetwork(keras.layers.Layer):
         super().__init__(**kwargs)
         self.task_names = _check_tasks(task_names)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        for name, value in (
-            ("num_scenario_shared_experts", num_scenario_shared_experts),
-            ("num_scenario_specific_experts", num_scenario_specific_experts),
-            ("scenario_embedding_dim", scenario_embedding_dim),
-            ("num_task_experts", num_task_experts),
-            ("num_task_shared_experts", num_task_shared_experts),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
-        for name, units in (
-            ("scenario_expert_units", scenario_expert_units),
-            ("task_expert_units", task_expert_units),
-            ("tower_units", tower_units),
-        ):
-            if not units or min(units) < 1:
-                raise ValueError(f"{name} must be non-empty and positive. Received: {name}={list(units)}")
-        if san_units and min(san_units) < 1:
-            raise ValueError(f"san_units must be positive. Received: san_units={list(san_units)}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        self.num_scenario_shared_experts = int(num_scenario_shared_experts)
-        self.num_scenario_specific_experts = int(num_scenario_specific_experts)
-        self.scenario_expert_units = [int(u) for u in scenario_expert_units]
-        self.scenario_embedding_dim = int(scenario_embedding_dim)
-        self.san_units = [int(u) for u in san_units]
-        self.num_task_experts = int(num_task_experts)
-        self.num_task_shared_experts = int(num_task_shared_experts)
-        self.task_expert_units = [int(u) for u in task_expert_units]
-        self.tower_units = [int(u) for u in tower_units]
-        self.dropout = dropout
+        self.num_scenario_shared_experts = positive_int(
+            "num_scenario_shared_experts", num_scenario_shared_experts
+        )
+        self.num_scenario_specific_experts = positive_int(
+            "num_scenario_specific_experts", num_scenario_specific_experts
+        )
+        self.scenario_embedding_dim = positive_int("scenario_embedding_dim", scenario_embedding_dim)
+        self.num_task_experts = positive_int("num_task_experts", num_task_experts)
+        self.num_task_shared_experts = positive_int("num_task_shared_experts", num_task_shared_experts)
+        self.scenario_expert_units = layer_units("scenario_expert_units", scenario_expert_units)
+        self.task_expert_units = layer_units("task_expert_units", task_expert_units)
+        self.tower_units = layer_units("tower_units", tower_units)
+        self.san_units = layer_units("san_units", san_units, allow_empty=True)
+        self.dropout = dropout_rate(dropout)
 
     def _expert_names(self, scenario: int | None) -> list[str]:
         """Sub-expert names of scenario ``scenario``'s SEI, or of the shared SEI when None."""
@@ -157,12 +144,8 @@ class HierarchicalInformationExtractionNetwork(keras.layers.Layer):
         return "shared_gate" if scenario is None else f"scenario_{scenario}_gate"
 
     def build(self, input_shape: Any) -> None:
-        x_shape, _ = split_scenario_inputs(input_shape)
-        if x_shape[-1] is None:
-            raise ValueError(
-                f"the last dimension of inputs must be known. Received: input_shape={input_shape}"
-            )
-        x_shape = tuple(x_shape)
+        x_shape = tuple(split_scenario_inputs(input_shape)[0])
+        last_dim(x_shape, input_shape)
         self.experts, self.gates = {}, {}
         for scenario in [None, *range(self.num_scenarios)]:
             names = self._expert_names(scenario)
@@ -175,13 +158,9 @@ class HierarchicalInformationExtractionNetwork(keras.layers.Layer):
             gate = keras.layers.Dense(len(names), name=self._gate_name(scenario), dtype="float32")
             gate.build(x_shape)
             self.gates[gate.name] = gate
-        self.scenario_embedding = keras.layers.Embedding(
-            self.num_scenarios,
-            self.scenario_embedding_dim,
-            name="scenario_embedding",
-            dtype=self.dtype_policy,
+        self.scenario_embedding = build_scenario_embedding(
+            self.num_scenarios, self.scenario_embedding_dim, self.dtype_policy
         )
-        self.scenario_embedding.build((None,))
         san_in = self.scenario_embedding_dim
         if self.san_units:
             self.san_hidden = MLP(self.san_units, name="san_hidden", dtype=self.dtype_policy)
@@ -217,8 +196,7 @@ class HierarchicalInformationExtractionNetwork(keras.layers.Layer):
         # All-zero row for an unknown scenario: it has no S_p and its SAN excludes nothing.
         own_onehot = ops.one_hot(seg, self.num_scenarios, dtype=specific.dtype)
         own = ops.einsum("bp,bpd->bd", own_onehot, specific)  # S_p
-        known = ops.cast(seg < self.num_scenarios, self.compute_dtype)[:, None]
-        embedding = self.scenario_embedding(ops.minimum(seg, self.num_scenarios - 1)) * known  # e_p
+        embedding = embed_known_scenarios(self.scenario_embedding, seg, self.compute_dtype)  # e_p
         hidden = self.san_hidden(embedding, training=training) if self.san_units else embedding
         alpha = ops.softmax(self.san_output(ops.cast(hidden, "float32")), axis=-1)
         others = ops.cast(alpha, specific.dtype) * (1.0 - own_onehot)  # alpha_j for j != p

@@ -1,12 +1,10 @@
-import keras
 import numpy as np
 import pytest
 
 from tfjoint.features import MOVIELENS_100K
-from tfjoint.models import build_joint_model
 from tfjoint.models.hierarchical_information_extraction import HierarchicalInformationExtractionNetwork
-from tfjoint.models.joint_test import SIZES, fake_batch
-from tfjoint.testing import run_layer_test
+from tfjoint.models.joint_test import SIZES
+from tfjoint.testing import check_joint_model, randomize_weights, run_layer_test, scenario_batch, softmax
 
 P, D, DS = 3, 5, 4
 TASKS = ["a", "b"]
@@ -26,25 +24,15 @@ KWARGS = {
 
 
 def batch(n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, D)).astype("float32")
-    scenario = (np.arange(n) % (P + 1)).reshape(-1, 1).astype("int64")  # 0..2 known, 3 unknown
-    return x, scenario
+    return scenario_batch(n, D, P, seed)  # ids 0..2 known, 3 unknown
 
 
 def built(seed=1):
     x, s = batch()
     layer = HierarchicalInformationExtractionNetwork(**KWARGS)
     layer.build({"inputs": x.shape, "scenario": s.shape})
-    rng = np.random.default_rng(seed)
-    for w in layer.weights:
-        w.assign(rng.normal(scale=0.6, size=w.shape).astype("float32"))
+    randomize_weights(layer.weights, seed, scale=0.6)
     return layer
-
-
-def softmax(z):
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def dense(layer, x):
@@ -215,22 +203,14 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_as_joint_model_task_architecture(tmp_path):
-    model = build_joint_model(
+    history = check_joint_model(
         MOVIELENS_100K,
         SIZES,
+        tmp_path,
+        batch_size=16,
         task_architecture="hinet",
         component_kwargs={
             "task_architecture": {"scenario_expert_units": [8], "task_expert_units": [8], "tower_units": [4]}
         },
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = fake_batch(MOVIELENS_100K)  # scenario ids 0..3, where 3 is the unknown scenario
-    history = model.fit(x, y, epochs=1, batch_size=16, verbose=0).history
+    ).history
     assert "gate_watch_expert_1" in history
-    preds = model.predict(x, verbose=0)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    for task, value in reloaded.predict(x, verbose=0).items():
-        assert np.all(np.isfinite(value))
-        np.testing.assert_allclose(value, preds[task], atol=1e-6)

@@ -7,8 +7,13 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, layer_units, positive_int
 from tfjoint.models.mlp import MLP
-from tfjoint.models.partitioned_normalization import check_num_scenarios, scenario_segments
+from tfjoint.models.partitioned_normalization import (
+    build_scenario_embedding,
+    check_num_scenarios,
+    scenario_segments,
+)
 from tfjoint.registry import register
 
 _INPUT_KEYS = {"inputs", "scenario", "fields"}
@@ -190,37 +195,21 @@ class HierarchicalScenarioNetwork(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        for name, value in (
-            ("shared_units", shared_units),
-            ("explicit_units", explicit_units),
-            ("implicit_units", implicit_units),
-            ("output_units", output_units),
-        ):
-            if not value or min(int(u) for u in value) < 1:
-                raise ValueError(
-                    f"{name} must be a non-empty list of positive ints. Received: {name}={value}"
-                )
-        if num_implicit_heads < 1:
-            raise ValueError(
-                f"num_implicit_heads must be >= 1. Received: num_implicit_heads={num_implicit_heads}"
-            )
+        self.shared_units = layer_units("shared_units", shared_units)
+        self.explicit_units = layer_units("explicit_units", explicit_units)
+        self.implicit_units = layer_units("implicit_units", implicit_units)
+        self.output_units = layer_units("output_units", output_units)
+        self.num_implicit_heads = positive_int("num_implicit_heads", num_implicit_heads)
         if scenario_embedding_dim < 1 or scenario_embedding_dim % num_implicit_heads:
             raise ValueError(
                 "scenario_embedding_dim must be a positive multiple of num_implicit_heads. Received: "
                 f"scenario_embedding_dim={scenario_embedding_dim}, num_implicit_heads={num_implicit_heads}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        self.shared_units = [int(u) for u in shared_units]
-        self.explicit_units = [int(u) for u in explicit_units]
-        self.implicit_units = [int(u) for u in implicit_units]
-        self.num_implicit_heads = int(num_implicit_heads)
-        self.output_units = [int(u) for u in output_units]
         self.scenario_embedding_dim = int(scenario_embedding_dim)
+        self.dropout = dropout_rate(dropout)
         keras.activations.get(generated_activation)  # an unknown name raises here, not in build
         self.generated_activation = generated_activation
         self.use_field_attention = bool(use_field_attention)
-        self.dropout = float(dropout)
         self.seed = seed
 
     def build(self, input_shape: Any) -> None:
@@ -238,13 +227,9 @@ class HierarchicalScenarioNetwork(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
         self.shared_tower.build((None, dim))
-        self.scenario_embedding = keras.layers.Embedding(
-            self.num_scenarios,
-            self.scenario_embedding_dim,
-            name="scenario_embedding",
-            dtype=self.dtype_policy,
+        self.scenario_embedding = build_scenario_embedding(
+            self.num_scenarios, self.scenario_embedding_dim, self.dtype_policy
         )
-        self.scenario_embedding.build((None,))
         self.explicit_module = _ScenarioOrientedModule(
             self.explicit_units, self.generated_activation, name="explicit_module", dtype=self.dtype_policy
         )

@@ -1,12 +1,17 @@
-import keras
 import numpy as np
 import pytest
 
 from tfjoint.features import MOVIELENS_100K
-from tfjoint.models import build_joint_model
 from tfjoint.models.hierarchical_scenario_network import HierarchicalScenarioNetwork
-from tfjoint.models.joint_test import SIZES, fake_batch
-from tfjoint.testing import run_layer_test
+from tfjoint.models.joint_test import SIZES
+from tfjoint.testing import (
+    check_joint_model,
+    randomize_weights,
+    relu,
+    run_layer_test,
+    scenario_batch,
+    softmax,
+)
 
 P, D, F, E, SE, HEADS = 3, 5, 4, 4, 4, 2
 KWARGS = {
@@ -22,8 +27,7 @@ KWARGS = {
 
 def batch(n=8, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, D)).astype("float32")
-    scenario = (np.arange(n) % (P + 1)).reshape(-1, 1).astype("int64")  # 0..2 known, 3 unknown
+    x, scenario = scenario_batch(n, D, P, rng)  # ids 0..2 known, 3 unknown
     fields = rng.normal(size=(n, F, E)).astype("float32")
     return {"inputs": x, "scenario": scenario, "fields": fields}
 
@@ -32,19 +36,8 @@ def built(seed=1, **overrides):
     data = batch()
     layer = HierarchicalScenarioNetwork(**{**KWARGS, **overrides})
     layer.build({k: v.shape for k, v in data.items()})
-    rng = np.random.default_rng(seed)
-    for w in layer.weights:
-        w.assign(rng.normal(scale=0.5, size=w.shape).astype("float32"))
+    randomize_weights(layer.weights, seed, scale=0.5)
     return layer
-
-
-def relu(v):
-    return np.maximum(v, 0.0)
-
-
-def softmax(v):
-    e = np.exp(v - v.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def numpy_scenario_embedding(layer, scenario):
@@ -237,21 +230,12 @@ def test_inputs_must_include_the_fields():
 
 
 def test_as_joint_model_scenario_adapter(tmp_path):
-    model = build_joint_model(
+    check_joint_model(
         MOVIELENS_100K,
         SIZES,
+        tmp_path,
         scenario_adapter="hierrec",
         component_kwargs={
             "scenario_adapter": {"shared_units": [16], "explicit_units": [8], "implicit_units": [8]}
         },
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = fake_batch(MOVIELENS_100K)  # scenario ids 0..3, where 3 is the unknown scenario
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    preds = model.predict(x, verbose=0)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    for task, value in reloaded.predict(x, verbose=0).items():
-        assert np.all(np.isfinite(value))
-        np.testing.assert_allclose(value, preds[task], atol=1e-6)

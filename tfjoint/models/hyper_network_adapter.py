@@ -7,9 +7,11 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import last_dim, layer_units, positive_int
 from tfjoint.models.mlp import MLP
 from tfjoint.models.partitioned_normalization import (
     PartitionedNormalization,
+    build_scenario_embedding,
     check_num_scenarios,
     scenario_segments,
     split_scenario_inputs,
@@ -84,36 +86,19 @@ class HyperNetworkAdapter(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        for name, value in (
-            ("bottleneck_dim", bottleneck_dim),
-            ("core_dim", core_dim),
-            ("scenario_embedding_dim", scenario_embedding_dim),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
-        hyper_units = [int(u) for u in hyper_units]
-        if hyper_units and min(hyper_units) < 1:
-            raise ValueError(f"hyper_units must be positive ints. Received: hyper_units={hyper_units}")
-        self.bottleneck_dim = int(bottleneck_dim)
-        self.core_dim = int(core_dim)
-        self.scenario_embedding_dim = int(scenario_embedding_dim)
-        self.hyper_units = hyper_units
+        self.bottleneck_dim = positive_int("bottleneck_dim", bottleneck_dim)
+        self.core_dim = positive_int("core_dim", core_dim)
+        self.scenario_embedding_dim = positive_int("scenario_embedding_dim", scenario_embedding_dim)
+        self.hyper_units = layer_units("hyper_units", hyper_units, allow_empty=True)
         self.activation = keras.activations.get(activation)
         self._activation_name = activation
         self.seed = seed
 
     def build(self, input_shape: Any) -> None:
         x_shape, s_shape = split_scenario_inputs(input_shape)
-        dim = x_shape[-1]
-        if dim is None:
-            raise ValueError(
-                f"the last dimension of inputs must be known. Received: input_shape={input_shape}"
-            )
+        dim = last_dim(x_shape, input_shape)
         p, k, r = self.num_scenarios, self.core_dim, self.bottleneck_dim
-        self.scenario_embedding = keras.layers.Embedding(
-            p, self.scenario_embedding_dim, name="scenario_embedding", dtype=self.dtype_policy
-        )
-        self.scenario_embedding.build((None,))
+        self.scenario_embedding = build_scenario_embedding(p, self.scenario_embedding_dim, self.dtype_policy)
         hyper_in = self.scenario_embedding_dim
         if self.hyper_units:
             self.hyper_hidden = MLP(

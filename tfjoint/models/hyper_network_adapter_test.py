@@ -1,34 +1,24 @@
-import keras
 import numpy as np
 import pytest
 
 from tfjoint.features import MOVIELENS_100K
-from tfjoint.models import build_joint_model
 from tfjoint.models.hyper_network_adapter import HyperNetworkAdapter
-from tfjoint.models.joint_test import SIZES, fake_batch
-from tfjoint.testing import run_layer_test
+from tfjoint.models.joint_test import SIZES
+from tfjoint.testing import check_joint_model, randomize_weights, run_layer_test, scenario_batch
 
 P, D, R, K = 3, 5, 4, 2
 EPS = 1e-3
 
 
 def batch(n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, D)).astype("float32")
-    scenario = (np.arange(n) % (P + 1)).reshape(-1, 1).astype("int64")  # 0..2 known, 3 unknown
-    return x, scenario
+    return scenario_batch(n, D, P, seed)  # ids 0..2 known, 3 unknown
 
 
 def built(seed=1):
     x, s = batch()
     layer = HyperNetworkAdapter(P, bottleneck_dim=R, core_dim=K, scenario_embedding_dim=3, hyper_units=[6])
     layer.build({"inputs": x.shape, "scenario": s.shape})
-    rng = np.random.default_rng(seed)
-    for w in layer.weights:
-        if "variance" in w.path:
-            w.assign(rng.uniform(0.5, 1.5, size=w.shape).astype("float32"))
-        else:
-            w.assign(rng.normal(scale=0.7, size=w.shape).astype("float32"))
+    randomize_weights(layer.weights, seed, scale=0.7)
     return layer
 
 
@@ -134,14 +124,4 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_as_joint_model_scenario_adapter(tmp_path):
-    model = build_joint_model(MOVIELENS_100K, SIZES, scenario_adapter="hamur")
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = fake_batch(MOVIELENS_100K)  # scenario ids 0..3, where 3 is the unknown scenario
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    preds = model.predict(x, verbose=0)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    for task, value in reloaded.predict(x, verbose=0).items():
-        assert np.all(np.isfinite(value))
-        np.testing.assert_allclose(value, preds[task], atol=1e-6)
+    check_joint_model(MOVIELENS_100K, SIZES, tmp_path, scenario_adapter="hamur")

@@ -1,51 +1,27 @@
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfjoint import registry
 from tfjoint.features import MOVIELENS_100K, SYNTHETIC, TaskSpec
-from tfjoint.models import JointModel, build_joint_model, input_shapes
+from tfjoint.models import JointModel, build_joint_model
+from tfjoint.testing import check_joint_model, fake_batch
 
 SIZES = {k: 12 for k in MOVIELENS_100K.categorical + tuple(t.name for t in MOVIELENS_100K.tokens)}
 
 
-def fake_batch(spec, n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    x = {}
-    for key, (shape, dtype) in input_shapes(spec).items():
-        if dtype == "int64":
-            x[key] = rng.integers(0, 4, size=(n, *shape))
-        else:
-            x[key] = rng.normal(size=(n, *shape)).astype("float32")
-    watch = rng.integers(0, 2, (n, 1)).astype("float32")
-    y = {
-        "watch": watch,
-        "like": watch * rng.integers(0, 2, (n, 1)),
-        "rating": watch * rng.integers(1, 6, (n, 1)),
-    }
-    return x, y
-
-
 @pytest.mark.parametrize("arch", [e.name for e in registry.entries("task_architecture")])
 def test_every_task_architecture_builds_trains_and_reloads(arch, tmp_path):
-    model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture=arch)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = fake_batch(MOVIELENS_100K)
-    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0]
-    assert {"watch_loss", "like_loss", "rating_loss", "watch_auc", "like_auc"} <= set(history.history)
-    preds = model.predict(x, verbose=0)
+    model, history, preds = check_joint_model(
+        MOVIELENS_100K, SIZES, tmp_path, epochs=3, batch_size=16, task_architecture=arch
+    )
+    assert history["loss"][-1] < history["loss"][0]
+    assert {"watch_loss", "like_loss", "rating_loss", "watch_auc", "like_auc"} <= set(history)
     assert {"watch", "like", "rating"} <= set(preds)
     assert np.all((preds["watch"] >= 0) & (preds["watch"] <= 1))
-    path = tmp_path / "m.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    for task, value in reloaded.predict(x, verbose=0).items():
-        np.testing.assert_allclose(value, preds[task], atol=1e-6)
     config = json.loads(json.dumps(model.get_config()))
     assert JointModel.from_config(config).count_params() == model.count_params()
 

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import positive, positive_int
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
@@ -62,16 +63,12 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if num_experts < 1:
-            raise ValueError(f"num_experts must be >= 1. Received: num_experts={num_experts}")
-        if gate_temperature <= 0:
-            raise ValueError(f"gate_temperature must be > 0. Received: gate_temperature={gate_temperature}")
+        self.num_experts = positive_int("num_experts", num_experts)
+        self.gate_temperature = positive("gate_temperature", gate_temperature)
         self.task_names = _check_tasks(task_names)
-        self.num_experts = int(num_experts)
         self.expert_units = list(expert_units)
         self.tower_units = list(tower_units)
         self.dropout = dropout
-        self.gate_temperature = float(gate_temperature)
 
     def _gate_names(self) -> list[str]:
         return ["shared"] if self.shared_gate else self.task_names

@@ -6,6 +6,8 @@ from typing import Any
 
 import keras
 
+from tfjoint.models.arguments import dropout_rate, layer_units
+
 
 @keras.saving.register_keras_serializable(package="tfjoint")
 class MLP(keras.layers.Layer):
@@ -40,14 +42,9 @@ class MLP(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        units = [int(u) for u in units]
-        if not units or min(units) < 1:
-            raise ValueError(f"units must be a non-empty list of positive ints. Received: units={units}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        self.units = units
+        self.units = layer_units("units", units)
         self.activation = activation
-        self.dropout = dropout
+        self.dropout = dropout_rate(dropout)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
 

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, last_dim, layer_units, positive_int
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.partitioned_normalization import (
@@ -15,6 +16,7 @@ from tfjoint.models.partitioned_normalization import (
     split_scenario_inputs,
 )
 from tfjoint.models.shared_bottom import _check_tasks
+from tfjoint.models.star import star_weights
 from tfjoint.registry import register
 
 
@@ -138,26 +140,11 @@ class MultiDomainMultiTaskMixtureOfExperts(keras.layers.Layer):
         super().__init__(**kwargs)
         self.task_names = _check_tasks(task_names)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        if representation_units < 1:
-            raise ValueError(
-                f"representation_units must be >= 1. Received: representation_units={representation_units}"
-            )
-        if num_shared_experts < 1:
-            raise ValueError(
-                f"num_shared_experts must be >= 1. Received: num_shared_experts={num_shared_experts}"
-            )
-        for name, value in (("expert_units", expert_units), ("tower_units", tower_units)):
-            if not value or min(int(u) for u in value) < 1:
-                raise ValueError(
-                    f"{name} must be a non-empty list of positive ints. Received: {name}={value}"
-                )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        self.representation_units = int(representation_units)
-        self.num_shared_experts = int(num_shared_experts)
-        self.expert_units = [int(u) for u in expert_units]
-        self.tower_units = [int(u) for u in tower_units]
-        self.dropout = float(dropout)
+        self.representation_units = positive_int("representation_units", representation_units)
+        self.num_shared_experts = positive_int("num_shared_experts", num_shared_experts)
+        self.expert_units = layer_units("expert_units", expert_units)
+        self.tower_units = layer_units("tower_units", tower_units)
+        self.dropout = dropout_rate(dropout)
         self.seed = seed
 
     def _domain_names(self) -> list[str]:
@@ -170,12 +157,7 @@ class MultiDomainMultiTaskMixtureOfExperts(keras.layers.Layer):
         return mlp
 
     def build(self, input_shape: Any) -> None:
-        x_shape, _ = split_scenario_inputs(input_shape)
-        dim = x_shape[-1]
-        if dim is None:
-            raise ValueError(
-                f"the last dimension of inputs must be known. Received: input_shape={input_shape}"
-            )
+        dim = last_dim(split_scenario_inputs(input_shape)[0], input_shape)
         p, r, k = self.num_scenarios, self.representation_units, len(self.task_names)
         self.shared_kernel = self.add_weight(
             shape=(dim, r), initializer="glorot_uniform", name="shared_kernel"
@@ -217,10 +199,7 @@ class MultiDomainMultiTaskMixtureOfExperts(keras.layers.Layer):
 
         Shapes ``(P + 1, d, representation_units)`` and ``(P + 1, representation_units)``.
         """
-        w, b = self.shared_kernel, self.shared_bias
-        w_d = ops.concatenate([self.domain_kernel, ops.ones((1, *w.shape), w.dtype)], axis=0)
-        b_d = ops.concatenate([self.domain_bias, ops.zeros((1, *b.shape), b.dtype)], axis=0)
-        return w_d * w[None], b_d + b[None]
+        return star_weights(self.shared_kernel, self.shared_bias, self.domain_kernel, self.domain_bias)
 
     def domain_view_weights(self) -> Any:
         """``(P, P)``: row ``d`` holds the weights of ``D_d`` over the domain experts."""

@@ -4,10 +4,17 @@ import pytest
 import tensorflow as tf
 
 from tfjoint.features import MOVIELENS_100K
-from tfjoint.models import build_joint_model
-from tfjoint.models.joint_test import SIZES, fake_batch
+from tfjoint.models.joint_test import SIZES
 from tfjoint.models.multi_domain_mixture_of_experts import MultiDomainMultiTaskMixtureOfExperts
-from tfjoint.testing import run_layer_test
+from tfjoint.testing import (
+    check_joint_model,
+    numpy_mlp,
+    randomize_weights,
+    run_layer_test,
+    scenario_batch,
+    sigmoid,
+    softmax,
+)
 
 P, D, TASKS = 3, 5, ["click", "like"]
 KWARGS = {
@@ -21,10 +28,7 @@ KWARGS = {
 
 
 def batch(n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, D)).astype("float32")
-    scenario = (np.arange(n) % (P + 1)).reshape(-1, 1).astype("int64")  # 0..2 known, 3 unknown
-    return x, scenario
+    return scenario_batch(n, D, P, seed)  # ids 0..2 known, 3 unknown
 
 
 def built(seed=1, **overrides):
@@ -32,33 +36,12 @@ def built(seed=1, **overrides):
     x, s = batch()
     layer = MultiDomainMultiTaskMixtureOfExperts(**kwargs)
     layer.build([x.shape, s.shape])
-    rng = np.random.default_rng(seed)
-    for w in layer.trainable_weights:
-        w.assign(rng.normal(scale=0.7, size=w.shape).astype("float32"))
+    randomize_weights(layer.trainable_weights, seed, scale=0.7)
     return layer
 
 
 def logit(p):
     return np.log(p / (1.0 - p)).astype("float32")
-
-
-def relu(v):
-    return np.maximum(v, 0.0)
-
-
-def softmax(v):
-    e = np.exp(v - v.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def mlp(layer, v):
-    for dense in layer.dense_layers:
-        v = relu(v @ dense.kernel.numpy() + dense.bias.numpy())
-    return v
-
-
-def sigmoid(v):
-    return 1.0 / (1.0 + np.exp(-v))
 
 
 def numpy_paths(layer, x, s, alpha_domain, alpha_task, beta_domain, beta_task):
@@ -75,9 +58,9 @@ def numpy_paths(layer, x, s, alpha_domain, alpha_task, beta_domain, beta_task):
     outputs = {t: [] for t in layer.task_names}
     for row, d in zip(x, s[:, 0]):
         h = row @ (w_d[d] * w_sh) + b_d[d] + b_sh if 0 <= d < p else row @ w_sh + b_sh
-        shared = np.stack([mlp(e, h) for e in layer.shared_experts])
-        domain = [mlp(e, h) for e in layer.domain_experts]
-        task = [mlp(layer.task_experts[t], h) for t in layer.task_names]
+        shared = np.stack([numpy_mlp(e, h) for e in layer.shared_experts])
+        domain = [numpy_mlp(e, h) for e in layer.domain_experts]
+        task = [numpy_mlp(layer.task_experts[t], h) for t in layer.task_names]
         d_views = [
             domain[j]
             if p == 1
@@ -94,7 +77,7 @@ def numpy_paths(layer, x, s, alpha_domain, alpha_task, beta_domain, beta_task):
                 g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
                 row_fused.append(g @ shared + alpha_domain[j] * t_view + alpha_task[i] * d_views[j])
             fused[t].append(np.stack(row_fused))
-            towers = [mlp(layer.towers[f"{t}_domain_{j}"], row_fused[j]) for j in range(p)]
+            towers = [numpy_mlp(layer.towers[f"{t}_domain_{j}"], row_fused[j]) for j in range(p)]
             outputs[t].append(np.stack(towers))
     return (
         {t: np.stack(v) for t, v in fused.items()},
@@ -195,9 +178,9 @@ def test_unknown_domain_averages_the_known_domains_on_the_shared_representation(
     alpha_task = sigmoid(layer.task_alpha_logits.numpy())
     beta_domain = sigmoid(layer.domain_balance_logits.numpy())
     beta_task = sigmoid(layer.task_balance_logits.numpy())
-    shared = np.stack([mlp(e, h) for e in layer.shared_experts], axis=1)
-    domain = [mlp(e, h) for e in layer.domain_experts]
-    task = [mlp(layer.task_experts[t], h) for t in TASKS]
+    shared = np.stack([numpy_mlp(e, h) for e in layer.shared_experts], axis=1)
+    domain = [numpy_mlp(e, h) for e in layer.domain_experts]
+    task = [numpy_mlp(layer.task_experts[t], h) for t in TASKS]
     for i, t in enumerate(TASKS):
         t_view = beta_task[i] * task[i] + (1 - beta_task[i]) * task[1 - i]
         g_sum, y_sum = 0.0, 0.0
@@ -209,7 +192,7 @@ def test_unknown_domain_averages_the_known_domains_on_the_shared_representation(
             h_td = np.einsum("be,bed->bd", g, shared) + alpha_domain[d] * t_view + alpha_task[i] * d_view
             np.testing.assert_allclose(np.asarray(fused[t])[unknown, d], h_td, rtol=1e-4, atol=1e-5)
             g_sum = g_sum + g
-            y_sum = y_sum + mlp(layer.towers[f"{t}_domain_{d}"], h_td)
+            y_sum = y_sum + numpy_mlp(layer.towers[f"{t}_domain_{d}"], h_td)
         # The reported gate is the mean gate; the output is the mean of the towers' outputs.
         np.testing.assert_allclose(np.asarray(gates[t])[unknown], g_sum / P, rtol=1e-5, atol=1e-6)
         value = np.asarray(out[t])
@@ -287,16 +270,16 @@ def test_one_domain_and_one_task():
         h = x[row] @ w + b
         gate = layer.gates["click_domain_0"]
         g = softmax(h @ gate.kernel.numpy() + gate.bias.numpy())
-        shared = g @ np.stack([mlp(e, h) for e in layer.shared_experts])
+        shared = g @ np.stack([numpy_mlp(e, h) for e in layer.shared_experts])
         expected = (
             shared
-            + alpha_domain[0] * mlp(layer.task_experts["click"], h)
-            + alpha_task[0] * mlp(layer.domain_experts[0], h)
+            + alpha_domain[0] * numpy_mlp(layer.task_experts["click"], h)
+            + alpha_task[0] * numpy_mlp(layer.domain_experts[0], h)
         )
         np.testing.assert_allclose(np.asarray(fused["click"])[row, 0], expected, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(
             np.asarray(out["click"])[row],
-            mlp(layer.towers["click_domain_0"], expected),
+            numpy_mlp(layer.towers["click_domain_0"], expected),
             rtol=1e-4,
             atol=1e-5,
         )
@@ -321,9 +304,10 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_as_joint_model_task_architecture(tmp_path):
-    model = build_joint_model(
+    history = check_joint_model(
         MOVIELENS_100K,
         SIZES,
+        tmp_path,
         task_architecture="m3oe",
         component_kwargs={
             "task_architecture": {
@@ -333,15 +317,5 @@ def test_as_joint_model_task_architecture(tmp_path):
                 "tower_units": [8],
             }
         },
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = fake_batch(MOVIELENS_100K)  # scenario ids 0..3, where 3 is the unknown scenario
-    history = model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    assert "gate_watch_expert_0" in history.history
-    preds = model.predict(x, verbose=0)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    for task, value in reloaded.predict(x, verbose=0).items():
-        assert np.all(np.isfinite(value))
-        np.testing.assert_allclose(value, preds[task], atol=1e-6)
+    ).history
+    assert "gate_watch_expert_0" in history

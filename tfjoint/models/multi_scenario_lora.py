@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfjoint import features
+from tfjoint.models.arguments import last_dim, layer_units, whole_number
 from tfjoint.models.joint import JointModel
 from tfjoint.models.partitioned_normalization import (
     check_num_scenarios,
@@ -97,18 +98,13 @@ class MultiScenarioLowRankAdaptation(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        units = [int(u) for u in units]
-        if not units or min(units) < 1:
-            raise ValueError(f"units must be a non-empty list of positive ints. Received: units={units}")
-        if int(alpha) != alpha or alpha < 1:
-            raise ValueError(f"alpha must be an int >= 1. Received: alpha={alpha}")
-        self.units = units
+        self.units = layer_units("units", units)
+        self.alpha = whole_number("alpha", alpha)
         self.activation = keras.activations.get(activation)
         self._activation_name = activation
-        self.alpha = int(alpha)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
-        self.ranks = [max(u // self.alpha, 1) for u in units]
+        self.ranks = [max(u // self.alpha, 1) for u in self.units]
 
     def _initializer(self, offset: int) -> keras.initializers.Initializer:
         # A fresh instance per weight: a reused unseeded initializer would repeat its values.
@@ -118,12 +114,7 @@ class MultiScenarioLowRankAdaptation(keras.layers.Layer):
         return init
 
     def build(self, input_shape: Any) -> None:
-        x_shape, _ = split_scenario_inputs(input_shape)
-        fan_in = x_shape[-1]
-        if fan_in is None:
-            raise ValueError(
-                f"the last dimension of inputs must be known. Received: input_shape={input_shape}"
-            )
+        fan_in = last_dim(split_scenario_inputs(input_shape)[0], input_shape)
         p = self.num_scenarios
         self.kernels, self.biases, self.lora_a, self.lora_b = [], [], [], []
         for i, (u, r) in enumerate(zip(self.units, self.ranks)):
@@ -166,7 +157,7 @@ class MultiScenarioLowRankAdaptation(keras.layers.Layer):
         Returns:
             ``{"pretrain": History, "fine_tune_<t>": History, ...}``.
         """
-        _check_epochs(epochs)
+        whole_number("epochs", epochs)
         kwargs = {"optimizer": optimizer, "batch_size": batch_size, "verbose": verbose}
         histories = {"pretrain": pretrain(model, data, epochs=(epochs + 1) // 2, **kwargs)}
         for t, history in fine_tune(model, data, epochs=max(epochs // 2, 1), **kwargs).items():
@@ -277,11 +268,6 @@ def _training_stage(
             model.optimizer.build(model.trainable_variables)
 
 
-def _check_epochs(epochs: int) -> None:
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1. Received: epochs={epochs}")
-
-
 def _fit(model: JointModel, data: Any, epochs: int, batch_size: int, verbose: Any) -> keras.callbacks.History:
     if isinstance(data, tf.data.Dataset):
         return model.fit(data, epochs=epochs, verbose=verbose)
@@ -348,7 +334,7 @@ def pretrain(
         model is compiled again for them (see :func:`fine_tune`).
     """
     adapter = _lora_adapter(model)
-    _check_epochs(epochs)
+    whole_number("epochs", epochs)
     _check_data(data)
     lora = {id(v) for v in adapter.lora_weights()}
     train = [v for v in model.trainable_variables if id(v) not in lora]
@@ -392,7 +378,7 @@ def fine_tune(
         ``{t: History}`` for every scenario that had rows.
     """
     adapter = _lora_adapter(model)
-    _check_epochs(epochs)
+    whole_number("epochs", epochs)
     _check_data(data)
     p = adapter.num_scenarios
     scenarios = list(range(p)) if scenarios is None else list(scenarios)
@@ -433,8 +419,7 @@ def add_scenarios(model: JointModel, num_new: int) -> JointModel:
         The new :class:`JointModel`.
     """
     adapter = _lora_adapter(model)
-    if int(num_new) != num_new or num_new < 1:
-        raise ValueError(f"num_new must be an int >= 1. Received: num_new={num_new}")
+    num_new = whole_number("num_new", num_new)
     table = getattr(getattr(model.embedding, "scenario_table", None), "embeddings", None)
     if table is None:
         raise ValueError(

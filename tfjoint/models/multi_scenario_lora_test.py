@@ -12,7 +12,7 @@ from tfjoint.models.multi_scenario_lora import (
     fine_tune,
     pretrain,
 )
-from tfjoint.testing import run_layer_test
+from tfjoint.testing import check_joint_model, randomize_weights, run_layer_test, scenario_batch
 
 P, D = 3, 5
 UNITS, ALPHA = [6, 3], 2  # ranks [3, 1]
@@ -26,20 +26,14 @@ pytestmark = [
 
 
 def batch(n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, D)).astype("float32")
-    scenario = (np.arange(n) % (P + 1)).reshape(-1, 1).astype("int64")  # 0..2 known, 3 unknown
-    return x, scenario
+    return scenario_batch(n, D, P, seed)  # ids 0..2 known, 3 unknown
 
 
 def built(seed=1, zero_b=False):
     x, s = batch()
     layer = MultiScenarioLowRankAdaptation(P, units=UNITS, alpha=ALPHA)
     layer.build({"inputs": x.shape, "scenario": s.shape})
-    rng = np.random.default_rng(seed)
-    for w in layer.weights:
-        if not (zero_b and "lora_b" in w.path):
-            w.assign(rng.normal(scale=0.7, size=w.shape).astype("float32"))
+    randomize_weights([w for w in layer.weights if not (zero_b and "lora_b" in w.path)], seed, scale=0.7)
     return layer
 
 
@@ -158,17 +152,7 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_as_joint_model_scenario_adapter(tmp_path):
-    model = build_joint_model(MOVIELENS_100K, SIZES, scenario_adapter="m_lora")
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = fake_batch(MOVIELENS_100K)  # scenario ids 0..3, where 3 is the unknown scenario
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    preds = model.predict(x, verbose=0)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    for task, value in reloaded.predict(x, verbose=0).items():
-        assert np.all(np.isfinite(value))
-        np.testing.assert_allclose(value, preds[task], atol=1e-6)
+    check_joint_model(MOVIELENS_100K, SIZES, tmp_path, scenario_adapter="m_lora")
 
 
 # Two-stage training, on a light joint model (no encoders, a shared bottom) to keep tracing short.
@@ -210,9 +194,7 @@ def flags(model):
 
 
 def randomize_lora(model, seed=3):
-    rng = np.random.default_rng(seed)
-    for w in model.scenario_adapter.lora_weights():
-        w.assign(rng.normal(scale=0.3, size=w.shape).astype("float32"))
+    randomize_weights(model.scenario_adapter.lora_weights(), seed, scale=0.3)
 
 
 def test_pretrain_then_fine_tune_one_scenario():

@@ -7,10 +7,13 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, last_dim, layer_units, positive_int
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.partitioned_normalization import (
+    build_scenario_embedding,
     check_num_scenarios,
+    embed_known_scenarios,
     scenario_segments,
     split_scenario_inputs,
 )
@@ -174,54 +177,34 @@ class MultiScenarioMultiTaskMetaLearner(keras.layers.Layer):
         super().__init__(**kwargs)
         self.task_names = _check_tasks(task_names)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        for name, value in (
-            ("num_experts", num_experts),
-            ("task_dim", task_dim),
-            ("scenario_dim", scenario_dim),
-            ("meta_unit_depth", meta_unit_depth),
-            ("meta_tower_depth", meta_tower_depth),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
-        expert_units = [int(u) for u in expert_units]
-        if not expert_units or min(expert_units) < 1:
-            raise ValueError(
-                f"expert_units must be non-empty and positive. Received: expert_units={expert_units}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        self.num_experts = int(num_experts)
-        self.expert_units = expert_units
-        self.task_dim = int(task_dim)
-        self.scenario_dim = int(scenario_dim)
-        self.meta_unit_depth = int(meta_unit_depth)
-        self.meta_tower_depth = int(meta_tower_depth)
+        self.num_experts = positive_int("num_experts", num_experts)
+        self.task_dim = positive_int("task_dim", task_dim)
+        self.scenario_dim = positive_int("scenario_dim", scenario_dim)
+        self.meta_unit_depth = positive_int("meta_unit_depth", meta_unit_depth)
+        self.meta_tower_depth = positive_int("meta_tower_depth", meta_tower_depth)
+        self.expert_units = layer_units("expert_units", expert_units)
+        self.dropout = dropout_rate(dropout)
         self._activation_name = activation
         self.activation = keras.activations.get(activation)
-        self.dropout = dropout
 
     def _tower_names(self, task: str) -> list[str]:
         # A flat dict of named units (not a dict of lists): Keras tracks its weights.
         return [f"meta_tower_{task}_{j}" for j in range(self.meta_tower_depth)]
 
     def build(self, input_shape: Any) -> None:
-        x_shape, _ = split_scenario_inputs(input_shape)
-        if x_shape[-1] is None:
-            raise ValueError(
-                f"the last dimension of inputs must be known. Received: input_shape={input_shape}"
-            )
+        x_shape = tuple(split_scenario_inputs(input_shape)[0])
+        last_dim(x_shape, input_shape)
         self.experts = []
         for i in range(self.num_experts):
             expert = MLP(self.expert_units, dropout=self.dropout, name=f"expert_{i}", dtype=self.dtype_policy)
-            expert.build(tuple(x_shape))
+            expert.build(x_shape)
             self.experts.append(expert)
         self.task_views = self.add_weight(
             shape=(len(self.task_names), self.task_dim), initializer="glorot_uniform", name="task_views"
         )
-        self.scenario_embedding = keras.layers.Embedding(
-            self.num_scenarios, self.scenario_dim, name="scenario_embedding", dtype=self.dtype_policy
+        self.scenario_embedding = build_scenario_embedding(
+            self.num_scenarios, self.scenario_dim, self.dtype_policy
         )
-        self.scenario_embedding.build((None,))
         expert_dim = self.expert_units[-1]
         attention_dim = expert_dim + self.task_dim
         self.meta_attention, self.attention_vectors, self.meta_towers = {}, {}, {}
@@ -255,8 +238,7 @@ class MultiScenarioMultiTaskMetaLearner(keras.layers.Layer):
     def scenario_knowledge(self, scenario: Any) -> Any:
         """``S``, ``(batch, scenario_dim)``: the scenario's embedding, zeros for an unknown scenario."""
         seg = scenario_segments(scenario, self.num_scenarios)
-        known = ops.cast(seg < self.num_scenarios, self.compute_dtype)[:, None]
-        return self.scenario_embedding(ops.minimum(seg, self.num_scenarios - 1)) * known
+        return embed_known_scenarios(self.scenario_embedding, seg, self.compute_dtype)
 
     def _forward(self, inputs: Any, training: bool | None) -> tuple[dict[str, Any], dict[str, Any]]:
         """``({task: L_t^(J)}, {task: alpha_t})``."""

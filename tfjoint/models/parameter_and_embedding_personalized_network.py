@@ -7,8 +7,14 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, layer_units, positive, positive_int
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
-from tfjoint.models.partitioned_normalization import check_num_scenarios, scenario_segments
+from tfjoint.models.partitioned_normalization import (
+    build_scenario_embedding,
+    check_num_scenarios,
+    embed_known_scenarios,
+    scenario_segments,
+)
 from tfjoint.models.shared_bottom import _check_tasks
 from tfjoint.registry import register
 
@@ -155,16 +161,10 @@ class ParameterAndEmbeddingPersonalizedNetwork(keras.layers.Layer):
         super().__init__(**kwargs)
         self.task_names = _check_tasks(task_names)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        tower_units = [int(u) for u in tower_units]
-        if not tower_units or min(tower_units) < 1:
-            raise ValueError(
-                f"tower_units must be a non-empty list of positive ints. Received: tower_units={tower_units}"
-            )
-        for name, value in (("gate_units", gate_units), ("scenario_embedding_dim", scenario_embedding_dim)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
-        if gamma <= 0:
-            raise ValueError(f"gamma must be > 0. Received: gamma={gamma}")
+        self.tower_units = layer_units("tower_units", tower_units)
+        self.gate_units = positive_int("gate_units", gate_units)
+        self.scenario_embedding_dim = positive_int("scenario_embedding_dim", scenario_embedding_dim)
+        self.gamma = positive("gamma", gamma)
         if prior_fields is not None:
             prior_fields = [int(i) for i in prior_fields]
             if not prior_fields or min(prior_fields) < 0 or len(set(prior_fields)) != len(prior_fields):
@@ -172,16 +172,10 @@ class ParameterAndEmbeddingPersonalizedNetwork(keras.layers.Layer):
                     "prior_fields must be None or a non-empty list of distinct non-negative field "
                     f"indices. Received: prior_fields={prior_fields}"
                 )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        self.tower_units = tower_units
-        self.gate_units = int(gate_units)
-        self.gamma = float(gamma)
         self.prior_fields = prior_fields
-        self.scenario_embedding_dim = int(scenario_embedding_dim)
+        self.dropout = dropout_rate(dropout)
         self.use_merged_inputs = bool(use_merged_inputs)
         self.activation = activation
-        self.dropout = float(dropout)
         self.seed = seed
 
     def _gate(self, name: str, units: int, input_dim: int) -> _GateNeuralUnit:
@@ -204,13 +198,9 @@ class ParameterAndEmbeddingPersonalizedNetwork(keras.layers.Layer):
                 f"prior_fields must index the {num_fields} fields. Received: prior_fields={self.prior_fields}"
             )
         self._prior_indices = prior
-        self.scenario_embedding = keras.layers.Embedding(
-            self.num_scenarios,
-            self.scenario_embedding_dim,
-            name="scenario_embedding",
-            dtype=self.dtype_policy,
+        self.scenario_embedding = build_scenario_embedding(
+            self.num_scenarios, self.scenario_embedding_dim, self.dtype_policy
         )
-        self.scenario_embedding.build((None,))
         flat_dim = num_fields * emb_dim
         self.epnet_gate = self._gate("epnet_gate", num_fields, self.scenario_embedding_dim + flat_dim)
         ppnet_input_dim = len(prior) * emb_dim + flat_dim
@@ -239,8 +229,7 @@ class ParameterAndEmbeddingPersonalizedNetwork(keras.layers.Layer):
     def _domain_embedding(self, scenario: Any) -> Any:
         """``z_d`` per row, zeros for an unknown domain."""
         seg = scenario_segments(scenario, self.num_scenarios)
-        known = ops.cast(seg < self.num_scenarios, self.compute_dtype)[:, None]
-        return self.scenario_embedding(ops.minimum(seg, self.num_scenarios - 1)) * known
+        return embed_known_scenarios(self.scenario_embedding, seg, self.compute_dtype)
 
     def domain_gate(self, scenario: Any, fields: Any) -> Any:
         """EPNet's ``delta_domain = U_ep(z_d ⊕ sg(E))``, ``(batch, num_fields)`` float32 in [0, gamma]."""

@@ -1,15 +1,13 @@
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfjoint.features import MOVIELENS_100K
-from tfjoint.models import build_joint_model
-from tfjoint.models.joint_test import SIZES, fake_batch
+from tfjoint.models.joint_test import SIZES
 from tfjoint.models.parameter_and_embedding_personalized_network import (  # registers "pepnet"
     ParameterAndEmbeddingPersonalizedNetwork,
 )
-from tfjoint.testing import run_layer_test
+from tfjoint.testing import check_joint_model, randomize_weights, run_layer_test, scenario_batch, sigmoid
 
 P, D, F, E = 3, 5, 4, 3
 TASKS = ["a", "b"]
@@ -25,25 +23,16 @@ KWARGS = {
 
 def batch(n=12, seed=0):
     rng = np.random.default_rng(seed)
-    return {
-        "inputs": rng.normal(size=(n, D)).astype("float32"),
-        "scenario": (np.arange(n) % (P + 1)).reshape(-1, 1).astype("int64"),  # 0..2 known, 3 unknown
-        "fields": rng.normal(size=(n, F, E)).astype("float32"),
-    }
+    x, scenario = scenario_batch(n, D, P, rng)  # ids 0..2 known, 3 unknown
+    return {"inputs": x, "scenario": scenario, "fields": rng.normal(size=(n, F, E)).astype("float32")}
 
 
 def built(seed=1, **kwargs):
     data = batch()
     layer = ParameterAndEmbeddingPersonalizedNetwork(**{**KWARGS, **kwargs})
     layer.build({k: v.shape for k, v in data.items()})
-    rng = np.random.default_rng(seed)
-    for w in layer.weights:
-        w.assign(rng.normal(scale=0.7, size=w.shape).astype("float32"))
+    randomize_weights(layer.weights, seed, scale=0.7)
     return layer
-
-
-def sigmoid(v):
-    return 1.0 / (1.0 + np.exp(-v))
 
 
 def gate_nu(gate, v):
@@ -229,21 +218,13 @@ def test_prior_fields_must_index_the_fields():
 
 
 def test_as_joint_model_task_architecture(tmp_path):
-    model = build_joint_model(
+    history = check_joint_model(
         MOVIELENS_100K,
         SIZES,
+        tmp_path,
+        epochs=2,
         task_architecture="pepnet",
         # user_id, item_id: fields are spec.categorical, then the scenario, then spec.dense.
         component_kwargs={"task_architecture": {"prior_fields": [0, 1], "tower_units": [8], "gate_units": 8}},
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = fake_batch(MOVIELENS_100K)  # scenario ids 0..3, where 3 is the unknown scenario
-    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0).history
+    ).history
     assert "gate_epnet_expert_5" in history  # one per field: 4 categorical, the scenario, 1 dense
-    preds = model.predict(x, verbose=0)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    for task, value in reloaded.predict(x, verbose=0).items():
-        assert np.all(np.isfinite(value))
-        np.testing.assert_allclose(value, preds[task], atol=1e-6)

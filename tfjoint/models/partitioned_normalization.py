@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import last_dim, positive, positive_int
 from tfjoint.registry import register
 
 
@@ -33,9 +34,28 @@ def scenario_segments(scenario: Any, num_scenarios: int) -> Any:
 
 
 def check_num_scenarios(num_scenarios: int) -> int:
-    if int(num_scenarios) < 1:
-        raise ValueError(f"num_scenarios must be >= 1. Received: num_scenarios={num_scenarios}")
-    return int(num_scenarios)
+    return positive_int("num_scenarios", num_scenarios)
+
+
+def build_scenario_embedding(num_scenarios: int, dim: int, dtype: Any) -> keras.layers.Embedding:
+    """A built ``scenario_embedding`` table, one row of size ``dim`` per known scenario.
+
+    Call it from a layer's ``build`` and keep it as the layer's ``scenario_embedding``.
+    """
+    table = keras.layers.Embedding(num_scenarios, dim, name="scenario_embedding", dtype=dtype)
+    table.build((None,))
+    return table
+
+
+def embed_known_scenarios(table: keras.layers.Embedding, seg: Any, dtype: Any) -> Any:
+    """Each row's embedding in ``table``, zeros for an unknown scenario.
+
+    ``seg`` comes from :func:`scenario_segments` with ``table.input_dim`` scenarios, so an
+    unknown scenario is ``seg == table.input_dim``.
+    """
+    num_scenarios = table.input_dim
+    known = ops.cast(seg < num_scenarios, dtype)[:, None]
+    return table(ops.minimum(seg, num_scenarios - 1)) * known
 
 
 @register(
@@ -92,18 +112,11 @@ class PartitionedNormalization(keras.layers.Layer):
         self.num_scenarios = check_num_scenarios(num_scenarios)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1). Received: momentum={momentum}")
-        if epsilon <= 0:
-            raise ValueError(f"epsilon must be > 0. Received: epsilon={epsilon}")
         self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
+        self.epsilon = positive("epsilon", epsilon)
 
     def build(self, input_shape: Any) -> None:
-        x_shape, _ = split_scenario_inputs(input_shape)
-        dim = x_shape[-1]
-        if dim is None:
-            raise ValueError(
-                f"the last dimension of inputs must be known. Received: input_shape={input_shape}"
-            )
+        dim = last_dim(split_scenario_inputs(input_shape)[0], input_shape)
         p = self.num_scenarios
         self.gamma = self.add_weight(shape=(dim,), initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")

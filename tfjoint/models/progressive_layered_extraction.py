@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, layer_units, positive, positive_int
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
@@ -78,34 +79,14 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if num_levels < 1:
-            raise ValueError(f"num_levels must be >= 1. Received: num_levels={num_levels}")
-        if num_shared_experts < 1:
-            raise ValueError(
-                f"num_shared_experts must be >= 1. Received: num_shared_experts={num_shared_experts}"
-            )
-        if num_task_experts < 1:
-            raise ValueError(f"num_task_experts must be >= 1. Received: num_task_experts={num_task_experts}")
-        if not expert_units or min(expert_units) < 1:
-            raise ValueError(
-                f"expert_units must be non-empty and positive. Received: expert_units={expert_units}"
-            )
-        if not tower_units or min(tower_units) < 1:
-            raise ValueError(
-                f"tower_units must be non-empty and positive. Received: tower_units={tower_units}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        if gate_temperature <= 0:
-            raise ValueError(f"gate_temperature must be > 0. Received: gate_temperature={gate_temperature}")
+        self.num_levels = positive_int("num_levels", num_levels)
+        self.num_shared_experts = positive_int("num_shared_experts", num_shared_experts)
+        self.num_task_experts = positive_int("num_task_experts", num_task_experts)
+        self.expert_units = layer_units("expert_units", expert_units)
+        self.tower_units = layer_units("tower_units", tower_units)
+        self.dropout = dropout_rate(dropout)
+        self.gate_temperature = positive("gate_temperature", gate_temperature)
         self.task_names = _check_tasks(task_names)
-        self.num_levels = int(num_levels)
-        self.num_shared_experts = int(num_shared_experts)
-        self.num_task_experts = int(num_task_experts)
-        self.expert_units = [int(u) for u in expert_units]
-        self.tower_units = [int(u) for u in tower_units]
-        self.dropout = dropout
-        self.gate_temperature = float(gate_temperature)
 
     def _expert_names(self, level: int, task: str | None) -> list[str]:
         """Names of task ``task``'s experts on ``level``, or of the shared ones when ``task`` is None."""

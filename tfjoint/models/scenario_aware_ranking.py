@@ -8,9 +8,15 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import layer_units, positive_int
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
-from tfjoint.models.partitioned_normalization import check_num_scenarios, scenario_segments
+from tfjoint.models.partitioned_normalization import (
+    build_scenario_embedding,
+    check_num_scenarios,
+    embed_known_scenarios,
+    scenario_segments,
+)
 from tfjoint.registry import register
 
 # A finite "minus infinity" for masked logits: exp() of it is exactly 0 in float32.
@@ -125,24 +131,11 @@ class ScenarioAwareRankingNetwork(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        expert_units = [int(u) for u in expert_units]
-        if not expert_units or min(expert_units) < 1:
-            raise ValueError(
-                f"expert_units must be non-empty and positive. Received: expert_units={expert_units}"
-            )
-        for name, value in (
-            ("num_scenario_experts", num_scenario_experts),
-            ("num_shared_experts", num_shared_experts),
-            ("attention_dim", attention_dim),
-            ("scenario_embedding_dim", scenario_embedding_dim),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
-        self.expert_units = expert_units
-        self.num_scenario_experts = int(num_scenario_experts)
-        self.num_shared_experts = int(num_shared_experts)
-        self.attention_dim = int(attention_dim)
-        self.scenario_embedding_dim = int(scenario_embedding_dim)
+        self.expert_units = layer_units("expert_units", expert_units)
+        self.num_scenario_experts = positive_int("num_scenario_experts", num_scenario_experts)
+        self.num_shared_experts = positive_int("num_shared_experts", num_shared_experts)
+        self.attention_dim = positive_int("attention_dim", attention_dim)
+        self.scenario_embedding_dim = positive_int("scenario_embedding_dim", scenario_embedding_dim)
         self.activation = keras.activations.get(activation)
         self._activation_name = activation
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -166,10 +159,7 @@ class ScenarioAwareRankingNetwork(keras.layers.Layer):
                 f"sequence={seq_shape}"
             )
         p = self.num_scenarios
-        self.scenario_embedding = keras.layers.Embedding(
-            p, self.scenario_embedding_dim, name="scenario_embedding", dtype=self.dtype_policy
-        )
-        self.scenario_embedding.build((None,))
+        self.scenario_embedding = build_scenario_embedding(p, self.scenario_embedding_dim, self.dtype_policy)
         self.item_query = self._projection("item_query", emb)
         self.item_key = self._projection("item_key", emb)
         self.scenario_query = self._projection("scenario_query", self.scenario_embedding_dim)
@@ -220,8 +210,7 @@ class ScenarioAwareRankingNetwork(keras.layers.Layer):
         """``(alpha^i, alpha^s)``, each ``(batch, L)`` float32, 0 on padded positions."""
         _, scenario, sequence, mask, target = _split_inputs(inputs)
         seg = scenario_segments(scenario, self.num_scenarios)
-        known = ops.cast(seg < self.num_scenarios, self.compute_dtype)[:, None]
-        z = self.scenario_embedding(ops.minimum(seg, self.num_scenarios - 1)) * known
+        z = embed_known_scenarios(self.scenario_embedding, seg, self.compute_dtype)
         item = self._attention(self.item_query(target), self.item_key(sequence), mask)
         scene = self._attention(self.scenario_query(z), self.scenario_key(sequence), mask)
         return item, scene

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, positive, positive_int
 from tfjoint.models.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
@@ -82,18 +83,12 @@ class SharedAndTaskSpecificEmbeddings(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1. Received: embedding_dim={embedding_dim}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        if gate_temperature <= 0:
-            raise ValueError(f"gate_temperature must be > 0. Received: gate_temperature={gate_temperature}")
+        self.embedding_dim = positive_int("embedding_dim", embedding_dim)
+        self.dropout = dropout_rate(dropout)
+        self.gate_temperature = positive("gate_temperature", gate_temperature)
         self.task_names = _check_tasks(task_names)
-        self.embedding_dim = int(embedding_dim)
         self.expert_units = list(expert_units)
         self.tower_units = list(tower_units)
-        self.dropout = dropout
-        self.gate_temperature = float(gate_temperature)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         embedding_shape = (*input_shape[:-1], self.embedding_dim)

@@ -7,14 +7,28 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import last_dim, layer_units, positive_int
 from tfjoint.models.mlp import MLP
 from tfjoint.models.partitioned_normalization import (
     PartitionedNormalization,
+    build_scenario_embedding,
     check_num_scenarios,
+    embed_known_scenarios,
     scenario_segments,
     split_scenario_inputs,
 )
 from tfjoint.registry import register
+
+
+def star_weights(kernel: Any, bias: Any, scenario_kernels: Any, scenario_biases: Any) -> tuple[Any, Any]:
+    """``(W_p ⊙ W, b_p + b)`` for every scenario ``p``, row ``P`` being ``(W, b)`` (the unknown one).
+
+    ``kernel`` and ``bias`` are the shared ``W, b``; ``scenario_kernels`` and
+    ``scenario_biases`` stack the ``P`` scenarios' ``W_p, b_p`` on axis 0.
+    """
+    w_p = ops.concatenate([scenario_kernels, ops.ones((1, *kernel.shape), scenario_kernels.dtype)], axis=0)
+    b_p = ops.concatenate([scenario_biases, ops.zeros((1, *bias.shape), scenario_biases.dtype)], axis=0)
+    return w_p * kernel[None], b_p + bias[None]
 
 
 @register(
@@ -92,34 +106,20 @@ class StarTopologyFullyConnected(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.num_scenarios = check_num_scenarios(num_scenarios)
-        units = [int(u) for u in units]
-        if not units or min(units) < 1:
-            raise ValueError(f"units must be a non-empty list of positive ints. Received: units={units}")
-        aux_units = [int(u) for u in aux_units]
-        if aux_units and min(aux_units) < 1:
-            raise ValueError(f"aux_units must be positive ints. Received: aux_units={aux_units}")
-        if scenario_embedding_dim < 1:
-            raise ValueError(
-                f"scenario_embedding_dim must be >= 1. Received: scenario_embedding_dim={scenario_embedding_dim}"
-            )
-        self.units = units
+        self.units = layer_units("units", units)
+        self.aux_units = layer_units("aux_units", aux_units, allow_empty=True)
+        self.scenario_embedding_dim = positive_int("scenario_embedding_dim", scenario_embedding_dim)
         self.activation = keras.activations.get(activation)
         self._activation_name = activation
         self.use_partitioned_norm = bool(use_partitioned_norm)
         self.use_auxiliary_network = bool(use_auxiliary_network)
-        self.scenario_embedding_dim = int(scenario_embedding_dim)
-        self.aux_units = aux_units
         self.aux_use_inputs = bool(aux_use_inputs)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
 
     def build(self, input_shape: Any) -> None:
         x_shape, s_shape = split_scenario_inputs(input_shape)
-        dim = x_shape[-1]
-        if dim is None:
-            raise ValueError(
-                f"the last dimension of inputs must be known. Received: input_shape={input_shape}"
-            )
+        dim = last_dim(x_shape, input_shape)
         if self.use_partitioned_norm:
             self.norm = PartitionedNormalization(
                 self.num_scenarios, name="partitioned_norm", dtype=self.dtype_policy
@@ -147,13 +147,9 @@ class StarTopologyFullyConnected(keras.layers.Layer):
             )
             fan_in = u
         if self.use_auxiliary_network:
-            self.scenario_embedding = keras.layers.Embedding(
-                self.num_scenarios,
-                self.scenario_embedding_dim,
-                name="scenario_embedding",
-                dtype=self.dtype_policy,
+            self.scenario_embedding = build_scenario_embedding(
+                self.num_scenarios, self.scenario_embedding_dim, self.dtype_policy
             )
-            self.scenario_embedding.build((None,))
             aux_in = self.scenario_embedding_dim + (dim if self.aux_use_inputs else 0)
             if self.aux_units:
                 self.aux_hidden = MLP(
@@ -170,11 +166,12 @@ class StarTopologyFullyConnected(keras.layers.Layer):
         Shapes ``(P + 1, fan_in, units)`` and ``(P + 1, units)``: ``W_p* = W_p ⊙ W``,
         ``b_p* = b_p + b``, and ``W_P* = W``, ``b_P* = b`` for the unknown scenario.
         """
-        w, b = self.shared_kernels[layer_index], self.shared_biases[layer_index]
-        w_p, b_p = self.scenario_kernels[layer_index], self.scenario_biases[layer_index]
-        w_p = ops.concatenate([w_p, ops.ones((1, *w.shape), w_p.dtype)], axis=0)
-        b_p = ops.concatenate([b_p, ops.zeros((1, *b.shape), b_p.dtype)], axis=0)
-        return w_p * w[None], b_p + b[None]
+        return star_weights(
+            self.shared_kernels[layer_index],
+            self.shared_biases[layer_index],
+            self.scenario_kernels[layer_index],
+            self.scenario_biases[layer_index],
+        )
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x, scenario = split_scenario_inputs(inputs)
@@ -189,8 +186,7 @@ class StarTopologyFullyConnected(keras.layers.Layer):
             h = self.activation(ops.einsum("bs,bso->bo", onehot, per_scenario))
         if not self.use_auxiliary_network:
             return h
-        known = ops.cast(seg < self.num_scenarios, self.compute_dtype)[:, None]
-        indicator = self.scenario_embedding(ops.minimum(seg, self.num_scenarios - 1)) * known
+        indicator = embed_known_scenarios(self.scenario_embedding, seg, self.compute_dtype)
         aux = (
             ops.concatenate([indicator, ops.cast(x, self.compute_dtype)], axis=-1)
             if self.aux_use_inputs

@@ -1,31 +1,16 @@
-import keras
 import numpy as np
 import pytest
 
 from tfjoint.features import MOVIELENS_100K
-from tfjoint.models import build_joint_model
-from tfjoint.models.joint_test import SIZES, fake_batch
+from tfjoint.models.joint_test import SIZES
 from tfjoint.models.star import StarTopologyFullyConnected
-from tfjoint.testing import run_layer_test
+from tfjoint.testing import check_joint_model, randomize_weights, relu, run_layer_test, scenario_batch
 
 P = 3
 
 
 def batch(n=12, d=5, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype("float32")
-    scenario = (np.arange(n) % (P + 1)).reshape(-1, 1).astype("int64")  # 0..2 known, 3 unknown
-    return x, scenario
-
-
-def randomize(layer, seed=1):
-    rng = np.random.default_rng(seed)
-    for w in layer.trainable_weights:
-        w.assign(rng.normal(size=w.shape).astype("float32"))
-
-
-def relu(v):
-    return np.maximum(v, 0.0)
+    return scenario_batch(n, d, P, seed)  # ids 0..2 known, 3 unknown
 
 
 def test_shared_layer_checks():
@@ -43,7 +28,7 @@ def test_effective_kernel_is_elementwise_product_and_bias_is_sum():
     x, s = batch()
     layer = StarTopologyFullyConnected(P, units=[4], use_partitioned_norm=False, use_auxiliary_network=False)
     layer.build({"inputs": x.shape, "scenario": s.shape})
-    randomize(layer)
+    randomize_weights(layer.trainable_weights)
     w, b = layer.shared_kernels[0].numpy(), layer.shared_biases[0].numpy()
     w_p, b_p = layer.scenario_kernels[0].numpy(), layer.scenario_biases[0].numpy()
     eff_w, eff_b = (np.asarray(t) for t in layer.effective_weights(0))
@@ -62,7 +47,7 @@ def test_two_layer_stack_and_auxiliary_column():
     x, s = batch()
     layer = StarTopologyFullyConnected(P, units=[4, 3], use_partitioned_norm=False, aux_units=[])
     layer.build({"inputs": x.shape, "scenario": s.shape})
-    randomize(layer)
+    randomize_weights(layer.trainable_weights)
     out = np.asarray(layer({"inputs": x, "scenario": s}))
     emb = layer.scenario_embedding.embeddings.numpy()
     aux_k, aux_b = (v.numpy() for v in layer.aux_output.weights)
@@ -96,7 +81,7 @@ def test_partitioned_norm_comes_first():
     x, s = batch()
     layer = StarTopologyFullyConnected(P, units=[4], use_auxiliary_network=False)
     layer.build({"inputs": x.shape, "scenario": s.shape})
-    randomize(layer)
+    randomize_weights(layer.trainable_weights)
     normed = np.asarray(layer.norm({"inputs": x, "scenario": s}, training=False))
     eff_w, eff_b = (np.asarray(t) for t in layer.effective_weights(0))
     p = s[:, 0]
@@ -122,19 +107,10 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_as_joint_model_scenario_adapter(tmp_path):
-    model = build_joint_model(
+    check_joint_model(
         MOVIELENS_100K,
         SIZES,
+        tmp_path,
         scenario_adapter="star",
         component_kwargs={"scenario_adapter": {"units": [16, 8]}},
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = fake_batch(MOVIELENS_100K)  # scenario ids 0..3, where 3 is the unknown scenario
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    preds = model.predict(x, verbose=0)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    for task, value in reloaded.predict(x, verbose=0).items():
-        assert np.all(np.isfinite(value))
-        np.testing.assert_allclose(value, preds[task], atol=1e-6)

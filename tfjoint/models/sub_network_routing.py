@@ -8,6 +8,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfjoint.models.arguments import dropout_rate, layer_units, non_negative, positive, positive_int
 from tfjoint.models.mlp import MLP
 from tfjoint.models.shared_bottom import _check_tasks
 from tfjoint.registry import register
@@ -105,38 +106,18 @@ class SubNetworkRouting(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if num_sub_networks < 1:
-            raise ValueError(f"num_sub_networks must be >= 1. Received: num_sub_networks={num_sub_networks}")
-        if num_layers < 2:
-            raise ValueError(f"num_layers must be >= 2. Received: num_layers={num_layers}")
-        if not sub_network_units or min(sub_network_units) < 1:
-            raise ValueError(
-                f"sub_network_units must be non-empty and positive. Received: sub_network_units={sub_network_units}"
-            )
-        if not tower_units or min(tower_units) < 1:
-            raise ValueError(
-                f"tower_units must be non-empty and positive. Received: tower_units={tower_units}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
-        if l0_regularization < 0:
-            raise ValueError(
-                f"l0_regularization must be >= 0. Received: l0_regularization={l0_regularization}"
-            )
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0. Received: beta={beta}")
+        self.num_sub_networks = positive_int("num_sub_networks", num_sub_networks)
+        self.num_layers = positive_int("num_layers", num_layers, minimum=2)
+        self.sub_network_units = layer_units("sub_network_units", sub_network_units)
+        self.tower_units = layer_units("tower_units", tower_units)
+        self.dropout = dropout_rate(dropout)
+        self.l0_regularization = non_negative("l0_regularization", l0_regularization)
+        self.beta = positive("beta", beta)
         if gamma >= 0:
             raise ValueError(f"gamma must be < 0. Received: gamma={gamma}")
         if zeta <= 1:
             raise ValueError(f"zeta must be > 1. Received: zeta={zeta}")
         self.task_names = _check_tasks(task_names)
-        self.num_sub_networks = int(num_sub_networks)
-        self.num_layers = int(num_layers)
-        self.sub_network_units = [int(u) for u in sub_network_units]
-        self.tower_units = [int(u) for u in tower_units]
-        self.dropout = dropout
-        self.l0_regularization = float(l0_regularization)
-        self.beta = float(beta)
         self.gamma = float(gamma)
         self.zeta = float(zeta)
         self.seed = seed
