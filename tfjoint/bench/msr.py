@@ -24,7 +24,9 @@ that is better on one scenario and worse on another for the same task shows the 
 On ``--dataset synthetic`` the data have a known shift in one scenario
 (:data:`tfjoint.datasets.synthetic.SHIFTED_SCENARIO`); the bench also reports, per scenario,
 the RMSE of the predicted click probability against the true ``P(click)`` of every eval
-impression, which tells directly which model learned the shifted scenario's click function.
+impression, which tells directly which model learned the shifted scenario's click function,
+and adds a third baseline, ``pooled``: the shared model with the scenario id hidden (every
+row given scenario 0, in training and at prediction), i.e. what ignoring the scenarios costs.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-3,
     "base_architecture": "mmoe",
 }
-SHARED, SEPARATE = "shared", "separate"
+SHARED, SEPARATE, POOLED = "shared", "separate", "pooled"
 TRUTH_METRIC = "click_truth_rmse"
 SYNTHETIC_KWARGS = {"n": 30000, "scenario_shift": 3.0}
 
@@ -86,7 +88,7 @@ def score_by_scenario(
 
 
 def _build(spec: DatasetSpec, sizes: dict[str, int], config: str, base: str) -> JointModel:
-    if config in (SHARED, SEPARATE):
+    if config in (SHARED, SEPARATE, POOLED):
         return build_joint_model(spec, sizes, task_architecture=base)
     entry = registry.get(config)
     if entry.slot == "scenario_adapter":
@@ -144,7 +146,7 @@ def run_msr(
         registry.get(name)  # unknown names fail before any training
     if dataset_kwargs is None:
         dataset_kwargs = dict(SYNTHETIC_KWARGS) if dataset == features.SYNTHETIC.name else {}
-    configs = [SHARED, SEPARATE, *models]
+    configs = [SHARED, SEPARATE, *([POOLED] if dataset == features.SYNTHETIC.name else []), *models]
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="tfjoint-bench-msr-") as work:
@@ -204,6 +206,8 @@ def _train_and_predict(
     learning_rate: float,
 ) -> tuple[dict[str, np.ndarray], int]:
     x, y = train
+    if config == POOLED:  # the scenario id hidden: every row looks like scenario 0
+        x, ex = ({**d, features.SCENARIO_KEY: np.zeros_like(d[features.SCENARIO_KEY])} for d in (x, ex))
     if config != SEPARATE:
         model = _build(spec, sizes, config, base)
         _fit(model, x, y, epochs, batch_size, learning_rate)

@@ -84,6 +84,11 @@ class PartitionedNormalization(keras.layers.Layer):
     Args:
         num_scenarios: number of known scenarios ``P``.
         momentum: moving-average momentum, ``E <- momentum * E + (1 - momentum) * mu``.
+            The default is 0.9, not Keras's 0.99: the layer normalizes representations built
+            on embeddings that move while they train, and with 0.99 the moving statistics
+            still lag them after a few hundred steps (measured on MovieLens-100K, 117 steps:
+            rating RMSE 2.08 at inference with 0.99 against 1.11 with 0.9, 1.10 with batch
+            statistics).
         epsilon: the ``eps`` added to the variance.
 
     Call arguments:
@@ -106,7 +111,7 @@ class PartitionedNormalization(keras.layers.Layer):
     """
 
     def __init__(
-        self, num_scenarios: int, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs: Any
+        self, num_scenarios: int, momentum: float = 0.9, epsilon: float = 1e-3, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.num_scenarios = check_num_scenarios(num_scenarios)

@@ -126,3 +126,14 @@ def test_bad_inputs():
 
 def test_as_joint_model_scenario_adapter(tmp_path):
     check_joint_model(MOVIELENS_100K, SIZES, tmp_path, scenario_adapter="partitioned_norm")
+
+
+def test_default_moving_statistics_catch_up_within_a_short_training_run():
+    # A bench or notebook trains for ~100 steps; the inference statistics must have reached
+    # the data's by then (Keras's 0.99 would still hold 1 - 0.99**60 = 45% of the start).
+    layer = PartitionedNormalization(num_scenarios=P)
+    x, s = mixed_batch(n=30)
+    x = x * 0.0 + 5.0
+    for _ in range(60):
+        layer({"inputs": x, "scenario": s}, training=True)
+    np.testing.assert_allclose(layer.moving_mean.numpy()[:P], 5.0, rtol=0.01)
