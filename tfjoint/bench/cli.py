@@ -118,7 +118,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Trains every task architecture on the MMoE paper's synthetic two-task "
         "regression at several task correlations (same budget for all), then compares the "
         "pCVR bias of ESMM and naive CVR models on unclicked impressions. The default run "
-        "takes about 6-9 minutes on 2 CPU cores; --quick takes under one.",
+        "takes about 8 minutes on 2 CPU cores; --quick takes under one.",
     )
     mtl.add_argument("--quick", action="store_true", help="a tiny version (1 seed, 2 correlations, 1 epoch)")
     mtl.add_argument("--seeds", type=int, help="number of seeds (default: 3)")
@@ -129,7 +129,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="registered task architectures (default: shared_bottom omoe mmoe ple)",
     )
     mtl.add_argument(
-        "--epochs", type=int, help="epochs of every fit of the correlation experiment (default: 12)"
+        "--epochs", type=int, help="epochs of every fit of the correlation experiment (default: 6)"
     )
     mtl.add_argument("--n-train", dest="n_train", type=int, help="training rows per correlation and seed")
     mtl.add_argument("--n-eval", dest="n_eval", type=int, help="eval rows per correlation and seed")
