@@ -230,14 +230,17 @@ def _lower_is_better(metric: str) -> bool:
 
 
 def compare_to_shared(report: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """``{model: {column: "▲" | "▼" | ""}}``: better or worse than ``shared`` by > 2 standard errors."""
+    """``{model: {column: "▲" | "▼" | ""}}``: better or worse than ``shared`` by > 2 standard errors.
+
+    With one seed there is no estimate of the noise, so nothing is marked.
+    """
     results, n = report["results"], report["config"]["seeds"]
     base = results.get(SHARED, {})
     marks: dict[str, dict[str, str]] = {}
     for model, stats in results.items():
         marks[model] = {}
         for column, value in stats.items():
-            if model == SHARED or "/" not in column or column not in base:
+            if model == SHARED or "/" not in column or column not in base or n < 2:
                 continue
             delta = value["mean"] - base[column]["mean"]
             if _lower_is_better(column):
@@ -289,6 +292,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{config['epochs']} epoch(s), batch {config['batch_size']}, Adam {config['learning_rate']}, "
         f"{config['seeds']} seed(s); adapters run under {config['base_architecture']}. ▲/▼: better/worse than "
         "`shared` by more than two standard errors; seesaw: ▲ in one scenario and ▼ in another."
+        + (" One seed gives no noise estimate: nothing is marked." if config["seeds"] < 2 else "")
     )
     shifted = config.get("shifted_scenario")
     if shifted:

@@ -31,9 +31,13 @@ def test_marks_and_seesaw_against_the_shared_model():
     assert marks["star"] == {"a/watch_auc": "▲", "b/watch_auc": "▼", "a/rating_rmse": "▲", "b/rating_rmse": "▲"}
     assert set(marks["hamur"].values()) == {""}
     assert msr.seesaw(_report(results)) == {"shared": [], "star": ["watch_auc"], "hamur": []}
-    # With one seed the standard error is larger: 0.05 apart with std 0.04 is noise.
+    # With two seeds the standard error is larger: 0.05 apart with std 0.04 is noise.
     noisy = {"shared": {"a/watch_auc": _stats(0.80, 0.04)}, "star": {"a/watch_auc": _stats(0.85, 0.04)}}
-    assert msr.compare_to_shared(_report(noisy, seeds=1))["star"] == {"a/watch_auc": ""}
+    assert msr.compare_to_shared(_report(noisy, seeds=2))["star"] == {"a/watch_auc": ""}
+    # One seed has no noise estimate (std 0): nothing is marked, however far apart.
+    single = {"shared": {"a/watch_auc": _stats(0.80)}, "star": {"a/watch_auc": _stats(0.95)}}
+    assert msr.compare_to_shared(_report(single, seeds=1))["star"] == {}
+    assert msr.seesaw(_report(single, seeds=1))["star"] == []
 
 
 def test_report_marks_cells_and_lists_skipped_models():
