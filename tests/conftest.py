@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from tfjoint.datasets import samples
 from tfjoint.pipeline import runners
+
+
+@pytest.fixture
+def shared_data():
+    """The read-only real samples (../shared/data); tests that read them skip without them."""
+    try:
+        return samples.shared_data_dir()
+    except FileNotFoundError as e:
+        pytest.skip(f"the read-only real samples are not beside this checkout: {e}")
 
 
 @pytest.fixture(scope="session")

@@ -8,23 +8,13 @@ import glob
 import os
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
-from tfjoint.datasets import samples
 from tfjoint.features import ALI_CCP_SAMPLE, SCENARIO_FALLBACK_KEY
 from tfjoint.pipeline import evaluation, runners
 
 
-def _shared_data_or_skip():
-    try:
-        return samples.shared_data_dir()
-    except FileNotFoundError as e:
-        pytest.skip(f"the read-only real samples are not beside this checkout: {e}")
-
-
-def test_ali_ccp_sample_pipeline(tmp_path):
-    _shared_data_or_skip()
+def test_ali_ccp_sample_pipeline(tmp_path, shared_data):
     run = runners.run_local(
         dataset="ali-ccp-sample",
         model="esmm",

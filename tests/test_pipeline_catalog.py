@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfjoint.datasets import samples
 from tfjoint.features import SCENARIO_FALLBACK_KEY, get_dataset_spec
 from tfjoint.pipeline import evaluation, runners
 from tfjoint.pipeline.trainer import TRAINING_SUMMARY_FILENAME
@@ -34,11 +33,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_catalog_model_runs_in_the_pipeline(case, tmp_path):
-    try:
-        samples.shared_data_dir()
-    except FileNotFoundError as e:
-        pytest.skip(f"the read-only real samples are not beside this checkout: {e}")
+def test_catalog_model_runs_in_the_pipeline(case, tmp_path, shared_data):
     dataset, model, hparams = CASES[case]
     spec = get_dataset_spec(dataset)
     run = runners.run_local(
