@@ -34,7 +34,7 @@ def _mtl_synthetic_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from tfjoint.bench import mtl_synthetic
 
     kwargs = dict(mtl_synthetic.QUICK if args.quick else mtl_synthetic.DEFAULTS)
-    for key in ("seeds", "correlations", "architectures", "epochs", "n_train", "n_eval"):
+    for key in ("seeds", "correlations", "architectures", "epochs", "n_train", "n_eval", "scale", "sinusoid_seed"):
         value = getattr(args, key)
         if value is not None:
             kwargs[key] = value
@@ -118,7 +118,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Trains every task architecture on the MMoE paper's synthetic two-task "
         "regression at several task correlations (same budget for all), then compares the "
         "pCVR bias of ESMM and naive CVR models on unclicked impressions. The default run "
-        "takes about 8 minutes on 2 CPU cores; --quick takes under one.",
+        "takes about 6 minutes on 2 CPU cores; --quick takes under one.",
     )
     mtl.add_argument("--quick", action="store_true", help="a tiny version (1 seed, 2 correlations, 1 epoch)")
     mtl.add_argument("--seeds", type=int, help="number of seeds (default: 3)")
@@ -133,6 +133,13 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     mtl.add_argument("--n-train", dest="n_train", type=int, help="training rows per correlation and seed")
     mtl.add_argument("--n-eval", dest="n_eval", type=int, help="eval rows per correlation and seed")
+    mtl.add_argument("--scale", type=float, help="the generator's scale c of the task weight vectors (default: 1)")
+    mtl.add_argument(
+        "--sinusoid-seed",
+        dest="sinusoid_seed",
+        type=int,
+        help="draw the sinusoids' alpha, beta once from this seed for every run (default: per seed)",
+    )
     mtl.add_argument("--output", default=DEFAULT_PNG, help=f"figure (PNG) to write (default: {DEFAULT_PNG})")
     mtl.add_argument("--json", help="also write the results to this JSON file")
     mtl.add_argument(
@@ -178,7 +185,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     msr.add_argument("--models", nargs="+", help="default: every scenario adapter and scenario-aware architecture")
     msr.add_argument("--seeds", type=int, default=MSR["seeds"])
     msr.add_argument("--epochs", type=int, default=MSR["epochs"])
-    msr.add_argument("--train-rows", type=int, default=MSR["train_rows"])
+    msr.add_argument(
+        "--train-rows",
+        type=int,
+        help=f"training rows (default: {MSR['train_rows']}; every training row on synthetic)",
+    )
     msr.add_argument("--base-architecture", default=MSR["base_architecture"],
                      help="task architecture under the scenario adapters and of the baselines")
     msr.add_argument("--json", help="write the results to this JSON file")

@@ -5,6 +5,7 @@ import pytest
 
 from tfjoint import features
 from tfjoint.bench import msr
+from tfjoint.datasets import synthetic
 
 
 def _stats(mean, std=0.0):
@@ -51,6 +52,37 @@ def test_report_marks_cells_and_lists_skipped_models():
     text = msr.format_report(report)
     assert "| star | 0.9000 ± 0.0100▲ | n/a |  | 12 |" in text
     assert "skipped sar_net: needs a sequence" in text
+
+
+def test_shift_summary_says_beats_shared_only_beyond_two_standard_errors():
+    column = "detail/click_truth_rmse"
+    results = {
+        "shared": {column: _stats(0.120, 0.003)},
+        # 3 seeds: 2 SE = 2 * sqrt((0.003^2 + 0.003^2) / 3) = 0.0049.
+        "m_lora": {column: _stats(0.110, 0.003)},  # 0.010 lower: beats shared
+        "m2m": {column: _stats(0.117, 0.003)},  # 0.003 lower: within noise
+        "star": {column: _stats(0.140, 0.003)},  # 0.020 higher: worse
+    }
+    lines = msr._shift_summary(_report(results), "detail").splitlines()
+    by_model = {line.split()[0]: line for line in lines if line.startswith("  ") and "±" in line}
+    assert by_model["m_lora"].endswith(msr.BEATS)
+    assert "beats" not in by_model["m2m"] and "worse" not in by_model["m2m"]
+    assert by_model["star"].endswith(msr.LOSES)
+    assert lines[-1] == f"  {msr.BEATS} in 'detail': m_lora"
+    # The same means over one seed (no noise estimate) claim nothing.
+    single = msr._shift_summary(_report(results, seeds=1), "detail")
+    assert msr.BEATS not in single
+    assert "one seed" in single
+    # Nobody beyond noise: the summary says so.
+    assert msr._shift_summary(_report({k: results[k] for k in ("shared", "m2m")}), "detail").endswith(": none")
+
+
+def test_synthetic_bench_shift_is_a_context_shift_without_saturation():
+    kwargs = msr.SYNTHETIC_KWARGS
+    assert kwargs["scenario_shift"] == 0.0
+    weights = np.asarray(kwargs["shifted_context_weights"])
+    assert np.linalg.norm(weights) == pytest.approx(np.linalg.norm(synthetic.CONTEXT_WEIGHTS))
+    assert not np.allclose(weights, synthetic.CONTEXT_WEIGHTS)
 
 
 def test_score_by_scenario_slices_rows_and_leaves_undefined_slices_nan():

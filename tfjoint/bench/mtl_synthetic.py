@@ -23,26 +23,33 @@ Two experiments, both through :func:`tfjoint.models.joint.build_joint_model`:
    MSE(arch)`` and how that gap changes from the first correlation to the last, all
    paired by seed; it assumes none of their signs. It also reports how differently MMoE's
    two gates use the experts.
-2. **Sample selection bias** (X. Ma et al., "Entire Space Multi-Task Model", SIGIR 2018).
-   On :func:`tfjoint.datasets.synthetic.load_synthetic_frames`, where a conversion is only
-   observed after a click, click and conversion logits are correlated (0.5) so the true
-   CVR of unclicked impressions is lower than that of clicked ones (about 0.25 against
-   0.35), and the true ``P(conversion | click)`` of every impression is known, ESMM
-   (pCTCVR = pCTR * pCVR trained over all impressions) and ESCM2 (ESMM plus an
-   inverse-propensity CVR risk) are compared with naive CVR models trained on clicked rows
-   only: the same towers as ESMM without the entire space, and shared-bottom. The bias of
+2. **Sample selection bias and data sparsity** (X. Ma et al., "Entire Space Multi-Task
+   Model", SIGIR 2018). On :func:`tfjoint.datasets.synthetic.load_synthetic_frames`, where a
+   conversion is only observed after a click, click and conversion logits are correlated
+   (0.5) so the true CVR of unclicked impressions is lower than that of clicked ones (about
+   0.29 against 0.41), and the true ``P(conversion | click)`` of every impression is known.
+   The click intercept is :data:`BIAS_CLICK_INTERCEPT`, so about 11% of the impressions are
+   clicked (the paper's Taobao data: about 4%) and conversions are observed on few rows: the
+   two problems the paper names. ESMM (pCTCVR = pCTR * pCVR trained over all impressions)
+   and ESCM2 (ESMM plus an inverse-propensity, ``escm2``, or doubly robust, ``escm2_dr``,
+   CVR risk) are compared with CVR models fitted on clicked rows only: ``naive_cvr``, the
+   paper's BASE (a CVR model and its embeddings trained by the conversion loss on clicked
+   rows alone; the reference), ``naive_towers`` (ESMM's towers, the CVR head on clicked rows
+   while the click head trains the shared embeddings on every row) and, on request,
+   ``naive_shared_bottom``. Every model stops at its best epoch on the latest
+   :data:`VALIDATION_FRACTION` of the training rows (at most ``bias_epochs``), so no model is
+   judged at a budget that suits another (a fixed budget flips the result: at 4 epochs the
+   BASE model over-predicts, at 6 ESMM and ESCM2 under-predict more than it). The bias of
    each model's pCVR is ``mean(pCVR - true_cvr)`` over unclicked eval impressions (where
    the naive models extrapolate), clicked ones and all, as mean ± std over the seeds (each
    draws new impressions, weights and batch order). The frames go through the package's
    own tf.Transform graph (:func:`tfjoint.pipeline.transform.fit_transform_graph`), run
-   in-process. The selection in this generator is on features the models see (user, item,
-   context), so a flexible CVR model fitted on clicked rows can carry over to unclicked
-   ones; whether it does is what the bench measures.
+   in-process.
 
 Sizing: the default run (3 seeds x 4 correlations x 4 architectures = 48 fits of 40,000
-training rows for 6 epochs, about 1,900 steps each, then 3 seeds x 4 models on 20,000
-impressions for 4 epochs) takes 8 minutes on 2 CPU cores with one other job running (load
-average about 2), 12 under a load average of 3-5 (9.4 minutes of CPU time either way).
+training rows for 6 epochs, about 1,900 steps each, then 3 seeds x 5 models on 40,000
+impressions, each stopping at its best of at most 12 epochs) takes 6.3 minutes on 2 CPU
+cores with one or two other jobs running.
 Each architecture is traced once and re-initialized for every run (the weights of a fresh
 model built with that seed), because tracing a 101-input graph costs more than training
 it, and traced steps run 32 at a time. ``quick=True`` (CLI ``--quick``) runs a tiny
@@ -70,7 +77,7 @@ from tfjoint import features, registry
 from tfjoint.datasets import synthetic
 from tfjoint.datasets.examples import write_tfrecords
 from tfjoint.features import DatasetSpec, TaskSpec
-from tfjoint.models.entire_space import EntireSpaceMultiTask
+from tfjoint.models.entire_space import EntireSpaceCounterfactualMultiTask, EntireSpaceMultiTask
 from tfjoint.models.joint import JointModel, build_joint_model
 
 ARCHITECTURES = ("shared_bottom", "omoe", "mmoe", "ple")
@@ -98,7 +105,10 @@ ARCHITECTURE_KWARGS: dict[str, dict[str, Any]] = {
     },
 }
 
-BIAS_MODELS = ("esmm", "escm2", "naive_towers", "naive_shared_bottom")
+# ``escm2`` is its IPS variant, ``escm2_dr`` the doubly robust one; ``naive_cvr`` (the ESMM
+# paper's BASE) is the reference the others' bias is judged against.
+BIAS_MODELS = ("esmm", "escm2", "escm2_dr", "naive_cvr", "naive_towers", "naive_shared_bottom")
+DEFAULT_BIAS_MODELS = BIAS_MODELS[:-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,9 +146,10 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 6,
     "batch_size": 128,
     "learning_rate": 3e-3,
-    "bias_n": 20000,
-    "bias_epochs": 4,
-    "bias_models": BIAS_MODELS,
+    "bias_n": 40000,
+    # At most; each model stops at its best epoch on held-out rows.
+    "bias_epochs": 12,
+    "bias_models": DEFAULT_BIAS_MODELS,
     "run_eagerly": False,
 }
 QUICK: dict[str, Any] = {
@@ -150,7 +161,7 @@ QUICK: dict[str, Any] = {
     "epochs": 1,
     "bias_n": 1500,
     "bias_epochs": 1,
-    "bias_models": ("esmm", "naive_towers"),
+    "bias_models": ("esmm", "naive_cvr"),
     "run_eagerly": True,
 }
 
@@ -312,10 +323,31 @@ def _materialize(dataset: tf.data.Dataset) -> tuple[dict[str, np.ndarray], dict[
     )
 
 
+def _bias_spec(name: str) -> DatasetSpec:
+    """The dataset spec a selection-bias model trains on. ``naive_cvr`` is the ESMM paper's
+    BASE: a CVR model fitted on clicked impressions only, with nothing learned from the
+    other tasks (their loss weights are 0, so the embeddings and towers see only the
+    conversion loss on clicked rows)."""
+    spec = synthetic.SPEC
+    if name != "naive_cvr":
+        return spec
+    tasks = tuple(
+        t if t.name == synthetic.CONVERSION_KEY else dataclasses.replace(t, weight=0.0) for t in spec.tasks
+    )
+    return dataclasses.replace(spec, tasks=tasks)
+
+
 def _bias_architecture(name: str) -> str | keras.layers.Layer:
     if name in ("esmm", "escm2"):
         return name
-    if name == "naive_towers":
+    if name == "escm2_dr":
+        return EntireSpaceCounterfactualMultiTask(
+            list(synthetic.SPEC.label_keys),
+            variant="dr",
+            imputed_tasks=[synthetic.CONVERSION_KEY],
+            name="task_architecture",
+        )
+    if name in ("naive_cvr", "naive_towers"):
         return _ClickedRowsTowers(list(synthetic.SPEC.label_keys), name="task_architecture")
     if name == "naive_shared_bottom":
         return "shared_bottom"
@@ -333,8 +365,13 @@ BIAS_METRICS = (
 # (`load_synthetic_frames`' default): it is what makes the true CVR of unclicked impressions
 # lower than that of clicked ones.
 BIAS_CORRELATION = 0.5
+# Intercept of the true click logit: about 11% of impressions are clicked (the ESMM paper's
+# Taobao data: about 4%), so conversions are observed on few rows.
+BIAS_CLICK_INTERCEPT = -4.0
 # The reference of the selection-bias table: the models' bias is judged against this one.
-NAIVE_REFERENCE = "naive_towers"
+NAIVE_REFERENCE = "naive_cvr"
+# Share of the training rows (the latest) held out to stop each selection-bias model early.
+VALIDATION_FRACTION = 0.1
 
 
 def _selection_bias_run(
@@ -344,10 +381,14 @@ def _selection_bias_run(
     models: Sequence[str],
     progress: tqdm.tqdm | None,
     correlation: float = BIAS_CORRELATION,
+    click_intercept: float = BIAS_CLICK_INTERCEPT,
+    early_stopping: bool = True,
 ) -> dict[str, Any]:
     """One seed of :func:`run_selection_bias`: fresh impressions, then every model."""
     spec = synthetic.SPEC
-    frames = synthetic.load_synthetic_frames(n=n, correlation=correlation, seed=seed)
+    frames = synthetic.load_synthetic_frames(
+        n=n, correlation=correlation, seed=seed, click_intercept=click_intercept
+    )
     from tfjoint.pipeline.transform import fit_transform_graph, transformed_dataset, vocabulary_sizes
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -388,6 +429,12 @@ def _selection_bias_run(
         "n_eval_unclicked": int((~clicked).sum()),
     }
     x_train, y_train = splits["train"]
+    # The last VALIDATION_FRACTION of the training rows (by time) decide when each model
+    # stops: every model is read at its own best epoch, so none is judged under- or
+    # over-trained by a budget that suits another.
+    n_fit = int(round(len(y_train[synthetic.CLICK_KEY]) * (1.0 - VALIDATION_FRACTION)))
+    validation = (_take_rows(x_train, slice(n_fit, None)), _take_rows(y_train, slice(n_fit, None)))
+    x_train, y_train = _take_rows(x_train, slice(0, n_fit)), _take_rows(y_train, slice(0, n_fit))
     train = (
         tf.data.Dataset.from_tensor_slices((x_train, y_train))
         .shuffle(len(y_train[synthetic.CLICK_KEY]), seed=seed)
@@ -399,9 +446,16 @@ def _selection_bias_run(
         if progress is not None:
             progress.set_postfix_str(f"selection bias: {name} seed={seed}")
         keras.utils.set_random_seed(seed)
-        model = build_joint_model(spec, vocab_sizes, task_architecture=_bias_architecture(name))
+        model = build_joint_model(_bias_spec(name), vocab_sizes, task_architecture=_bias_architecture(name))
         model.compile(optimizer=keras.optimizers.Adam(budget.learning_rate), **budget.compile_kwargs())
-        model.fit(train, epochs=budget.epochs, verbose=0)
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+        history = model.fit(
+            train,
+            validation_data=validation,
+            epochs=budget.epochs,
+            callbacks=[stop] if early_stopping else [],
+            verbose=0,
+        ).history
         # One eager forward pass: tracing a predict function would cost more than it.
         outputs = model(splits["eval"][0], training=False)
         pcvr = np.ravel(keras.ops.convert_to_numpy(outputs[synthetic.CONVERSION_KEY]))
@@ -413,10 +467,16 @@ def _selection_bias_run(
             "mean_pcvr_unclicked": float(pcvr[~clicked].mean()),
             "mean_true_cvr_unclicked": float(true_cvr[~clicked].mean()),
             "parameters": int(model.count_params()),
+            # The epoch whose weights are scored.
+            "best_epoch": int(np.argmin(history["val_loss"])) + 1 if early_stopping else budget.epochs,
         }
         if progress is not None:
             progress.update()
     return {"seed": seed, "data": data, "models": results}
+
+
+def _take_rows(arrays: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in arrays.items()}
 
 
 def run_selection_bias(
@@ -425,23 +485,30 @@ def run_selection_bias(
     batch_size: int = 256,
     learning_rate: float = DEFAULTS["learning_rate"],
     seeds: Sequence[int] = (0, 1, 2),
-    models: Sequence[str] = BIAS_MODELS,
+    models: Sequence[str] = DEFAULT_BIAS_MODELS,
     run_eagerly: bool = False,
     progress: tqdm.tqdm | None = None,
     correlation: float = BIAS_CORRELATION,
+    click_intercept: float = BIAS_CLICK_INTERCEPT,
+    early_stopping: bool = True,
 ) -> dict[str, Any]:
     """Bias of pCVR on unclicked impressions, ESMM and ESCM2 against naive CVR models, over
     ``seeds`` (each seed draws new impressions, initial weights and batch order).
+
+    With ``early_stopping`` each model trains until its loss on the latest
+    :data:`VALIDATION_FRACTION` of the training rows stops falling (at most ``epochs``) and is
+    scored with its best epoch's weights; without it, every model trains ``epochs`` epochs.
 
     Returns:
         - ``config``: the arguments;
         - ``runs``: per seed ``{"seed", "data", "models": {model: {metric: value}}}``;
         - ``models``: ``{model: {metric: {"mean", "std", "values"}}}`` over the seeds for
           every metric of :data:`BIAS_METRICS` and ``bias_unclicked_minus_clicked`` (paired
-          by seed), and ``parameters``;
+          by seed), ``parameters`` and ``best_epochs`` (each seed's epoch with the lowest
+          validation loss, whose weights are scored);
         - ``excess``: ``{model: {"mean", "std", "values"}}`` of
-          ``|bias_unclicked(model)| - |bias_unclicked(naive_towers)|`` paired by seed (< 0:
-          less biased than the naive towers), when ``naive_towers`` is among ``models``;
+          ``|bias_unclicked(model)| - |bias_unclicked(naive_cvr)|`` paired by seed (< 0:
+          less biased than the BASE model), when ``naive_cvr`` is among ``models``;
         - ``data``: over the seeds, the mean true CVR of clicked and of unclicked eval
           impressions and ``clicked_rate_bias_unclicked``, the bias on unclicked rows of a
           constant pCVR equal to the clicked training rows' conversion rate (how strong the
@@ -451,7 +518,10 @@ def run_selection_bias(
     if not seeds:
         raise ValueError("seeds must not be empty")
     budget = Budget(epochs, batch_size, learning_rate, run_eagerly)
-    runs = [_selection_bias_run(n, budget, seed, models, progress, correlation) for seed in seeds]
+    runs = [
+        _selection_bias_run(n, budget, seed, models, progress, correlation, click_intercept, early_stopping)
+        for seed in seeds
+    ]
     summary: dict[str, Any] = {
         name: {
             **{key: _mean_std([run["models"][name][key] for run in runs]) for key in BIAS_METRICS},
@@ -462,6 +532,7 @@ def run_selection_bias(
                 [run["models"][name]["bias_unclicked"] - run["models"][name]["bias_clicked"] for run in runs]
             ),
             "parameters": runs[0]["models"][name]["parameters"],
+            "best_epochs": [run["models"][name]["best_epoch"] for run in runs],
         }
         for name in models
     }
@@ -489,6 +560,8 @@ def run_selection_bias(
             "seeds": seeds,
             "models": list(models),
             "correlation": correlation,
+            "click_intercept": click_intercept,
+            "early_stopping": early_stopping,
             **dataclasses.asdict(budget),
         },
         "runs": runs,
@@ -510,10 +583,12 @@ def run_mtl_synthetic(
     batch_size: int = DEFAULTS["batch_size"],
     learning_rate: float = DEFAULTS["learning_rate"],
     input_dim: int = INPUT_DIM,
+    scale: float = 1.0,
+    sinusoid_seed: int | None = None,
     selection_bias: bool = True,
     bias_n: int = DEFAULTS["bias_n"],
     bias_epochs: int = DEFAULTS["bias_epochs"],
-    bias_models: Sequence[str] = BIAS_MODELS,
+    bias_models: Sequence[str] = DEFAULT_BIAS_MODELS,
     run_eagerly: bool = False,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -530,6 +605,9 @@ def run_mtl_synthetic(
         epochs, batch_size, learning_rate: the budget of every fit of the first experiment.
         output_png: where to write the figure; ``None`` writes none.
         input_dim: input dimension of the regression (100 in the paper).
+        scale, sinusoid_seed: the generator's ``c`` and, when set, the one seed of the
+            sinusoids shared by every run (see
+            :func:`tfjoint.datasets.synthetic.mmoe_regression`).
         selection_bias: also run the second experiment.
         bias_n, bias_epochs: impressions and epochs of the second experiment.
         bias_models: models of the second experiment, among :data:`BIAS_MODELS`.
@@ -585,7 +663,9 @@ def run_mtl_synthetic(
         parameters = {a: _parameter_counts(t.model) for a, t in trainers.items()}
         for correlation in correlations:
             for seed in seed_list:
-                x, y = synthetic.mmoe_regression(n_train + n_eval, correlation, dim=input_dim, seed=seed)
+                x, y = synthetic.mmoe_regression(
+                    n_train + n_eval, correlation, dim=input_dim, seed=seed, scale=scale, sinusoid_seed=sinusoid_seed
+                )
                 train = _regression_batches(x[:n_train], y[:n_train], spec, budget.batch_size, seed)
                 evaluation = _regression_batches(x[n_train:], y[n_train:], spec, 4096, None)
                 for architecture in architectures:
@@ -632,6 +712,8 @@ def run_mtl_synthetic(
             "n_train": n_train,
             "n_eval": n_eval,
             "input_dim": input_dim,
+            "scale": scale,
+            "sinusoid_seed": sinusoid_seed,
             "noise_floor": NOISE_FLOOR,
             **dataclasses.asdict(budget),
             "steps_per_execution": budget.compile_kwargs().get("steps_per_execution", 1),
@@ -746,7 +828,9 @@ def format_report(results: dict[str, Any]) -> str:
         f"== MMoE synthetic (Ma et al., KDD 2018, Fig. 4): eval MSE(y1) + MSE(y2), mean ± std over "
         f"{config['seeds']} seed(s); {config['n_train']} train / {config['n_eval']} eval rows, "
         f"{config['epochs']} epochs, batch {config['batch_size']}, Adam lr {config['learning_rate']:g}; "
-        f"noise floor {NOISE_FLOOR:.3f} =="
+        f"noise floor {NOISE_FLOOR:.3f}; scale c = {config.get('scale', 1.0):g}, sinusoids "
+        + ("drawn per seed" if config.get("sinusoid_seed") is None else f"from seed {config['sinusoid_seed']}")
+        + " =="
     )
     out = [
         title,
@@ -803,7 +887,7 @@ def format_report(results: dict[str, Any]) -> str:
             f"on clicked rows only =="
         )
         excess = bias["excess"]
-        header = ["model", "unclicked", "clicked", "all", "unclicked - clicked", "parameters"]
+        header = ["model", "unclicked", "clicked", "all", "unclicked - clicked", "parameters", "best epoch per seed"]
         if excess:
             header.insert(5, f"|unclicked| - |{NAIVE_REFERENCE}|")
         rows = []
@@ -815,6 +899,7 @@ def format_report(results: dict[str, Any]) -> str:
                 _cell(m["bias_all"], signed=True, digits=4),
                 _cell(m["bias_unclicked_minus_clicked"], signed=True, digits=4),
                 str(m["parameters"]),
+                " ".join(str(e) for e in m.get("best_epochs", [])),
             ]
             if excess:
                 row.insert(5, _cell(excess[name], signed=True, digits=4) if name in excess else "(reference)")

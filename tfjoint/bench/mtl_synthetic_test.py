@@ -107,11 +107,13 @@ def test_quick_run_measures_selection_bias_without_pinning_it(quick):
                 stats["mean_pcvr_unclicked"] - stats["mean_true_cvr_unclicked"], abs=1e-6
             )
             assert 0 < stats["mean_pcvr_unclicked"] < 1
+            # Each model is read at its best epoch on the held-out validation rows.
+            assert 1 <= stats["best_epoch"] <= mtl_synthetic.QUICK["bias_epochs"]
     for name in models:
         values = [run["models"][name]["bias_unclicked"] for run in bias["runs"]]
         assert bias["models"][name]["bias_unclicked"]["values"] == pytest.approx(values)
         assert bias["models"][name]["bias_unclicked"]["mean"] == pytest.approx(np.mean(values))
-    # Each model's |bias| on unclicked rows against the naive towers', seed by seed.
+    # Each model's |bias| on unclicked rows against the naive CVR model's, seed by seed.
     reference = mtl_synthetic.NAIVE_REFERENCE
     assert set(bias["excess"]) == set(models) - {reference}
     for name, stats in bias["excess"].items():
@@ -128,7 +130,12 @@ def test_unclicked_impressions_have_a_lower_true_cvr_than_clicked_ones():
     # higher than that of the unclicked rows it is applied to. The gap is about 0.10 at
     # every seed; its sampling noise at 2,000 eval rows is about 0.01.
     for seed in range(2):
-        frames = load_synthetic_frames(n=10000, correlation=mtl_synthetic.BIAS_CORRELATION, seed=seed)
+        frames = load_synthetic_frames(
+            n=10000,
+            correlation=mtl_synthetic.BIAS_CORRELATION,
+            seed=seed,
+            click_intercept=mtl_synthetic.BIAS_CLICK_INTERCEPT,
+        )
         for frame in frames.values():
             clicked = frame[CLICK_KEY].to_numpy() == 1.0
             true_cvr = frame[TRUE_CVR_KEY].to_numpy()
@@ -218,6 +225,10 @@ def test_cli_flags():
             "--json",
             "out/r.json",
             "--no-selection-bias",
+            "--scale",
+            "3",
+            "--sinusoid-seed",
+            "0",
         ]
     )
     assert args.func is cli.cmd_mtl_synthetic
@@ -225,8 +236,48 @@ def test_cli_flags():
     assert kwargs["seeds"] == 2 and kwargs["correlations"] == [1.0, 0.5] and kwargs["epochs"] == 3
     assert kwargs["architectures"] == ["mmoe", "ple"] and kwargs["output_png"] == "out/fig.png"
     assert kwargs["selection_bias"] is False and args.json == "out/r.json"
+    assert kwargs["scale"] == 3.0 and kwargs["sinusoid_seed"] == 0
     # --quick sizes what the flags leave unset.
     assert kwargs["n_train"] == mtl_synthetic.QUICK["n_train"]
     defaults = cli._mtl_synthetic_kwargs(parser.parse_args(["bench", "mtl-synthetic"]))
     assert defaults["seeds"] == 3 and defaults["correlations"] == mtl_synthetic.CORRELATIONS
     assert defaults["selection_bias"] is True and defaults["output_png"] == cli.DEFAULT_PNG
+    assert "scale" not in defaults and "sinusoid_seed" not in defaults
+
+
+def test_naive_cvr_learns_from_clicked_rows_only():
+    """The ESMM paper's BASE: only the conversion loss on clicked rows trains it, so what the
+    unclicked rows hold (features, labels of the other tasks) cannot change its weights."""
+    from tfjoint.datasets import synthetic
+    from tfjoint.models.joint import build_joint_model
+    from tfjoint.testing import fake_batch
+
+    spec = mtl_synthetic._bias_spec("naive_cvr")
+    assert {t.name: t.weight for t in spec.tasks} == {"click": 0.0, "conversion": 1.0, "score": 0.0}
+    assert mtl_synthetic._bias_spec("esmm") is synthetic.SPEC
+    x, _ = fake_batch(spec, n=64, seed=3)
+    rng = np.random.default_rng(4)
+    click = rng.integers(0, 2, (64, 1)).astype("float32")
+    y = {"click": click, "conversion": click * rng.integers(0, 2, (64, 1)), "score": rng.normal(size=(64, 1))}
+    unclicked = click[:, 0] == 0
+    # The same rows with the unclicked ones' inputs and non-conversion labels redrawn.
+    x2 = {k: v.copy() for k, v in x.items()}
+    other, _ = fake_batch(spec, n=64, seed=5)
+    for k in x2:
+        x2[k][unclicked] = other[k][unclicked]
+    y2 = {**y, "score": rng.normal(size=(64, 1))}
+
+    def trained(inputs, labels):
+        keras.utils.set_random_seed(0)
+        model = build_joint_model(
+            spec, {k: 8 for k in (*spec.categorical, *(t.name for t in spec.tokens), spec.sequence.item_feature)},
+            task_architecture=mtl_synthetic._bias_architecture("naive_cvr"),
+        )
+        model.compile(optimizer=keras.optimizers.Adam(0.01), run_eagerly=True)
+        model.fit(inputs, labels, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    first, second = trained(x, y), trained(x2, y2)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, trained(x, {**y, "conversion": 1 - y["conversion"]})))
+    for a, b in zip(first, second):
+        np.testing.assert_allclose(a, b, atol=1e-6)

@@ -15,9 +15,25 @@ be measured. The generative model, per impression of user ``u`` and item ``i`` a
 
 - ``affinity = <p_u, q_i>`` of latent factors; the user segment is a coarse view of
   ``p_u``, the item tags a coarse view of ``q_i``;
-- ``logit_ctr = b + user_bias + item_bias + 1.5 * affinity + x @ w
-  + [s == 2] * scenario_shift * (1 + x_1)``: scenario 2 ("detail") shifts the click
-  function by a known amount, on the intercept and on the slope of ``x_1``;
+- ``logit_ctr = b + user_bias + item_bias + 1.5 * affinity + context_scale * x @ w_s
+  + [s == 2] * scenario_shift * (1 + x_1)`` with ``w_s = w`` (``CONTEXT_WEIGHTS``) in
+  scenarios 0 and 1 and ``w_2 = shifted_context_weights`` (default ``w``) in scenario 2
+  ("detail"). Two known kinds of shift of the detail click function (the defaults give
+  the additive one with ``scenario_shift = 1`` and no context shift):
+
+  * *additive* (``scenario_shift``): the intercept and the slope of ``x_1`` move. Its
+    effect is additive in ``[x, scenario]``, so any model that embeds the scenario id
+    can represent it; a large shift also raises detail's mean CTR toward 1 (saturation,
+    which makes that scenario *easier*, not harder);
+  * *context* (``shifted_context_weights``): detail clicks follow a different function
+    of the context, e.g. ``REVERSED_CONTEXT_WEIGHTS = -w``. The true logits of detail
+    and of the other scenarios then differ by exactly
+    ``context_scale * x @ (w_2 - w)``, a scenario-by-feature *interaction*, which is
+    what scenario-specific parameters (STAR's ``W_p ⊙ W``, low-rank or adapter paths,
+    per-scenario gates) represent directly. Since ``x ~ N(0, I)``, ``x @ w_2`` has the
+    distribution of ``x @ w`` whenever ``||w_2|| = ||w||``: the shift changes neither
+    detail's mean CTR nor the spread of its logits. ``context_scale > 1`` makes the
+    context part count more against the user/item part;
 - ``logit_cvr = b' + correlation * z(logit_ctr) + sqrt(1 - correlation^2) * z(g)`` where
   ``z`` standardizes and ``g = 4 * <p'_u, q'_i> + x_6 - x_7`` is a conversion driver from
   independent latent factors and context, so ``correlation`` is (up to sampling noise)
@@ -32,6 +48,8 @@ like MovieLens: rows before the ``1 - eval_fraction`` time quantile are train, t
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -60,6 +78,8 @@ TAGS_PER_ITEM = 3
 # Context weights of the click logit: enough signal in x alone for a linear model. x_3
 # drives the score, x_6 and x_7 the conversion.
 CONTEXT_WEIGHTS = np.array([0.8, -0.6, 0.5, 0.0, 0.3, -0.3, 0.0, 0.0])
+# Detail's context weights for the *context* shift: the same norm, the opposite direction.
+REVERSED_CONTEXT_WEIGHTS = tuple(float(v) for v in -CONTEXT_WEIGHTS)
 
 
 def _check_correlation(correlation: float) -> None:
@@ -70,16 +90,27 @@ def _check_correlation(correlation: float) -> None:
 
 
 def mmoe_regression(
-    n: int, correlation: float, dim: int = 100, num_sin: int = 10, seed: int = 0
+    n: int,
+    correlation: float,
+    dim: int = 100,
+    num_sin: int = 10,
+    seed: int = 0,
+    scale: float = 1.0,
+    sinusoid_seed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two regression tasks whose relatedness is ``correlation`` (MMoE, KDD 2018, 4.2).
 
     With orthogonal unit vectors ``u1, u2``, ``w1 = c * u1`` and
-    ``w2 = c * (p * u1 + sqrt(1 - p^2) * u2)`` (``p = correlation``, ``c = 1``), and
+    ``w2 = c * (p * u1 + sqrt(1 - p^2) * u2)`` (``p = correlation``, ``c = scale``), and
     ``x ~ N(0, I_dim)``, each label is
     ``y_k = w_k^T x + sum_j sin(alpha_j * w_k^T x + beta_j) + eps``, ``eps ~ N(0, 0.01)``,
     with ``alpha_j, beta_j ~ N(0, 1)`` shared by both tasks. ``p`` is the cosine of the
     two tasks' weight vectors; the labels' Pearson correlation falls as ``p`` falls.
+
+    ``seed`` draws everything, the sinusoids' ``alpha_j, beta_j`` included, unless
+    ``sinusoid_seed`` is given: then they come from that seed alone, so every ``seed`` shares
+    one task function family (the paper's "given parameters") and only the directions, the
+    inputs and the noise change. A larger ``scale`` makes the tasks more oscillatory.
 
     Returns:
         ``(x, y)`` with shapes ``[n, dim]`` and ``[n, 2]``.
@@ -89,13 +120,16 @@ def mmoe_regression(
         raise ValueError(
             f"need n >= 1, dim >= 2 and num_sin >= 0; Received: n={n}, dim={dim}, num_sin={num_sin}"
         )
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0; Received: scale={scale}")
     rng = np.random.default_rng(seed)
     # QR of a Gaussian matrix gives two orthonormal columns.
     basis, _ = np.linalg.qr(rng.standard_normal((dim, 2)))
     u1, u2 = basis[:, 0], basis[:, 1]
-    w = np.stack([u1, correlation * u1 + np.sqrt(1.0 - correlation**2) * u2], axis=1)
-    alpha = rng.standard_normal(num_sin)
-    beta = rng.standard_normal(num_sin)
+    w = scale * np.stack([u1, correlation * u1 + np.sqrt(1.0 - correlation**2) * u2], axis=1)
+    waves_rng = rng if sinusoid_seed is None else np.random.default_rng(sinusoid_seed)
+    alpha = waves_rng.standard_normal(num_sin)
+    beta = waves_rng.standard_normal(num_sin)
     x = rng.standard_normal((n, dim))
     projections = x @ w  # [n, 2]
     waves = np.sin(projections[:, :, None] * alpha + beta).sum(axis=-1)
@@ -131,15 +165,26 @@ def load_synthetic_frames(
     scenario_shift: float = 1.0,
     seed: int = 0,
     eval_fraction: float = 0.2,
+    click_intercept: float = -1.0,
+    shifted_context_weights: Sequence[float] | None = None,
+    context_scale: float = 1.0,
 ) -> dict[str, pd.DataFrame]:
     """Synthetic impressions ``{"train": ..., "eval": ...}`` for ``features.SYNTHETIC``.
 
     Args:
         n: number of impressions.
         correlation: Pearson correlation of the true click and conversion logits.
-        scenario_shift: shift of the click logit in scenario 2 (0 = no shift).
+        scenario_shift: additive shift ``scenario_shift * (1 + x_1)`` of the click logit in
+            scenario 2 (0 = no shift).
         seed: seed of everything; equal seeds give equal frames.
         eval_fraction: fraction of impressions, by time, in the eval split.
+        click_intercept: intercept ``b`` of the click logit; -1 gives a CTR of about 0.5,
+            -4 about 0.11 (closer to e-commerce: the ESMM paper's Taobao data has a CTR of
+            about 4%), where conversions are observed on few rows.
+        shifted_context_weights: the context weights of the click logit in scenario 2, one
+            per dense feature (``None``: ``CONTEXT_WEIGHTS``, as in the other scenarios).
+        context_scale: factor on the context part ``x @ w_s`` of the click logit, in every
+            scenario. The defaults of these two give the same frames as before they existed.
 
     Returns:
         One row per impression with every key of the spec, plus ``timestamp``,
@@ -149,6 +194,11 @@ def load_synthetic_frames(
     _check_correlation(correlation)
     if n < 100:
         raise ValueError(f"n must be >= 100; Received: n={n}")
+    if shifted_context_weights is not None and len(shifted_context_weights) != len(CONTEXT_WEIGHTS):
+        raise ValueError(
+            f"shifted_context_weights needs {len(CONTEXT_WEIGHTS)} weights; "
+            f"Received: {len(shifted_context_weights)}"
+        )
     rng = np.random.default_rng(seed)
     num_users = max(20, n // 40)
     # Capped so that a large n gets more impressions per item, not a huge catalogue.
@@ -179,7 +229,13 @@ def load_synthetic_frames(
     x = rng.standard_normal((n, len(SPEC.dense)))
     affinity = affinity_all[users, items]
 
-    logit_ctr = -1.0 + user_bias[users] + item_bias[items] + 1.5 * affinity + x @ CONTEXT_WEIGHTS
+    context = x @ CONTEXT_WEIGHTS
+    if shifted_context_weights is not None:
+        shifted = scenario == SHIFTED_SCENARIO
+        context[shifted] = x[shifted] @ np.asarray(shifted_context_weights, dtype=np.float64)
+    if context_scale != 1.0:
+        context = context_scale * context
+    logit_ctr = click_intercept + user_bias[users] + item_bias[items] + 1.5 * affinity + context
     logit_ctr = logit_ctr + (scenario == SHIFTED_SCENARIO) * scenario_shift * (1.0 + x[:, 1])
     driver = 4.0 * (user_cvr_factors[users] * item_cvr_factors[items]).sum(axis=1) + x[:, 6] - x[:, 7]
     independent = np.sqrt(1.0 - correlation**2)

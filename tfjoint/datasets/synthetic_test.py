@@ -33,6 +33,42 @@ def test_mmoe_regression_shapes_and_seed():
         synthetic.mmoe_regression(10, 1.5)
 
 
+def test_mmoe_regression_scale_sets_the_weight_norms_and_their_cosine():
+    # Without sinusoids each label is w_k^T x + noise: least squares recovers w_k, whose norm
+    # is the scale c and whose cosine is the task correlation p.
+    x, y = synthetic.mmoe_regression(20_000, 0.5, dim=10, num_sin=0, seed=1, scale=3.0)
+    w, *_ = np.linalg.lstsq(x, y, rcond=None)
+    np.testing.assert_allclose(np.linalg.norm(w, axis=0), [3.0, 3.0], atol=0.01)
+    assert w[:, 0] @ w[:, 1] / 9.0 == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="scale"):
+        synthetic.mmoe_regression(10, 0.5, scale=0.0)
+
+
+def _task_function(x, y, scale, bins):
+    """``E[y_1 | z_1]`` over ``bins`` of ``z_1 = c u_1^T x``. For Gaussian ``x``, least
+    squares of ``y_1 = f(z_1) + eps`` on ``x`` points along ``u_1`` (Stein's lemma)."""
+    b, *_ = np.linalg.lstsq(x, y[:, 0], rcond=None)
+    z = scale * x @ (b / np.linalg.norm(b))
+    index = np.digitize(z, bins)
+    return np.array([y[index == i, 0].mean() for i in range(1, len(bins))])
+
+
+def test_mmoe_regression_sinusoid_seed_fixes_the_task_function_across_seeds():
+    bins = np.linspace(-2.0, 2.0, 9)
+    kwargs = {"dim": 10, "scale": 1.0}
+    f1 = _task_function(*synthetic.mmoe_regression(40_000, 1.0, seed=1, sinusoid_seed=7, **kwargs), 1.0, bins)
+    f2 = _task_function(*synthetic.mmoe_regression(40_000, 1.0, seed=2, sinusoid_seed=7, **kwargs), 1.0, bins)
+    f3 = _task_function(*synthetic.mmoe_regression(40_000, 1.0, seed=2, sinusoid_seed=8, **kwargs), 1.0, bins)
+    # Different seeds, one sinusoid seed: the same f (bin means within sampling noise);
+    # another sinusoid seed: another f.
+    np.testing.assert_allclose(f1, f2, atol=0.15)
+    assert np.abs(f1 - f3).max() > 0.5
+    # Without a sinusoid seed, the seed alone draws everything, as before.
+    x, y = synthetic.mmoe_regression(100, 0.5, dim=10, seed=4)
+    x2, y2 = synthetic.mmoe_regression(100, 0.5, dim=10, seed=4, sinusoid_seed=None)
+    np.testing.assert_array_equal(y, y2)
+
+
 def test_mmoe_label_correlation_falls_with_task_correlation():
     corr = {
         p: np.corrcoef(synthetic.mmoe_regression(20_000, p, seed=0)[1].T)[0, 1]
@@ -88,6 +124,32 @@ def test_scenario_shift_is_visible_in_click_rate():
     assert np.ptp(flat) < 0.04
 
 
+def test_context_shift_reverses_the_context_function_without_saturation():
+    kwargs = {"n": 6_000, "scenario_shift": 0.0, "context_scale": 3.0}
+    flat = pd.concat(synthetic.load_synthetic_frames(**kwargs).values(), ignore_index=True)
+    shifted = pd.concat(
+        synthetic.load_synthetic_frames(
+            **kwargs, shifted_context_weights=synthetic.REVERSED_CONTEXT_WEIGHTS
+        ).values(),
+        ignore_index=True,
+    )
+    # Same seed, same draws: the frames differ only in the true click logit of detail, by
+    # exactly context_scale * x @ (w_2 - w) (and in what is drawn from that logit).
+    x = shifted[list(SPEC.dense)].to_numpy()
+    delta = 3.0 * x @ (np.asarray(synthetic.REVERSED_CONTEXT_WEIGHTS) - synthetic.CONTEXT_WEIGHTS)
+    is_detail = shifted[features.SCENARIO_KEY].to_numpy() == synthetic.SHIFTED_SCENARIO
+    difference = _logit(shifted[synthetic.TRUE_CTR_KEY].to_numpy()) - _logit(flat[synthetic.TRUE_CTR_KEY].to_numpy())
+    np.testing.assert_allclose(difference[is_detail], delta[is_detail], atol=1e-6)
+    np.testing.assert_array_equal(difference[~is_detail], 0.0)
+    assert np.abs(delta[is_detail]).mean() > 1.0  # a large change of the click function
+    # No saturation: detail's mean true CTR stays that of the other scenarios.
+    ctr = shifted.groupby(features.SCENARIO_KEY)[synthetic.TRUE_CTR_KEY].mean().to_numpy()
+    assert 0.3 < ctr[synthetic.SHIFTED_SCENARIO] < 0.7
+    assert abs(ctr[synthetic.SHIFTED_SCENARIO] - ctr[:2].mean()) < 0.03
+    with pytest.raises(ValueError, match="shifted_context_weights"):
+        synthetic.load_synthetic_frames(n=200, shifted_context_weights=[1.0, 2.0])
+
+
 def test_sequences_are_before_the_row_and_carry_taste(frames):
     both = pd.concat(frames.values(), ignore_index=True)
     lengths = both[features.SEQUENCE_ITEMS_KEY].map(len).to_numpy()
@@ -116,3 +178,14 @@ def test_logistic_model_learns_click(frames):
     model = LogisticRegression(max_iter=1_000).fit(x[: len(train)], train[synthetic.CLICK_KEY])
     auc = roc_auc_score(eval_[synthetic.CLICK_KEY], model.predict_proba(x[len(train):])[:, 1])
     assert auc > 0.7
+
+
+def test_click_intercept_shifts_every_true_click_logit_by_the_same_amount():
+    base = synthetic.load_synthetic_frames(n=2000, seed=5)
+    rare = synthetic.load_synthetic_frames(n=2000, seed=5, click_intercept=-4.0)
+    for split in ("train", "eval"):
+        shift = _logit(rare[split][synthetic.TRUE_CTR_KEY].to_numpy()) - _logit(
+            base[split][synthetic.TRUE_CTR_KEY].to_numpy()
+        )
+        np.testing.assert_allclose(shift, -3.0, atol=1e-6)
+    assert rare["train"][synthetic.CLICK_KEY].mean() < 0.5 * base["train"][synthetic.CLICK_KEY].mean()

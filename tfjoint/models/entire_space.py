@@ -130,11 +130,16 @@ class EntireSpaceCounterfactualMultiTask(EntireSpaceMultiTask):
         propensity_clip: lower bound of ``p_hat``.
         tower_units: hidden sizes of every tower.
         dropout: dropout rate inside the towers.
+        imputed_tasks: the tasks that get an imputation tower with ``variant="dr"``: the
+            cascade steps, which the joint model passes; ``None``: every task.
 
     Returns:
         Dict ``{task: tower output}``; with ``variant="dr"`` also
-        ``{"<task>_imputed_error": (batch, 1)}`` for every task (only cascade steps use it).
+        ``{"<task>_imputed_error": (batch, 1)}`` for every task of ``imputed_tasks``.
     """
+
+    # The joint model passes the names of its binary cascade steps as ``imputed_tasks``.
+    uses_cascade_steps = True
 
     def __init__(
         self,
@@ -144,6 +149,7 @@ class EntireSpaceCounterfactualMultiTask(EntireSpaceMultiTask):
         propensity_clip: float = 0.05,
         tower_units: list[int] | tuple[int, ...] = (64, 32),
         dropout: float = 0.0,
+        imputed_tasks: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if variant not in ("ips", "dr"):
@@ -155,12 +161,18 @@ class EntireSpaceCounterfactualMultiTask(EntireSpaceMultiTask):
         self.variant = variant
         self.counterfactual_weight = counterfactual_weight
         self.propensity_clip = float(propensity_clip)
+        if imputed_tasks is not None:
+            unknown = [t for t in imputed_tasks if t not in self.task_names]
+            if unknown:
+                raise ValueError(f"imputed_tasks must be among task_names {self.task_names}. Received: {unknown}")
+            imputed_tasks = list(imputed_tasks)
+        self.imputed_tasks = imputed_tasks
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         super().build(input_shape)
         self.imputation = {}
         if self.variant == "dr":
-            for name in self.task_names:
+            for name in self.task_names if self.imputed_tasks is None else self.imputed_tasks:
                 tower = MLP([*self.tower_units, 1], activation="relu", name=f"imputation_{name}", dtype=self.dtype_policy)
                 tower.build(input_shape)
                 self.imputation[name] = tower
@@ -205,5 +217,6 @@ class EntireSpaceCounterfactualMultiTask(EntireSpaceMultiTask):
             variant=self.variant,
             counterfactual_weight=self.counterfactual_weight,
             propensity_clip=self.propensity_clip,
+            imputed_tasks=self.imputed_tasks,
         )
         return config

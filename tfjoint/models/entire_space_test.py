@@ -82,10 +82,11 @@ def test_escm2_layer_contract(variant):
     x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
     shapes = {"click": (4, 4), "conversion": (4, 4)}
     if variant == "dr":
-        shapes.update({"click_imputed_error": (4, 1), "conversion_imputed_error": (4, 1)})
+        shapes.update({"conversion_imputed_error": (4, 1)})
     run_layer_test(
         EntireSpaceCounterfactualMultiTask,
-        {"task_names": ["click", "conversion"], "variant": variant, "tower_units": [8, 4]},
+        {"task_names": ["click", "conversion"], "variant": variant, "tower_units": [8, 4],
+         "imputed_tasks": ["conversion"]},
         x,
         expected_output_shape=shapes,
     )
@@ -114,6 +115,11 @@ def test_escm2_loss_is_ctcvr_plus_counterfactual_risk(variant):
         risk = (imputed + o * (error - imputed) / p_hat).mean() + (o * (error - imputed) ** 2 / p_hat).mean()
     loss = float(model.task_losses(y, pred)["conversion"])
     np.testing.assert_allclose(loss, ctcvr + weight * risk, rtol=1e-4)
+    if variant == "dr":
+        # Only the cascade step (conversion under click) has an imputation tower: every
+        # weight the model holds is one its loss trains.
+        assert model.task_architecture.imputed_tasks == ["conversion"]
+        assert [k for k in pred if k.endswith("_imputed_error")] == ["conversion_imputed_error"]
 
 
 def test_escm2_ips_weights_clicked_rows_by_inverse_propensity():
@@ -136,3 +142,5 @@ def test_escm2_bad_arguments():
         EntireSpaceCounterfactualMultiTask(["a"], variant="snips")
     with pytest.raises(ValueError, match="propensity_clip"):
         EntireSpaceCounterfactualMultiTask(["a"], propensity_clip=0.0)
+    with pytest.raises(ValueError, match="imputed_tasks"):
+        EntireSpaceCounterfactualMultiTask(["a", "b"], variant="dr", imputed_tasks=["c"])

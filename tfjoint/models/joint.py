@@ -408,10 +408,12 @@ def build_joint_model(
             overrides.get("scenario_adapter", {}),
         )
     arch_context: dict[str, Any] = {"task_names": [t.name for t in task_specs]}
-    if isinstance(task_architecture, str) and getattr(
-        registry.get(task_architecture, slot="task_architecture").cls, "uses_scenario", False
-    ):
+    arch_cls = registry.get(task_architecture, slot="task_architecture").cls if isinstance(task_architecture, str) else None
+    if getattr(arch_cls, "uses_scenario", False):
         arch_context["num_scenarios"] = spec.num_scenarios
+    if getattr(arch_cls, "uses_cascade_steps", False):
+        by_name = {t.name: t for t in task_specs}
+        arch_context["imputed_tasks"] = [t.name for t in task_specs if _entire_space_step(t, by_name)]
     arch = _component(
         "task_architecture",
         task_architecture,
