@@ -281,3 +281,20 @@ def test_naive_cvr_learns_from_clicked_rows_only():
     assert any(not np.array_equal(a, b) for a, b in zip(first, trained(x, {**y, "conversion": 1 - y["conversion"]})))
     for a, b in zip(first, second):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_less_biased_than_reference_needs_two_standard_errors_of_the_paired_difference():
+    def excess(mean, std):
+        return {"mean": mean, "std": std, "values": []}
+
+    bias = {
+        "config": {"seeds": [0, 1, 2]},
+        # 2 SE of the paired difference over 3 seeds = 2 * std / sqrt(3).
+        "excess": {
+            "esmm": excess(-0.058, 0.010),  # -0.058 + 0.012 < 0: less biased
+            "escm2": excess(-0.010, 0.020),  # -0.010 + 0.023 > 0: within noise
+            "escm2_dr": excess(0.040, 0.010),  # more biased
+        },
+    }
+    assert mtl_synthetic.less_biased_than_reference(bias) == ["esmm"]
+    assert mtl_synthetic.less_biased_than_reference({**bias, "config": {"seeds": [0]}}) == []
