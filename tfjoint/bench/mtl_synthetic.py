@@ -77,7 +77,7 @@ from tfjoint import features, registry
 from tfjoint.datasets import synthetic
 from tfjoint.datasets.examples import write_tfrecords
 from tfjoint.features import DatasetSpec, TaskSpec
-from tfjoint.models.entire_space import EntireSpaceCounterfactualMultiTask, EntireSpaceMultiTask
+from tfjoint.models.entire_space import EntireSpaceMultiTask
 from tfjoint.models.joint import JointModel, build_joint_model
 
 ARCHITECTURES = ("shared_bottom", "omoe", "mmoe", "ple")
@@ -109,6 +109,7 @@ ARCHITECTURE_KWARGS: dict[str, dict[str, Any]] = {
 # paper's BASE) is the reference the others' bias is judged against.
 BIAS_MODELS = ("esmm", "escm2", "escm2_dr", "naive_cvr", "naive_towers", "naive_shared_bottom")
 DEFAULT_BIAS_MODELS = BIAS_MODELS[:-1]
+BIAS_COMPONENT_KWARGS: dict[str, dict[str, Any]] = {"escm2_dr": {"variant": "dr"}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,13 +341,8 @@ def _bias_spec(name: str) -> DatasetSpec:
 def _bias_architecture(name: str) -> str | keras.layers.Layer:
     if name in ("esmm", "escm2"):
         return name
-    if name == "escm2_dr":
-        return EntireSpaceCounterfactualMultiTask(
-            list(synthetic.SPEC.label_keys),
-            variant="dr",
-            imputed_tasks=[synthetic.CONVERSION_KEY],
-            name="task_architecture",
-        )
+    if name == "escm2_dr":  # built by name, so the joint model passes its cascade steps
+        return "escm2"
     if name in ("naive_cvr", "naive_towers"):
         return _ClickedRowsTowers(list(synthetic.SPEC.label_keys), name="task_architecture")
     if name == "naive_shared_bottom":
@@ -446,7 +442,12 @@ def _selection_bias_run(
         if progress is not None:
             progress.set_postfix_str(f"selection bias: {name} seed={seed}")
         keras.utils.set_random_seed(seed)
-        model = build_joint_model(_bias_spec(name), vocab_sizes, task_architecture=_bias_architecture(name))
+        model = build_joint_model(
+            _bias_spec(name),
+            vocab_sizes,
+            task_architecture=_bias_architecture(name),
+            component_kwargs={"task_architecture": BIAS_COMPONENT_KWARGS.get(name, {})},
+        )
         model.compile(optimizer=keras.optimizers.Adam(budget.learning_rate), **budget.compile_kwargs())
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
         history = model.fit(
