@@ -178,7 +178,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from tfjoint import schema
+    from tfjoint.features import schema
     from tfjoint.features import DATASETS as specs
 
     if args.check:

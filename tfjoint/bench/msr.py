@@ -17,9 +17,10 @@ Configurations:
 
 Reported per configuration, scenario and task, mean and standard deviation over seeds: AUC
 for binary tasks and RMSE for regression tasks, each on the rows the task is defined on
-(child tasks on rows whose parent label is 1). A cell is marked ``▲`` (better) or ``▼``
-(worse) where it differs from ``shared`` by more than two standard errors; a configuration
-that is better on one scenario and worse on another for the same task shows the *seesaw*.
+(:meth:`tfjoint.features.TaskSpec.defined_rows`: child tasks on rows whose parent label is
+1). A cell is marked ``▲`` (better) or ``▼`` (worse) where it differs from ``shared`` by
+more than two standard errors; a configuration that is better on one scenario and worse on
+another for the same task shows the *seesaw*.
 
 On ``--dataset synthetic`` the data have a known shift in one scenario
 (:data:`tfjoint.datasets.synthetic.SHIFTED_SCENARIO`); the bench also reports, per scenario,

@@ -70,7 +70,7 @@ def score(spec: DatasetSpec, predictions: dict[str, np.ndarray], labels: dict[st
     NaN where a slice cannot be scored."""
     out = {}
     for task in spec.tasks:
-        rows = np.ones(len(labels[task.name]), bool) if task.parent is None else labels[task.parent][:, 0] == 1
+        rows = task.defined_rows(labels) == 1
         y, p = labels[task.name][rows, 0], predictions[task.name][rows, 0]
         if task.type == "binary":
             # AUC is undefined on a slice with one class (tiny samples, rare child tasks).

@@ -2,8 +2,10 @@
 
 TFMA loads our SavedModels as generic TF models, so every metric is named here: AUC, log
 loss (binary cross-entropy) and calibration for binary tasks; RMSE and MAE for regression
-tasks; example counts for all. Metrics are computed overall and per scenario. A task with a
-parent is weighted by the parent's label, so ``like`` is judged only where ``watch`` = 1.
+tasks; example counts for all. Metrics are computed overall and per scenario. A task is
+judged on the rows it is defined on (:meth:`tfjoint.features.TaskSpec.defined_rows`): its
+examples are weighted by the label ``task.row_weight_key`` (the parent's), so ``like`` is
+judged only where ``watch`` = 1.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def eval_config(spec: DatasetSpec) -> tfma.EvalConfig:
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
         label_keys={task.name: task.name for task in spec.tasks},
-        example_weight_keys={task.name: task.parent for task in spec.tasks if task.parent},
+        example_weight_keys={task.name: task.row_weight_key for task in spec.tasks if task.row_weight_key},
     )
     return tfma.EvalConfig(
         model_specs=[model_spec],

@@ -10,7 +10,7 @@ from tfx.proto import example_gen_pb2
 
 from tfjoint.features import get_dataset_spec
 from tfjoint.pipeline.evaluation import eval_config
-from tfjoint.schema import schema_path
+from tfjoint.features.schema import schema_path
 
 PREPROCESSING_FN = "tfjoint.pipeline.transform.preprocessing_fn"
 RUN_FN = "tfjoint.pipeline.trainer.run_fn"

@@ -156,13 +156,13 @@ def score_examples(saved_model_dir: str, data_root: str, spec: DatasetSpec, coun
     loaded = tf.saved_model.load(saved_model_dir)
     outputs = loaded.signatures["serving_default"](examples=tf.constant(serialized))
     label_spec = {k: tf.io.FixedLenFeature([1], tf.float32) for k in spec.label_keys}
-    labels = tf.io.parse_example(tf.constant(serialized), label_spec)
+    labels = {k: v.numpy() for k, v in tf.io.parse_example(tf.constant(serialized), label_spec).items()}
+    defined = {task.name: task.defined_rows(labels) for task in spec.tasks}
     rows = []
     for i in range(len(serialized)):
         row: dict[str, Any] = {}
         for task in spec.tasks:
-            defined = task.parent is None or float(labels[task.parent][i, 0]) == 1.0
-            row[f"{task.name}_label"] = float(labels[task.name][i, 0]) if defined else None
+            row[f"{task.name}_label"] = float(labels[task.name][i, 0]) if defined[task.name][i] == 1.0 else None
             row[f"{task.name}_pred"] = float(outputs[task.name][i, 0])
         rows.append(row)
     return rows

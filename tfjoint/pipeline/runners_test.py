@@ -18,3 +18,35 @@ def test_progress_reports_components_in_start_order(tmp_path, capsys):
     assert lines[0] == "[tfjoint] C ..." and lines[1] == "[tfjoint] C done in 1 s"
     assert lines[2] == "[tfjoint] B ..." and lines[3] == "[tfjoint] B done in 1 s"
     assert lines[4] == "[tfjoint] A ..." and lines[5].startswith("[tfjoint] A done in")
+
+
+def test_score_examples_leaves_a_label_undefined_where_the_parent_label_is_0(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from tfjoint.features import MOVIELENS_100K
+    from tfjoint.pipeline.runners import score_examples
+
+    watch, like, rating = [1.0, 0.0, 1.0], [1.0, 0.0, 0.0], [5.0, 0.0, 2.0]
+    os.makedirs(tmp_path / "data" / "eval")
+    with tf.io.TFRecordWriter(str(tmp_path / "data" / "eval" / "part-0")) as writer:
+        for values in zip(watch, like, rating):
+            feature = {
+                name: tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+                for name, value in zip(("watch", "like", "rating"), values)
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, examples):
+            ones = tf.ones([tf.shape(examples)[0], 1])
+            return {"watch": 0.25 * ones, "like": 0.5 * ones, "rating": 3.0 * ones}
+
+    model = Model()
+    tf.saved_model.save(model, str(tmp_path / "model"), signatures={"serving_default": model.serve})
+    rows = score_examples(str(tmp_path / "model"), str(tmp_path / "data"), MOVIELENS_100K, count=5)
+    assert [r["watch_label"] for r in rows] == watch
+    assert [r["like_label"] for r in rows] == [1.0, None, 0.0]
+    assert [r["rating_label"] for r in rows] == [5.0, None, 2.0]
+    assert [r["like_pred"] for r in rows] == [0.5] * 3 and np.allclose([r["rating_pred"] for r in rows], 3.0)

@@ -80,7 +80,7 @@ def fit_transform_graph(data_root: str, spec: DatasetSpec, output_dir: str) -> t
     import tensorflow_transform.beam as tft_beam
     from tfx_bsl.public import tfxio
 
-    from tfjoint.schema import build_schema
+    from tfjoint.features.schema import build_schema
 
     files = sorted(glob.glob(os.path.join(data_root, "train", "*")))
     if not files:
