@@ -260,7 +260,7 @@ def run_serve_bench(
     Returns ``{"cells": {mode: {str(batch_size): cell}}, "ratio_to_in_process": {mode: {str(bs): x}}, ...}``.
     """
     from tfjoint.serving.client import ServingClient
-    from tfjoint.serving.core import BatchingOptions
+    from tfjoint.serving.batching import BatchingOptions
     from tfjoint.serving.server import serve_in_background
 
     version_dir = latest_version_dir(model_base_path)

@@ -14,7 +14,8 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from tfjoint.serving.core import ModelManager, ServingError
+from tfjoint.serving.errors import ServingError
+from tfjoint.serving.manager import ModelManager
 
 log = logging.getLogger("tfjoint.serving")
 

@@ -10,7 +10,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfjoint.serving import protos
-from tfjoint.serving.core import BatchingOptions
+from tfjoint.serving.batching import BatchingOptions
 
 SERVING = os.path.join(os.path.dirname(__file__), "..", "..", "serving")
 

@@ -31,7 +31,10 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tfjoint.serving.core import DEFAULT_SIGNATURE, ModelManager, ServingError, ndarray_to_tensor_proto
+from tfjoint.serving.errors import ServingError
+from tfjoint.serving.inference import DEFAULT_SIGNATURE
+from tfjoint.serving.manager import ModelManager
+from tfjoint.serving.tensors import ndarray_to_tensor_proto
 
 log = logging.getLogger("tfjoint.serving")
 

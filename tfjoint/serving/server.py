@@ -25,7 +25,10 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfjoint.serving import protos
-from tfjoint.serving.core import BatchingOptions, ModelManager, ServingError, single_model_config
+from tfjoint.serving.batching import BatchingOptions
+from tfjoint.serving.errors import ServingError
+from tfjoint.serving.manager import ModelManager
+from tfjoint.serving.versions import single_model_config
 from tfjoint.serving.grpc_service import add_services
 from tfjoint.serving.rest import RestServer
 

@@ -30,7 +30,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfjoint.features import SCENARIO_FALLBACK_KEY
 from tfjoint.serving.client import ServingClient, make_example
 from tfjoint.serving.conftest import add_version, raw_examples, serialized
-from tfjoint.serving.core import ServingError, aspired_versions
+from tfjoint.serving.errors import ServingError
+from tfjoint.serving.versions import aspired_versions
 from tfjoint.serving.server import serve_in_background
 
 C = grpc.StatusCode
