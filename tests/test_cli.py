@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tfjoint import cli, registry
+from tfjoint import catalog, cli, registry
 from tfjoint.pipeline.pipeline import COMPONENT_IDS
 
 
@@ -16,7 +16,7 @@ def test_models_json_lists_the_registry(capsys):
     assert all({"name", "family", "reference"} <= set(item) for item in listed)
     names = {item["name"] for item in listed}
     assert {"shared_bottom", "mmoe", "omoe", "feature_embedding", "behavior_pooling", "gating_fusion"} <= names
-    assert names == {e.name for e in registry.entries()}
+    assert names == {e.name for e in catalog.entries()}
     assert {item["family"] for item in listed} <= set(registry.FAMILIES)
 
 

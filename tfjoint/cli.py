@@ -56,10 +56,10 @@ def _hparams(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_component(name: str, slot: str) -> str:
-    from tfjoint import registry
+    from tfjoint import catalog
 
     try:
-        registry.get(name, slot=slot)
+        catalog.get(name, slot=slot)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     return name
@@ -158,9 +158,9 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from tfjoint import registry
+    from tfjoint import catalog
 
-    entries = registry.entries(args.slot)
+    entries = catalog.entries(args.slot)
     if args.json:
         print(json.dumps([e.to_json() for e in entries], indent=1))
         return 0

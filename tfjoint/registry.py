@@ -1,6 +1,6 @@
 """One registry of every model component, reachable by name from Python and the CLI.
 
-Each component belongs to one *slot* of the joint model (see :mod:`tfjoint.models.joint`)
+Each component belongs to one *slot* of the joint model (see :mod:`tfjoint.joint.model`)
 and one *family* (the survey's four families, plus ``core`` for the plumbing every joint
 model uses). ``tfjoint models --json`` prints this registry.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Callable, TypeVar
+
+import keras
 
 SLOTS = (
     "embedding",
@@ -45,7 +47,7 @@ _REGISTRY: dict[str, Entry] = {}
 
 
 def register(name: str, *, slot: str, family: str, reference: str) -> Callable[[T], T]:
-    """Class decorator: registers a component under ``name`` in ``slot``."""
+    """Class decorator: registers a component under ``name`` in ``slot``, and with Keras."""
     if slot not in SLOTS:
         raise ValueError(f"slot must be one of {SLOTS}. Received: slot={slot!r}")
     if family not in FAMILIES:
@@ -54,20 +56,15 @@ def register(name: str, *, slot: str, family: str, reference: str) -> Callable[[
     def decorator(cls: T) -> T:
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"component {name!r} is already registered")
+        cls = keras.saving.register_keras_serializable(package="tfjoint")(cls)
         _REGISTRY[name] = Entry(name, slot, family, reference, cls)  # type: ignore[arg-type]
         return cls
 
     return decorator
 
 
-def _ensure_loaded() -> None:
-    # Components register themselves on import; importing the packages pulls them all in.
-    import tfjoint.balancing  # noqa: F401
-    import tfjoint.models  # noqa: F401
-
-
-def get(name: str, slot: str | None = None) -> Entry:
-    _ensure_loaded()
+def lookup(name: str, slot: str | None = None) -> Entry:
+    """The entry registered as ``name`` (in ``slot``), among the modules imported so far."""
     entry = _REGISTRY.get(name)
     if entry is None or (slot is not None and entry.slot != slot):
         known = sorted(e.name for e in _REGISTRY.values() if slot is None or e.slot == slot)
@@ -77,8 +74,8 @@ def get(name: str, slot: str | None = None) -> Entry:
     return entry
 
 
-def entries(slot: str | None = None) -> list[Entry]:
-    _ensure_loaded()
+def registered(slot: str | None = None) -> list[Entry]:
+    """The entries registered so far (in ``slot``), by slot then name."""
     return sorted(
         (e for e in _REGISTRY.values() if slot is None or e.slot == slot),
         key=lambda e: (SLOTS.index(e.slot), e.name),

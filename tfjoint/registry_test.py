@@ -1,10 +1,10 @@
 import pytest
 
-from tfjoint import registry
+from tfjoint import catalog, registry
 
 
 def test_every_entry_has_a_slot_family_and_reference():
-    entries = registry.entries()
+    entries = catalog.entries()
     assert entries
     for entry in entries:
         assert entry.slot in registry.SLOTS and entry.family in registry.FAMILIES
@@ -12,9 +12,9 @@ def test_every_entry_has_a_slot_family_and_reference():
 
 
 def test_lookup_by_slot():
-    assert registry.get("mmoe", slot="task_architecture").cls.__name__ == "MultiGateMixtureOfExperts"
+    assert catalog.get("mmoe", slot="task_architecture").cls.__name__ == "MultiGateMixtureOfExperts"
     with pytest.raises(ValueError, match="unknown sequence_encoder 'mmoe'"):
-        registry.get("mmoe", slot="sequence_encoder")
+        catalog.get("mmoe", slot="sequence_encoder")
 
 
 def test_registration_is_validated():

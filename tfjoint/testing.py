@@ -7,9 +7,9 @@ one training step moves every trainable weight; ``.keras`` save and reload (no
 the same outputs; mixed precision keeps the weights in float32.
 
 :func:`check_joint_model` runs a component inside a whole joint model (train, predict,
-``.keras`` round trip); :func:`fake_batch` and :func:`scenario_batch` make test data,
+``.keras`` round trip); :func:`fake_vocab_sizes`, :func:`fake_batch` and :func:`scenario_batch` make test data,
 :func:`randomize_weights` sets seeded weights, and :func:`softmax`, :func:`sigmoid`,
-:func:`relu` and :func:`numpy_mlp` are numpy references for the layers' equations.
+:func:`relu`, :func:`bce` and :func:`numpy_mlp` are numpy references for the layers' equations.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras import tree
 
 from tfjoint.features import DatasetSpec
-from tfjoint.models import build_joint_model, input_shapes
+from tfjoint.joint import build_joint_model, input_shapes
 
 
 def _symbolic_inputs(data: Any) -> Any:
@@ -153,18 +153,30 @@ def relu(v: np.ndarray) -> np.ndarray:
     return np.maximum(v, 0.0)
 
 
+def bce(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Numpy binary cross-entropy per element, with Keras' clipping at 1e-7."""
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+
 def numpy_mlp(mlp: keras.layers.Layer, v: np.ndarray) -> np.ndarray:
-    """Numpy forward pass of a ReLU :class:`tfjoint.models.mlp.MLP` at inference."""
+    """Numpy forward pass of a ReLU :class:`tfjoint.layers.core.mlp.MLP` at inference."""
     for dense in mlp.dense_layers:
         v = relu(v @ dense.kernel.numpy() + dense.bias.numpy())
     return v
 
 
+def fake_vocab_sizes(spec: DatasetSpec, size: int = 12) -> dict[str, int]:
+    """A vocabulary of ``size`` ids for every categorical and token input of ``spec``."""
+    return {k: size for k in (*spec.categorical, *(t.name for t in spec.tokens))}
+
+
 def fake_batch(spec: DatasetSpec, n: int = 32, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(x, y)``: random values of every model input of ``spec``; labels ``watch``, ``like``, ``rating``.
+    """``(x, y)``: random values of every model input and label of ``spec``.
 
     Integer inputs are drawn from ``0..3``: with three known scenarios, scenario id 3 is the
-    unknown scenario.
+    unknown scenario. Binary labels are 0/1 and regression labels 1..5, in task order; a
+    task with a parent is 0 wherever its parent label is 0.
     """
     rng = np.random.default_rng(seed)
     x = {}
@@ -173,12 +185,10 @@ def fake_batch(spec: DatasetSpec, n: int = 32, seed: int = 0) -> tuple[dict[str,
             x[key] = rng.integers(0, 4, size=(n, *shape))
         else:
             x[key] = rng.normal(size=(n, *shape)).astype("float32")
-    watch = rng.integers(0, 2, (n, 1)).astype("float32")
-    y = {
-        "watch": watch,
-        "like": watch * rng.integers(0, 2, (n, 1)),
-        "rating": watch * rng.integers(1, 6, (n, 1)),
-    }
+    y: dict[str, Any] = {}
+    for task in spec.tasks:
+        label = rng.integers(0, 2, (n, 1)) if task.type == "binary" else rng.integers(1, 6, (n, 1))
+        y[task.name] = label.astype("float32") if task.parent is None else y[task.parent] * label
     return x, y
 
 

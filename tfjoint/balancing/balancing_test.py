@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 from keras import ops
 
-from tfjoint import registry
+from tfjoint import catalog
 from tfjoint.balancing import FixedWeights, TaskBalancer, UncertaintyWeighting
 from tfjoint.features import MOVIELENS_100K, TaskSpec
-from tfjoint.models import build_joint_model
-from tfjoint.models.joint_test import SIZES, fake_batch
+from tfjoint.joint import build_joint_model
+from tfjoint.testing import fake_batch, fake_vocab_sizes
+
+SIZES = fake_vocab_sizes(MOVIELENS_100K)
 
 TASKS = [TaskSpec("a"), TaskSpec("b", type="regression", weight=2.0)]
 
@@ -28,7 +30,7 @@ def test_target_task_is_validated():
         FixedWeights(target_task="c").bind(TASKS)
 
 
-@pytest.mark.parametrize("name", [e.name for e in registry.entries("balancer")])
+@pytest.mark.parametrize("name", [e.name for e in catalog.entries("balancer")])
 def test_every_balancer_trains_saves_and_reloads_in_the_joint_model(name, tmp_path):
     model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture="mmoe", balancer=name)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))

@@ -42,12 +42,12 @@ import keras
 import numpy as np
 import tqdm
 
-from tfjoint import features, registry
+from tfjoint import catalog, features
 from tfjoint.bench.mtl_movielens import prepare, score
 from tfjoint.datasets import load_frames, synthetic
 from tfjoint.features import DatasetSpec
-from tfjoint.models import build_joint_model
-from tfjoint.models.joint import JointModel
+from tfjoint.joint import build_joint_model
+from tfjoint.joint.model import JointModel
 
 DEFAULTS: dict[str, Any] = {
     "seeds": 3,
@@ -72,8 +72,8 @@ SYNTHETIC_KWARGS: dict[str, Any] = {
 
 def scenario_aware_models() -> list[str]:
     """Every scenario adapter, then every scenario-aware task architecture, by name."""
-    adapters = [e.name for e in registry.entries("scenario_adapter")]
-    archs = [e.name for e in registry.entries("task_architecture") if getattr(e.cls, "uses_scenario", False)]
+    adapters = [e.name for e in catalog.entries("scenario_adapter")]
+    archs = [e.name for e in catalog.entries("task_architecture") if getattr(e.cls, "uses_scenario", False)]
     return adapters + archs
 
 
@@ -99,7 +99,7 @@ def score_by_scenario(
 def _build(spec: DatasetSpec, sizes: dict[str, int], config: str, base: str) -> JointModel:
     if config in (SHARED, SEPARATE, POOLED):
         return build_joint_model(spec, sizes, task_architecture=base)
-    entry = registry.get(config)
+    entry = catalog.get(config)
     if entry.slot == "scenario_adapter":
         return build_joint_model(spec, sizes, task_architecture=base, scenario_adapter=config)
     return build_joint_model(spec, sizes, task_architecture=config)
@@ -154,7 +154,7 @@ def run_msr(
         raise ValueError(f"seeds and epochs must be >= 1. Received: seeds={seeds}, epochs={epochs}")
     models = list(models) if models is not None else scenario_aware_models()
     for name in models:
-        registry.get(name)  # unknown names fail before any training
+        catalog.get(name)  # unknown names fail before any training
     if dataset_kwargs is None:
         dataset_kwargs = dict(SYNTHETIC_KWARGS) if dataset == features.SYNTHETIC.name else {}
     if train_rows is None and dataset != features.SYNTHETIC.name:

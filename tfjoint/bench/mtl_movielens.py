@@ -23,9 +23,9 @@ import tensorflow as tf
 import tqdm
 from sklearn.metrics import roc_auc_score
 
-from tfjoint import registry
+from tfjoint import catalog
 from tfjoint.features import DatasetSpec, get_dataset_spec
-from tfjoint.models import build_joint_model
+from tfjoint.joint import build_joint_model
 from tfjoint.pipeline.transform import fit_transform_graph, transformed_dataset, vocabulary_sizes
 
 DEFAULTS: dict[str, Any] = {
@@ -93,8 +93,8 @@ def run_mtl(
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Runs the bench; returns ``{"config": ..., "results": {config: {metric: {mean, std}}}}``."""
-    architectures = list(architectures or [e.name for e in registry.entries("task_architecture")])
-    balancers = list(balancers or [e.name for e in registry.entries("balancer")])
+    architectures = list(architectures or [e.name for e in catalog.entries("task_architecture")])
+    balancers = list(balancers or [e.name for e in catalog.entries("balancer")])
     configs = [(a, "fixed") for a in architectures] + [
         (balancer_architecture, b) for b in balancers if b != "fixed" or balancer_architecture not in architectures
     ]

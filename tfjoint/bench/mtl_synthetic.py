@@ -1,6 +1,6 @@
 """Multi-task learning on synthetic data with known task relatedness and known ground truth.
 
-Two experiments, both through :func:`tfjoint.models.joint.build_joint_model`:
+Two experiments, both through :func:`tfjoint.joint.model.build_joint_model`:
 
 1. **Task relatedness** (J. Ma et al., "Modeling Task Relationships in Multi-task Learning
    with Multi-gate Mixture-of-Experts", KDD 2018, sections 4.2-4.3 and Fig. 4). Two
@@ -73,12 +73,12 @@ import tensorflow as tf
 import tqdm
 from keras import ops
 
-from tfjoint import features, registry
+from tfjoint import catalog, features
 from tfjoint.datasets import synthetic
 from tfjoint.datasets.examples import write_tfrecords
 from tfjoint.features import DatasetSpec, TaskSpec
-from tfjoint.models.entire_space import EntireSpaceMultiTask
-from tfjoint.models.joint import JointModel, build_joint_model
+from tfjoint.layers.multi_task.entire_space_multi_task import EntireSpaceMultiTask
+from tfjoint.joint import JointModel, build_joint_model
 
 ARCHITECTURES = ("shared_bottom", "omoe", "mmoe", "ple")
 CORRELATIONS = (1.0, 0.9, 0.5, 0.0)
@@ -659,7 +659,7 @@ def run_mtl_synthetic(
         raise ValueError(f"seeds must be >= 1. Received: seeds={seeds}")
     architectures = list(dict.fromkeys(architectures))
     for architecture in architectures:
-        registry.get(architecture, slot="task_architecture")
+        catalog.get(architecture, slot="task_architecture")
     correlations = [float(c) for c in correlations]
     budget = Budget(epochs, batch_size, learning_rate, run_eagerly)
     spec = regression_spec(input_dim)

@@ -249,7 +249,7 @@ def test_naive_cvr_learns_from_clicked_rows_only():
     """The ESMM paper's BASE: only the conversion loss on clicked rows trains it, so what the
     unclicked rows hold (features, labels of the other tasks) cannot change its weights."""
     from tfjoint.datasets import synthetic
-    from tfjoint.models.joint import build_joint_model
+    from tfjoint.joint import build_joint_model
     from tfjoint.testing import fake_batch
 
     spec = mtl_synthetic._bias_spec("naive_cvr")

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from tfjoint import features
-from tfjoint.datasets import _sequences
+from tfjoint.datasets import sequences
 
 SPEC = features.MOVIELENS_100K
 # The spec lists its keys in this order; unpacking fails loudly if their number changes.
@@ -391,7 +391,7 @@ def build_frames(
     times = ratings["timestamp"].to_numpy(dtype=np.int64)
     n = len(ratings)
 
-    history = _sequences.strict_histories(
+    history = sequences.strict_histories(
         user_codes, times, item_index.to_numpy(dtype=object)[item_codes], _behavior_ids(stars),
         user_codes, times, SPEC.sequence.max_len,
     )
@@ -408,8 +408,8 @@ def build_frames(
     user_scenario = np.digitize(ages, AGE_BOUNDS).astype(np.int64)
     years = tables.items["release_year"].to_numpy(dtype=float)
     years = np.where(np.isnan(years), np.nanmedian(years), years)
-    item_titles = _sequences.object_array([title_tokens(t) for t in tables.items["title"]])
-    item_genres = _sequences.object_array(list(tables.items["genres"]))
+    item_titles = sequences.object_array([title_tokens(t) for t in tables.items["title"]])
+    item_genres = sequences.object_array(list(tables.items["genres"]))
     like = (stars >= 4).astype(np.float64)
 
     frame = pd.DataFrame(
@@ -420,9 +420,9 @@ def build_frames(
             OCCUPATION_KEY: tables.users["occupation"].to_numpy(dtype=object)[user_codes][source],
             RELEASE_YEAR_KEY: years[all_items],
             features.SCENARIO_KEY: user_scenario[user_codes][source],
-            features.SEQUENCE_ITEMS_KEY: _sequences.object_array(history.items)[source],
-            features.SEQUENCE_BEHAVIORS_KEY: _sequences.object_array(history.behaviors)[source],
-            SEQUENCE_TIMESTAMPS_KEY: _sequences.object_array(history.timestamps)[source],
+            features.SEQUENCE_ITEMS_KEY: sequences.object_array(history.items)[source],
+            features.SEQUENCE_BEHAVIORS_KEY: sequences.object_array(history.behaviors)[source],
+            SEQUENCE_TIMESTAMPS_KEY: sequences.object_array(history.timestamps)[source],
             TITLE_TOKENS.name: item_titles[all_items],
             GENRES.name: item_genres[all_items],
             WATCH_KEY: is_positive.astype(np.float64),
@@ -431,7 +431,7 @@ def build_frames(
             features.TIMESTAMP_KEY: times[source],
         }
     )
-    is_train, _ = _sequences.time_split_mask(times, eval_fraction)
+    is_train, _ = sequences.time_split_mask(times, eval_fraction)
     frames = {}
     for split, mask in (("train", is_train[source]), ("eval", ~is_train[source])):
         part = frame[mask]

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tfjoint import features
-from tfjoint.datasets import _sequences, examples, movielens
+from tfjoint.datasets import sequences, examples, movielens
 
 SPEC = features.MOVIELENS_100K
 MAX_LEN = SPEC.sequence.max_len
@@ -209,7 +209,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 
 
 def test_strict_histories_exclude_same_second():
-    history = _sequences.strict_histories(
+    history = sequences.strict_histories(
         event_users=np.array([0, 0, 0, 1]),
         event_times=np.array([5, 10, 10, 1]),
         event_items=np.array(["a", "b", "c", "z"], dtype=object),

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from tfjoint import features
-from tfjoint.datasets import _sequences
+from tfjoint.datasets import sequences
 
 SPEC = features.SYNTHETIC
 # The spec lists its keys in this order; unpacking fails loudly if their number changes.
@@ -217,7 +217,7 @@ def load_synthetic_frames(
     # Tags are the item's strongest directions among NUM_TAGS fixed random directions.
     tag_directions = rng.standard_normal((LATENT_DIM, NUM_TAGS))
     top_tags = np.argsort(-(item_factors @ tag_directions), axis=1)[:, :TAGS_PER_ITEM]
-    item_tags = _sequences.object_array([[f"tag{t}" for t in row] for row in top_tags])
+    item_tags = sequences.object_array([[f"tag{t}" for t in row] for row in top_tags])
     affinity_all = user_factors @ item_factors.T  # [users, items]
 
     # Impressions: users appear uniformly, items by affinity (a recommender shows items
@@ -253,7 +253,7 @@ def load_synthetic_frames(
     pre_times = rng.integers(START_TIME - WINDOW_SECONDS, START_TIME, len(pre_users))
     pre_behaviors = rng.choice([view, cart, buy], size=len(pre_users), p=[0.7, 0.2, 0.1])
     click_behaviors = np.where(conversion, buy, np.where(rng.random(n) < 0.25, cart, view))
-    history = _sequences.strict_histories(
+    history = sequences.strict_histories(
         np.concatenate([pre_users, users[click]]),
         np.concatenate([pre_times, times[click]]),
         np.concatenate([pre_items, items[click]]).astype(str).astype(object),
@@ -268,9 +268,9 @@ def load_synthetic_frames(
             SEGMENT_KEY: segments[users].astype(str).astype(object),
             **{key: x[:, j] for j, key in enumerate(SPEC.dense)},
             features.SCENARIO_KEY: scenario.astype(np.int64),
-            features.SEQUENCE_ITEMS_KEY: _sequences.object_array(history.items),
-            features.SEQUENCE_BEHAVIORS_KEY: _sequences.object_array(history.behaviors),
-            SEQUENCE_TIMESTAMPS_KEY: _sequences.object_array(history.timestamps),
+            features.SEQUENCE_ITEMS_KEY: sequences.object_array(history.items),
+            features.SEQUENCE_BEHAVIORS_KEY: sequences.object_array(history.behaviors),
+            SEQUENCE_TIMESTAMPS_KEY: sequences.object_array(history.timestamps),
             TAGS.name: item_tags[items],
             CLICK_KEY: click.astype(np.float64),
             CONVERSION_KEY: conversion.astype(np.float64),
@@ -280,7 +280,7 @@ def load_synthetic_frames(
             TRUE_CVR_KEY: true_cvr,
         }
     )
-    is_train, _ = _sequences.time_split_mask(times, eval_fraction)
+    is_train, _ = sequences.time_split_mask(times, eval_fraction)
     return {
         "train": frame[is_train].reset_index(drop=True),
         "eval": frame[~is_train].reset_index(drop=True),

@@ -21,8 +21,9 @@ from tfx_bsl.public import tfxio
 
 from tfjoint import features
 from tfjoint.features import DatasetSpec, get_dataset_spec
-from tfjoint.models import JointModel, build_joint_model, gate_monitor
-from tfjoint.models.joint import _check_keras3
+from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
+from tfjoint.layers.core import gate_monitor
+from tfjoint.joint.model import check_keras3
 from tfjoint.pipeline.transform import vocabulary_sizes
 from tfjoint.serving.warmup import write_warmup_requests
 
@@ -127,7 +128,7 @@ def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransform
 def run_fn(fn_args: Any) -> None:
     """TFX Trainer entry point. ``fn_args.custom_config`` holds ``dataset``, ``model`` and
     optional overrides of :data:`DEFAULT_HPARAMS`."""
-    _check_keras3()
+    check_keras3()
     config = {**DEFAULT_HPARAMS, **(fn_args.custom_config or {})}
     spec = get_dataset_spec(config["dataset"])
     keras.utils.set_random_seed(int(config.get("seed", 0)))
@@ -154,25 +155,17 @@ def run_fn(fn_args: Any) -> None:
     evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, spec, batch_size, model_keys)
     # The TFXIO datasets are finite with unknown cardinality: the end of each epoch is expected.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
-    staged = getattr(model.scenario_adapter, "fit_joint_model", None)
-    if staged is None:
-        histories = {
-            "": model.fit(
-                train,
-                validation_data=evaluation,
-                epochs=int(config["epochs"]),
-                verbose=2,
-                callbacks=[keras.callbacks.TensorBoard(os.path.join(fn_args.model_run_dir, "logs"))],
-            )
-        }
-    else:
-        # A component with its own training schedule (M-LoRA: pre-train, then fine-tune
-        # each scenario) spends the same number of epochs its own way.
-        with strategy.scope():
-            histories = staged(
-                model, train, epochs=int(config["epochs"]),
-                optimizer=keras.optimizers.Adam(float(config["learning_rate"])), verbose=2,
-            )
+    # A component with its own training schedule (M-LoRA: pre-train, then fine-tune each
+    # scenario) spends the same number of epochs its own way; any other model fits once.
+    with strategy.scope():
+        histories = fit_joint_model(
+            model,
+            train,
+            epochs=int(config["epochs"]),
+            verbose=2,
+            validation_data=evaluation,
+            callbacks=[keras.callbacks.TensorBoard(os.path.join(fn_args.model_run_dir, "logs"))],
+        )
     export_serving_model(model, tf_transform_output, spec, fn_args.serving_model_dir)
     # TF Serving replays these on load, so the first real request does not pay for tracing.
     warmup = _raw_examples(config.get("warmup_examples"), WARMUP_EXAMPLES)

@@ -31,7 +31,7 @@ def test_strategy_follows_the_hardware(monkeypatch):
 
 
 def test_run_fn_refuses_keras_2(monkeypatch):
-    from tfjoint.models import joint
+    from tfjoint import joint
 
     monkeypatch.setattr(joint.keras, "__version__", "2.16.0")
     with pytest.raises(RuntimeError, match="needs Keras 3"):

@@ -1,0 +1,164 @@
+"""One way to build a joint model: each slot filled from the catalog or with a layer.
+
+::
+
+    features --> embedding E --+-- sequence encoder  -> E^B --+
+                               +-- modality encoder  -> E^M --+--> concat (U) --> E_merge
+    E_merge --> scenario adapter --> task architecture --> {task: head(tower_k)}
+
+:func:`build_joint_model` constructs a named component from what the dataset implies
+(vocabularies, task names, number of scenarios and behaviors) and the contracts its class
+declares (:mod:`tfjoint.layers.core.contracts`); a slot may also take a layer instance, or
+an importable ``"package.module:Class"`` path (see :func:`resolve_component`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import keras
+
+from tfjoint import catalog, features
+from tfjoint.features import DatasetSpec, TaskSpec
+from tfjoint.joint.cascade import cascade_steps
+from tfjoint.joint.model import JointModel
+from tfjoint.layers.core.contracts import ImputesCascadeSteps, ScenarioAware
+
+
+def input_shapes(spec: DatasetSpec) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape (without batch) and dtype of every transformed model input of ``spec``."""
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    for key in spec.categorical:
+        shapes[key] = ((1,), "int64")
+    for key in spec.dense:
+        shapes[key] = ((1,), "float32")
+    shapes[features.SCENARIO_KEY] = ((1,), "int64")
+    if spec.sequence:
+        shapes[features.SEQUENCE_ITEMS_KEY] = ((spec.sequence.max_len,), "int64")
+        shapes[features.SEQUENCE_BEHAVIORS_KEY] = ((spec.sequence.max_len,), "int64")
+    for token in spec.tokens:
+        shapes[token.name] = ((token.max_len,), "int64")
+    return shapes
+
+
+def resolve_component(slot: str, choice: str | type) -> type:
+    """The class of ``choice`` for ``slot``: a registered name, an importable
+    ``"package.module:Class"`` (or ``"package.module.Class"``) path, or a class."""
+    if isinstance(choice, type):
+        return choice
+    if ":" in choice or "." in choice:  # registered names have neither
+        module_name, _, attr = choice.partition(":") if ":" in choice else choice.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"{slot} {choice!r} is not an importable class: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
+            raise ValueError(f"{slot} {choice!r} must name a keras.layers.Layer subclass. Received: {cls!r}")
+        return cls
+    return catalog.get(choice, slot=slot).cls
+
+
+def _component(slot: str, choice: Any, context: dict[str, Any], overrides: dict[str, Any]) -> keras.layers.Layer:
+    if isinstance(choice, keras.layers.Layer):
+        return choice
+    return resolve_component(slot, choice)(**{**context, **overrides}, name=slot)
+
+
+def build_joint_model(
+    spec: DatasetSpec,
+    vocab_sizes: dict[str, int],
+    *,
+    task_architecture: str | keras.layers.Layer = "mmoe",
+    sequence_encoder: str | keras.layers.Layer | None = "behavior_pooling",
+    modality_encoder: str | keras.layers.Layer | None = "gating_fusion",
+    scenario_adapter: str | keras.layers.Layer | None = None,
+    embedding: str | keras.layers.Layer = "feature_embedding",
+    balancer: str | keras.layers.Layer = "fixed",
+    tasks: list[TaskSpec] | None = None,
+    embedding_dim: int = 16,
+    component_kwargs: dict[str, dict[str, Any]] | None = None,
+) -> JointModel:
+    """Builds the joint model of ``spec`` with one component per slot.
+
+    Each slot takes a registered name (see ``tfjoint models``) or a layer instance. A named
+    component is constructed from what the dataset implies (vocabularies, task names,
+    number of scenarios and behaviors), updated with ``component_kwargs[slot]``. A slot
+    whose input the dataset lacks (no sequence, no token modality) is left empty.
+
+    Example:
+    >>> from tfjoint.features import SYNTHETIC
+    >>> sizes = {k: 10 for k in SYNTHETIC.categorical + ("item_tags",)}
+    >>> model = build_joint_model(SYNTHETIC, sizes, task_architecture="shared_bottom")
+    >>> sorted(model.output_names) == sorted(SYNTHETIC.label_keys)
+    True
+    """
+    overrides = component_kwargs or {}
+    unknown = set(overrides) - set(catalog.SLOTS)
+    if unknown:
+        raise ValueError(f"component_kwargs keys must be slots {catalog.SLOTS}. Received: {sorted(unknown)}")
+    task_specs = list(tasks or spec.tasks)
+    embedding_layer = _component(
+        "embedding",
+        embedding,
+        {
+            "vocab_sizes": vocab_sizes,
+            "categorical": list(spec.categorical),
+            "dense": list(spec.dense),
+            "num_scenarios": spec.num_scenarios,
+            "embedding_dim": embedding_dim,
+            "sequence_item_feature": spec.sequence.item_feature if spec.sequence else None,
+            "num_behaviors": spec.sequence.num_behaviors if spec.sequence else 0,
+            "tokens": [t.name for t in spec.tokens],
+        },
+        overrides.get("embedding", {}),
+    )
+    seq = None
+    if sequence_encoder is not None and spec.sequence is not None:
+        seq = _component(
+            "sequence_encoder",
+            sequence_encoder,
+            {"num_behaviors": spec.sequence.num_behaviors},
+            overrides.get("sequence_encoder", {}),
+        )
+    modal = None
+    if modality_encoder is not None and spec.tokens:
+        modal = _component(
+            "modality_encoder",
+            modality_encoder,
+            {"modalities": [t.name for t in spec.tokens]},
+            overrides.get("modality_encoder", {}),
+        )
+    adapter = None
+    if scenario_adapter is not None:
+        adapter = _component(
+            "scenario_adapter",
+            scenario_adapter,
+            {"num_scenarios": spec.num_scenarios},
+            overrides.get("scenario_adapter", {}),
+        )
+    arch_context: dict[str, Any] = {"task_names": [t.name for t in task_specs]}
+    arch_cls = None if isinstance(task_architecture, keras.layers.Layer) else resolve_component(
+        "task_architecture", task_architecture
+    )
+    if arch_cls is not None and issubclass(arch_cls, ScenarioAware):
+        arch_context["num_scenarios"] = spec.num_scenarios
+    if arch_cls is not None and issubclass(arch_cls, ImputesCascadeSteps):
+        arch_context["imputed_tasks"] = cascade_steps(task_specs)
+    arch = _component(
+        "task_architecture",
+        task_architecture,
+        arch_context,
+        overrides.get("task_architecture", {}),
+    )
+    return JointModel(
+        input_shapes(spec),
+        task_specs,
+        embedding=embedding_layer,
+        task_architecture=arch,
+        sequence_encoder=seq,
+        modality_encoder=modal,
+        scenario_adapter=adapter,
+        balancer=_component("balancer", balancer, {}, overrides.get("balancer", {})),
+        name=f"joint_{arch.__class__.__name__}",
+    )

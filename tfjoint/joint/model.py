@@ -1,0 +1,295 @@
+"""The joint model: slots wired into one Keras model, one loss over tasks.
+
+::
+
+    features --> embedding E --+-- sequence encoder  -> E^B --+
+                               +-- modality encoder  -> E^M --+--> concat (U) --> E_merge
+    E_merge --> scenario adapter --> task architecture --> {task: head(tower_k)}
+
+The loss is ``sum_k w_k L_k`` where a task with a ``parent`` (a cascade such as ``like``
+given ``watch``) only counts rows whose parent label is 1; the ``balancer`` slot turns the
+per-task losses (and, for gradient-level strategies, the per-task gradients on the shared
+parameters) into one update inside :meth:`JointModel.train_step`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution
+
+from tfjoint import features
+from tfjoint.balancing import FixedWeights, TaskBalancer
+from tfjoint.features import TaskSpec
+from tfjoint.joint.cascade import add_cascade_outputs
+from tfjoint.layers.core.contracts import NeedsEmbeddings, ScenarioAware
+
+SLOTS = ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter", "balancer")
+
+_LOSSES = {
+    "binary_crossentropy": keras.losses.binary_crossentropy,
+    "mean_squared_error": keras.losses.mean_squared_error,
+    "mean_absolute_error": keras.losses.mean_absolute_error,
+    "huber": keras.losses.huber,
+}
+
+
+def check_keras3() -> None:
+    major = int(keras.__version__.split(".")[0])
+    if major < 3:
+        raise RuntimeError(
+            f"tfjoint needs Keras 3; this process runs Keras {keras.__version__}. "
+            "Import `keras`, never `tf.keras`, and unset TF_USE_LEGACY_KERAS."
+        )
+
+
+@keras.saving.register_keras_serializable(package="tfjoint")
+class JointModel(keras.Model):
+    """A joint model: embedding, optional encoders and adapter, a task architecture, heads.
+
+    Prefer :func:`tfjoint.joint.build_joint_model`, which fills the slots from a dataset spec and the
+    catalog. Outputs are a dict keyed by task name: probabilities for binary tasks, raw
+    values for regression tasks.
+
+    Args:
+        inputs_spec: ``{key: (shape, dtype)}`` of the transformed features.
+        tasks: task specs (dicts or :class:`TaskSpec`).
+        embedding: the embedding layer (slot ``embedding``).
+        task_architecture: maps ``E_merge`` to ``{task: tower output}``; a
+            :class:`~tfjoint.layers.core.contracts.ScenarioAware` one is called on
+            ``[E_merge, scenario ids]``, a ``CascadeArchitecture`` trains its cascade steps
+            over the entire space (see :mod:`tfjoint.joint.cascade`).
+        sequence_encoder: optional, maps the embedding dict to ``E^B``.
+        modality_encoder: optional, maps the embedding dict to ``E^M``.
+        scenario_adapter: optional, maps ``[E_merge, scenario ids]`` to an adapted
+            ``E_merge`` of any width.
+        balancer: a :class:`tfjoint.balancing.TaskBalancer`; defaults to fixed weights.
+    """
+
+    def __init__(
+        self,
+        inputs_spec: dict[str, Any],
+        tasks: list[TaskSpec | dict],
+        embedding: keras.layers.Layer,
+        task_architecture: keras.layers.Layer,
+        sequence_encoder: keras.layers.Layer | None = None,
+        modality_encoder: keras.layers.Layer | None = None,
+        scenario_adapter: keras.layers.Layer | None = None,
+        balancer: TaskBalancer | None = None,
+        **kwargs: Any,
+    ) -> None:
+        check_keras3()
+        task_specs = [t if isinstance(t, TaskSpec) else TaskSpec.from_json(t) for t in tasks]
+        names = [t.name for t in task_specs]
+        for t in task_specs:
+            if t.parent is not None and t.parent not in names:
+                raise ValueError(f"task {t.name!r} has parent {t.parent!r}, which is not a task. Tasks: {names}")
+            if t.loss_name not in _LOSSES:
+                raise ValueError(f"unknown loss {t.loss_name!r} for task {t.name!r}. Known: {sorted(_LOSSES)}")
+        inputs = {
+            key: keras.Input(shape=tuple(shape), dtype=dtype, name=key)
+            for key, (shape, dtype) in inputs_spec.items()
+        }
+        embedded = embedding(inputs)
+        parts = [keras.layers.Flatten(name="flatten_fields")(embedded["fields"])]
+        if sequence_encoder is not None:
+            parts.append(sequence_encoder(embedded))
+        if modality_encoder is not None:
+            parts.append(modality_encoder(embedded))
+        merged = keras.layers.Concatenate(name="merge")(parts) if len(parts) > 1 else parts[0]
+        if scenario_adapter is not None:
+            merged = _call_in_context(scenario_adapter, merged, inputs, embedded)
+        if isinstance(task_architecture, ScenarioAware):
+            # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario.
+            towers = _call_in_context(task_architecture, merged, inputs, embedded)
+        else:
+            towers = task_architecture(merged)
+        outputs = {
+            t.name: keras.layers.Dense(
+                1, activation="sigmoid" if t.type == "binary" else None, name=t.name, dtype="float32"
+            )(towers[t.name])
+            for t in task_specs
+        }
+        # Entries a task architecture returns beside the task towers (e.g. ESCM2-DR's
+        # imputed errors) are model outputs as they are.
+        outputs.update({k: v for k, v in towers.items() if k not in outputs})
+        by_name = {t.name: t for t in task_specs}
+        cascaded = add_cascade_outputs(outputs, task_specs, task_architecture)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.entire_space_tasks = cascaded
+        self.inputs_spec = {k: (list(s), d) for k, (s, d) in inputs_spec.items()}
+        self.tasks = task_specs
+        self._by_name = by_name
+        self.embedding = embedding
+        self.task_architecture = task_architecture
+        self.sequence_encoder = sequence_encoder
+        self.modality_encoder = modality_encoder
+        self.scenario_adapter = scenario_adapter
+        self.balancer = balancer or FixedWeights(name="balancer")
+        self.balancer.bind(task_specs)
+        self.task_loss_trackers = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in task_specs}
+        self.task_aucs = {
+            t.name: keras.metrics.AUC(name=f"{t.name}_auc") for t in task_specs if t.type == "binary"
+        }
+
+    def _task_weights(self, y: dict[str, Any], task: TaskSpec, batch_like: Any) -> Any:
+        if task.parent is None:
+            return ops.ones_like(batch_like)
+        return ops.cast(ops.reshape(y[task.parent], (-1,)), "float32")
+
+    def _joint_label(self, y: dict[str, Any], name: str) -> Any:
+        label = ops.cast(ops.reshape(y[name], (-1, 1)), "float32")
+        parent = self._by_name[name].parent
+        return label if parent is None else label * self._joint_label(y, parent)
+
+    def task_losses(self, y: dict[str, Any], y_pred: dict[str, Any]) -> dict[str, Any]:
+        """Per-task mean loss ``L_k`` over the rows the task is defined on.
+
+        A cascade step of an entire-space architecture (ESMM) is instead judged over all
+        rows: its joint output against the product of the labels along its chain.
+        """
+        losses = {}
+        for task in self.tasks:
+            if task.name in self.entire_space_tasks:
+                parent = task.parent
+
+                def column(key: str) -> Any:
+                    return ops.cast(ops.reshape(y_pred[key], (-1, 1)), "float32")
+
+                losses[task.name] = self.task_architecture.cascade_step_loss(
+                    task.name,
+                    parent_label=self._joint_label(y, parent),
+                    label=self._joint_label(y, task.name),
+                    parent_joint=column(f"{parent}_joint" if f"{parent}_joint" in y_pred else parent),
+                    conditional=column(task.name),
+                    joint=column(f"{task.name}_joint"),
+                    outputs=y_pred,
+                )
+                continue
+            y_true = ops.cast(ops.reshape(y[task.name], (-1, 1)), "float32")
+            pred = ops.cast(ops.reshape(y_pred[task.name], (-1, 1)), "float32")
+            per_example = _LOSSES[task.loss_name](y_true, pred)
+            weights = self._task_weights(y, task, per_example)
+            losses[task.name] = ops.sum(per_example * weights) / ops.maximum(ops.sum(weights), 1.0)
+        return losses
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        terms = self._balanced_terms(y, y_pred, training=training)
+        return scale_loss_for_distribution(sum(terms.values()) + self._regularization())
+
+    def _balanced_terms(self, y: Any, y_pred: Any, training: bool = True) -> dict[str, Any]:
+        """The balancer's per-task terms of ``w_k L_k``; also updates the per-task trackers."""
+        losses = self.task_losses(y, y_pred)
+        for task in self.tasks:
+            # Weighted by the rows the task is defined on, so the epoch value is the mean over
+            # rows (and an empty batch changes nothing).
+            rows = ops.ones_like(ops.reshape(y[task.name], (-1,)), "float32")
+            if task.name not in self.entire_space_tasks:
+                rows = self._task_weights(y, task, rows)
+            defined = ops.sum(rows)
+            self.task_loss_trackers[task.name].update_state(losses[task.name], sample_weight=defined)
+        return self.balancer.weight_losses({t.name: t.weight * losses[t.name] for t in self.tasks}, training=training)
+
+    def _regularization(self) -> Any:
+        return sum((ops.cast(extra, "float32") for extra in self.losses), ops.zeros((), "float32"))
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        """One update. With a gradient-level balancer, the shared parameters (those that two
+        or more tasks reach) get ``balancer.combine_gradients`` of the per-task gradients;
+        every other parameter gets the plain gradient of the objective."""
+        if not self.balancer.uses_task_gradients:
+            return super().train_step(data)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            y_pred = self(x, training=True)
+            terms = self._balanced_terms(y, y_pred)
+            regularization = self._regularization()
+            total = sum(terms.values()) + regularization
+        self._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+        per_task = [tape.gradient(scale_loss_for_distribution(terms[t.name]), variables) for t in self.tasks]
+        grads = tape.gradient(scale_loss_for_distribution(total), variables)
+        regularization_grads = (
+            tape.gradient(scale_loss_for_distribution(regularization), variables) if self.losses else None
+        )
+        del tape
+        shared = [i for i in range(len(variables)) if sum(g[i] is not None for g in per_task) >= 2]
+        if shared:
+
+            def flat(task_grads: list[Any]) -> Any:
+                parts = [
+                    tf.zeros_like(variables[i]) if task_grads[i] is None else tf.convert_to_tensor(task_grads[i])
+                    for i in shared
+                ]
+                return tf.concat([tf.reshape(p, [-1]) for p in parts], axis=0)
+
+            combined = self.balancer.combine_gradients([flat(g) for g in per_task], terms)
+            offset = 0
+            for i in shared:
+                size = math.prod(variables[i].shape)
+                grads[i] = tf.reshape(combined[offset : offset + size], variables[i].shape)
+                # add_loss terms (e.g. gate regularisers) are not task gradients: keep them.
+                if regularization_grads is not None and regularization_grads[i] is not None:
+                    grads[i] += tf.convert_to_tensor(regularization_grads[i])
+                offset += size
+        self.optimizer.apply(grads, variables)
+        return self.compute_metrics(x, y, y_pred)
+
+    def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
+        for task in self.tasks:
+            if task.name in self.task_aucs:
+                y_true = ops.reshape(y[task.name], (-1,))
+                weights = self._task_weights(y, task, ops.cast(y_true, "float32"))
+                self.task_aucs[task.name].update_state(
+                    y_true, ops.reshape(y_pred[task.name], (-1,)), sample_weight=weights
+                )
+        return self.get_metrics_result()
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "inputs_spec": self.inputs_spec,
+            "tasks": [t.to_json() for t in self.tasks],
+            **{slot: keras.saving.serialize_keras_object(getattr(self, slot)) for slot in SLOTS},
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> JointModel:
+        config = dict(config)
+        for slot in SLOTS:
+            if config.get(slot) is not None:
+                config[slot] = keras.saving.deserialize_keras_object(config[slot])
+        return cls(**config)
+
+
+def _call_in_context(layer: keras.layers.Layer, merged: Any, inputs: dict[str, Any], embedded: dict[str, Any]) -> Any:
+    """Calls a scenario-aware component on ``[E_merge, scenario ids]``.
+
+    A :class:`~tfjoint.layers.core.contracts.NeedsEmbeddings` component, whose
+    ``extra_inputs`` name keys of the embedding's output (``"sequence"``,
+    ``"sequence_mask"``, ``"target"``, ``"fields"``), is called on the dict
+    ``{"inputs": E_merge, "scenario": ids, **{key: embedded[key]}}`` instead.
+    """
+    scenario = inputs[features.SCENARIO_KEY]
+    extras = tuple(layer.extra_inputs) if isinstance(layer, NeedsEmbeddings) else ()
+    if not extras:
+        return layer([merged, scenario])
+    missing = [k for k in extras if k not in embedded]
+    if missing:
+        raise ValueError(
+            f"{layer.__class__.__name__} needs the embedding outputs {missing}, which this dataset "
+            f"does not have (it has {sorted(embedded)})."
+        )
+    return layer({"inputs": merged, "scenario": scenario, **{k: embedded[k] for k in extras}})

@@ -1,0 +1,117 @@
+"""Slot contracts: what a component declares so the joint model wires it correctly.
+
+Every slot takes any Keras layer with the slot's call signature (see
+:mod:`tfjoint.joint.model`). A component that needs more than that inherits one or more
+of these small base classes; the joint model and its builder check ``isinstance``, never
+attributes by name. A user's own layer plugs into a slot the same way.
+
+=====================  ======================================================================
+contract               what the joint model does with it
+=====================  ======================================================================
+``ScenarioAware``      a task architecture is called on ``[E_merge, scenario ids]`` and built
+                       with ``num_scenarios`` (scenario adapters always are)
+``NeedsEmbeddings``    the component is called on ``{"inputs", "scenario", *extra_inputs}``,
+                       with the named outputs of the embedding (``fields``, ``sequence``, ...)
+``CascadeArchitecture``  binary cascade steps are trained over the entire space: the model
+                       serves ``<task>_joint`` and asks ``cascade_step_loss`` for the loss
+``ImputesCascadeSteps``  a cascade architecture built with ``imputed_tasks`` (ESCM2-DR)
+``StagedTraining``     :func:`tfjoint.joint.staged.fit_joint_model` runs ``training_stages``
+                       instead of one ``fit`` (M-LoRA: pre-train, then per-scenario tuning)
+=====================  ======================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+
+class ScenarioAware:
+    """A task architecture that takes the scenario: called on ``[E_merge, scenario ids]``.
+
+    Its constructor accepts ``num_scenarios``, which the builder passes.
+    """
+
+
+class NeedsEmbeddings:
+    """A scenario-aware component that also reads named outputs of the embedding.
+
+    ``extra_inputs`` lists keys of the embedding's output dict (``"fields"``,
+    ``"sequence"``, ``"sequence_mask"``, ``"target"``); the component is then called on
+    ``{"inputs": E_merge, "scenario": ids, **{key: embedded[key]}}``.
+    """
+
+    extra_inputs: ClassVar[tuple[str, ...]] = ()
+
+
+class CascadeArchitecture:
+    """A task architecture that trains binary cascade steps over the entire space.
+
+    For a binary task ``k`` under a binary parent, the joint model serves
+    ``<k>_joint = p(parent, joint) * p(k | parent)`` (``cascade_mode = "product"``, ESMM),
+    or, with ``cascade_mode = "direct"`` (AITM), the head predicts the joint probability
+    and the task output becomes the conditional. The loss of such a step is
+    :meth:`cascade_step_loss`.
+    """
+
+    cascade_mode: ClassVar[str] = "product"
+
+    def cascade_step_loss(
+        self,
+        task: str,
+        *,
+        parent_label: Any,
+        label: Any,
+        parent_joint: Any,
+        conditional: Any,
+        joint: Any,
+        outputs: dict[str, Any],
+    ) -> Any:
+        """The loss of cascade step ``task``; every argument is ``(batch, 1)`` float32."""
+        raise NotImplementedError
+
+
+class ImputesCascadeSteps(CascadeArchitecture):
+    """A cascade architecture whose constructor takes ``imputed_tasks``: the cascade steps."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingStage:
+    """One stage of a staged schedule.
+
+    Args:
+        name: the stage's name (the key of its ``History``).
+        epochs: passes over the stage's rows.
+        train: the only variables trained; ``None`` trains every trainable variable
+            except ``frozen``.
+        frozen: variables kept fixed when ``train`` is ``None``.
+        scenario: train on the rows of this scenario only; ``None`` uses every row.
+        freeze_layers: also set ``trainable = False`` on every layer holding none of
+            ``train``, so layers with statistics run in inference mode.
+    """
+
+    name: str
+    epochs: int
+    train: tuple[Any, ...] | None = None
+    frozen: tuple[Any, ...] = ()
+    scenario: int | None = None
+    freeze_layers: bool = False
+
+
+class StagedTraining:
+    """A component with its own training schedule, run by ``fit_joint_model``.
+
+    Subclasses list their stages for a budget of ``epochs`` and name their weights so
+    that a trained model can be grown by new scenarios.
+    """
+
+    def training_stages(self, epochs: int) -> list[TrainingStage]:
+        raise NotImplementedError
+
+    def shared_weights(self) -> list[Any]:
+        """The weights every scenario uses."""
+        raise NotImplementedError
+
+    def scenario_weights(self, scenario: int | None = None) -> list[Any]:
+        """The weights of ``scenario`` only (of every scenario when ``None``)."""
+        raise NotImplementedError

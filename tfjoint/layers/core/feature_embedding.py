@@ -1,0 +1,167 @@
+"""The input embedding E: id fields, dense fields, the scenario, sequences and tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from tfjoint import features
+from tfjoint.layers.core.arguments import positive_int
+from tfjoint.registry import register
+
+
+@register(
+    "feature_embedding",
+    slot="embedding",
+    family="core",
+    reference="Wang et al., Joint Modeling in Recommendations: A Survey, 2025 (E in E_merge = U(E, E^B, E^M))",
+)
+@keras.saving.register_keras_serializable(package="tfjoint")
+class FeatureEmbedding(keras.layers.Layer):
+    """Embeds every transformed feature of a joint dataset into ``embedding_dim`` vectors.
+
+    Ids use the transformed-index convention of :mod:`tfjoint.features` (``0`` = padding,
+    ``V + 1`` = out of vocabulary), so a table has ``V + 2`` rows. A dense feature ``x_j``
+    becomes ``x_j * v_j`` with a learned vector ``v_j``. The scenario has its own table
+    with one extra row: the unknown-scenario fallback. Behavior-sequence items share the
+    table of the item feature, and each position adds the embedding of its behavior type.
+
+    Args:
+        vocab_sizes: vocabulary size ``V`` of every categorical and token feature.
+        categorical: categorical feature keys, in order.
+        dense: dense feature keys, in order.
+        num_scenarios: number of known scenarios.
+        embedding_dim: size of every embedding.
+        sequence_item_feature: categorical feature whose table embeds ``seq_items``, or
+            ``None`` when the dataset has no behavior sequence.
+        num_behaviors: number of behavior types of the sequence.
+        tokens: token feature keys (each has its own table).
+        embeddings_initializer: initializer of every table.
+
+    Call arguments:
+        inputs: dict of transformed features keyed as in :mod:`tfjoint.features`.
+
+    Returns:
+        A dict with ``fields`` ``(batch, num_fields, embedding_dim)``; when the dataset has
+        a sequence, ``sequence`` ``(batch, max_len, embedding_dim)``, ``behaviors``
+        ``(batch, max_len)`` behavior ids and ``sequence_mask`` (1.0 on real items) and
+        ``target`` ``(batch, embedding_dim)``, the candidate item; and for each token
+        feature ``tokens_<name>`` and ``tokens_mask_<name>``.
+    """
+
+    def __init__(
+        self,
+        vocab_sizes: dict[str, int],
+        categorical: list[str],
+        dense: list[str],
+        num_scenarios: int,
+        embedding_dim: int = 16,
+        sequence_item_feature: str | None = None,
+        num_behaviors: int = 0,
+        tokens: list[str] | tuple[str, ...] = (),
+        embeddings_initializer: Any = "uniform",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.embedding_dim = positive_int("embedding_dim", embedding_dim)
+        self.num_scenarios = positive_int("num_scenarios", num_scenarios)
+        missing = [k for k in [*categorical, *tokens] if k not in vocab_sizes]
+        if missing:
+            raise ValueError(f"vocab_sizes has no entry for {missing}. Received keys: {sorted(vocab_sizes)}")
+        if sequence_item_feature is not None and sequence_item_feature not in categorical:
+            raise ValueError(
+                "sequence_item_feature must be one of the categorical features. "
+                f"Received: sequence_item_feature={sequence_item_feature!r}"
+            )
+        self.vocab_sizes = {k: int(v) for k, v in vocab_sizes.items()}
+        self.categorical = list(categorical)
+        self.dense = list(dense)
+        self.sequence_item_feature = sequence_item_feature
+        self.num_behaviors = int(num_behaviors)
+        self.tokens = list(tokens)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def _table(self, name: str, rows: int) -> keras.layers.Embedding:
+        layer = keras.layers.Embedding(
+            rows,
+            self.embedding_dim,
+            embeddings_initializer=self.embeddings_initializer,
+            name=name,
+            dtype=self.dtype_policy,
+        )
+        layer.build((None,))
+        return layer
+
+    def build(self, input_shape: Any) -> None:
+        self.tables = {k: self._table(f"embedding_{k}", self.vocab_sizes[k] + 2) for k in self.categorical}
+        self.token_tables = {k: self._table(f"embedding_{k}", self.vocab_sizes[k] + 2) for k in self.tokens}
+        self.scenario_table = self._table("embedding_scenario", self.num_scenarios + 1)
+        if self.sequence_item_feature is not None:
+            self.behavior_table = self._table("embedding_behavior", self.num_behaviors + 1)
+        if self.dense:
+            self.dense_vectors = self.add_weight(
+                shape=(len(self.dense), self.embedding_dim),
+                initializer="glorot_uniform",
+                name="dense_vectors",
+            )
+
+    @staticmethod
+    def _ids(x: Any, out_of_range: int | None = None) -> Any:
+        """int32 ids; with ``out_of_range``, any id outside ``[0, out_of_range)`` becomes it.
+
+        The transform already maps unknown values to the OOV index; this keeps raw Keras
+        use (notebooks, hand-made batches) on the same defined path instead of a failed
+        gather.
+        """
+        ids = ops.cast(x, "int32")
+        if out_of_range is None:
+            return ids
+        inside = ops.logical_and(ids >= 0, ids < out_of_range)
+        return ops.where(inside, ids, ops.full_like(ids, out_of_range))
+
+    def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        # Categorical ids: 0 = padding, 1..V vocabulary, V + 1 = OOV (anything larger too).
+        fields = [self.tables[k](self._ids(inputs[k][:, 0], self.vocab_sizes[k] + 1)) for k in self.categorical]
+        # Scenario ids: 0..P-1 known, P = unknown (any id outside [0, P) too).
+        fields.append(self.scenario_table(self._ids(inputs[features.SCENARIO_KEY][:, 0], self.num_scenarios)))
+        stacked = ops.stack(fields, axis=1)
+        if self.dense:
+            values = ops.concatenate([ops.cast(inputs[k], self.compute_dtype) for k in self.dense], axis=1)
+            dense = values[:, :, None] * ops.cast(self.dense_vectors, self.compute_dtype)[None]
+            stacked = ops.concatenate([stacked, dense], axis=1)
+        out: dict[str, Any] = {"fields": stacked}
+        if self.sequence_item_feature is not None:
+            table = self.tables[self.sequence_item_feature]
+            oov = self.vocab_sizes[self.sequence_item_feature] + 1
+            items = self._ids(inputs[features.SEQUENCE_ITEMS_KEY], oov)
+            behaviors = self._ids(inputs[features.SEQUENCE_BEHAVIORS_KEY])
+            out["sequence"] = table(items) + self.behavior_table(behaviors)
+            out["behaviors"] = behaviors
+            out["sequence_mask"] = ops.cast(ops.not_equal(items, features.PAD_INDEX), self.compute_dtype)
+            out["target"] = table(self._ids(inputs[self.sequence_item_feature][:, 0], oov))
+        for k in self.tokens:
+            ids = self._ids(inputs[k], self.vocab_sizes[k] + 1)
+            out[f"tokens_{k}"] = self.token_tables[k](ids)
+            out[f"tokens_mask_{k}"] = ops.cast(ops.not_equal(ids, features.PAD_INDEX), self.compute_dtype)
+        return out
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.categorical) + 1 + len(self.dense)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            vocab_sizes=self.vocab_sizes,
+            categorical=self.categorical,
+            dense=self.dense,
+            num_scenarios=self.num_scenarios,
+            embedding_dim=self.embedding_dim,
+            sequence_item_feature=self.sequence_item_feature,
+            num_behaviors=self.num_behaviors,
+            tokens=self.tokens,
+            embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+        )
+        return config

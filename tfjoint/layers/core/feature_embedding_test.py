@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+from tfjoint import features
+from tfjoint.layers.core.feature_embedding import FeatureEmbedding
+from tfjoint.testing import run_layer_test
+
+KWARGS = {
+    "vocab_sizes": {"user_id": 5, "item_id": 7, "title": 9},
+    "categorical": ["user_id", "item_id"],
+    "dense": ["year"],
+    "num_scenarios": 3,
+    "embedding_dim": 4,
+    "sequence_item_feature": "item_id",
+    "num_behaviors": 3,
+    "tokens": ["title"],
+}
+
+
+def make_inputs(batch=4, seq_len=5, title_len=3, seed=0):
+    rng = np.random.default_rng(seed)
+    items = rng.integers(1, 9, size=(batch, seq_len))
+    items[:, -2:] = features.PAD_INDEX
+    behaviors = np.where(items == features.PAD_INDEX, 0, rng.integers(1, 4, size=(batch, seq_len)))
+    return {
+        "user_id": rng.integers(1, 7, size=(batch, 1)),
+        "item_id": rng.integers(1, 9, size=(batch, 1)),
+        "year": rng.normal(size=(batch, 1)).astype("float32"),
+        features.SCENARIO_KEY: np.array([[0], [1], [2], [3]])[:batch],  # 3 = unknown-scenario row
+        features.SEQUENCE_ITEMS_KEY: items,
+        features.SEQUENCE_BEHAVIORS_KEY: behaviors,
+        "title": rng.integers(0, 11, size=(batch, title_len)),
+    }
+
+
+def test_layer_contract():
+    run_layer_test(
+        FeatureEmbedding,
+        KWARGS,
+        make_inputs(),
+        expected_output_shape={
+            "fields": (4, 4, 4),
+            "sequence": (4, 5, 4),
+            "behaviors": (4, 5),
+            "sequence_mask": (4, 5),
+            "target": (4, 4),
+            "tokens_title": (4, 3, 4),
+            "tokens_mask_title": (4, 3),
+        },
+        # Padding rows and unused ids get no gradient; the tables themselves must move.
+        frozen_weights=None,
+    )
+
+
+def test_values_follow_the_tables():
+    layer = FeatureEmbedding(**KWARGS)
+    x = make_inputs()
+    out = layer(x)
+    item_table = layer.tables["item_id"].embeddings.numpy()
+    behavior_table = layer.behavior_table.embeddings.numpy()
+    expected_seq = item_table[x["seq_items"]] + behavior_table[x["seq_behaviors"]]
+    np.testing.assert_allclose(out["sequence"], expected_seq, rtol=1e-6)
+    np.testing.assert_allclose(out["target"], item_table[x["item_id"][:, 0]], rtol=1e-6)
+    np.testing.assert_array_equal(out["sequence_mask"], (x["seq_items"] != 0).astype("float32"))
+    # fields: user, item, scenario, then the dense field x * v.
+    scenario_table = layer.scenario_table.embeddings.numpy()
+    np.testing.assert_allclose(out["fields"][:, 2], scenario_table[x["scenario"][:, 0]], rtol=1e-6)
+    dense_vector = layer.dense_vectors.numpy()[0]
+    np.testing.assert_allclose(out["fields"][:, 3], x["year"] * dense_vector[None], rtol=1e-5)
+
+
+def test_out_of_vocabulary_and_unknown_scenario_have_rows():
+    layer = FeatureEmbedding(**KWARGS)
+    x = make_inputs()
+    x["user_id"][:] = KWARGS["vocab_sizes"]["user_id"] + 1  # the OOV index V + 1
+    out = layer(x)
+    assert np.all(np.isfinite(out["fields"]))
+    assert layer.scenario_table.input_dim == KWARGS["num_scenarios"] + 1
+
+
+def test_ids_outside_the_tables_take_the_oov_and_unknown_scenario_rows():
+    layer = FeatureEmbedding(**KWARGS)
+    x = make_inputs()
+    x["user_id"][:, 0] = [6, 7, 99, -4]  # V + 1 = 6 is OOV; larger or negative ids too
+    x[features.SCENARIO_KEY][:, 0] = [3, 4, 99, -1]  # P = 3 is unknown; so is any other id
+    x["title"][0] = [1, 50, -2]
+    out = layer(x)
+    user_table = layer.tables["user_id"].embeddings.numpy()
+    np.testing.assert_allclose(out["fields"][:, 0], np.repeat(user_table[6][None], 4, axis=0), rtol=1e-6)
+    unknown = layer.scenario_table.embeddings.numpy()[3]
+    np.testing.assert_allclose(out["fields"][:, 2], np.repeat(unknown[None], 4, axis=0), rtol=1e-6)
+    title_table = layer.token_tables["title"].embeddings.numpy()
+    np.testing.assert_allclose(out["tokens_title"][0], title_table[[1, 10, 10]], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"embedding_dim": 0}, {"num_scenarios": 0}, {"vocab_sizes": {"user_id": 3}}, {"sequence_item_feature": "nope"}],
+)
+def test_bad_arguments(change):
+    with pytest.raises(ValueError, match="Received"):
+        FeatureEmbedding(**{**KWARGS, **change})

@@ -1,0 +1,150 @@
+"""Partitioned normalization (STAR, Sheng et al. 2021, sec. 4.2): batch norm per scenario."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from tfjoint.layers.core.arguments import last_dim, positive, positive_int
+from tfjoint.layers.core.scenarios import check_num_scenarios, scenario_segments, split_scenario_inputs
+from tfjoint.registry import register
+
+
+@register(
+    "partitioned_norm",
+    slot="scenario_adapter",
+    family="multi_scenario",
+    reference="Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for "
+    "Multi-Domain CTR Prediction, CIKM 2021 (sec. 4.2, partitioned normalization)",
+)
+class PartitionedNormalization(keras.layers.Layer):
+    """Batch normalization whose statistics and scale/shift are partitioned by scenario.
+
+    ``z' = (gamma * gamma_p) (z - mu) / sqrt(sigma^2 + eps) + (beta + beta_p)`` where ``p`` is
+    each sample's own scenario. In training ``mu, sigma^2`` are the (biased) mean and variance
+    of the rows of the batch that belong to ``p`` (a mixed batch is normalized per scenario,
+    not by the scenario of its first row), and only scenario ``p``'s moving statistics
+    ``E_p, Var_p`` are updated from those rows; a scenario absent from the batch keeps them.
+    At inference ``mu, sigma^2 = E_p, Var_p``.
+
+    An unknown scenario (any id outside ``[0, num_scenarios)``, in particular the transformed
+    fallback ``num_scenarios``) takes the shared path: ``gamma_p = 1, beta_p = 0`` and the
+    statistics of all rows (whole-batch statistics in training, the global moving statistics
+    at inference; the global ones are updated from every row). Statistics are in float32.
+
+    Args:
+        num_scenarios: number of known scenarios ``P``.
+        momentum: moving-average momentum, ``E <- momentum * E + (1 - momentum) * mu``.
+            The default is 0.9, not Keras's 0.99: the layer normalizes representations built
+            on embeddings that move while they train, and with 0.99 the moving statistics
+            still lag them after a few hundred steps (measured on MovieLens-100K, 117 steps:
+            rating RMSE 2.08 at inference with 0.99 against 1.11 with 0.9, 1.10 with batch
+            statistics).
+        epsilon: the ``eps`` added to the variance.
+
+    Call arguments:
+        inputs: ``{"inputs": (batch, d) float, "scenario": (batch, 1) int}`` or the list
+            ``[inputs, scenario]``.
+        training: Python bool; batch statistics and moving-statistic updates when True.
+
+    Returns:
+        ``(batch, d)``, the normalized inputs.
+
+    Example:
+    >>> layer = PartitionedNormalization(num_scenarios=2)
+    >>> x = keras.ops.ones((3, 4))
+    >>> tuple(layer({"inputs": x, "scenario": keras.ops.array([[0], [1], [2]])}).shape)
+    (3, 4)
+
+    Reference:
+        Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for
+        Multi-Domain CTR Prediction, CIKM 2021.
+    """
+
+    def __init__(
+        self, num_scenarios: int, momentum: float = 0.9, epsilon: float = 1e-3, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_scenarios = check_num_scenarios(num_scenarios)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1). Received: momentum={momentum}")
+        self.momentum = float(momentum)
+        self.epsilon = positive("epsilon", epsilon)
+
+    def build(self, input_shape: Any) -> None:
+        dim = last_dim(split_scenario_inputs(input_shape)[0], input_shape)
+        p = self.num_scenarios
+        self.gamma = self.add_weight(shape=(dim,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
+        self.scenario_gamma = self.add_weight(shape=(p, dim), initializer="ones", name="scenario_gamma")
+        self.scenario_beta = self.add_weight(shape=(p, dim), initializer="zeros", name="scenario_beta")
+        self.moving_mean = self.add_weight(
+            shape=(p, dim), initializer="zeros", trainable=False, name="moving_mean"
+        )
+        self.moving_variance = self.add_weight(
+            shape=(p, dim), initializer="ones", trainable=False, name="moving_variance"
+        )
+        self.global_moving_mean = self.add_weight(
+            shape=(dim,), initializer="zeros", trainable=False, name="global_moving_mean"
+        )
+        self.global_moving_variance = self.add_weight(
+            shape=(dim,), initializer="ones", trainable=False, name="global_moving_variance"
+        )
+
+    def _with_shared_row(self, table: Any, shared: Any) -> Any:
+        # Row ``num_scenarios`` of every per-scenario table is the shared (unknown) path.
+        return ops.concatenate([ops.cast(table, "float32"), ops.cast(shared, "float32")[None, :]], axis=0)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        x, scenario = split_scenario_inputs(inputs)
+        z = ops.cast(x, "float32")
+        seg = scenario_segments(scenario, self.num_scenarios)
+        dim = ops.shape(z)[-1]
+        if training and self.trainable:
+            onehot = ops.one_hot(seg, self.num_scenarios + 1, dtype="float32")  # (batch, P + 1)
+            counts = ops.sum(onehot, axis=0)[:, None]
+            safe = ops.maximum(counts, 1.0)
+            means = ops.matmul(ops.transpose(onehot), z) / safe  # per-scenario segment means
+            row_mean = ops.take(means, seg, axis=0)
+            variances = ops.matmul(ops.transpose(onehot), ops.square(z - row_mean)) / safe
+            batch_mean = ops.mean(z, axis=0)
+            batch_var = ops.var(z, axis=0)
+            mean_table = self._with_shared_row(means[: self.num_scenarios], batch_mean)
+            var_table = self._with_shared_row(variances[: self.num_scenarios], batch_var)
+            present = counts[: self.num_scenarios] > 0
+            m = self.momentum
+            self.moving_mean.assign(
+                ops.where(
+                    present, m * self.moving_mean + (1.0 - m) * means[: self.num_scenarios], self.moving_mean
+                )
+            )
+            self.moving_variance.assign(
+                ops.where(
+                    present,
+                    m * self.moving_variance + (1.0 - m) * variances[: self.num_scenarios],
+                    self.moving_variance,
+                )
+            )
+            self.global_moving_mean.assign(m * self.global_moving_mean + (1.0 - m) * batch_mean)
+            self.global_moving_variance.assign(m * self.global_moving_variance + (1.0 - m) * batch_var)
+        else:
+            mean_table = self._with_shared_row(self.moving_mean, self.global_moving_mean)
+            var_table = self._with_shared_row(self.moving_variance, self.global_moving_variance)
+        gamma_table = self._with_shared_row(self.scenario_gamma, ops.ones((dim,), "float32"))
+        beta_table = self._with_shared_row(self.scenario_beta, ops.zeros((dim,), "float32"))
+        mu = ops.take(mean_table, seg, axis=0)
+        var = ops.take(var_table, seg, axis=0)
+        scale = ops.cast(self.gamma, "float32") * ops.take(gamma_table, seg, axis=0)
+        shift = ops.cast(self.beta, "float32") + ops.take(beta_table, seg, axis=0)
+        out = scale * (z - mu) / ops.sqrt(var + self.epsilon) + shift
+        return ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return split_scenario_inputs(input_shape)[0]
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(num_scenarios=self.num_scenarios, momentum=self.momentum, epsilon=self.epsilon)
+        return config

@@ -1,0 +1,218 @@
+"""ESMM: the entire-space multi-task model for cascades (impression -> click -> conversion)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from tfjoint.layers.core.arguments import check_tasks, non_negative
+from tfjoint.layers.core.contracts import CascadeArchitecture, ImputesCascadeSteps
+from tfjoint.layers.core.mlp import MLP
+from tfjoint.registry import register
+
+
+@register(
+    "esmm",
+    slot="task_architecture",
+    family="multi_task",
+    reference="Ma et al., Entire Space Multi-Task Model: An Effective Approach for Estimating "
+    "Post-Click Conversion Rate, SIGIR 2018",
+)
+class EntireSpaceMultiTask(CascadeArchitecture, keras.layers.Layer):
+    """ESMM: one tower per task over the shared embedding, trained over the entire space.
+
+    The towers are independent MLPs over the shared representation (the embedding is the
+    only shared part, as in the paper). As a ``CascadeArchitecture``, the joint model
+    treats every binary task with a binary parent as a cascade step: its head predicts the
+    conditional ``pCVR = p(task | parent)``, the model adds the output
+    ``<task>_joint = p(parent, joint) * pCVR`` (``pCTCVR = pCTR * pCVR``, eq. 1 of the
+    paper), and the task's loss is the cross-entropy of ``<task>_joint`` against
+    ``y_parent * y_task`` over *all* rows (eq. 3), so the conditional head is never fitted
+    on the clicked rows alone and sample selection bias does not enter.
+
+    Args:
+        task_names: names of the tasks, one tower each.
+        tower_units: hidden sizes of every tower.
+        dropout: dropout rate inside the towers.
+
+    Call arguments:
+        inputs: the merged representation, ``(batch, d)``.
+        training: Python bool.
+
+    Returns:
+        Dict ``{task: (batch, tower_units[-1])}``.
+    """
+
+
+    def __init__(
+        self,
+        task_names: list[str],
+        tower_units: list[int] | tuple[int, ...] = (64, 32),
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.task_names = check_tasks(task_names)
+        self.tower_units = list(tower_units)
+        self.dropout = dropout
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        self.towers = {}
+        for name in self.task_names:
+            tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{name}", dtype=self.dtype_policy)
+            tower.build(input_shape)
+            self.towers[name] = tower
+
+    def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
+        return {name: self.towers[name](inputs, training=training) for name in self.task_names}
+
+    def cascade_step_loss(
+        self,
+        task: str,
+        *,
+        parent_label: Any,
+        label: Any,
+        parent_joint: Any,
+        conditional: Any,
+        joint: Any,
+        outputs: dict[str, Any],
+    ) -> Any:
+        """The loss of one cascade step ``task`` (each argument ``(batch, 1)``).
+
+        Args:
+            task: the step's task name.
+            parent_label: ``o``, 1 where the parent happened (clicked).
+            label: the step's label over the entire space (``y_click * y_conversion``).
+            parent_joint: the predicted probability of the parent (``pCTR``).
+            conditional: the step's conditional prediction (``pCVR``).
+            joint: ``parent_joint * conditional`` (``pCTCVR``).
+            outputs: every model output, for architectures with extra heads.
+
+        ESMM (eq. 3): the cross-entropy of ``pCTCVR`` over all impressions.
+        """
+        return ops.mean(keras.losses.binary_crossentropy(label, joint))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(task_names=self.task_names, tower_units=self.tower_units, dropout=self.dropout)
+        return config
+
+
+@register(
+    "escm2",
+    slot="task_architecture",
+    family="multi_task",
+    reference="Wang et al., ESCM2: Entire Space Counterfactual Multi-Task Model for Post-Click "
+    "Conversion Rate Estimation, SIGIR 2022",
+)
+class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTask):
+    """ESCM2: ESMM plus a counterfactual CVR risk that removes ESMM's inherent estimation bias.
+
+    Each cascade step's loss is ``L_CTCVR + lambda * R`` (eq. 11 of the paper), with
+    ``o`` the parent label, ``p_hat = stop_gradient(pCTR)`` clipped to ``[clip, 1]``,
+    ``e = BCE(y, pCVR)`` the CVR error and the average over all impressions:
+
+    - ``variant="ips"`` (eq. 6): ``R_IPS = mean(o * e / p_hat)``;
+    - ``variant="dr"`` (eqs. 7-8): an imputation tower predicts ``e_hat``;
+      ``R_DR = mean(e_hat + o * (e - e_hat) / p_hat)`` with ``e_hat`` fixed, plus the
+      imputation loss ``mean(o * (e - e_hat)^2 / p_hat)`` with ``e`` fixed, so the CVR tower
+      and the imputation tower are trained jointly as in the paper's DR-JL setting.
+
+    Args:
+        task_names: names of the tasks, one tower each.
+        variant: ``"ips"`` or ``"dr"``.
+        counterfactual_weight: ``lambda``.
+        propensity_clip: lower bound of ``p_hat``.
+        tower_units: hidden sizes of every tower.
+        dropout: dropout rate inside the towers.
+        imputed_tasks: the tasks that get an imputation tower with ``variant="dr"``: the
+            cascade steps, which the joint model passes; ``None``: every task.
+
+    Returns:
+        Dict ``{task: tower output}``; with ``variant="dr"`` also
+        ``{"<task>_imputed_error": (batch, 1)}`` for every task of ``imputed_tasks``.
+    """
+
+    # The joint model passes the names of its binary cascade steps as ``imputed_tasks``.
+
+    def __init__(
+        self,
+        task_names: list[str],
+        variant: str = "ips",
+        counterfactual_weight: float = 0.1,
+        propensity_clip: float = 0.05,
+        tower_units: list[int] | tuple[int, ...] = (64, 32),
+        dropout: float = 0.0,
+        imputed_tasks: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if variant not in ("ips", "dr"):
+            raise ValueError(f"variant must be 'ips' or 'dr'. Received: variant={variant!r}")
+        counterfactual_weight = non_negative("counterfactual_weight", counterfactual_weight)
+        if not 0.0 < propensity_clip <= 1.0:
+            raise ValueError(f"propensity_clip must be in (0, 1]. Received: propensity_clip={propensity_clip}")
+        super().__init__(task_names, tower_units=tower_units, dropout=dropout, **kwargs)
+        self.variant = variant
+        self.counterfactual_weight = counterfactual_weight
+        self.propensity_clip = float(propensity_clip)
+        if imputed_tasks is not None:
+            unknown = [t for t in imputed_tasks if t not in self.task_names]
+            if unknown:
+                raise ValueError(f"imputed_tasks must be among task_names {self.task_names}. Received: {unknown}")
+            imputed_tasks = list(imputed_tasks)
+        self.imputed_tasks = imputed_tasks
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        super().build(input_shape)
+        self.imputation = {}
+        if self.variant == "dr":
+            for name in self.task_names if self.imputed_tasks is None else self.imputed_tasks:
+                tower = MLP([*self.tower_units, 1], activation="relu", name=f"imputation_{name}", dtype=self.dtype_policy)
+                tower.build(input_shape)
+                self.imputation[name] = tower
+
+    def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
+        outputs = super().call(inputs, training=training)
+        for name, tower in self.imputation.items():
+            # The last relu keeps the imputed cross-entropy non-negative, like the error itself.
+            outputs[f"{name}_imputed_error"] = ops.cast(tower(inputs, training=training), "float32")
+        return outputs
+
+    def cascade_step_loss(
+        self,
+        task: str,
+        *,
+        parent_label: Any,
+        label: Any,
+        parent_joint: Any,
+        conditional: Any,
+        joint: Any,
+        outputs: dict[str, Any],
+    ) -> Any:
+        ctcvr = super().cascade_step_loss(
+            task, parent_label=parent_label, label=label, parent_joint=parent_joint,
+            conditional=conditional, joint=joint, outputs=outputs,
+        )
+        propensity = ops.maximum(ops.stop_gradient(parent_joint), self.propensity_clip)
+        error = keras.losses.binary_crossentropy(label, conditional)[:, None]
+        if self.variant == "ips":
+            risk = ops.mean(parent_label * error / propensity)
+        else:
+            imputed = ops.reshape(ops.cast(outputs[f"{task}_imputed_error"], "float32"), (-1, 1))
+            risk = ops.mean(
+                ops.stop_gradient(imputed) + parent_label * (error - ops.stop_gradient(imputed)) / propensity
+            )
+            risk = risk + ops.mean(parent_label * ops.square(ops.stop_gradient(error) - imputed) / propensity)
+        return ctcvr + self.counterfactual_weight * risk
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            variant=self.variant,
+            counterfactual_weight=self.counterfactual_weight,
+            propensity_clip=self.propensity_clip,
+            imputed_tasks=self.imputed_tasks,
+        )
+        return config
