@@ -50,3 +50,19 @@ def test_kubeflow_compile_names_every_component(tmp_path):
     trainer = json.dumps(tasks["Trainer"])
     assert "tfjoint.pipeline.trainer.run_fn" in trainer and '\\"model\\": \\"mmoe\\"' in trainer
     assert len(spec["deploymentSpec"]["executors"]) == len(COMPONENT_IDS)
+
+
+def test_a_component_by_import_path_reaches_the_trainer(tmp_path):
+    """A user's own layer is named by its import path and lands in the Trainer's config."""
+    output = tmp_path / "pipeline.json"
+    path = "tfjoint.layers.multi_task.shared_bottom:SharedBottom"
+    assert cli.main(["pipeline", "compile", "--output", str(output), "--model", path]) == 0
+    job = json.loads(output.read_text())
+    trainer = json.dumps(job.get("pipelineSpec", job)["root"]["dag"]["tasks"]["Trainer"])
+    assert path in trainer
+    try:
+        cli.main(["pipeline", "compile", "--output", str(tmp_path / "y.json"), "--model", "tfjoint.nowhere:Thing"])
+    except SystemExit as e:
+        assert "tfjoint.nowhere:Thing" in str(e) and "importable" in str(e)
+    else:
+        raise AssertionError("an unimportable component must fail")

@@ -15,3 +15,5 @@ if int(_keras.__version__.split(".")[0]) < 3:
     )
 
 __version__ = "0.1.0"
+# The container image the Kubeflow compile names by default (see the Kubeflow compile).
+DEFAULT_IMAGE = f"tfjoint:{__version__}"

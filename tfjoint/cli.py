@@ -20,16 +20,17 @@ import sys
 import time
 from typing import Any, Sequence
 
+from tfjoint import DEFAULT_IMAGE
 from tfjoint.features import DATASETS
 
 
 def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="movielens-100k")
-    parser.add_argument("--model", default="mmoe", help="a registered task architecture (see `tfjoint models`)")
+    parser.add_argument("--model", default="mmoe", help="a registered task architecture (see `tfjoint models`) or your own, as package.module:Class")
     for slot in ("sequence_encoder", "modality_encoder", "scenario_adapter"):
         parser.add_argument(
             f"--{slot.replace('_', '-')}",
-            help=f"a registered {slot} ('none' leaves the slot empty; default: the Trainer's)",
+            help=f"a registered {slot} or package.module:Class ('none' leaves the slot empty; default: the Trainer's)",
         )
     parser.add_argument("--balancer", help="a registered loss/gradient balancer (default: fixed)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: 2)")
@@ -56,10 +57,11 @@ def _hparams(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_component(name: str, slot: str) -> str:
-    from tfjoint import catalog
+    """A registered name, or an importable ``package.module:Class`` of the user's own."""
+    from tfjoint.joint import resolve_component
 
     try:
-        catalog.get(name, slot=slot)
+        resolve_component(slot, name)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     return name
@@ -102,7 +104,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         for row in rows:
             print("  ".join(f"{k}={'-' if v is None else format(v, '.3f')}" for k, v in row.items()))
     if args.query_server:
-        _query_served_model(run.pushed_dir, run.data_root, args.model_name or spec.name.replace("-", "_"), spec)
+        _query_served_model(run.pushed_dir, run.data_root, args.model_name or spec.default_model_name, spec)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"blessed": blessed, "metrics": table, "pushed_dir": run.pushed_dir,
@@ -219,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/tfjoint/pipeline_root")
     comp.add_argument("--data-root", default="gs://YOUR_BUCKET/tfjoint/data")
     comp.add_argument("--serving-dir", default="gs://YOUR_BUCKET/tfjoint/serving")
-    comp.add_argument("--image", default="tfjoint:0.1.0", help="container image with tfjoint installed")
+    comp.add_argument("--image", default=DEFAULT_IMAGE, help="container image with tfjoint installed")
     comp.set_defaults(func=cmd_pipeline_compile)
 
     models = sub.add_parser("models", help="list the registered models and components")

@@ -22,3 +22,16 @@ def test_registration_is_validated():
         registry.register("x", slot="tower", family="core", reference="r")
     with pytest.raises(ValueError, match="already registered"):
         registry.register("mmoe", slot="task_architecture", family="multi_task", reference="r")(type("X", (), {}))
+
+
+def test_one_decorator_registers_with_the_catalog_and_with_keras():
+    import keras
+
+    @registry.register("registry_test_layer", slot="sequence_encoder", family="core", reference="r")
+    class RegistryTestLayer(keras.layers.Layer):
+        pass
+
+    assert catalog.get("registry_test_layer", slot="sequence_encoder").cls is RegistryTestLayer
+    assert keras.saving.get_registered_object("tfjoint>RegistryTestLayer") is RegistryTestLayer
+    for entry in catalog.entries():
+        assert keras.saving.get_registered_name(entry.cls) == f"tfjoint>{entry.cls.__name__}"

@@ -5,7 +5,7 @@
     tfjoint bench mtl --dataset movielens-100k [--seeds 3] [--epochs 1] [--train-rows 40000]
     tfjoint bench msr --dataset movielens-100k [--models star hamur ...] [--seeds 3] [--epochs 2]
     tfjoint bench mtl-synthetic [--quick] [--seeds 3] [--correlations 1 0.9 0.5 0]
-        [--architectures shared_bottom omoe mmoe ple] [--epochs 12]
+        [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]
 """
 
@@ -118,7 +118,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Trains every task architecture on the MMoE paper's synthetic two-task "
         "regression at several task correlations (same budget for all), then compares the "
         "pCVR bias of ESMM and naive CVR models on unclicked impressions. The default run "
-        "takes about 6 minutes on 2 CPU cores; --quick takes under one.",
+        "takes about 6 minutes on 2 CPU cores; --quick takes under two.",
     )
     mtl.add_argument("--quick", action="store_true", help="a tiny version (1 seed, 2 correlations, 1 epoch)")
     mtl.add_argument("--seeds", type=int, help="number of seeds (default: 3)")

@@ -10,7 +10,7 @@ Configurations:
 - ``separate``: one such model per scenario, trained on that scenario's rows only (the same
   number of epochs, so fewer steps) and evaluated on that scenario's rows.
 - every registered ``scenario_adapter`` under ``base_architecture``, and every registered
-  ``task_architecture`` that is scenario-aware (``uses_scenario``) on its own. A two-stage
+  ``task_architecture`` that is scenario-aware (a ``ScenarioAware`` contract) on its own. A two-stage
   component (M-LoRA) spends half its epochs pre-training the backbone on every scenario and
   half fine-tuning each scenario's low-rank pair on that scenario's rows: the same number of
   passes over the data as everyone else.
@@ -46,8 +46,8 @@ from tfjoint import catalog, features
 from tfjoint.bench.mtl_movielens import prepare, score
 from tfjoint.datasets import load_frames, synthetic
 from tfjoint.features import DatasetSpec
-from tfjoint.joint import build_joint_model
-from tfjoint.joint.model import JointModel
+from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
+from tfjoint.layers.core.contracts import ScenarioAware
 
 DEFAULTS: dict[str, Any] = {
     "seeds": 3,
@@ -73,7 +73,7 @@ SYNTHETIC_KWARGS: dict[str, Any] = {
 def scenario_aware_models() -> list[str]:
     """Every scenario adapter, then every scenario-aware task architecture, by name."""
     adapters = [e.name for e in catalog.entries("scenario_adapter")]
-    archs = [e.name for e in catalog.entries("task_architecture") if getattr(e.cls, "uses_scenario", False)]
+    archs = [e.name for e in catalog.entries("task_architecture") if issubclass(e.cls, ScenarioAware)]
     return adapters + archs
 
 
@@ -106,13 +106,9 @@ def _build(spec: DatasetSpec, sizes: dict[str, int], config: str, base: str) -> 
 
 
 def _fit(model: JointModel, x: dict, y: dict, epochs: int, batch_size: int, learning_rate: float) -> None:
+    # M-LoRA spends the epochs pre-training, then fine-tuning each scenario; others fit once.
     optimizer = keras.optimizers.Adam(learning_rate)
-    staged = getattr(model.scenario_adapter, "fit_joint_model", None)
-    if staged is not None:  # M-LoRA: pre-training, then per-scenario fine-tuning
-        staged(model, (x, y), epochs=epochs, optimizer=optimizer, batch_size=batch_size, verbose=0)
-        return
-    model.compile(optimizer=optimizer)
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
+    fit_joint_model(model, (x, y), epochs=epochs, optimizer=optimizer, batch_size=batch_size, verbose=0)
 
 
 def _predict(model: JointModel, x: dict) -> dict[str, np.ndarray]:

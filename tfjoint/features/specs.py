@@ -170,6 +170,11 @@ class DatasetSpec:
     calibration_bounds: tuple[float, float] | None = (0.5, 2.0)
 
     @property
+    def default_model_name(self) -> str:
+        """The served model name when none is given: the dataset name with ``_`` for ``-``."""
+        return self.name.replace("-", "_")
+
+    @property
     def num_scenarios(self) -> int:
         return len(self.scenarios)
 

@@ -136,11 +136,6 @@ class JointModel(keras.Model):
             t.name: keras.metrics.AUC(name=f"{t.name}_auc") for t in task_specs if t.type == "binary"
         }
 
-    def _task_weights(self, y: dict[str, Any], task: TaskSpec, batch_like: Any) -> Any:
-        if task.parent is None:
-            return ops.ones_like(batch_like)
-        return ops.cast(ops.reshape(y[task.parent], (-1,)), "float32")
-
     def _joint_label(self, y: dict[str, Any], name: str) -> Any:
         label = ops.cast(ops.reshape(y[name], (-1, 1)), "float32")
         parent = self._by_name[name].parent
@@ -173,7 +168,7 @@ class JointModel(keras.Model):
             y_true = ops.cast(ops.reshape(y[task.name], (-1, 1)), "float32")
             pred = ops.cast(ops.reshape(y_pred[task.name], (-1, 1)), "float32")
             per_example = _LOSSES[task.loss_name](y_true, pred)
-            weights = self._task_weights(y, task, per_example)
+            weights = task.defined_rows(y)
             losses[task.name] = ops.sum(per_example * weights) / ops.maximum(ops.sum(weights), 1.0)
         return losses
 
@@ -196,7 +191,7 @@ class JointModel(keras.Model):
             # rows (and an empty batch changes nothing).
             rows = ops.ones_like(ops.reshape(y[task.name], (-1,)), "float32")
             if task.name not in self.entire_space_tasks:
-                rows = self._task_weights(y, task, rows)
+                rows = task.defined_rows(y)
             defined = ops.sum(rows)
             self.task_loss_trackers[task.name].update_state(losses[task.name], sample_weight=defined)
         return self.balancer.weight_losses({t.name: t.weight * losses[t.name] for t in self.tasks}, training=training)
@@ -250,7 +245,7 @@ class JointModel(keras.Model):
         for task in self.tasks:
             if task.name in self.task_aucs:
                 y_true = ops.reshape(y[task.name], (-1,))
-                weights = self._task_weights(y, task, ops.cast(y_true, "float32"))
+                weights = task.defined_rows(y)
                 self.task_aucs[task.name].update_state(
                     y_true, ops.reshape(y_pred[task.name], (-1,)), sample_weight=weights
                 )

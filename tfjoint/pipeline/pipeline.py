@@ -59,7 +59,7 @@ def create_pipeline(
         schema_file: curated schema; defaults to ``schemas/<dataset>.pbtxt``.
     """
     spec = get_dataset_spec(dataset)
-    served_name = model_name or spec.name.replace("-", "_")
+    served_name = model_name or spec.default_model_name
     custom_config = {
         "dataset": spec.name,
         "model": model,

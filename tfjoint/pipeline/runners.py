@@ -7,16 +7,17 @@ import contextlib
 import dataclasses
 import glob
 import os
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from tfjoint import DEFAULT_IMAGE
 from tfjoint.features import DatasetSpec, get_dataset_spec
 from tfjoint.pipeline.pipeline import COMPONENT_IDS, create_pipeline
 
 LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-DEFAULT_IMAGE = "tfjoint:0.1.0"
 
 
 @dataclasses.dataclass
@@ -34,6 +35,14 @@ class LocalRun:
         from tfjoint.pipeline.trainer import KERAS_MODEL_FILENAME
 
         return os.path.join(self.model_run_dir, KERAS_MODEL_FILENAME)
+
+
+def pipeline_name(spec: DatasetSpec, model: str) -> str:
+    """``tfjoint-<dataset>-<model>`` in ML Metadata's alphabet (at most 63 characters); a model
+    given by import path (``package.module:Class``) is named by its class."""
+    short = model.rpartition(":")[2].rpartition(".")[2] if (":" in model or "." in model) else model
+    name = re.sub(r"[^a-z0-9-]+", "-", f"tfjoint-{spec.name}-{short}".lower())
+    return name[:63].rstrip("-")
 
 
 @contextlib.contextmanager
@@ -118,7 +127,7 @@ def run_local(
     with _component_progress(pipeline_root, COMPONENT_IDS):
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(
-                pipeline_name=f"tfjoint-{spec.name}-{model}".replace("_", "-"),
+                pipeline_name=pipeline_name(spec, model),
                 pipeline_root=pipeline_root,
                 data_root=os.path.abspath(data_root),
                 dataset=dataset,
@@ -138,7 +147,7 @@ def run_local(
 
     pushed = None
     if is_blessed(evaluation_dir):
-        name = model_name or spec.name.replace("-", "_")
+        name = model_name or spec.default_model_name
         pushed = _latest(os.path.join(os.path.abspath(serving_dir), name, "*"))
     return LocalRun(spec, data_root, evaluation_dir, model_run_dir, pushed)
 
@@ -192,7 +201,7 @@ def compile_kubeflow(
     )
     runner.run(
         create_pipeline(
-            pipeline_name=f"tfjoint-{spec.name}-{model}".replace("_", "-"),
+            pipeline_name=pipeline_name(spec, model),
             pipeline_root=pipeline_root,
             data_root=data_root,
             dataset=dataset,

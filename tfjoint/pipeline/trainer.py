@@ -23,6 +23,7 @@ from tfjoint import features
 from tfjoint.features import DatasetSpec, get_dataset_spec
 from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
 from tfjoint.layers.core import gate_monitor
+from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
 from tfjoint.pipeline.transform import vocabulary_sizes
 from tfjoint.serving.warmup import write_warmup_requests
@@ -108,7 +109,7 @@ def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransform
         # The transform maps an unknown scenario to num_scenarios, which every scenario-aware
         # component serves through its shared path; the output lets servers count those rows.
         scenario = tf.reshape(transformed[features.SCENARIO_KEY], (-1, 1))
-        outputs[features.SCENARIO_FALLBACK_KEY] = tf.cast(scenario >= spec.num_scenarios, tf.int64)
+        outputs[features.SCENARIO_FALLBACK_KEY] = tf.cast(~is_known(scenario, spec.num_scenarios), tf.int64)
         return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])

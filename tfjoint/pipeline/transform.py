@@ -15,6 +15,7 @@ import tensorflow_transform as tft
 
 from tfjoint import features
 from tfjoint.features import DatasetSpec, get_dataset_spec
+from tfjoint.layers.core.scenarios import map_unknown
 
 
 def _to_index(ids: Any, vocabulary: Any) -> Any:
@@ -40,9 +41,8 @@ def preprocess(inputs: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
         outputs[key] = _to_index(inputs[key], vocabularies[key])
     for key in spec.dense:
         outputs[key] = tft.scale_to_z_score(tf.cast(inputs[key], tf.float32))
-    scenario = tf.cast(inputs[features.SCENARIO_KEY], tf.int64)
-    known = tf.logical_and(scenario >= 0, scenario < spec.num_scenarios)
-    outputs[features.SCENARIO_KEY] = tf.where(known, scenario, tf.cast(spec.num_scenarios, tf.int64))
+    # An unseen scenario becomes the unknown id, served through each model's fallback path.
+    outputs[features.SCENARIO_KEY] = map_unknown(tf.cast(inputs[features.SCENARIO_KEY], tf.int64), spec.num_scenarios)
     if spec.sequence:
         max_len = spec.sequence.max_len
         items = _to_index(inputs[features.SEQUENCE_ITEMS_KEY], vocabularies[spec.sequence.item_feature])

@@ -5,8 +5,10 @@ convention and the slot contracts.
 
 from tfjoint.layers.core.feature_embedding import FeatureEmbedding
 from tfjoint.layers.core.mlp import MLP
+from tfjoint.layers.core.raw_inputs import RawInputs
 
 __all__ = [
     "FeatureEmbedding",
     "MLP",
+    "RawInputs",
 ]

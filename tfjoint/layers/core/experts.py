@@ -5,12 +5,17 @@
 ``(batch, n, d)``. MMoE, OMoE, CGC, PLE, DSelect-k, STEM, HiNet, SAR-Net and AESM2 all mix
 their experts with it; their gates differ (softmax, smooth-step selection, KL-selected
 top-k), the mix does not.
+
+The softmax gate ``g(x) = softmax(W_g x / temperature)`` of MMoE, OMoE, CGC, PLE, STEM,
+HiNet and M3oE is :func:`build_gate` plus :func:`softmax_gate`: a float32 ``Dense`` whose
+logits and softmax stay in float32 under mixed precision.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import keras
 from keras import ops
 
 
@@ -25,3 +30,15 @@ def mix_experts(gate: Any, experts: Any) -> Any:
     if isinstance(experts, (list, tuple)):
         experts = stack_experts(experts)
     return ops.einsum("be,bed->bd", ops.cast(gate, experts.dtype), experts)
+
+
+def build_gate(num_experts: int, name: str, input_shape: tuple[int | None, ...]) -> keras.layers.Dense:
+    """A built float32 ``Dense(num_experts)``: the logits ``W_g x + b_g`` of one gate."""
+    gate = keras.layers.Dense(num_experts, name=name, dtype="float32")
+    gate.build(input_shape)
+    return gate
+
+
+def softmax_gate(gate: keras.layers.Layer, x: Any, temperature: float = 1.0) -> Any:
+    """``softmax(gate(x) / temperature)`` in float32, ``(batch, num_experts)``."""
+    return ops.softmax(gate(ops.cast(x, "float32")) / temperature, axis=-1)

@@ -9,6 +9,7 @@ from keras import ops
 
 from tfjoint import features
 from tfjoint.layers.core.arguments import positive_int
+from tfjoint.layers.core.scenarios import map_unknown
 from tfjoint.registry import register
 
 
@@ -125,7 +126,7 @@ class FeatureEmbedding(keras.layers.Layer):
         # Categorical ids: 0 = padding, 1..V vocabulary, V + 1 = OOV (anything larger too).
         fields = [self.tables[k](self._ids(inputs[k][:, 0], self.vocab_sizes[k] + 1)) for k in self.categorical]
         # Scenario ids: 0..P-1 known, P = unknown (any id outside [0, P) too).
-        fields.append(self.scenario_table(self._ids(inputs[features.SCENARIO_KEY][:, 0], self.num_scenarios)))
+        fields.append(self.scenario_table(map_unknown(ops.cast(inputs[features.SCENARIO_KEY][:, 0], "int32"), self.num_scenarios)))
         stacked = ops.stack(fields, axis=1)
         if self.dense:
             values = ops.concatenate([ops.cast(inputs[k], self.compute_dtype) for k in self.dense], axis=1)

@@ -1,9 +1,17 @@
 """The scenario convention, owned here and nowhere else.
 
 A transformed scenario id is ``0 .. P-1`` for the ``P`` known scenarios and
-``UNKNOWN = P`` (see :func:`unknown_scenario`) for a scenario the transform never saw;
-any other id takes the unknown path too, rather than raising. Layers turn ids into
-segments with :func:`scenario_segments` and never compare ids themselves.
+:func:`unknown_scenario` ``= P`` for a scenario the transform never saw; any other id takes
+the unknown path too, rather than raising (:func:`map_unknown` on raw ids, used by the
+transform, the embedding and the serving signature; :func:`scenario_segments` in layers).
+
+Per row, a layer either has a *shared row* for the unknown scenario (STAR's ``W``, M3oE's
+``W_sh``, partitioned normalization's shared statistics) or *no scenario-specific part*
+(HAMUR's and M-LoRA's adapters, HiNet's specific experts). :func:`scenario_one_hot` makes
+that choice explicit at each use: ``unknown="shared"`` gives ``P + 1`` columns with the
+unknown rows in column ``P``; ``unknown="zeros"`` gives ``P`` columns and all-zero unknown
+rows. :func:`per_scenario_dense` applies one dense map per scenario, each row its own
+(STAR, M3oE, HAMUR).
 """
 
 from __future__ import annotations
@@ -27,15 +35,65 @@ def split_scenario_inputs(inputs: Any) -> tuple[Any, Any]:
     raise ValueError(f"expected [inputs, scenario] or {{'inputs', 'scenario'}}. Received: {inputs!r}")
 
 
+def unknown_scenario(num_scenarios: int) -> int:
+    """The id of the unknown scenario: ``num_scenarios``, one past the known ids."""
+    return num_scenarios
+
+
+def is_known(ids: Any, num_scenarios: int) -> Any:
+    """Boolean, same shape as ``ids``: whether each id is a known scenario ``0 .. P-1``."""
+    return ops.logical_and(ids >= 0, ids < num_scenarios)
+
+
+def map_unknown(ids: Any, num_scenarios: int) -> Any:
+    """``ids`` (any shape and integer dtype) with every id outside ``[0, P)`` set to the unknown id."""
+    return ops.where(is_known(ids, num_scenarios), ids, ops.full_like(ids, unknown_scenario(num_scenarios)))
+
+
+def scenario_one_hot(seg: Any, num_scenarios: int, unknown: str, dtype: Any = "float32") -> Any:
+    """One-hot rows of segments ``seg`` (from :func:`scenario_segments`).
+
+    Args:
+        seg: ``(batch,)`` int segments, ``P`` for an unknown scenario.
+        num_scenarios: ``P``.
+        unknown: ``"shared"``: ``P + 1`` columns, an unknown row selects column ``P`` (the
+            layer's shared row); ``"zeros"``: ``P`` columns, an unknown row is all zeros
+            (no scenario-specific part).
+        dtype: the output dtype.
+
+    Returns:
+        ``(batch, P + 1)`` or ``(batch, P)``.
+    """
+    if unknown not in ("shared", "zeros"):
+        raise ValueError(f"unknown must be 'shared' or 'zeros'. Received: unknown={unknown!r}")
+    return ops.one_hot(seg, num_scenarios + 1 if unknown == "shared" else num_scenarios, dtype=dtype)
+
+
+def per_scenario_dense(x: Any, kernels: Any, biases: Any, onehot: Any) -> Any:
+    """``x_b W_s + b_s`` with each row's own scenario ``s``: one dense map per scenario.
+
+    Args:
+        x: ``(batch, d_in)``.
+        kernels: ``(S, d_in, d_out)``, one kernel per column of ``onehot``.
+        biases: ``(S, d_out)`` or ``None``.
+        onehot: ``(batch, S)`` from :func:`scenario_one_hot`; an all-zero row gives zeros.
+
+    Every scenario's map is computed for every row, then each row keeps its own: cheaper
+    than gathering a kernel per row for the few scenarios of a recommender.
+    """
+    per_scenario = ops.einsum("bi,sio->bso", x, kernels)
+    if biases is not None:
+        per_scenario = per_scenario + biases[None]
+    return ops.einsum("bs,bso->bo", ops.cast(onehot, per_scenario.dtype), per_scenario)
+
+
 def scenario_segments(scenario: Any, num_scenarios: int) -> Any:
     """Flat int32 segment ids: ``p`` for a known scenario ``p``, ``num_scenarios`` otherwise.
 
     Transformed scenario ids are ``num_scenarios`` for an unknown scenario; anything outside
     ``[0, num_scenarios)`` takes the same shared path rather than raising.
     """
-    ids = ops.reshape(ops.cast(scenario, "int32"), (-1,))
-    known = ops.logical_and(ids >= 0, ids < num_scenarios)
-    return ops.where(known, ids, ops.full_like(ids, num_scenarios))
+    return map_unknown(ops.reshape(ops.cast(scenario, "int32"), (-1,)), num_scenarios)
 
 
 def check_num_scenarios(num_scenarios: int) -> int:
@@ -59,7 +117,7 @@ def embed_known_scenarios(table: keras.layers.Embedding, seg: Any, dtype: Any) -
     unknown scenario is ``seg == table.input_dim``.
     """
     num_scenarios = table.input_dim
-    known = ops.cast(seg < num_scenarios, dtype)[:, None]
+    known = ops.cast(is_known(seg, num_scenarios), dtype)[:, None]
     return table(ops.minimum(seg, num_scenarios - 1)) * known
 
 

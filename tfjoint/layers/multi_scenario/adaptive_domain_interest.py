@@ -13,6 +13,7 @@ from tfjoint.layers.core.mlp import MLP
 from tfjoint.layers.core.scenarios import (
     build_scenario_embedding,
     check_num_scenarios,
+    scenario_one_hot,
     scenario_segments,
     split_scenario_inputs,
 )
@@ -186,7 +187,7 @@ class AdaptiveDomainInterest(keras.layers.Layer):
         shared = ops.stack([net(f, training=training) for net in self.shared_networks], axis=1)
         e_shared = ops.einsum("bk,bku->bu", ops.cast(alpha, c), shared)  # sum_k alpha_k MLP_k(F)
         specific = ops.stack([net(f, training=training) for net in self.specific_networks], axis=1)
-        onehot = ops.one_hot(seg, p, dtype=c)  # all zeros for an unknown domain: E_spec = 0
+        onehot = scenario_one_hot(seg, p, unknown="zeros", dtype=c)  # E_spec = 0 for an unknown domain
         e_spec = ops.einsum("bp,bpu->bu", onehot, specific)  # E_spec = MLP^(d)(F)
         beta1, beta2 = self.fusion_gates()
         ones = ops.ones((self.units[-1],))

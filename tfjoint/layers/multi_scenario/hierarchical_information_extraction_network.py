@@ -9,12 +9,13 @@ from keras import ops
 
 from tfjoint.layers.core.arguments import check_tasks, dropout_rate, last_dim, layer_units, positive_int
 from tfjoint.layers.core.contracts import ScenarioAware
-from tfjoint.layers.core.experts import mix_experts
+from tfjoint.layers.core.experts import build_gate, mix_experts, softmax_gate
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.layers.core.scenarios import (
     build_scenario_embedding,
     check_num_scenarios,
     embed_known_scenarios,
+    scenario_one_hot,
     scenario_segments,
     split_scenario_inputs,
 )
@@ -154,8 +155,7 @@ class HierarchicalInformationExtractionNetwork(ScenarioAware, keras.layers.Layer
                 )
                 expert.build(x_shape)
                 self.experts[name] = expert
-            gate = keras.layers.Dense(len(names), name=self._gate_name(scenario), dtype="float32")
-            gate.build(x_shape)
+            gate = build_gate(len(names), self._gate_name(scenario), x_shape)
             self.gates[gate.name] = gate
         self.scenario_embedding = build_scenario_embedding(
             self.num_scenarios, self.scenario_embedding_dim, self.dtype_policy
@@ -181,7 +181,7 @@ class HierarchicalInformationExtractionNetwork(ScenarioAware, keras.layers.Layer
 
     def _integrate(self, x: Any, scenario: int | None, training: bool | None) -> Any:
         """``SEI(x) = sum_k softmax(W_g x + b_g)_k e_k(x)`` of one scenario (None: the shared SEI)."""
-        gate = ops.softmax(self.gates[self._gate_name(scenario)](ops.cast(x, "float32")), axis=-1)
+        gate = softmax_gate(self.gates[self._gate_name(scenario)], x)
         return mix_experts(gate, [self.experts[n](x, training=training) for n in self._expert_names(scenario)])
 
     def scenario_representation(self, inputs: Any, training: bool | None = None) -> Any:
@@ -193,7 +193,7 @@ class HierarchicalInformationExtractionNetwork(ScenarioAware, keras.layers.Layer
             [self._integrate(x, j, training) for j in range(self.num_scenarios)], axis=1
         )  # S_j for every j: (batch, P, d_s)
         # All-zero row for an unknown scenario: it has no S_p and its SAN excludes nothing.
-        own_onehot = ops.one_hot(seg, self.num_scenarios, dtype=specific.dtype)
+        own_onehot = scenario_one_hot(seg, self.num_scenarios, unknown="zeros", dtype=specific.dtype)
         own = ops.einsum("bp,bpd->bd", own_onehot, specific)  # S_p
         embedding = embed_known_scenarios(self.scenario_embedding, seg, self.compute_dtype)  # e_p
         hidden = self.san_hidden(embedding, training=training) if self.san_units else embedding

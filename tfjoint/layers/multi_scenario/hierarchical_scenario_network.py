@@ -10,7 +10,12 @@ from keras import ops
 from tfjoint.layers.core.arguments import dropout_rate, layer_units, positive_int
 from tfjoint.layers.core.contracts import NeedsEmbeddings
 from tfjoint.layers.core.mlp import MLP
-from tfjoint.layers.core.scenarios import build_scenario_embedding, check_num_scenarios, scenario_segments
+from tfjoint.layers.core.scenarios import (
+    build_scenario_embedding,
+    check_num_scenarios,
+    scenario_one_hot,
+    scenario_segments,
+)
 from tfjoint.registry import register
 
 _INPUT_KEYS = {"inputs", "scenario", "fields"}
@@ -263,7 +268,7 @@ class HierarchicalScenarioNetwork(NeedsEmbeddings, keras.layers.Layer):
         """``SC_ex = e_s``, ``(batch, scenario_embedding_dim)``; zero for an unknown scenario."""
         seg = scenario_segments(scenario, self.num_scenarios)
         # Rows of the unknown id P get an all-zero one-hot, hence a zero embedding.
-        onehot = ops.one_hot(seg, self.num_scenarios, dtype=self.compute_dtype)
+        onehot = scenario_one_hot(seg, self.num_scenarios, unknown="zeros", dtype=self.compute_dtype)
         return ops.matmul(onehot, ops.cast(self.scenario_embedding.embeddings, self.compute_dtype))
 
     def field_weights(self, scenario: Any) -> Any:

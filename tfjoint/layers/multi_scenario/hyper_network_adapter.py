@@ -12,6 +12,9 @@ from tfjoint.layers.core.mlp import MLP
 from tfjoint.layers.core.scenarios import (
     build_scenario_embedding,
     check_num_scenarios,
+    is_known,
+    per_scenario_dense,
+    scenario_one_hot,
     scenario_segments,
     split_scenario_inputs,
 )
@@ -138,15 +141,13 @@ class HyperNetworkAdapter(keras.layers.Layer):
         x, scenario = split_scenario_inputs(inputs)
         seg = scenario_segments(scenario, self.num_scenarios)
         # Unknown rows get an all-zero one-hot (no adapter); they are passed through below.
-        onehot = ops.one_hot(seg, self.num_scenarios, dtype=self.compute_dtype)
+        onehot = scenario_one_hot(seg, self.num_scenarios, unknown="zeros", dtype=self.compute_dtype)
         u, v = self.adapter_weights()
         c = self.compute_dtype
-        down = ops.einsum("bd,sdr->bsr", x, u) + ops.cast(self.down_bias, c)[None]
-        hidden = self.activation(ops.einsum("bs,bsr->br", onehot, down))
-        up = ops.einsum("br,srd->bsd", hidden, v) + ops.cast(self.up_bias, c)[None]
-        up = ops.einsum("bs,bsd->bd", onehot, up)
+        hidden = self.activation(per_scenario_dense(x, u, ops.cast(self.down_bias, c), onehot))
+        up = per_scenario_dense(hidden, v, ops.cast(self.up_bias, c), onehot)
         adapted = self.domain_norm([up, scenario], training=training) + x
-        known = (seg < self.num_scenarios)[:, None]
+        known = is_known(seg, self.num_scenarios)[:, None]
         return ops.where(known, adapted, x)
 
     def compute_output_shape(self, input_shape: Any) -> Any:

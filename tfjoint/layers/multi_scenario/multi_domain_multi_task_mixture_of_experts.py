@@ -9,10 +9,13 @@ from keras import ops
 
 from tfjoint.layers.core.arguments import check_tasks, dropout_rate, last_dim, layer_units, positive_int
 from tfjoint.layers.core.contracts import ScenarioAware
+from tfjoint.layers.core.experts import build_gate, softmax_gate
 from tfjoint.layers.core.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.layers.core.scenarios import (
     check_num_scenarios,
+    per_scenario_dense,
+    scenario_one_hot,
     scenario_segments,
     split_scenario_inputs,
     star_weights,
@@ -171,9 +174,7 @@ class MultiDomainMultiTaskMixtureOfExperts(ScenarioAware, keras.layers.Layer):
         self.gates, self.towers = {}, {}
         for t in self.task_names:
             for suffix in self._domain_names():
-                gate = keras.layers.Dense(self.num_shared_experts, name=f"gate_{t}_{suffix}", dtype="float32")
-                gate.build((None, r))
-                self.gates[f"{t}_{suffix}"] = gate
+                self.gates[f"{t}_{suffix}"] = build_gate(self.num_shared_experts, f"gate_{t}_{suffix}", (None, r))
                 self.towers[f"{t}_{suffix}"] = self._mlp(
                     self.tower_units, f"tower_{t}_{suffix}", self.expert_units[-1]
                 )
@@ -217,25 +218,23 @@ class MultiDomainMultiTaskMixtureOfExperts(ScenarioAware, keras.layers.Layer):
         The one-hot of a known domain; ``1 / P`` for every domain on an unknown one.
         """
         seg = scenario_segments(scenario, self.num_scenarios)
-        onehot = ops.one_hot(seg, self.num_scenarios + 1, dtype="float32")
+        onehot = scenario_one_hot(seg, self.num_scenarios, unknown="shared")
         return onehot[:, : self.num_scenarios] + onehot[:, self.num_scenarios :] / self.num_scenarios
 
     def _representation(self, x: Any, scenario: Any) -> Any:
         """``f_DR(x)`` with each row's own ``W_hat_d``, ``(W_sh, b_sh)`` for an unknown domain."""
         seg = scenario_segments(scenario, self.num_scenarios)
-        onehot = ops.one_hot(seg, self.num_scenarios + 1, dtype=self.compute_dtype)  # column P: shared
+        onehot = scenario_one_hot(seg, self.num_scenarios, unknown="shared", dtype=self.compute_dtype)
         w, b = self.domain_representation_weights()
         c = self.compute_dtype
-        # All P + 1 branches, then each row keeps its own: cheaper than gathering kernels per row.
-        per_domain = ops.einsum("bi,sio->bso", ops.cast(x, c), ops.cast(w, c)) + ops.cast(b, c)[None]
-        return ops.einsum("bs,bso->bo", onehot, per_domain)
+        return per_scenario_dense(ops.cast(x, c), ops.cast(w, c), ops.cast(b, c), onehot)
 
     def _gates(self, h: Any) -> dict[str, Any]:
         """``{task: g_{t,d}(h)}`` for every known domain ``d``: ``(batch, P, num_shared_experts)`` float32."""
         h = ops.cast(h, "float32")
         return {
             t: ops.stack(
-                [ops.softmax(self.gates[f"{t}_{s}"](h), axis=-1) for s in self._domain_names()], axis=1
+                [softmax_gate(self.gates[f"{t}_{s}"], h) for s in self._domain_names()], axis=1
             )
             for t in self.task_names
         }

@@ -15,7 +15,12 @@ from keras import ops
 
 from tfjoint.layers.core.arguments import last_dim, layer_units, whole_number
 from tfjoint.layers.core.contracts import StagedTraining, TrainingStage
-from tfjoint.layers.core.scenarios import check_num_scenarios, scenario_segments, split_scenario_inputs
+from tfjoint.layers.core.scenarios import (
+    check_num_scenarios,
+    scenario_one_hot,
+    scenario_segments,
+    split_scenario_inputs,
+)
 from tfjoint.registry import register
 
 _REFERENCE = (
@@ -173,13 +178,16 @@ class MultiScenarioLowRankAdaptation(StagedTraining, keras.layers.Layer):
         c = self.compute_dtype
         seg = scenario_segments(scenario, self.num_scenarios)
         # Unknown rows (seg == P) get an all-zero one-hot: no low-rank term, backbone only.
-        onehot = ops.one_hot(seg, self.num_scenarios, dtype=c)[:, :, None]
+        onehot = scenario_one_hot(seg, self.num_scenarios, unknown="zeros", dtype=c)
         h = ops.cast(x, c)
         for i in range(len(self.units)):
             a = ops.stack([ops.cast(w, c) for w in self.lora_a[i]])  # (P, d_in, r): A_t^T for every t
             b = ops.stack([ops.cast(w, c) for w in self.lora_b[i]])  # (P, r, d_out): B_t^T for every t
-            down = ops.einsum("bi,sir->bsr", h, a) * onehot  # A_t x, kept for the row's own t
-            low_rank = ops.einsum("bsr,sro->bo", down, b)  # B_t A_t x
+            # A_t x for the row's own t (others zeroed), then B_t A_t x in one contraction over
+            # (t, r): no per-scenario product is formed, so a row's result does not depend on
+            # how many scenarios exist, bit for bit (add_scenarios relies on it).
+            down = ops.einsum("bi,sir->bsr", h, a) * onehot[:, :, None]
+            low_rank = ops.einsum("bsr,sro->bo", down, b)
             backbone = ops.matmul(h, ops.cast(self.kernels[i], c)) + ops.cast(self.biases[i], c)  # W x + b
             h = self.activation(backbone + low_rank)
         return h

@@ -8,7 +8,12 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import last_dim, positive, positive_int
-from tfjoint.layers.core.scenarios import check_num_scenarios, scenario_segments, split_scenario_inputs
+from tfjoint.layers.core.scenarios import (
+    check_num_scenarios,
+    scenario_one_hot,
+    scenario_segments,
+    split_scenario_inputs,
+)
 from tfjoint.registry import register
 
 
@@ -103,7 +108,7 @@ class PartitionedNormalization(keras.layers.Layer):
         seg = scenario_segments(scenario, self.num_scenarios)
         dim = ops.shape(z)[-1]
         if training and self.trainable:
-            onehot = ops.one_hot(seg, self.num_scenarios + 1, dtype="float32")  # (batch, P + 1)
+            onehot = scenario_one_hot(seg, self.num_scenarios, unknown="shared")  # (batch, P + 1)
             counts = ops.sum(onehot, axis=0)[:, None]
             safe = ops.maximum(counts, 1.0)
             means = ops.matmul(ops.transpose(onehot), z) / safe  # per-scenario segment means

@@ -17,6 +17,7 @@ from tfjoint.layers.core.scenarios import (
     build_scenario_embedding,
     check_num_scenarios,
     embed_known_scenarios,
+    scenario_one_hot,
     scenario_segments,
 )
 from tfjoint.registry import register
@@ -258,7 +259,7 @@ class ScenarioAwareRankingNetwork(NeedsEmbeddings, keras.layers.Layer):
         scenario = inputs["scenario"]
         v = self.transform(inputs)
         seg = scenario_segments(scenario, self.num_scenarios)
-        onehot = ops.one_hot(seg, self.num_scenarios, dtype=self.compute_dtype)  # all 0 when unknown
+        onehot = scenario_one_hot(seg, self.num_scenarios, unknown="zeros", dtype=self.compute_dtype)
         specific = self._scenario_experts(v, onehot)
         shared = ops.stack([e(v, training=training) for e in self.shared_experts], axis=1)
         experts = ops.concatenate([specific, shared], axis=1)

@@ -10,12 +10,14 @@ from keras import ops
 from tfjoint.layers.core.arguments import last_dim, layer_units, positive_int
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.layers.core.scenarios import (
-    star_weights,
     build_scenario_embedding,
     check_num_scenarios,
     embed_known_scenarios,
+    per_scenario_dense,
+    scenario_one_hot,
     scenario_segments,
     split_scenario_inputs,
+    star_weights,
 )
 from tfjoint.layers.multi_scenario.partitioned_normalization import PartitionedNormalization
 from tfjoint.registry import register
@@ -165,14 +167,12 @@ class StarTopologyFullyConnected(keras.layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x, scenario = split_scenario_inputs(inputs)
         seg = scenario_segments(scenario, self.num_scenarios)
-        onehot = ops.one_hot(seg, self.num_scenarios + 1, dtype=self.compute_dtype)  # (batch, P + 1)
+        onehot = scenario_one_hot(seg, self.num_scenarios, unknown="shared", dtype=self.compute_dtype)
         h = self.norm([x, scenario], training=training) if self.use_partitioned_norm else x
         for i in range(len(self.units)):
             w, b = self.effective_weights(i)
             w, b = ops.cast(w, self.compute_dtype), ops.cast(b, self.compute_dtype)
-            # All P + 1 branches, then each row keeps its own: cheaper than gathering kernels per row.
-            per_scenario = ops.einsum("bi,sio->bso", h, w) + b[None]
-            h = self.activation(ops.einsum("bs,bso->bo", onehot, per_scenario))
+            h = self.activation(per_scenario_dense(h, w, b, onehot))
         if not self.use_auxiliary_network:
             return h
         indicator = embed_known_scenarios(self.scenario_embedding, seg, self.compute_dtype)

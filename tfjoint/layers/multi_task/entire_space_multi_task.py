@@ -7,9 +7,10 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfjoint.layers.core.arguments import check_tasks, non_negative
+from tfjoint.layers.core.arguments import non_negative
 from tfjoint.layers.core.contracts import CascadeArchitecture, ImputesCascadeSteps
 from tfjoint.layers.core.mlp import MLP
+from tfjoint.layers.multi_task.independent_task_towers import IndependentTaskTowers
 from tfjoint.registry import register
 
 
@@ -20,11 +21,11 @@ from tfjoint.registry import register
     reference="Ma et al., Entire Space Multi-Task Model: An Effective Approach for Estimating "
     "Post-Click Conversion Rate, SIGIR 2018",
 )
-class EntireSpaceMultiTask(CascadeArchitecture, keras.layers.Layer):
+class EntireSpaceMultiTask(CascadeArchitecture, IndependentTaskTowers):
     """ESMM: one tower per task over the shared embedding, trained over the entire space.
 
-    The towers are independent MLPs over the shared representation (the embedding is the
-    only shared part, as in the paper). As a ``CascadeArchitecture``, the joint model
+    The towers are :class:`IndependentTaskTowers` (the embedding is the only shared part,
+    as in the paper); what ESMM adds is the training. As a ``CascadeArchitecture``, the joint model
     treats every binary task with a binary parent as a cascade step: its head predicts the
     conditional ``pCVR = p(task | parent)``, the model adds the output
     ``<task>_joint = p(parent, joint) * pCVR`` (``pCTCVR = pCTR * pCVR``, eq. 1 of the
@@ -44,29 +45,6 @@ class EntireSpaceMultiTask(CascadeArchitecture, keras.layers.Layer):
     Returns:
         Dict ``{task: (batch, tower_units[-1])}``.
     """
-
-
-    def __init__(
-        self,
-        task_names: list[str],
-        tower_units: list[int] | tuple[int, ...] = (64, 32),
-        dropout: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.task_names = check_tasks(task_names)
-        self.tower_units = list(tower_units)
-        self.dropout = dropout
-
-    def build(self, input_shape: tuple[int | None, ...]) -> None:
-        self.towers = {}
-        for name in self.task_names:
-            tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{name}", dtype=self.dtype_policy)
-            tower.build(input_shape)
-            self.towers[name] = tower
-
-    def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
-        return {name: self.towers[name](inputs, training=training) for name in self.task_names}
 
     def cascade_step_loss(
         self,
@@ -93,11 +71,6 @@ class EntireSpaceMultiTask(CascadeArchitecture, keras.layers.Layer):
         ESMM (eq. 3): the cross-entropy of ``pCTCVR`` over all impressions.
         """
         return ops.mean(keras.losses.binary_crossentropy(label, joint))
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(task_names=self.task_names, tower_units=self.tower_units, dropout=self.dropout)
-        return config
 
 
 @register(

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import check_tasks, positive, positive_int
-from tfjoint.layers.core.experts import mix_experts
+from tfjoint.layers.core.experts import build_gate, mix_experts, softmax_gate
 from tfjoint.layers.core.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.registry import register
@@ -80,9 +80,7 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
             self.experts.append(expert)
         self.gates = {}
         for name in self._gate_names():
-            gate = keras.layers.Dense(self.num_experts, name=f"gate_{name}", dtype="float32")
-            gate.build(input_shape)
-            self.gates[name] = gate
+            self.gates[name] = build_gate(self.num_experts, f"gate_{name}", input_shape)
         self.towers = {}
         for name in self.task_names:
             tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{name}", dtype=self.dtype_policy)
@@ -92,8 +90,7 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
 
     def gate_weights(self, inputs: Any) -> dict[str, Any]:
         """``{task: g_k(x)}``, each ``(batch, num_experts)`` summing to 1."""
-        x = ops.cast(inputs, "float32")
-        weights = {name: ops.softmax(gate(x) / self.gate_temperature, axis=-1) for name, gate in self.gates.items()}
+        weights = {name: softmax_gate(gate, inputs, self.gate_temperature) for name, gate in self.gates.items()}
         if self.shared_gate:
             return {name: weights["shared"] for name in self.task_names}
         return weights

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import check_tasks, dropout_rate, layer_units, positive, positive_int
-from tfjoint.layers.core.experts import mix_experts
+from tfjoint.layers.core.experts import build_gate, mix_experts, softmax_gate
 from tfjoint.layers.core.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.registry import register
@@ -111,9 +111,7 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
             if level < self.num_levels - 1:
                 gate_sizes[f"level_{level}_shared_gate"] = all_experts
             for name, size in gate_sizes.items():
-                gate = keras.layers.Dense(size, name=name, dtype="float32")
-                gate.build(level_shape)
-                self.gates[name] = gate
+                self.gates[name] = build_gate(size, name, level_shape)
         self.towers = {}
         for task in self.task_names:
             tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{task}", dtype=self.dtype_policy)
@@ -122,7 +120,7 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
         create_gate_trackers(self, {t: self.num_task_experts + self.num_shared_experts for t in self.task_names})
 
     def _gate(self, name: str, x: Any) -> Any:
-        return ops.softmax(self.gates[name](ops.cast(x, "float32")) / self.gate_temperature, axis=-1)
+        return softmax_gate(self.gates[name], x, self.gate_temperature)
 
     def _extract(self, inputs: Any, training: bool | None) -> tuple[dict[str, Any], dict[str, Any]]:
         """Runs every level; returns ``({task: x^{k,L}}, {task: w^{k,L}})``."""

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import check_tasks, dropout_rate, positive, positive_int
-from tfjoint.layers.core.experts import mix_experts
+from tfjoint.layers.core.experts import build_gate, mix_experts, softmax_gate
 from tfjoint.layers.core.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.registry import register
@@ -107,9 +107,7 @@ class SharedAndTaskSpecificEmbeddings(keras.layers.Layer):
             expert = MLP(self.expert_units, dropout=self.dropout, name=f"expert_{name}", dtype=self.dtype_policy)
             expert.build(embedding_shape)
             self.task_experts[name] = expert
-            gate = keras.layers.Dense(num_experts, name=f"gate_{name}", dtype="float32")
-            gate.build(embedding_shape)
-            self.gates[name] = gate
+            self.gates[name] = build_gate(num_experts, f"gate_{name}", embedding_shape)
             tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{name}", dtype=self.dtype_policy)
             tower.build((None, self.expert_units[-1]))
             self.towers[name] = tower
@@ -121,7 +119,7 @@ class SharedAndTaskSpecificEmbeddings(keras.layers.Layer):
     def _gates(self, shared: Any, specific: dict[str, Any]) -> dict[str, Any]:
         # As in the official code, a task's gate reads its own embedding plus the shared one.
         return {
-            name: ops.softmax(gate(ops.cast(specific[name] + shared, "float32")) / self.gate_temperature, axis=-1)
+            name: softmax_gate(gate, specific[name] + shared, self.gate_temperature)
             for name, gate in self.gates.items()
         }
 
