@@ -11,7 +11,7 @@ Per row, a layer either has a *shared row* for the unknown scenario (STAR's ``W`
 that choice explicit at each use: ``unknown="shared"`` gives ``P + 1`` columns with the
 unknown rows in column ``P``; ``unknown="zeros"`` gives ``P`` columns and all-zero unknown
 rows. :func:`per_scenario_dense` applies one dense map per scenario, each row its own
-(STAR, M3oE, HAMUR).
+(STAR, M3oE, SAR-Net, HAMUR).
 """
 
 from __future__ import annotations
@@ -73,18 +73,22 @@ def per_scenario_dense(x: Any, kernels: Any, biases: Any, onehot: Any) -> Any:
     """``x_b W_s + b_s`` with each row's own scenario ``s``: one dense map per scenario.
 
     Args:
-        x: ``(batch, d_in)``.
-        kernels: ``(S, d_in, d_out)``, one kernel per column of ``onehot``.
-        biases: ``(S, d_out)`` or ``None``.
+        x: ``(batch, ..., d_in)``; the middle axes (e.g. SAR-Net's experts) pair with the
+            kernels' middle axes.
+        kernels: ``(S, ..., d_in, d_out)``, one kernel per column of ``onehot``.
+        biases: ``(S, ..., d_out)`` or ``None``.
         onehot: ``(batch, S)`` from :func:`scenario_one_hot`; an all-zero row gives zeros.
+
+    Returns:
+        ``(batch, ..., d_out)``.
 
     Every scenario's map is computed for every row, then each row keeps its own: cheaper
     than gathering a kernel per row for the few scenarios of a recommender.
     """
-    per_scenario = ops.einsum("bi,sio->bso", x, kernels)
+    per_scenario = ops.einsum("b...i,s...io->bs...o", x, kernels)
     if biases is not None:
         per_scenario = per_scenario + biases[None]
-    return ops.einsum("bs,bso->bo", ops.cast(onehot, per_scenario.dtype), per_scenario)
+    return ops.einsum("bs,bs...o->b...o", ops.cast(onehot, per_scenario.dtype), per_scenario)
 
 
 def scenario_segments(scenario: Any, num_scenarios: int) -> Any:

@@ -17,6 +17,7 @@ from tfjoint.layers.core.scenarios import (
     build_scenario_embedding,
     check_num_scenarios,
     embed_known_scenarios,
+    per_scenario_dense,
     scenario_one_hot,
     scenario_segments,
 )
@@ -235,9 +236,7 @@ class ScenarioAwareRankingNetwork(NeedsEmbeddings, keras.layers.Layer):
         c = self.compute_dtype
         h = ops.repeat(v[:, None, :], self.num_scenario_experts, axis=1)
         for kernel, bias in zip(self.scenario_expert_kernels, self.scenario_expert_biases):
-            # Every scenario's experts, then each row keeps its own (as STAR's star layers do).
-            per_scenario = ops.einsum("bki,pkio->bpko", h, ops.cast(kernel, c)) + ops.cast(bias, c)[None]
-            h = self.activation(ops.einsum("bp,bpko->bko", onehot, per_scenario))
+            h = self.activation(per_scenario_dense(h, ops.cast(kernel, c), ops.cast(bias, c), onehot))
         return h
 
     def gate_weights(self, inputs: dict[str, Any]) -> Any:
