@@ -26,11 +26,13 @@ from tfjoint.features import DATASETS
 
 def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="movielens-100k")
-    parser.add_argument("--model", default="mmoe", help="a registered task architecture (see `tfjoint models`) or your own, as package.module:Class")
+    parser.add_argument(
+        "--model", default="mmoe", help="a registered task architecture (`tfjoint models`) or package.module:Class"
+    )
     for slot in ("sequence_encoder", "modality_encoder", "scenario_adapter"):
         parser.add_argument(
             f"--{slot.replace('_', '-')}",
-            help=f"a registered {slot} or package.module:Class ('none' leaves the slot empty; default: the Trainer's)",
+            help=f"a registered {slot} or package.module:Class ('none': no {slot}; default: the Trainer's)",
         )
     parser.add_argument("--balancer", help="a registered loss/gradient balancer (default: fixed)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: 2)")
@@ -189,7 +191,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
         if stale:
             print(f"stale schemas (run `tfjoint schema`): {stale}", file=sys.stderr)
             return 1
-        print("schemas match tfjoint/features.py")
+        print("schemas match tfjoint/features/")
         return 0
     for path in schema.write_schemas():
         print(f"wrote {path}")
@@ -241,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_bench_parser(sub)
 
-    schema = sub.add_parser("schema", help="write schemas/*.pbtxt from tfjoint/features.py")
+    schema = sub.add_parser("schema", help="write schemas/*.pbtxt from the specs in tfjoint/features/")
     schema.add_argument("--check", action="store_true", help="only check that the files are up to date")
     schema.set_defaults(func=cmd_schema)
     return parser

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from tfjoint.layers.multi_task.mixture_of_experts import MultiGateMixtureOfExperts, OneGateMixtureOfExperts
+from tfjoint.layers.multi_task.multi_gate_mixture_of_experts import MultiGateMixtureOfExperts, OneGateMixtureOfExperts
 from tfjoint.layers.multi_task.shared_bottom import SharedBottom
 from tfjoint.testing import run_layer_test
 
