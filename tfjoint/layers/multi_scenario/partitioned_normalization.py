@@ -34,6 +34,18 @@ class PartitionedNormalization(keras.layers.Layer):
     ``E_p, Var_p`` are updated from those rows; a scenario absent from the batch keeps them.
     At inference ``mu, sigma^2 = E_p, Var_p``.
 
+    A scenario with fewer than ``min_count`` rows in a training batch (but at least one) has
+    no usable statistics of its own: one row has variance 0, so its output would be the
+    constant ``beta + beta_p``, no gradient would reach ``z``, and ``Var_p`` would decay to
+    0 (with momentum 0.9, to 0.2% of its value in 60 such steps), blowing its serving
+    outputs up by ``1 / sqrt(eps)``. Its rows are then normalized with the statistics of
+    *all* rows of the batch (still with their own ``gamma_p, beta_p``), and ``E_p, Var_p``
+    are updated with those same whole-batch statistics: the moving statistics estimate the
+    statistics the scenario's rows were normalized with in training, as in batch
+    normalization, so serving matches training even for a scenario that only ever arrives
+    alone (not updating would leave such a scenario's ``E_p, Var_p`` at their initial
+    ``0, 1``). The paper (sec. 4.2) does not treat small partitions; this is our rule.
+
     An unknown scenario (any id outside ``[0, num_scenarios)``, in particular the transformed
     fallback ``num_scenarios``) takes the shared path: ``gamma_p = 1, beta_p = 0`` and the
     statistics of all rows (whole-batch statistics in training, the global moving statistics
@@ -48,6 +60,10 @@ class PartitionedNormalization(keras.layers.Layer):
             rating RMSE 2.08 at inference with 0.99 against 1.11 with 0.9, 1.10 with batch
             statistics).
         epsilon: the ``eps`` added to the variance.
+        min_count: the fewest rows of a scenario in a training batch for its own batch
+            statistics to be used (default 2, the fewest with a variance); a scenario with
+            fewer rows takes the whole-batch statistics, as above. ``1`` restores plain
+            per-scenario statistics for every present scenario.
 
     Call arguments:
         inputs: ``{"inputs": (batch, d) float, "scenario": (batch, 1) int}`` or the list
@@ -69,7 +85,12 @@ class PartitionedNormalization(keras.layers.Layer):
     """
 
     def __init__(
-        self, num_scenarios: int, momentum: float = 0.9, epsilon: float = 1e-3, **kwargs: Any
+        self,
+        num_scenarios: int,
+        momentum: float = 0.9,
+        epsilon: float = 1e-3,
+        min_count: int = 2,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.num_scenarios = check_num_scenarios(num_scenarios)
@@ -77,6 +98,7 @@ class PartitionedNormalization(keras.layers.Layer):
             raise ValueError(f"momentum must be in [0, 1). Received: momentum={momentum}")
         self.momentum = float(momentum)
         self.epsilon = positive("epsilon", epsilon)
+        self.min_count = positive_int("min_count", min_count)
 
     def build(self, input_shape: Any) -> None:
         dim = last_dim(split_scenario_inputs(input_shape)[0], input_shape)
@@ -116,21 +138,20 @@ class PartitionedNormalization(keras.layers.Layer):
             variances = ops.matmul(ops.transpose(onehot), ops.square(z - row_mean)) / safe
             batch_mean = ops.mean(z, axis=0)
             batch_var = ops.var(z, axis=0)
-            mean_table = self._with_shared_row(means[: self.num_scenarios], batch_mean)
-            var_table = self._with_shared_row(variances[: self.num_scenarios], batch_var)
-            present = counts[: self.num_scenarios] > 0
+            p = self.num_scenarios
+            # Scenarios with too few rows (a single row has variance 0) take the whole batch's.
+            own = counts[:p] >= float(self.min_count)
+            scenario_mean = ops.where(own, means[:p], batch_mean[None, :])
+            scenario_var = ops.where(own, variances[:p], batch_var[None, :])
+            mean_table = self._with_shared_row(scenario_mean, batch_mean)
+            var_table = self._with_shared_row(scenario_var, batch_var)
+            present = counts[:p] > 0
             m = self.momentum
             self.moving_mean.assign(
-                ops.where(
-                    present, m * self.moving_mean + (1.0 - m) * means[: self.num_scenarios], self.moving_mean
-                )
+                ops.where(present, m * self.moving_mean + (1.0 - m) * scenario_mean, self.moving_mean)
             )
             self.moving_variance.assign(
-                ops.where(
-                    present,
-                    m * self.moving_variance + (1.0 - m) * variances[: self.num_scenarios],
-                    self.moving_variance,
-                )
+                ops.where(present, m * self.moving_variance + (1.0 - m) * scenario_var, self.moving_variance)
             )
             self.global_moving_mean.assign(m * self.global_moving_mean + (1.0 - m) * batch_mean)
             self.global_moving_variance.assign(m * self.global_moving_variance + (1.0 - m) * batch_var)
@@ -151,5 +172,10 @@ class PartitionedNormalization(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(num_scenarios=self.num_scenarios, momentum=self.momentum, epsilon=self.epsilon)
+        config.update(
+            num_scenarios=self.num_scenarios,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            min_count=self.min_count,
+        )
         return config

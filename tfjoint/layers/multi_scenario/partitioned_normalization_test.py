@@ -113,6 +113,7 @@ def test_unknown_scenario_uses_the_shared_path():
         ({"num_scenarios": 0}, "num_scenarios"),
         ({"num_scenarios": 2, "momentum": 1.0}, "momentum"),
         ({"num_scenarios": 2, "epsilon": 0.0}, "epsilon"),
+        ({"num_scenarios": 2, "min_count": 0}, "min_count"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -139,3 +140,83 @@ def test_default_moving_statistics_catch_up_within_a_short_training_run():
     for _ in range(60):
         layer({"inputs": x, "scenario": s}, training=True)
     np.testing.assert_allclose(layer.moving_mean.numpy()[:P], 5.0, rtol=0.01)
+
+
+def unequal_batch(counts=(1, 3, 8), d=4, seed=0):
+    """Scenario ``p`` has ``counts[p]`` rows, shuffled; the scenarios differ in mean and scale."""
+    rng = np.random.default_rng(seed)
+    scenario = np.repeat(np.arange(len(counts)), counts)
+    rng.shuffle(scenario)
+    x = rng.normal(size=(len(scenario), d)).astype("float32")
+    x = x * (1.0 + scenario[:, None]) + 3.0 * scenario[:, None]
+    return x.astype("float32"), scenario.reshape(-1, 1).astype("int64")
+
+
+@pytest.mark.parametrize("min_count", [1, 2, 3])
+def test_unequal_scenario_counts_use_each_scenarios_own_row_count(min_count):
+    # 1, 3 and 8 rows of 12: a per-scenario count of batch / P = 4 gets every mean wrong.
+    x, s = unequal_batch()
+    kwargs = {} if min_count == 2 else {"min_count": min_count}  # 2 is the default
+    layer = PartitionedNormalization(num_scenarios=P, momentum=0.9, epsilon=EPS, **kwargs)
+    layer.build({"inputs": x.shape, "scenario": s.shape})
+    randomize(layer)
+    gamma, beta = layer.gamma.numpy(), layer.beta.numpy()
+    gp, bp = layer.scenario_gamma.numpy(), layer.scenario_beta.numpy()
+    mm, mv = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+    out = np.asarray(layer({"inputs": x, "scenario": s}, training=True))
+    expected = np.zeros_like(x)
+    for p in range(P):
+        rows = s[:, 0] == p
+        own = rows.sum() >= min_count
+        mu = x[rows].mean(0) if own else x.mean(0)
+        var = x[rows].var(0) if own else x.var(0)
+        expected[rows] = (gamma * gp[p]) * (x[rows] - mu) / np.sqrt(var + EPS) + (beta + bp[p])
+        np.testing.assert_allclose(layer.moving_mean.numpy()[p], 0.9 * mm[p] + 0.1 * mu, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(layer.moving_variance.numpy()[p], 0.9 * mv[p] + 0.1 * var, rtol=1e-5)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_singleton_scenario_is_normalized_with_the_whole_batch_statistics():
+    x, s = unequal_batch()
+    alone = s[:, 0] == 0
+    layer = PartitionedNormalization(num_scenarios=P, epsilon=EPS)
+    layer.build({"inputs": x.shape, "scenario": s.shape})
+    randomize(layer)
+    gamma, beta = layer.gamma.numpy(), layer.beta.numpy()
+    gp, bp = layer.scenario_gamma.numpy(), layer.scenario_beta.numpy()
+    out = np.asarray(layer({"inputs": x, "scenario": s}, training=True))
+    expected = (gamma * gp[0]) * (x[alone] - x.mean(0)) / np.sqrt(x.var(0) + EPS) + (beta + bp[0])
+    np.testing.assert_allclose(out[alone], expected, rtol=1e-4, atol=1e-5)
+    # Not the constant beta + beta_p of a variance-0 partition, and the input's gradient flows.
+    assert not np.allclose(out[alone], beta + bp[0], atol=1e-2)
+    import tensorflow as tf
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer({"inputs": xt, "scenario": s}, training=True)
+        picked = tf.reduce_sum(tf.boolean_mask(y, alone) * tf.constant([1.0, -2.0, 0.5, 3.0]))
+    grad = tape.gradient(picked, xt).numpy()
+    assert np.abs(grad[alone]).max() > 1e-3
+
+
+def test_a_scenario_that_arrives_alone_keeps_a_serving_scale_like_trainings():
+    # Before the rule, 60 steps took Var_p to 0.0016 and serving outputs to a std near 39.
+    rng = np.random.default_rng(3)
+    s = np.repeat(np.arange(P), (1, 5, 6)).reshape(-1, 1).astype("int64")
+    layer = PartitionedNormalization(num_scenarios=P, epsilon=EPS)
+    for _ in range(60):
+        x = (rng.normal(size=(12, 4)) * 2.0 + 1.0).astype("float32")
+        layer({"inputs": x, "scenario": s}, training=True)
+    np.testing.assert_allclose(layer.moving_variance.numpy()[0], 4.0, rtol=0.35)
+    np.testing.assert_allclose(layer.moving_mean.numpy()[0], 1.0, atol=0.5)
+    x = (rng.normal(size=(2000, 4)) * 2.0 + 1.0).astype("float32")
+    served = np.asarray(layer({"inputs": x, "scenario": np.zeros((2000, 1), "int64")}, training=False))
+    np.testing.assert_allclose(served.std(0), 1.0, rtol=0.3)
+    np.testing.assert_allclose(served.mean(0), 0.0, atol=0.4)
+
+
+def test_min_count_round_trips_in_the_config():
+    layer = PartitionedNormalization(num_scenarios=P, min_count=3)
+    assert PartitionedNormalization.from_config(layer.get_config()).min_count == 3
+    assert PartitionedNormalization(num_scenarios=P).get_config()["min_count"] == 2
