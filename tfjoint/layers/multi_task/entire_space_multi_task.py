@@ -93,6 +93,26 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
       imputation loss ``mean(o * (e - e_hat)^2 / p_hat)`` with ``e`` fixed, so the CVR tower
       and the imputation tower are trained jointly as in the paper's DR-JL setting.
 
+    The three stop-gradients: (1) the propensity ``p_hat``, in both variants, so the
+    counterfactual risk never trains the CTR tower through ``1 / p_hat`` (which would
+    push ``pCTR`` up on clicked rows only to shrink their weight); the reference code does
+    the same (PaddleRec ``models/multitask/escm2``, ``static_model.py``: ``IPS.stop_gradient
+    = True`` in ``counterfact_ipw`` and ``counterfact_dr``; Ant Group's MMLRec benchmark,
+    ``model/escm.py``, in ``counterfact_ipw``). (2) ``e_hat`` in ``R_DR``, so
+    only the imputation loss fits the imputation tower, and (3) ``e`` in the imputation
+    loss, so only ``R_DR`` fits the CVR tower: DR-JL's alternation (Wang et al., ICML
+    2019, which ESCM2-DR follows) of a CVR step with the imputation fixed and an
+    imputation step with the CVR fixed, in one update. The PaddleRec code leaves (2) and
+    (3) out and lets every term train every tower.
+
+    The imputation tower is an MLP with a final ``Dense(1, imputation_activation)``. The
+    default ``"sigmoid"`` is the reference code's: PaddleRec's ``net.py`` ends the
+    imputation tower in a 2-way softmax and takes the class-1 probability (a sigmoid of the
+    logit difference), and MMLRec's ``escm_dr`` head ends in its sigmoid prediction layer.
+    It replaces a final ReLU that could die: once its pre-activation is negative on every
+    row, ``e_hat = 0`` with zero gradient and the imputation is never fitted again. A sigmoid bounds
+    ``e_hat`` by 1, while ``e`` is unbounded; ``"softplus"`` is unbounded and never dies.
+
     Args:
         task_names: names of the tasks, one tower each.
         variant: ``"ips"`` or ``"dr"``.
@@ -102,6 +122,8 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
         dropout: dropout rate inside the towers.
         imputed_tasks: the tasks that get an imputation tower with ``variant="dr"``: the
             cascade steps, which the joint model passes; ``None``: every task.
+        imputation_activation: the activation of the imputation tower's output unit
+            (``"sigmoid"``, the reference code's; ``"softplus"``; any Keras activation name).
 
     Returns:
         Dict ``{task: tower output}``; with ``variant="dr"`` also
@@ -119,6 +141,7 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
         tower_units: list[int] | tuple[int, ...] = (64, 32),
         dropout: float = 0.0,
         imputed_tasks: list[str] | None = None,
+        imputation_activation: str = "sigmoid",
         **kwargs: Any,
     ) -> None:
         if variant not in ("ips", "dr"):
@@ -136,21 +159,32 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
                 raise ValueError(f"imputed_tasks must be among task_names {self.task_names}. Received: {unknown}")
             imputed_tasks = list(imputed_tasks)
         self.imputed_tasks = imputed_tasks
+        keras.activations.get(imputation_activation)  # an unknown name fails here
+        self.imputation_activation = imputation_activation
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         super().build(input_shape)
-        self.imputation = {}
+        self.imputation, self.imputation_outputs = {}, {}
         if self.variant == "dr":
             for name in self.task_names if self.imputed_tasks is None else self.imputed_tasks:
-                tower = MLP([*self.tower_units, 1], activation="relu", name=f"imputation_{name}", dtype=self.dtype_policy)
+                tower = MLP(self.tower_units, activation="relu", name=f"imputation_{name}", dtype=self.dtype_policy)
                 tower.build(input_shape)
+                head = keras.layers.Dense(
+                    1,
+                    activation=self.imputation_activation,
+                    name=f"imputation_{name}_output",
+                    dtype=self.dtype_policy,
+                )
+                head.build(tower.compute_output_shape(input_shape))
                 self.imputation[name] = tower
+                self.imputation_outputs[name] = head
 
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
         outputs = super().call(inputs, training=training)
         for name, tower in self.imputation.items():
-            # The last relu keeps the imputed cross-entropy non-negative, like the error itself.
-            outputs[f"{name}_imputed_error"] = ops.cast(tower(inputs, training=training), "float32")
+            # A non-negative imputed cross-entropy, like the error itself (see the class doc).
+            hidden = tower(inputs, training=training)
+            outputs[f"{name}_imputed_error"] = ops.cast(self.imputation_outputs[name](hidden), "float32")
         return outputs
 
     def cascade_step_loss(
@@ -187,5 +221,6 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
             counterfactual_weight=self.counterfactual_weight,
             propensity_clip=self.propensity_clip,
             imputed_tasks=self.imputed_tasks,
+            imputation_activation=self.imputation_activation,
         )
         return config
