@@ -10,10 +10,20 @@ The loss is ``sum_k w_k L_k`` where a task with a ``parent`` (a cascade such as 
 given ``watch``) only counts rows whose parent label is 1; the ``balancer`` slot turns the
 per-task losses (and, for gradient-level strategies, the per-task gradients on the shared
 parameters) into one update inside :meth:`JointModel.train_step`.
+
+A ``sample_weight`` given to ``fit`` or ``evaluate`` (one weight per row, ``(n,)`` or
+``(n, 1)``, or a dict of them by task) weighs each row in every task's loss:
+``L_k = sum_i s_i d_ik l_ik / sum_i s_i d_ik`` with ``d_ik`` the task's defined rows
+(:meth:`~tfjoint.features.TaskSpec.defined_rows`) and ``L_k = 0`` when that sum is 0. This
+is a weighted mean, not Keras's ``sum_over_batch_size`` (``sum_i s_i l_i / n``): a row of
+weight 0 counts as if it were not in the batch, whatever the other weights are. The
+entire-space cascade steps take the same weighted means over all rows
+(``cascade_step_loss(..., sample_weight=...)``), in both training paths.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -26,7 +36,7 @@ from tfjoint import features
 from tfjoint.balancing import FixedWeights, TaskBalancer
 from tfjoint.features import TaskSpec
 from tfjoint.joint.cascade import add_cascade_outputs
-from tfjoint.layers.core.contracts import NeedsEmbeddings, ScenarioAware
+from tfjoint.layers.core.contracts import NeedsEmbeddings, ScenarioAware, weighted_mean
 
 SLOTS = ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter", "balancer")
 
@@ -141,20 +151,35 @@ class JointModel(keras.Model):
         parent = self._by_name[name].parent
         return label if parent is None else label * self._joint_label(y, parent)
 
-    def task_losses(self, y: dict[str, Any], y_pred: dict[str, Any]) -> dict[str, Any]:
+    def task_losses(
+        self, y: dict[str, Any], y_pred: dict[str, Any], sample_weight: Any = None
+    ) -> dict[str, Any]:
         """Per-task mean loss ``L_k`` over the rows the task is defined on.
 
         A cascade step of an entire-space architecture (ESMM) is instead judged over all
         rows: its joint output against the product of the labels along its chain.
+
+        Args:
+            y: labels by task, each ``(n,)`` or ``(n, 1)``.
+            y_pred: the model's outputs.
+            sample_weight: ``None``, one weight per row (``(n,)`` or ``(n, 1)``) for every
+                task, or a dict of them by task name (a task missing from it is unweighted).
+                Each task's loss is then the mean over its defined rows weighted by them
+                (see the module doc).
         """
         losses = {}
         for task in self.tasks:
+            weights = _row_weights(sample_weight, task.name)
             if task.name in self.entire_space_tasks:
                 parent = task.parent
 
                 def column(key: str) -> Any:
                     return ops.cast(ops.reshape(y_pred[key], (-1, 1)), "float32")
 
+                extra = {}
+                if weights is not None:
+                    extra["sample_weight"] = ops.reshape(weights, (-1, 1))
+                    _check_takes_sample_weight(self.task_architecture)
                 losses[task.name] = self.task_architecture.cascade_step_loss(
                     task.name,
                     parent_label=self._joint_label(y, parent),
@@ -163,14 +188,22 @@ class JointModel(keras.Model):
                     conditional=column(task.name),
                     joint=column(f"{task.name}_joint"),
                     outputs=y_pred,
+                    **extra,
                 )
                 continue
             y_true = ops.cast(ops.reshape(y[task.name], (-1, 1)), "float32")
             pred = ops.cast(ops.reshape(y_pred[task.name], (-1, 1)), "float32")
             per_example = _LOSSES[task.loss_name](y_true, pred)
-            weights = task.defined_rows(y)
-            losses[task.name] = ops.sum(per_example * weights) / ops.maximum(ops.sum(weights), 1.0)
+            losses[task.name] = weighted_mean(per_example, self._task_rows(task, y, weights))
         return losses
+
+    def _task_rows(self, task: TaskSpec, y: dict[str, Any], weights: Any) -> Any:
+        """``(n,)``: each row's weight in task ``task``'s loss, ``s_i d_ik`` (see the module doc)."""
+        if task.name in self.entire_space_tasks:
+            rows = ops.ones_like(ops.reshape(ops.cast(y[task.name], "float32"), (-1,)))
+        else:
+            rows = task.defined_rows(y)
+        return rows if weights is None else rows * weights
 
     def compute_loss(
         self,
@@ -180,19 +213,18 @@ class JointModel(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
-        terms = self._balanced_terms(y, y_pred, training=training)
+        terms = self._balanced_terms(y, y_pred, training=training, sample_weight=sample_weight)
         return scale_loss_for_distribution(sum(terms.values()) + self._regularization())
 
-    def _balanced_terms(self, y: Any, y_pred: Any, training: bool = True) -> dict[str, Any]:
+    def _balanced_terms(
+        self, y: Any, y_pred: Any, training: bool = True, sample_weight: Any = None
+    ) -> dict[str, Any]:
         """The balancer's per-task terms of ``w_k L_k``; also updates the per-task trackers."""
-        losses = self.task_losses(y, y_pred)
+        losses = self.task_losses(y, y_pred, sample_weight=sample_weight)
         for task in self.tasks:
-            # Weighted by the rows the task is defined on, so the epoch value is the mean over
-            # rows (and an empty batch changes nothing).
-            rows = ops.ones_like(ops.reshape(y[task.name], (-1,)), "float32")
-            if task.name not in self.entire_space_tasks:
-                rows = task.defined_rows(y)
-            defined = ops.sum(rows)
+            # Weighted by the (sample-weighted) rows the task is defined on, so the epoch
+            # value is the weighted mean over rows (and an empty batch changes nothing).
+            defined = ops.sum(self._task_rows(task, y, _row_weights(sample_weight, task.name)))
             self.task_loss_trackers[task.name].update_state(losses[task.name], sample_weight=defined)
         return self.balancer.weight_losses({t.name: t.weight * losses[t.name] for t in self.tasks}, training=training)
 
@@ -205,11 +237,11 @@ class JointModel(keras.Model):
         every other parameter gets the plain gradient of the objective."""
         if not self.balancer.uses_task_gradients:
             return super().train_step(data)
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_variables
         with tf.GradientTape(persistent=True) as tape:
             y_pred = self(x, training=True)
-            terms = self._balanced_terms(y, y_pred)
+            terms = self._balanced_terms(y, y_pred, sample_weight=sample_weight)
             regularization = self._regularization()
             total = sum(terms.values()) + regularization
         self._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
@@ -239,13 +271,16 @@ class JointModel(keras.Model):
                     grads[i] += tf.convert_to_tensor(regularization_grads[i])
                 offset += size
         self.optimizer.apply(grads, variables)
-        return self.compute_metrics(x, y, y_pred)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
         for task in self.tasks:
             if task.name in self.task_aucs:
                 y_true = ops.reshape(y[task.name], (-1,))
                 weights = task.defined_rows(y)
+                row_weights = _row_weights(sample_weight, task.name)
+                if row_weights is not None:
+                    weights = weights * row_weights
                 self.task_aucs[task.name].update_state(
                     y_true, ops.reshape(y_pred[task.name], (-1,)), sample_weight=weights
                 )
@@ -267,6 +302,29 @@ class JointModel(keras.Model):
             if config.get(slot) is not None:
                 config[slot] = keras.saving.deserialize_keras_object(config[slot])
         return cls(**config)
+
+
+def _row_weights(sample_weight: Any, task: str) -> Any:
+    """Task ``task``'s ``(n,)`` float32 row weights from ``fit``'s ``sample_weight``, or ``None``.
+
+    Keras hands a model with dict labels either the array it was given or, from arrays,
+    that array once per output (a dict by task); a dict may also give each task its own.
+    """
+    if isinstance(sample_weight, dict):
+        sample_weight = sample_weight.get(task)
+    if sample_weight is None:
+        return None
+    return ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+
+
+def _check_takes_sample_weight(architecture: Any) -> None:
+    parameters = inspect.signature(architecture.cascade_step_loss).parameters
+    if "sample_weight" not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise TypeError(
+            f"{architecture.__class__.__name__}.cascade_step_loss takes no `sample_weight`, so its "
+            "cascade steps cannot weigh rows; add the keyword (see "
+            "tfjoint.layers.core.contracts.CascadeArchitecture) or fit without sample_weight."
+        )
 
 
 def _call_in_context(layer: keras.layers.Layer, merged: Any, inputs: dict[str, Any], embedded: dict[str, Any]) -> Any:

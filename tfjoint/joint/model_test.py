@@ -165,3 +165,111 @@ def test_per_task_loss_metrics_are_means_over_defined_rows():
     for task in ("watch", "like", "rating"):
         assert float(model.task_loss_trackers[task].result()) == pytest.approx(losses[task], rel=1e-5)
     assert float(model.task_loss_trackers["like"].count) == float(y["watch"].sum())
+
+
+def _drop_rows(n=32, seed=0):
+    """Row weights with zeros on some rows (watched and unwatched ones among them)."""
+    weights = np.ones(n, "float32")
+    weights[np.random.default_rng(seed).permutation(n)[: n // 3]] = 0.0
+    return weights
+
+
+def _subset(batch, keep):
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def test_sample_weight_weighs_every_rows_contribution_to_every_task_loss():
+    model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture="shared_bottom")
+    x, y = fake_batch(MOVIELENS_100K, n=32)
+    preds = {k: np.asarray(v) for k, v in model(x).items()}
+    watch = y["watch"][:, 0]
+    # Fractional weights: L_k = sum_i s_i d_ik l_ik / sum_i s_i d_ik.
+    s = np.random.default_rng(1).uniform(0.1, 3.0, 32).astype("float32")
+    l_watch = (s * bce(watch, preds["watch"][:, 0])).sum() / s.sum()
+    l_like = (s * watch * bce(y["like"][:, 0], preds["like"][:, 0])).sum() / (s * watch).sum()
+    l_rating = (s * watch * (y["rating"][:, 0] - preds["rating"][:, 0]) ** 2).sum() / (s * watch).sum()
+    for weights in (s, s[:, None], {"watch": s, "like": s[:, None], "rating": s}):
+        losses = {k: float(v) for k, v in model.task_losses(y, preds, sample_weight=weights).items()}
+        assert losses == pytest.approx({"watch": l_watch, "like": l_like, "rating": l_rating}, rel=1e-4)
+    total = model.compute_loss(x, y, preds, sample_weight=s)
+    np.testing.assert_allclose(float(total), l_watch + l_like + 0.5 * l_rating, rtol=1e-4)
+
+    # Weight 0 drops a row: the loss is the loss of the other rows alone.
+    w = _drop_rows()
+    keep = w > 0
+    dropped = {k: float(v) for k, v in model.task_losses(y, preds, sample_weight=w).items()}
+    alone = {k: float(v) for k, v in model.task_losses(_subset(y, keep), _subset(preds, keep)).items()}
+    assert dropped == pytest.approx(alone, rel=1e-5)
+    unweighted = {k: float(v) for k, v in model.task_losses(y, preds).items()}
+    assert dropped != pytest.approx(unweighted, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "arch, kwargs",
+    [("esmm", {}), ("escm2", {"variant": "ips"}), ("escm2", {"variant": "dr"}), ("aitm", {})],
+)
+def test_sample_weight_drops_rows_from_the_entire_space_cascade_losses(arch, kwargs):
+    sizes = {k: 9 for k in (*SYNTHETIC.categorical, *(t.name for t in SYNTHETIC.tokens))}
+    if SYNTHETIC.sequence is not None:
+        sizes[SYNTHETIC.sequence.item_feature] = 9
+    model = build_joint_model(SYNTHETIC, sizes, task_architecture=arch, component_kwargs={"task_architecture": kwargs})
+    assert model.entire_space_tasks
+    x, y = fake_batch(SYNTHETIC, n=32)
+    preds = {k: np.asarray(v) for k, v in model(x).items()}
+    w = _drop_rows()
+    keep = w > 0
+    dropped = {k: float(v) for k, v in model.task_losses(y, preds, sample_weight=w).items()}
+    alone = {k: float(v) for k, v in model.task_losses(_subset(y, keep), _subset(preds, keep)).items()}
+    assert dropped == pytest.approx(alone, rel=1e-5)
+
+
+@pytest.mark.parametrize("balancer", ["fixed", "pcgrad"])
+def test_fit_with_zero_weight_rows_equals_fit_without_those_rows(balancer):
+    """Both training paths (the plain one, and the gradient-level balancer's train_step)
+    take fit's sample_weight: one step with weight 0 on some rows is one step without them."""
+    import keras
+
+    x, y = fake_batch(MOVIELENS_100K, n=48)
+    w = _drop_rows(48)
+    keep = w > 0
+
+    def one_step(inputs, labels, **fit_kwargs):
+        keras.utils.set_random_seed(0)
+        model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture="shared_bottom", balancer=balancer)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        n = len(labels["watch"])
+        history = model.fit(inputs, labels, batch_size=n, epochs=1, shuffle=False, verbose=0, **fit_kwargs)
+        return model, history.history
+
+    weighted, weighted_history = one_step(x, y, sample_weight=w)
+    alone, alone_history = one_step(_subset(x, keep), _subset(y, keep))
+    unweighted, _ = one_step(x, y)
+    moved = False
+    for a, b, c in zip(weighted.get_weights(), alone.get_weights(), unweighted.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        moved = moved or not np.allclose(a, c, atol=1e-5)
+    assert moved  # the dropped rows would have changed the update
+    for task in ("watch", "like", "rating"):
+        assert weighted_history[f"{task}_loss"][0] == pytest.approx(alone_history[f"{task}_loss"][0], rel=1e-5)
+
+
+def test_a_cascade_architecture_without_sample_weight_refuses_weights_clearly():
+    from tfjoint.layers.multi_task.entire_space_multi_task import EntireSpaceMultiTask
+
+    class OldStyleEsmm(EntireSpaceMultiTask):
+        def cascade_step_loss(self, task, *, parent_label, label, parent_joint, conditional, joint, outputs):
+            return super().cascade_step_loss(
+                task, parent_label=parent_label, label=label, parent_joint=parent_joint,
+                conditional=conditional, joint=joint, outputs=outputs,
+            )
+
+    sizes = {k: 9 for k in (*SYNTHETIC.categorical, *(t.name for t in SYNTHETIC.tokens))}
+    if SYNTHETIC.sequence is not None:
+        sizes[SYNTHETIC.sequence.item_feature] = 9
+    arch = OldStyleEsmm([t.name for t in SYNTHETIC.tasks], name="task_architecture")
+    model = build_joint_model(SYNTHETIC, sizes, task_architecture=arch)
+    x, y = fake_batch(SYNTHETIC, n=8)
+    preds = model(x)
+    assert set(model.task_losses(y, preds)) == {t.name for t in SYNTHETIC.tasks}  # unweighted: fine
+    with pytest.raises(TypeError, match="takes no `sample_weight`"):
+        model.task_losses(y, preds, sample_weight=np.ones(8, "float32"))

@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from keras import ops
+
 
 class ScenarioAware:
     """A task architecture that takes the scenario: called on ``[E_merge, scenario ids]``.
@@ -44,6 +46,22 @@ class NeedsEmbeddings:
     extra_inputs: ClassVar[tuple[str, ...]] = ()
 
 
+def weighted_mean(values: Any, sample_weight: Any = None) -> Any:
+    """The mean over rows of ``values`` (``(batch,)`` or ``(batch, 1)``), weighted per row.
+
+    ``sum_i w_i v_i / sum_i w_i``, and 0 when ``sum_i w_i = 0`` (an empty batch or one whose
+    every weight is 0); the plain mean when ``sample_weight`` is ``None``. This is the
+    normalization of every task loss of the joint model: a row of weight 0 counts as if it
+    were not in the batch, and scaling every weight by a constant changes nothing.
+    """
+    values = ops.reshape(ops.cast(values, "float32"), (-1,))
+    if sample_weight is None:
+        return ops.mean(values)
+    weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    total = ops.sum(weights)
+    return ops.sum(values * weights) / ops.where(total > 0.0, total, ops.ones_like(total))
+
+
 class CascadeArchitecture:
     """A task architecture that trains binary cascade steps over the entire space.
 
@@ -51,7 +69,10 @@ class CascadeArchitecture:
     ``<k>_joint = p(parent, joint) * p(k | parent)`` (``cascade_mode = "product"``, ESMM),
     or, with ``cascade_mode = "direct"`` (AITM), the head predicts the joint probability
     and the task output becomes the conditional. The loss of such a step is
-    :meth:`cascade_step_loss`.
+    :meth:`cascade_step_loss`; when ``fit`` gets a ``sample_weight``, the joint model passes
+    each row's weight as the keyword ``sample_weight`` (``(batch, 1)``), and the step takes
+    every mean over rows with :func:`weighted_mean`. An implementation without that keyword
+    still works unweighted, and refuses weights with a clear error.
     """
 
     cascade_mode: ClassVar[str] = "product"
@@ -66,8 +87,10 @@ class CascadeArchitecture:
         conditional: Any,
         joint: Any,
         outputs: dict[str, Any],
+        sample_weight: Any = None,
     ) -> Any:
-        """The loss of cascade step ``task``; every argument is ``(batch, 1)`` float32."""
+        """The loss of cascade step ``task``; every argument is ``(batch, 1)`` float32, and
+        ``sample_weight`` (``(batch, 1)``, or ``None``) weighs the rows' means."""
         raise NotImplementedError
 
 

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import check_tasks, non_negative
-from tfjoint.layers.core.contracts import CascadeArchitecture
+from tfjoint.layers.core.contracts import CascadeArchitecture, weighted_mean
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.registry import register
 
@@ -110,10 +110,13 @@ class AdaptiveInformationTransferMultiTask(CascadeArchitecture, keras.layers.Lay
         conditional: Any,
         joint: Any,
         outputs: dict[str, Any],
+        sample_weight: Any = None,
     ) -> Any:
-        """Cross-entropy of ``y_hat_t`` over all impressions plus the calibrator."""
-        calibrator = ops.mean(ops.relu(joint - parent_joint))
-        return ops.mean(keras.losses.binary_crossentropy(label, joint)) + self.calibrator_weight * calibrator
+        """Cross-entropy of ``y_hat_t`` over all impressions plus the calibrator, each a
+        mean over rows weighted by ``sample_weight`` (``None``: the plain mean)."""
+        calibrator = weighted_mean(ops.relu(joint - parent_joint), sample_weight)
+        bce = weighted_mean(keras.losses.binary_crossentropy(label, joint), sample_weight)
+        return bce + self.calibrator_weight * calibrator
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import non_negative
-from tfjoint.layers.core.contracts import CascadeArchitecture, ImputesCascadeSteps
+from tfjoint.layers.core.contracts import CascadeArchitecture, ImputesCascadeSteps, weighted_mean
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.layers.multi_task.independent_task_towers import IndependentTaskTowers
 from tfjoint.registry import register
@@ -56,6 +56,7 @@ class EntireSpaceMultiTask(CascadeArchitecture, IndependentTaskTowers):
         conditional: Any,
         joint: Any,
         outputs: dict[str, Any],
+        sample_weight: Any = None,
     ) -> Any:
         """The loss of one cascade step ``task`` (each argument ``(batch, 1)``).
 
@@ -67,10 +68,11 @@ class EntireSpaceMultiTask(CascadeArchitecture, IndependentTaskTowers):
             conditional: the step's conditional prediction (``pCVR``).
             joint: ``parent_joint * conditional`` (``pCTCVR``).
             outputs: every model output, for architectures with extra heads.
+            sample_weight: each row's weight in the means over rows, or ``None``.
 
         ESMM (eq. 3): the cross-entropy of ``pCTCVR`` over all impressions.
         """
-        return ops.mean(keras.losses.binary_crossentropy(label, joint))
+        return weighted_mean(keras.losses.binary_crossentropy(label, joint), sample_weight)
 
 
 @register(
@@ -197,21 +199,25 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
         conditional: Any,
         joint: Any,
         outputs: dict[str, Any],
+        sample_weight: Any = None,
     ) -> Any:
         ctcvr = super().cascade_step_loss(
             task, parent_label=parent_label, label=label, parent_joint=parent_joint,
-            conditional=conditional, joint=joint, outputs=outputs,
+            conditional=conditional, joint=joint, outputs=outputs, sample_weight=sample_weight,
         )
         propensity = ops.maximum(ops.stop_gradient(parent_joint), self.propensity_clip)
         error = keras.losses.binary_crossentropy(label, conditional)[:, None]
         if self.variant == "ips":
-            risk = ops.mean(parent_label * error / propensity)
+            risk = weighted_mean(parent_label * error / propensity, sample_weight)
         else:
             imputed = ops.reshape(ops.cast(outputs[f"{task}_imputed_error"], "float32"), (-1, 1))
-            risk = ops.mean(
-                ops.stop_gradient(imputed) + parent_label * (error - ops.stop_gradient(imputed)) / propensity
+            risk = weighted_mean(
+                ops.stop_gradient(imputed) + parent_label * (error - ops.stop_gradient(imputed)) / propensity,
+                sample_weight,
             )
-            risk = risk + ops.mean(parent_label * ops.square(ops.stop_gradient(error) - imputed) / propensity)
+            risk = risk + weighted_mean(
+                parent_label * ops.square(ops.stop_gradient(error) - imputed) / propensity, sample_weight
+            )
         return ctcvr + self.counterfactual_weight * risk
 
     def get_config(self) -> dict[str, Any]:
