@@ -97,9 +97,9 @@ def test_builder_errors_are_clear():
 
 
 def test_trainer_refuses_keras_2(monkeypatch):
-    from tfjoint import joint
+    from tfjoint.joint import model as joint_model
 
-    monkeypatch.setattr(joint.keras, "__version__", "2.16.0")
+    monkeypatch.setattr(joint_model.keras, "__version__", "2.16.0")
     with pytest.raises(RuntimeError, match="needs Keras 3"):
         build_joint_model(MOVIELENS_100K, SIZES)
 
