@@ -31,8 +31,8 @@ def test_strategy_follows_the_hardware(monkeypatch):
 
 
 def test_run_fn_refuses_keras_2(monkeypatch):
-    from tfjoint import joint
+    from tfjoint.joint import model as joint_model
 
-    monkeypatch.setattr(joint.keras, "__version__", "2.16.0")
+    monkeypatch.setattr(joint_model.keras, "__version__", "2.16.0")
     with pytest.raises(RuntimeError, match="needs Keras 3"):
         trainer.run_fn(types.SimpleNamespace(custom_config={"dataset": "synthetic", "model": "mmoe"}))
