@@ -14,6 +14,7 @@ TFX Trainer and the benches: a plain ``fit`` for every other model.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -176,8 +177,7 @@ def pretrain(
     whole_number("epochs", epochs)
     _check_data(data)
     stage = next(s for s in component.training_stages(1) if s.scenario is None)
-    stage = TrainingStage(stage.name, epochs, stage.train, stage.frozen, None, stage.freeze_layers)
-    return run_stage(model, stage, data, optimizer, batch_size, verbose)
+    return run_stage(model, dataclasses.replace(stage, epochs=epochs), data, optimizer, batch_size, verbose)
 
 
 def fine_tune(
@@ -221,11 +221,8 @@ def fine_tune(
         raise ValueError(f"scenarios must be ids in [0, {p}). Received: scenarios={scenarios}")
     histories = {}
     for t in scenarios:
-        s = per_scenario[t]
-        history = run_stage(
-            model, TrainingStage(s.name, epochs, s.train, s.frozen, t, s.freeze_layers), data,
-            optimizer, batch_size, verbose,
-        )
+        stage = dataclasses.replace(per_scenario[t], epochs=epochs)
+        history = run_stage(model, stage, data, optimizer, batch_size, verbose)
         if history is not None:
             histories[t] = history
     return histories

@@ -22,9 +22,11 @@ contract               what the joint model does with it
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, ClassVar
 
+import keras
 from keras import ops
 
 
@@ -89,9 +91,23 @@ class CascadeArchitecture:
         outputs: dict[str, Any],
         sample_weight: Any = None,
     ) -> Any:
-        """The loss of cascade step ``task``; every argument is ``(batch, 1)`` float32, and
-        ``sample_weight`` (``(batch, 1)``, or ``None``) weighs the rows' means."""
-        raise NotImplementedError
+        """The loss of cascade step ``task`` (each tensor argument ``(batch, 1)`` float32).
+
+        Args:
+            task: the step's task name.
+            parent_label: ``o``, 1 where the parent happened (clicked).
+            label: the step's label over the entire space (``y_click * y_conversion``).
+            parent_joint: the predicted probability of the parent (``pCTR``).
+            conditional: the step's conditional prediction (``pCVR``).
+            joint: ``parent_joint * conditional`` (``pCTCVR``).
+            outputs: every model output, for architectures with extra heads.
+            sample_weight: each row's weight in the means over rows, or ``None``.
+
+        The default is ESMM's (Ma et al., SIGIR 2018, eq. 3): the cross-entropy of
+        ``pCTCVR`` against ``y_click * y_conversion`` over all impressions. ESCM2 and AITM
+        add their own terms.
+        """
+        return weighted_mean(keras.losses.binary_crossentropy(label, joint), sample_weight)
 
 
 class ImputesCascadeSteps(CascadeArchitecture):
@@ -121,20 +137,21 @@ class TrainingStage:
     freeze_layers: bool = False
 
 
-class StagedTraining:
+class StagedTraining(abc.ABC):
     """A component with its own training schedule, run by ``fit_joint_model``.
 
     Subclasses list their stages for a budget of ``epochs`` and name their weights so
     that a trained model can be grown by new scenarios.
     """
 
+    @abc.abstractmethod
     def training_stages(self, epochs: int) -> list[TrainingStage]:
-        raise NotImplementedError
+        """The stages, in order, that spend a budget of ``epochs`` passes."""
 
+    @abc.abstractmethod
     def shared_weights(self) -> list[Any]:
         """The weights every scenario uses."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def scenario_weights(self, scenario: int | None = None) -> list[Any]:
         """The weights of ``scenario`` only (of every scenario when ``None``)."""
-        raise NotImplementedError

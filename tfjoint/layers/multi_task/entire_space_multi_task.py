@@ -25,8 +25,8 @@ class EntireSpaceMultiTask(CascadeArchitecture, IndependentTaskTowers):
     """ESMM: one tower per task over the shared embedding, trained over the entire space.
 
     The towers are :class:`IndependentTaskTowers` (the embedding is the only shared part,
-    as in the paper); what ESMM adds is the training. As a ``CascadeArchitecture``, the joint model
-    treats every binary task with a binary parent as a cascade step: its head predicts the
+    as in the paper); what ESMM adds is the training. As a ``CascadeArchitecture`` (whose
+    default ``cascade_step_loss`` is ESMM's), the joint model treats every binary task with a binary parent as a cascade step: its head predicts the
     conditional ``pCVR = p(task | parent)``, the model adds the output
     ``<task>_joint = p(parent, joint) * pCVR`` (``pCTCVR = pCTR * pCVR``, eq. 1 of the
     paper), and the task's loss is the cross-entropy of ``<task>_joint`` against
@@ -45,34 +45,6 @@ class EntireSpaceMultiTask(CascadeArchitecture, IndependentTaskTowers):
     Returns:
         Dict ``{task: (batch, tower_units[-1])}``.
     """
-
-    def cascade_step_loss(
-        self,
-        task: str,
-        *,
-        parent_label: Any,
-        label: Any,
-        parent_joint: Any,
-        conditional: Any,
-        joint: Any,
-        outputs: dict[str, Any],
-        sample_weight: Any = None,
-    ) -> Any:
-        """The loss of one cascade step ``task`` (each argument ``(batch, 1)``).
-
-        Args:
-            task: the step's task name.
-            parent_label: ``o``, 1 where the parent happened (clicked).
-            label: the step's label over the entire space (``y_click * y_conversion``).
-            parent_joint: the predicted probability of the parent (``pCTR``).
-            conditional: the step's conditional prediction (``pCVR``).
-            joint: ``parent_joint * conditional`` (``pCTCVR``).
-            outputs: every model output, for architectures with extra heads.
-            sample_weight: each row's weight in the means over rows, or ``None``.
-
-        ESMM (eq. 3): the cross-entropy of ``pCTCVR`` over all impressions.
-        """
-        return weighted_mean(keras.losses.binary_crossentropy(label, joint), sample_weight)
 
 
 @register(
