@@ -1,0 +1,262 @@
+"""Mutation check: each defining equation, broken on purpose, must make a test fail.
+
+Every entry of :data:`MUTATIONS` replaces one snippet of one module (the snippet must occur
+exactly once) by a plausible wrong equation: a removed stop-gradient, a gate fed the wrong
+input, a per-scenario statistic replaced by a batch one, the cascade product swapped, the
+propensity removed. For each, the check copies the package to a temporary folder, applies
+the mutation there (the working tree is never touched), runs the listed test files, and
+reports ``caught`` when at least one test fails, ``SURVIVED`` otherwise.
+
+Run on demand (about 1 minute per mutation on 2 cores)::
+
+    .venv/bin/python tools/mutation_check.py               # every mutation
+    .venv/bin/python tools/mutation_check.py --only esmm_product pcgrad_no_projection
+    .venv/bin/python tools/mutation_check.py --list
+
+The exit status is 1 when a mutation survives or a snippet no longer matches its module
+(``tests/test_mutation_check.py`` checks the snippets in the suite, so the list cannot rot
+silently).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the repository root
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    why: str  # the equation it breaks
+
+
+_ESMM = "tfjoint/layers/multi_task/entire_space_multi_task.py"
+_ESMM_TESTS = ("tfjoint/layers/multi_task/entire_space_multi_task_test.py",)
+_PN = "tfjoint/layers/multi_scenario/partitioned_normalization.py"
+_PN_TESTS = ("tfjoint/layers/multi_scenario/partitioned_normalization_test.py",)
+
+MUTATIONS: tuple[Mutation, ...] = (
+    Mutation(
+        "esmm_product",
+        "tfjoint/joint/cascade.py",
+        'keras.layers.Multiply(name=f"{name}_joint")',
+        'keras.layers.Minimum(name=f"{name}_joint")',
+        _ESMM_TESTS,
+        "ESMM eq. 2: pCTCVR = pCTR * pCVR (swapped for min(pCTR, pCVR))",
+    ),
+    Mutation(
+        "esmm_loss_on_conditional",
+        "tfjoint/layers/core/contracts.py",
+        "keras.losses.binary_crossentropy(label, joint), sample_weight)",
+        "keras.losses.binary_crossentropy(label, conditional), sample_weight)",
+        _ESMM_TESTS,
+        "ESMM eq. 3: the entire-space loss is on pCTCVR, not on pCVR",
+    ),
+    Mutation(
+        "escm2_no_propensity",
+        _ESMM,
+        "propensity = ops.maximum(ops.stop_gradient(parent_joint), self.propensity_clip)",
+        "propensity = ops.ones_like(parent_joint)",
+        _ESMM_TESTS,
+        "ESCM2 IPS/DR: clicked rows weighted by 1 / p_hat (p_hat := 1)",
+    ),
+    Mutation(
+        "escm2_propensity_gradient",
+        _ESMM,
+        "propensity = ops.maximum(ops.stop_gradient(parent_joint), self.propensity_clip)",
+        "propensity = ops.maximum(parent_joint, self.propensity_clip)",
+        _ESMM_TESTS,
+        "ESCM2 stop-gradient (1): the propensity is a constant of the counterfactual risk",
+    ),
+    Mutation(
+        "escm2_dr_imputed_gradient",
+        _ESMM,
+        "ops.stop_gradient(imputed) + parent_label * (error - ops.stop_gradient(imputed)) / propensity",
+        "imputed + parent_label * (error - imputed) / propensity",
+        _ESMM_TESTS,
+        "ESCM2-DR stop-gradient (2): the imputed error is a constant of the DR risk",
+    ),
+    Mutation(
+        "escm2_imputation_error_gradient",
+        _ESMM,
+        "ops.square(ops.stop_gradient(error) - imputed)",
+        "ops.square(error - imputed)",
+        _ESMM_TESTS,
+        "ESCM2-DR stop-gradient (3): the imputation loss trains only the imputation tower",
+    ),
+    Mutation(
+        "pn_batch_over_p",
+        _PN,
+        "counts = ops.sum(onehot, axis=0)[:, None]",
+        "counts = ops.ones_like(ops.sum(onehot, axis=0)[:, None]) * ops.cast(ops.shape(z)[0], 'float32') / "
+        "(self.num_scenarios + 1.0)",
+        _PN_TESTS,
+        "partitioned normalization: per-scenario row counts (replaced by batch / P)",
+    ),
+    Mutation(
+        "pn_singleton_statistics",
+        _PN,
+        "own = counts[:p] >= float(self.min_count)",
+        "own = counts[:p] >= 1.0",
+        _PN_TESTS,
+        "partitioned normalization: a scenario below min_count rows takes the batch statistics",
+    ),
+    Mutation(
+        "mmoe_gate_input",
+        "tfjoint/layers/multi_task/multi_gate_mixture_of_experts.py",
+        "softmax_gate(gate, inputs, self.gate_temperature)",
+        "softmax_gate(gate, ops.zeros_like(inputs), self.gate_temperature)",
+        ("tfjoint/layers/multi_task/multi_gate_mixture_of_experts_test.py",),
+        "MMoE eq. 5: g_k(x) = softmax(W_gk x) reads the input",
+    ),
+    Mutation(
+        "ple_gate_expert_order",
+        "tfjoint/layers/multi_task/progressive_layered_extraction.py",
+        "mix_experts(gate_weights[t], task_experts[t] + shared_experts)",
+        "mix_experts(gate_weights[t], shared_experts + task_experts[t])",
+        ("tfjoint/layers/multi_task/progressive_layered_extraction_test.py",),
+        "PLE eq. 2: gate column j weighs selected expert j (task experts, then shared)",
+    ),
+    Mutation(
+        "star_additive_weights",
+        "tfjoint/layers/core/scenarios.py",
+        "return w_p * kernel[None], b_p + bias[None]",
+        "return w_p + kernel[None], b_p + bias[None]",
+        ("tfjoint/layers/multi_scenario/star_topology_fully_connected_test.py",),
+        "STAR eq. 1: W_p ⊙ W (element-wise product, not a sum)",
+    ),
+    Mutation(
+        "uncertainty_no_log_variance_term",
+        "tfjoint/balancing/uncertainty_weighting.py",
+        "+ 0.5 * s",
+        "+ 0.0 * s",
+        ("tfjoint/balancing/balancing_test.py",),
+        "Kendall et al. eq. 7: the log sigma regulariser",
+    ),
+    Mutation(
+        "pcgrad_no_projection",
+        "tfjoint/balancing/projecting_conflicting_gradients.py",
+        "projected = projected - coefficient * other",
+        "projected = projected",
+        ("tfjoint/balancing/projecting_conflicting_gradients_test.py",),
+        "PCGrad: g_i <- g_i - (g_i . g_j / |g_j|^2) g_j on conflict",
+    ),
+    Mutation(
+        "aitm_calibrator_direction",
+        "tfjoint/layers/multi_task/adaptive_information_transfer_multi_task.py",
+        "ops.relu(joint - parent_joint)",
+        "ops.relu(parent_joint - joint)",
+        ("tfjoint/layers/multi_task/adaptive_information_transfer_multi_task_test.py",),
+        "AITM eq. 7: the calibrator penalises y_t > y_{t-1}",
+    ),
+    Mutation(
+        "aitm_attention_scale",
+        "tfjoint/layers/multi_task/adaptive_information_transfer_multi_task.py",
+        "scores / (self.tower_units[-1] ** 0.5)",
+        "scores",
+        ("tfjoint/layers/multi_task/adaptive_information_transfer_multi_task_test.py",),
+        "AITM eq. 4: attention scores divided by sqrt(k)",
+    ),
+    Mutation(
+        "m_lora_wrong_scenario",
+        "tfjoint/layers/multi_scenario/multi_scenario_low_rank_adaptation.py",
+        'down = ops.einsum("bi,sir->bsr", h, a) * onehot[:, :, None]',
+        'down = ops.einsum("bi,sir->bsr", h, a) * ops.roll(onehot, 1, axis=1)[:, :, None]',
+        ("tfjoint/layers/multi_scenario/multi_scenario_low_rank_adaptation_test.py",),
+        "M-LoRA: row of scenario t gets B_t A_t x (rolled to another scenario's pair)",
+    ),
+    Mutation(
+        "sample_weight_ignored",
+        "tfjoint/joint/model.py",
+        "weighted_mean(per_example, self._task_rows(task, y, weights))",
+        "weighted_mean(per_example, task.defined_rows(y))",
+        ("tfjoint/joint/model_test.py",),
+        "fit's sample_weight weighs every task loss",
+    ),
+)
+
+
+def check_snippets(mutations: tuple[Mutation, ...] = MUTATIONS, root: Path = ROOT) -> list[str]:
+    """Problems with the list: a snippet that does not occur exactly once, a missing test file."""
+    problems = []
+    names = [m.name for m in mutations]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{dup}: the name is used twice")
+    for m in mutations:
+        source = (root / m.path).read_text() if (root / m.path).exists() else None
+        if source is None:
+            problems.append(f"{m.name}: no file {m.path}")
+        elif source.count(m.old) != 1:
+            problems.append(f"{m.name}: the snippet occurs {source.count(m.old)} times in {m.path} (must be 1)")
+        problems += [f"{m.name}: no test file {t}" for t in m.tests if not (root / t).exists()]
+    return problems
+
+
+def run_mutation(m: Mutation, python: str, timeout: float) -> tuple[str, float, str]:
+    """Applies ``m`` to a copy of the package and runs its tests: ``(verdict, seconds, tail)``."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"mutation-{m.name}-") as tmp:
+        for part in ("tfjoint", "tests", "tools", "pyproject.toml"):
+            src = ROOT / part
+            if src.is_dir():
+                shutil.copytree(src, Path(tmp) / part, ignore=shutil.ignore_patterns("__pycache__"))
+            elif src.exists():
+                shutil.copy2(src, Path(tmp) / part)
+        target = Path(tmp) / m.path
+        target.write_text(target.read_text().replace(m.old, m.new, 1))
+        env = {**os.environ, "PYTHONPATH": tmp, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests]
+        try:
+            proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "TIMEOUT", time.perf_counter() - start, ""
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
+    verdict = "caught" if proc.returncode == 1 else ("SURVIVED" if proc.returncode == 0 else f"ERROR rc={proc.returncode}")
+    return verdict, time.perf_counter() - start, tail[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutations")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs the tests")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutation")
+    args = parser.parse_args(argv)
+    problems = check_snippets()
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    chosen = list(MUTATIONS)
+    if args.only:
+        unknown = sorted(set(args.only) - {m.name for m in MUTATIONS})
+        if unknown:
+            parser.error(f"unknown mutations {unknown}; see --list")
+        chosen = [m for m in MUTATIONS if m.name in args.only]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:34s} {m.path}\n{'':34s} {m.why}")
+        return 0
+    survived = 0
+    for i, m in enumerate(chosen, 1):
+        verdict, seconds, tail = run_mutation(m, args.python, args.timeout)
+        survived += verdict != "caught"
+        print(f"[{i}/{len(chosen)}] {verdict:8s} {m.name:34s} {seconds:5.0f} s  {m.why}  | {tail}", flush=True)
+    print(f"{len(chosen) - survived} of {len(chosen)} mutations caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
