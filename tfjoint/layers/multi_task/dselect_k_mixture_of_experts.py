@@ -15,7 +15,8 @@ from tfjoint.layers.core.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.registry import register
 
-# Keeps log(r) finite in the entropy of a selector whose weights are exactly 0.
+# Keeps log(r) finite in the entropy of a selector whose weights are exactly 0, and floors
+# the reachable mass in the unreachable-code penalty.
 _EPSILON = 1e-6
 
 
@@ -24,6 +25,22 @@ def smooth_step(t: Any, gamma: float) -> Any:
     ``-2/gamma^3 t^3 + 3/(2 gamma) t + 1/2`` (Hazimeh et al., 2021, eq. 4)."""
     cubic = -2.0 / gamma**3 * t**3 + 3.0 / (2.0 * gamma) * t + 0.5
     return ops.where(t <= -gamma / 2, ops.zeros_like(t), ops.where(t >= gamma / 2, ops.ones_like(t), cubic))
+
+
+def selector_entropy(r: Any) -> Any:
+    """``sum -r log(r + 1e-6)`` over every axis of ``r``: the official ``EntropyRegularizer``
+    (a sum over the batch, the selectors and the experts, not a mean)."""
+    return -ops.sum(r * ops.log(r + _EPSILON))
+
+
+def unreachable_penalty(r: Any) -> Any:
+    """``sum_{b, i} 1 / sum_l r_{b,i,l}``: the official penalty on the mass that the selectors
+    ``r`` (``(..., n)``, reachable codes only) put on codes that reach no expert.
+
+    Its minimum, one per selector and example, is reached when no mass is lost; the
+    reachable mass is floored at ``1e-6`` (the official code divides by it unguarded).
+    """
+    return ops.sum(1.0 / ops.maximum(ops.sum(r, axis=-1), _EPSILON))
 
 
 @register(
@@ -40,18 +57,32 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
     example ``x`` (Hazimeh et al., 2021, section 3 and the per-example gate of section 3.3):
 
     - ``z^(i) = Z_k^(i) x`` in ``R^m``, for each of the ``k`` single-expert selectors ``i``;
-    - ``r(z^(i))_c = prod_j S(z^(i)_j)^[bit j of c] (1 - S(z^(i)_j))^(1 - [bit j of c])`` over
-      the ``2^m`` binary codes ``c`` (eq. 5), a distribution over codes;
+    - ``r(z^(i))_l = prod_j S(z^(i)_j)^[bit j of l] (1 - S(z^(i)_j))^(1 - [bit j of l])`` for
+      the experts ``l = 0 .. n-1`` (eq. 5): the weights of the ``2^m`` binary codes, of which
+      only the first ``n`` (the reachable ones) are kept;
     - ``alpha = softmax(A_k x)`` in ``R^k``, the weights of the selectors (1 when ``k = 1``);
     - ``q = sum_i alpha_i r(z^(i))`` (eq. 6), and ``y_k = h_k(sum_l q_l f_l(x))``.
 
     Once every ``|z_j| >= gamma/2`` each selector is one-hot, so at most ``k`` experts get a
-    nonzero weight. Code ``c`` selects expert ``c mod n``: when ``n`` is not a power of two
-    the surplus codes fold onto the first experts, so ``q`` always sums to 1 (the paper
-    instead adds a penalty that keeps the unreachable codes' mass at zero). During training
-    ``entropy_regularization * sum_i H(r(z^(i)))``, summed over tasks and averaged over the
-    batch, is added with ``add_loss``; it drives the selectors to binary decisions.
-    Gate logits, the smooth-step and the softmax are computed in float32.
+    nonzero weight. When ``n`` is not a power of two the codes ``n .. 2^m - 1`` select no
+    expert: their mass is dropped, so ``sum_l q_l <= 1`` (``3/4`` at the initialisation for
+    ``n = 3``), and during training the penalty ``sum_{b, i} 1 / sum_l r(z^(i)(x_b))_l`` is
+    added (coefficient 1, summed over the batch, the selectors and the tasks). It stops
+    the selectors from settling on an unreachable code and has no gradient once the
+    reachable mass is 1. During training
+    ``entropy_regularization * sum_{b, i, l} -r_l log(r_l + 1e-6)`` (summed over the batch,
+    the selectors, the experts and the tasks) is also added; it drives the selectors to
+    binary decisions. Both losses go through ``add_loss``. Gate logits, the smooth-step and
+    the softmax are computed in float32.
+
+    This follows the official code (google-research ``dselect_k_moe/dselect_k_moe.py``:
+    ``DSelectKGate`` with example-conditioned routing, ``EntropyRegularizer`` with a constant
+    schedule, and the initialisers ``U(-gamma/100, gamma/100)`` for ``Z`` and
+    ``U(-0.05, 0.05)`` for ``A``). Bit ``j`` of an expert's code is its ``j``-th least
+    significant bit (the official code reads the bits most significant first: a relabelling
+    of the ``z`` coordinates with no effect). One deviation: the reachable mass in the
+    penalty is floored at ``1e-6``, so a selector saturated on an unreachable code costs
+    ``1e6`` instead of the official ``inf`` (which would turn the training loss into NaN).
 
     Args:
         task_names: names of the tasks, one gate and tower each.
@@ -66,7 +97,8 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
 
     Call arguments:
         inputs: the merged representation, ``(batch, d)``.
-        training: Python bool; the entropy penalty is added only when True.
+        training: Python bool; the entropy and unreachable-code penalties are added only
+            when True.
 
     Returns:
         Dict ``{task: (batch, tower_units[-1])}``.
@@ -105,10 +137,10 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
         self.dropout = dropout_rate(dropout)
         self.task_names = check_tasks(task_names)
         self.num_binary = math.ceil(math.log2(self.num_experts))
-        codes = np.arange(2**self.num_binary)
-        # bits[c, j] = bit j of code c; fold[c, l] = 1 when code c selects expert l = c mod n.
+        # bits[l, j] = bit j of expert l's code; the codes n .. 2^m - 1 reach no expert.
+        codes = np.arange(self.num_experts)
         self._bits = ((codes[:, None] >> np.arange(self.num_binary)) & 1).astype("float32")
-        self._fold = (codes[:, None] % self.num_experts == np.arange(self.num_experts)).astype("float32")
+        self._power_of_2 = self.num_experts == 2**self.num_binary
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         self.experts = []
@@ -153,8 +185,7 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
         z = ops.reshape(self.selector_logits[name](x), (-1, self.k, 1, self.num_binary))
         s = smooth_step(z, self.gamma)
         bits = ops.convert_to_tensor(self._bits)
-        r_codes = ops.prod(bits * s + (1.0 - bits) * (1.0 - s), axis=-1)
-        r = ops.matmul(r_codes, ops.convert_to_tensor(self._fold))
+        r = ops.prod(bits * s + (1.0 - bits) * (1.0 - s), axis=-1)
         if self.k == 1:
             alpha = ops.ones_like(r[:, :, 0])
         else:
@@ -163,7 +194,8 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
         return q, r
 
     def gate_weights(self, inputs: Any) -> dict[str, Any]:
-        """``{task: q_k(x)}``, each ``(batch, num_experts)``, non-negative and summing to 1."""
+        """``{task: q_k(x)}``, each ``(batch, num_experts)``, non-negative, summing to at most 1
+        (exactly 1 when ``num_experts`` is a power of two)."""
         x = ops.cast(inputs, "float32")
         return {name: self._gate(name, x)[0] for name in self.task_names}
 
@@ -171,18 +203,23 @@ class DSelectKMixtureOfExperts(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         expert_outputs = ops.stack([e(inputs, training=training) for e in self.experts], axis=1)
         outputs = {}
-        entropy = ops.zeros((), "float32")
         gates = {}
         for name in self.task_names:
             q, r = self._gate(name, x)
             gates[name] = q
-            entropy = entropy + ops.mean(ops.sum(-r * ops.log(r + _EPSILON), axis=(1, 2)))
             mixed = mix_experts(q, expert_outputs)
             outputs[name] = self.towers[name](mixed, training=training)
+            if training:
+                self._add_selector_losses(r)
         track_gates(self, gates)
-        if training and self.entropy_regularization > 0:
-            self.add_loss(self.entropy_regularization * entropy)
         return outputs
+
+    def _add_selector_losses(self, r: Any) -> None:
+        """The official ``_add_regularization_loss`` on one task's selectors ``r`` (``(batch, k, n)``)."""
+        if self.entropy_regularization > 0:
+            self.add_loss(self.entropy_regularization * selector_entropy(r))
+        if not self._power_of_2:
+            self.add_loss(unreachable_penalty(r))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
