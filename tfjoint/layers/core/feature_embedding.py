@@ -101,7 +101,9 @@ class FeatureEmbedding(keras.layers.Layer):
             or len(set(task_tables)) != len(task_tables)
             or not all(isinstance(t, str) and t for t in task_tables)
         ):
-            raise ValueError(f"task_tables must be unique non-empty task names. Received: task_tables={task_tables}")
+            raise ValueError(
+                f"task_tables must be unique non-empty task names. Received: task_tables={task_tables}"
+            )
         self.task_tables = list(task_tables)
 
     def _table(self, name: str, rows: int, initializer: Any = None) -> keras.layers.Embedding:
@@ -169,12 +171,18 @@ class FeatureEmbedding(keras.layers.Layer):
         inside = ops.logical_and(ids >= 0, ids < out_of_range)
         return ops.where(inside, ids, ops.full_like(ids, out_of_range))
 
-    def _fields(self, inputs: dict[str, Any], tables: list[Any], scenario_table: Any, dense_vectors: Any) -> Any:
+    def _fields(
+        self, inputs: dict[str, Any], tables: list[Any], scenario_table: Any, dense_vectors: Any
+    ) -> Any:
         """``(batch, num_fields, d)``: the categorical fields, the scenario, the dense fields."""
         # Categorical ids: 0 = padding, 1..V vocabulary, V + 1 = OOV (anything larger too).
-        fields = [table(self._ids(inputs[k][:, 0], self.vocab_sizes[k] + 1)) for k, table in zip(self.categorical, tables)]
+        fields = [
+            table(self._ids(inputs[k][:, 0], self.vocab_sizes[k] + 1))
+            for k, table in zip(self.categorical, tables)
+        ]
         # Scenario ids: 0..P-1 known, P = unknown (any id outside [0, P) too).
-        fields.append(scenario_table(map_unknown(ops.cast(inputs[features.SCENARIO_KEY][:, 0], "int32"), self.num_scenarios)))
+        scenario = map_unknown(ops.cast(inputs[features.SCENARIO_KEY][:, 0], "int32"), self.num_scenarios)
+        fields.append(scenario_table(scenario))
         stacked = ops.stack(fields, axis=1)
         if self.dense:
             values = ops.concatenate([ops.cast(inputs[k], self.compute_dtype) for k in self.dense], axis=1)
@@ -184,11 +192,13 @@ class FeatureEmbedding(keras.layers.Layer):
 
     def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
         shared = [self.tables[k] for k in self.categorical]
-        out: dict[str, Any] = {"fields": self._fields(inputs, shared, self.scenario_table, self.dense_vectors if self.dense else None)}
+        vectors = self.dense_vectors if self.dense else None
+        out: dict[str, Any] = {"fields": self._fields(inputs, shared, self.scenario_table, vectors)}
         for task in self.task_tables:
             tables = [self.task_field_tables[f"{task}/{k}"] for k in self.categorical]
             vectors = self.task_dense_vectors.get(task)
-            out[task_fields_key(task)] = self._fields(inputs, tables, self.task_scenario_tables[task], vectors)
+            scenario_table = self.task_scenario_tables[task]
+            out[task_fields_key(task)] = self._fields(inputs, tables, scenario_table, vectors)
         if self.sequence_item_feature is not None:
             table = self.tables[self.sequence_item_feature]
             oov = self.vocab_sizes[self.sequence_item_feature] + 1

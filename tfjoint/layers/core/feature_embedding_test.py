@@ -118,7 +118,9 @@ def test_without_task_tables_the_variables_and_outputs_are_unchanged():
         "embedding/embedding_scenario/embeddings",
         "embedding/embedding_behavior/embeddings",
     ]
-    assert sorted(out) == ["behaviors", "fields", "sequence", "sequence_mask", "target", "tokens_mask_title", "tokens_title"]
+    assert sorted(out) == [
+        "behaviors", "fields", "sequence", "sequence_mask", "target", "tokens_mask_title", "tokens_title"
+    ]
     keras.utils.set_random_seed(0)
     with_tasks = FeatureEmbedding(**KWARGS, task_tables=["a", "b"], name="embedding")
     out_tasks = with_tasks(make_inputs())

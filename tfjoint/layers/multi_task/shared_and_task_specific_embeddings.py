@@ -125,14 +125,18 @@ class SharedAndTaskSpecificEmbeddings(NeedsTaskEmbeddings, keras.layers.Layer):
                     f"{input_shape[task_fields_key(name)]} and {fields_shape}"
                 )
         field_shape = (None, fields_shape[-2] * fields_shape[-1])
-        self.shared_expert = MLP(self.expert_units, dropout=self.dropout, name="shared_expert", dtype=self.dtype_policy)
+        self.shared_expert = MLP(
+            self.expert_units, dropout=self.dropout, name="shared_expert", dtype=self.dtype_policy
+        )
         self.shared_expert.build(input_shape["inputs"])
         self.task_experts = {}
         self.gates = {}
         self.towers = {}
         num_experts = len(self.task_names) + 1
         for name in self.task_names:
-            expert = MLP(self.expert_units, dropout=self.dropout, name=f"expert_{name}", dtype=self.dtype_policy)
+            expert = MLP(
+                self.expert_units, dropout=self.dropout, name=f"expert_{name}", dtype=self.dtype_policy
+            )
             expert.build(field_shape)
             self.task_experts[name] = expert
             self.gates[name] = build_gate(num_experts, f"gate_{name}", field_shape)
@@ -165,7 +169,9 @@ class SharedAndTaskSpecificEmbeddings(NeedsTaskEmbeddings, keras.layers.Layer):
     def call(self, inputs: dict[str, Any], training: bool | None = None) -> dict[str, Any]:
         shared, specific = self._embeddings(inputs)
         shared_output = self.shared_expert(inputs["inputs"], training=training)
-        specific_outputs = {name: self.task_experts[name](specific[name], training=training) for name in self.task_names}
+        specific_outputs = {
+            name: self.task_experts[name](specific[name], training=training) for name in self.task_names
+        }
         gates = self._gates(shared, specific)
         track_gates(self, gates)
         outputs = {}
