@@ -71,8 +71,10 @@ class JointModel(keras.Model):
         embedding: the embedding layer (slot ``embedding``).
         task_architecture: maps ``E_merge`` to ``{task: tower output}``; a
             :class:`~tfjoint.layers.core.contracts.ScenarioAware` one is called on
-            ``[E_merge, scenario ids]``, a ``CascadeArchitecture`` trains its cascade steps
-            over the entire space (see :mod:`tfjoint.joint.cascade`).
+            ``[E_merge, scenario ids]``, a ``NeedsEmbeddings`` one on
+            ``{"inputs": E_merge, "scenario": ids, *extra_inputs}``, a
+            ``CascadeArchitecture`` trains its cascade steps over the entire space (see
+            :mod:`tfjoint.joint.cascade`).
         sequence_encoder: optional, maps the embedding dict to ``E^B``.
         modality_encoder: optional, maps the embedding dict to ``E^M``.
         scenario_adapter: optional, maps ``[E_merge, scenario ids]`` to an adapted
@@ -113,8 +115,9 @@ class JointModel(keras.Model):
         merged = keras.layers.Concatenate(name="merge")(parts) if len(parts) > 1 else parts[0]
         if scenario_adapter is not None:
             merged = _call_in_context(scenario_adapter, merged, inputs, embedded)
-        if isinstance(task_architecture, ScenarioAware):
-            # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario.
+        if isinstance(task_architecture, (ScenarioAware, NeedsEmbeddings)):
+            # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario;
+            # STEM reads its per-task field embeddings.
             towers = _call_in_context(task_architecture, merged, inputs, embedded)
         else:
             towers = task_architecture(merged)

@@ -12,6 +12,9 @@ contract               what the joint model does with it
                        with ``num_scenarios`` (scenario adapters always are)
 ``NeedsEmbeddings``    the component is called on ``{"inputs", "scenario", *extra_inputs}``,
                        with the named outputs of the embedding (``fields``, ``sequence``, ...)
+``NeedsTaskEmbeddings``  a task architecture that wants per-task embedding tables: the builder
+                       builds the embedding with ``task_tables=task names``, which then also
+                       outputs ``fields_<task>`` (:func:`task_fields_key`) for each task
 ``CascadeArchitecture``  binary cascade steps are trained over the entire space: the model
                        serves ``<task>_joint`` and asks ``cascade_step_loss`` for the loss
 ``ImputesCascadeSteps``  a cascade architecture built with ``imputed_tasks`` (ESCM2-DR)
@@ -46,6 +49,23 @@ class NeedsEmbeddings:
     """
 
     extra_inputs: ClassVar[tuple[str, ...]] = ()
+
+
+class NeedsTaskEmbeddings(NeedsEmbeddings):
+    """A task architecture with its own embedding tables per task beside the shared ones.
+
+    :func:`tfjoint.joint.build_joint_model` builds the embedding slot with
+    ``task_tables=[task names]``; such an embedding (``FeatureEmbedding``) adds, for each
+    task, tables of the same fields as the shared ``fields`` and outputs them under
+    :func:`task_fields_key`. The component names those keys in its ``extra_inputs`` and
+    is called in context (see :class:`NeedsEmbeddings`). An embedding layer whose
+    constructor takes no ``task_tables`` cannot fill this slot.
+    """
+
+
+def task_fields_key(task: str) -> str:
+    """The key of task ``task``'s own field embeddings in the embedding's output dict."""
+    return f"fields_{task}"
 
 
 def weighted_mean(values: Any, sample_weight: Any = None) -> Any:
