@@ -36,7 +36,7 @@ from tfjoint import features
 from tfjoint.balancing import FixedWeights, TaskBalancer
 from tfjoint.features import TaskSpec
 from tfjoint.joint.cascade import add_cascade_outputs
-from tfjoint.layers.core.contracts import NeedsEmbeddings, ScenarioAware, weighted_mean
+from tfjoint.layers.core.contracts import AddsToLogits, NeedsEmbeddings, ScenarioAware, weighted_mean
 
 SLOTS = ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter", "balancer")
 
@@ -78,7 +78,8 @@ class JointModel(keras.Model):
         sequence_encoder: optional, maps the embedding dict to ``E^B``.
         modality_encoder: optional, maps the embedding dict to ``E^M``.
         scenario_adapter: optional, maps ``[E_merge, scenario ids]`` to an adapted
-            ``E_merge`` of any width.
+            ``E_merge`` of any width; an :class:`~tfjoint.layers.core.contracts.AddsToLogits`
+            one also returns a scalar per row added to every task head's logit (STAR).
         balancer: a :class:`tfjoint.balancing.TaskBalancer`; defaults to fixed weights.
     """
 
@@ -113,20 +114,18 @@ class JointModel(keras.Model):
         if modality_encoder is not None:
             parts.append(modality_encoder(embedded))
         merged = keras.layers.Concatenate(name="merge")(parts) if len(parts) > 1 else parts[0]
+        logit_offset = None
         if scenario_adapter is not None:
             merged = _call_in_context(scenario_adapter, merged, inputs, embedded)
+            if isinstance(scenario_adapter, AddsToLogits):
+                merged, logit_offset = merged[AddsToLogits.OUTPUTS_KEY], merged[AddsToLogits.LOGIT_KEY]
         if isinstance(task_architecture, (ScenarioAware, NeedsEmbeddings)):
             # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario;
             # STEM reads its per-task field embeddings.
             towers = _call_in_context(task_architecture, merged, inputs, embedded)
         else:
             towers = task_architecture(merged)
-        outputs = {
-            t.name: keras.layers.Dense(
-                1, activation="sigmoid" if t.type == "binary" else None, name=t.name, dtype="float32"
-            )(towers[t.name])
-            for t in task_specs
-        }
+        outputs = {t.name: _head(t, towers[t.name], logit_offset) for t in task_specs}
         # Entries a task architecture returns beside the task towers (e.g. ESCM2-DR's
         # imputed errors) are model outputs as they are.
         outputs.update({k: v for k, v in towers.items() if k not in outputs})
@@ -328,6 +327,21 @@ def _check_takes_sample_weight(architecture: Any) -> None:
             "cascade steps cannot weigh rows; add the keyword (see "
             "tfjoint.layers.core.contracts.CascadeArchitecture) or fit without sample_weight."
         )
+
+
+def _head(task: TaskSpec, tower: Any, logit_offset: Any) -> Any:
+    """Task ``task``'s output: ``act(Dense(1)(tower))``, or ``act(Dense(1)(tower) + s_a)``.
+
+    ``logit_offset`` is the ``s_a`` of an :class:`~tfjoint.layers.core.contracts.AddsToLogits`
+    scenario adapter (``(batch, 1)``), else ``None`` (the head is then one ``Dense`` layer).
+    """
+    activation = "sigmoid" if task.type == "binary" else None
+    if logit_offset is None:
+        return keras.layers.Dense(1, activation=activation, name=task.name, dtype="float32")(tower)
+    # The last layer carries the task's name: Keras names the model's outputs after it.
+    logit = keras.layers.Dense(1, name=f"{task.name}_logit", dtype="float32")(tower)
+    logit = keras.layers.Add(name=f"{task.name}_plus_logit_offset", dtype="float32")([logit, logit_offset])
+    return keras.layers.Activation(activation or "linear", name=task.name, dtype="float32")(logit)
 
 
 def _call_in_context(layer: keras.layers.Layer, merged: Any, inputs: dict[str, Any], embedded: dict[str, Any]) -> Any:

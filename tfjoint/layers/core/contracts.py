@@ -15,6 +15,9 @@ contract               what the joint model does with it
 ``NeedsTaskEmbeddings``  a task architecture that wants per-task embedding tables: the builder
                        builds the embedding with ``task_tables=task names``, which then also
                        outputs ``fields_<task>`` (:func:`task_fields_key`) for each task
+``AddsToLogits``       a scenario adapter returns ``{"outputs": E_merge', "logit": s_a}``: the
+                       task architecture reads ``outputs`` and ``s_a`` is added to every task
+                       head's logit before its activation (STAR's auxiliary network)
 ``CascadeArchitecture``  binary cascade steps are trained over the entire space: the model
                        serves ``<task>_joint`` and asks ``cascade_step_loss`` for the loss
 ``ImputesCascadeSteps``  a cascade architecture built with ``imputed_tasks`` (ESCM2-DR)
@@ -66,6 +69,21 @@ class NeedsTaskEmbeddings(NeedsEmbeddings):
 def task_fields_key(task: str) -> str:
     """The key of task ``task``'s own field embeddings in the embedding's output dict."""
     return f"fields_{task}"
+
+
+class AddsToLogits:
+    """A scenario adapter with a scalar per row that is added to every task's logit.
+
+    Such an adapter returns the dict ``{OUTPUTS_KEY: E_merge', LOGIT_KEY: s_a}`` with
+    ``E_merge'`` ``(batch, width)``, the representation the task architecture reads, and
+    ``s_a`` ``(batch, 1)``. The joint model then builds each task's head as
+    ``y_k = act_k(w_k · tower_k + b_k + s_a)``: ``sigmoid`` for a binary task (STAR's
+    ``sigmoid(s_m + s_a)``, Sheng et al., CIKM 2021, sec. 4.4), the identity for a
+    regression task. The heads of a model without such an adapter are unchanged.
+    """
+
+    OUTPUTS_KEY: ClassVar[str] = "outputs"
+    LOGIT_KEY: ClassVar[str] = "logit"
 
 
 def weighted_mean(values: Any, sample_weight: Any = None) -> Any:
