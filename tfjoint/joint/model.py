@@ -34,9 +34,16 @@ from keras.src.losses.loss import scale_loss_for_distribution
 
 from tfjoint import features
 from tfjoint.balancing import FixedWeights, TaskBalancer
+from tfjoint.balancing.task_gradients import combine_task_gradients, combined_variables, layer_path
 from tfjoint.features import TaskSpec
 from tfjoint.joint.cascade import add_cascade_outputs
-from tfjoint.layers.core.contracts import AddsToLogits, NeedsEmbeddings, ScenarioAware, weighted_mean
+from tfjoint.layers.core.contracts import (
+    AddsToLogits,
+    CascadeArchitecture,
+    NeedsEmbeddings,
+    ScenarioAware,
+    weighted_mean,
+)
 
 SLOTS = ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter", "balancer")
 
@@ -234,9 +241,10 @@ class JointModel(keras.Model):
         return sum((ops.cast(extra, "float32") for extra in self.losses), ops.zeros((), "float32"))
 
     def train_step(self, data: Any) -> dict[str, Any]:
-        """One update. With a gradient-level balancer, the shared parameters (those that two
-        or more tasks reach) get ``balancer.combine_gradients`` of the per-task gradients;
-        every other parameter gets the plain gradient of the objective."""
+        """One update. With a gradient-level balancer, the shared parameters get
+        ``balancer.combine_gradients`` of the per-task gradients and every task-specific
+        parameter the plain gradient of the objective (the balancing contract of
+        :mod:`tfjoint.balancing.task_gradients`)."""
         if not self.balancer.uses_task_gradients:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -247,33 +255,33 @@ class JointModel(keras.Model):
             regularization = self._regularization()
             total = sum(terms.values()) + regularization
         self._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
-        per_task = [tape.gradient(scale_loss_for_distribution(terms[t.name]), variables) for t in self.tasks]
+        per_task = [_dense(tape.gradient(scale_loss_for_distribution(terms[t.name]), variables)) for t in self.tasks]
         grads = tape.gradient(scale_loss_for_distribution(total), variables)
         regularization_grads = (
-            tape.gradient(scale_loss_for_distribution(regularization), variables) if self.losses else None
+            _dense(tape.gradient(scale_loss_for_distribution(regularization), variables)) if self.losses else None
         )
         del tape
-        shared = [i for i in range(len(variables)) if sum(g[i] is not None for g in per_task) >= 2]
-        if shared:
-
-            def flat(task_grads: list[Any]) -> Any:
-                parts = [
-                    tf.zeros_like(variables[i]) if task_grads[i] is None else tf.convert_to_tensor(task_grads[i])
-                    for i in shared
-                ]
-                return tf.concat([tf.reshape(p, [-1]) for p in parts], axis=0)
-
-            combined = self.balancer.combine_gradients([flat(g) for g in per_task], terms)
-            offset = 0
-            for i in shared:
-                size = math.prod(variables[i].shape)
-                grads[i] = tf.reshape(combined[offset : offset + size], variables[i].shape)
-                # add_loss terms (e.g. gate regularisers) are not task gradients: keep them.
-                if regularization_grads is not None and regularization_grads[i] is not None:
-                    grads[i] += tf.convert_to_tensor(regularization_grads[i])
-                offset += size
+        indices = combined_variables(self.balancer, per_task, self._variable_owners(variables))
+        if indices:
+            # Outside the traced function: a balancer may create its per-tensor state here.
+            with tf.init_scope():
+                self.balancer.bind_gradient_layout(
+                    [math.prod(variables[i].shape) for i in indices], [layer_path(variables[i]) for i in indices]
+                )
+        grads = combine_task_gradients(self.balancer, per_task, grads, regularization_grads, variables, indices, terms)
         self.optimizer.apply(grads, variables)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _variable_owners(self, variables: list[Any]) -> list[int | None]:
+        """Per variable, the index of the task that owns it by the architecture (its head, or
+        its tower in a cascade architecture, ``task_weights``), or ``None``."""
+        owner = {}
+        for k, task in enumerate(self.tasks):
+            weights = list(self.get_layer(task.name).trainable_weights)
+            if isinstance(self.task_architecture, CascadeArchitecture):
+                weights += list(self.task_architecture.task_weights(task.name))
+            owner.update({id(w): k for w in weights})
+        return [owner.get(id(v)) for v in variables]
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
         for task in self.tasks:
@@ -304,6 +312,11 @@ class JointModel(keras.Model):
             if config.get(slot) is not None:
                 config[slot] = keras.saving.deserialize_keras_object(config[slot])
         return cls(**config)
+
+
+def _dense(gradients: list[Any]) -> list[Any]:
+    """Gradients as dense tensors (an embedding's ``IndexedSlices`` included), ``None`` kept."""
+    return [None if g is None else tf.convert_to_tensor(g) for g in gradients]
 
 
 def _row_weights(sample_weight: Any, task: str) -> Any:

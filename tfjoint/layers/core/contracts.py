@@ -117,6 +117,17 @@ class CascadeArchitecture:
 
     cascade_mode: ClassVar[str] = "product"
 
+    def task_weights(self, task: str) -> list[Any]:
+        """The weights that belong to task ``task`` alone by the architecture: its tower.
+
+        A gradient-level balancer leaves them out of the shared parameters even though the
+        entire-space term of a child task reaches the parent's tower (see
+        :mod:`tfjoint.balancing.task_gradients`). The default is the trainable weights of
+        ``self.towers[task]``, the ``{task: tower}`` mapping that ESMM, ESCM2 and AITM build;
+        an architecture without one overrides this.
+        """
+        return list(self.towers[task].trainable_weights)
+
     def cascade_step_loss(
         self,
         task: str,
