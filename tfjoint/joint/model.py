@@ -44,6 +44,7 @@ from tfjoint.layers.core.contracts import (
     ScenarioAware,
     weighted_mean,
 )
+from tfjoint.layers.core.scenarios import UnknownScenarioMasking
 
 SLOTS = ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter", "balancer")
 
@@ -88,6 +89,14 @@ class JointModel(keras.Model):
             ``E_merge`` of any width; an :class:`~tfjoint.layers.core.contracts.AddsToLogits`
             one also returns a scalar per row added to every task head's logit (STAR).
         balancer: a :class:`tfjoint.balancing.TaskBalancer`; defaults to fixed weights.
+        num_scenarios: ``P``, the number of known scenarios; needed when
+            ``unknown_scenario_rate > 0``.
+        unknown_scenario_rate: in training, the probability that a row's scenario is
+            replaced by the unknown id ``P`` before every component sees it
+            (:class:`~tfjoint.layers.core.scenarios.UnknownScenarioMasking`), so each
+            component's unknown-scenario fallback is trained; 0 (the default here, so
+            that configs saved without it load as they were) turns it off.
+            :func:`~tfjoint.joint.build_joint_model` sets 0.05.
     """
 
     def __init__(
@@ -100,6 +109,8 @@ class JointModel(keras.Model):
         modality_encoder: keras.layers.Layer | None = None,
         scenario_adapter: keras.layers.Layer | None = None,
         balancer: TaskBalancer | None = None,
+        num_scenarios: int | None = None,
+        unknown_scenario_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
         check_keras3()
@@ -114,6 +125,17 @@ class JointModel(keras.Model):
             key: keras.Input(shape=tuple(shape), dtype=dtype, name=key)
             for key, (shape, dtype) in inputs_spec.items()
         }
+        model_inputs = inputs
+        if unknown_scenario_rate:
+            if num_scenarios is None:
+                raise ValueError(
+                    "num_scenarios is needed when unknown_scenario_rate > 0. "
+                    f"Received: num_scenarios=None, unknown_scenario_rate={unknown_scenario_rate}"
+                )
+            masking = UnknownScenarioMasking(
+                num_scenarios, unknown_scenario_rate, name="unknown_scenario_masking"
+            )
+            inputs = {**inputs, features.SCENARIO_KEY: masking(inputs[features.SCENARIO_KEY])}
         embedded = embedding(inputs)
         parts = [keras.layers.Flatten(name="flatten_fields")(embedded["fields"])]
         if sequence_encoder is not None:
@@ -138,7 +160,9 @@ class JointModel(keras.Model):
         outputs.update({k: v for k, v in towers.items() if k not in outputs})
         by_name = {t.name: t for t in task_specs}
         cascaded = add_cascade_outputs(outputs, task_specs, task_architecture)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        super().__init__(inputs=model_inputs, outputs=outputs, **kwargs)
+        self.num_scenarios = num_scenarios
+        self.unknown_scenario_rate = float(unknown_scenario_rate)
         self.entire_space_tasks = cascaded
         self.inputs_spec = {k: (list(s), d) for k, (s, d) in inputs_spec.items()}
         self.tasks = task_specs
@@ -303,6 +327,8 @@ class JointModel(keras.Model):
             "inputs_spec": self.inputs_spec,
             "tasks": [t.to_json() for t in self.tasks],
             **{slot: keras.saving.serialize_keras_object(getattr(self, slot)) for slot in SLOTS},
+            "num_scenarios": self.num_scenarios,
+            "unknown_scenario_rate": self.unknown_scenario_rate,
         }
 
     @classmethod
