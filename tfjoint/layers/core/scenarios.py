@@ -41,6 +41,16 @@ def split_scenario_inputs(inputs: Any) -> tuple[Any, Any]:
     raise ValueError(f"expected [inputs, scenario] or {{'inputs', 'scenario'}}. Received: {inputs!r}")
 
 
+def split_context_inputs(inputs: Any, keys: tuple[str, ...]) -> tuple[Any, ...]:
+    """``inputs[k]`` for each of ``keys``, in order, from the dict a
+    :class:`~tfjoint.layers.core.contracts.NeedsEmbeddings` component is called on
+    (``{"inputs", "scenario", *extra_inputs}``); a clear error on any other input."""
+    if not isinstance(inputs, dict) or set(inputs) != set(keys):
+        received = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise ValueError(f"expected a dict with the keys {list(keys)}. Received: {received}")
+    return tuple(inputs[k] for k in keys)
+
+
 def unknown_scenario(num_scenarios: int) -> int:
     """The id of the unknown scenario: ``num_scenarios``, one past the known ids."""
     return num_scenarios
