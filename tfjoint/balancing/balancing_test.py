@@ -79,7 +79,10 @@ def test_gradient_level_balancer_receives_one_gradient_per_task_on_shared_parame
 def test_cascade_parent_tower_is_task_specific_and_gets_the_plain_gradient(architecture):
     # The child's entire-space term p(watch) * p(like | watch) reaches watch's tower and head;
     # they are still watch's own: the plain gradient of the objective, not the balancer's.
-    model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture=architecture, balancer=_FreezeShared())
+    # No unknown-scenario masking: the expected gradient comes from a second forward pass.
+    model = build_joint_model(
+        MOVIELENS_100K, SIZES, task_architecture=architecture, balancer=_FreezeShared(), unknown_scenario_rate=0.0
+    )
     model.compile(optimizer=keras.optimizers.SGD(1.0))
     x, y = fake_batch(MOVIELENS_100K)
     parent = model.task_architecture.towers["watch"].trainable_weights + model.get_layer("watch").trainable_weights
