@@ -34,11 +34,12 @@ def test_ali_ccp_sample_pipeline(tmp_path, shared_data):
     assert table["overall"]["click"]["binary_crossentropy"] < ALI_CCP_SAMPLE.max_log_loss
     assert evaluation.is_blessed(run.evaluation_dir)
     loaded = tf.saved_model.load(run.pushed_dir)
-    assert set(loaded.signatures) == {"serving_default", "transform_features"}
-    # ESMM serves pCTCVR = pCTR * pCVR beside the two task outputs.
+    assert set(loaded.signatures) == {"serving_default", "serving_auxiliary", "transform_features"}
+    # ESMM serves pCTCVR = pCTR * pCVR beside the two task outputs, in the auxiliary signature.
     files = sorted(glob.glob(os.path.join(run.data_root, "eval", "*")))
     examples = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(files).take(8)])
-    out = loaded.signatures["serving_default"](examples=examples)
+    assert set(loaded.signatures["serving_default"](examples=examples)) == {"click", "purchase"}
+    out = loaded.signatures["serving_auxiliary"](examples=examples)
     assert set(out) == {"click", "purchase", "purchase_joint", SCENARIO_FALLBACK_KEY}
     np.testing.assert_array_equal(out[SCENARIO_FALLBACK_KEY].numpy(), 0)
     np.testing.assert_allclose(out["purchase_joint"], out["click"] * out["purchase"], rtol=1e-6)

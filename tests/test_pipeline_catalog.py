@@ -56,7 +56,7 @@ def test_catalog_model_runs_in_the_pipeline(case, tmp_path, shared_data):
 
     files = sorted(glob.glob(os.path.join(run.data_root, "eval", "*")))
     examples = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(files).take(16)])
-    out = tf.saved_model.load(exported).signatures["serving_default"](examples=examples)
+    out = tf.saved_model.load(exported).signatures["serving_auxiliary"](examples=examples)
     for task in spec.tasks:
         p = out[task.name].numpy()
         assert p.shape == (16, 1) and np.all((p >= 0) & (p <= 1))

@@ -45,10 +45,12 @@ def test_pushed_model_has_tf_serving_layout_and_both_signatures(synthetic_run):
     assert os.path.basename(os.path.dirname(pushed)) == "synthetic"
     assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
     loaded = tf.saved_model.load(pushed)
-    assert set(loaded.signatures) == {"serving_default", "transform_features"}
+    assert set(loaded.signatures) == {"serving_default", "serving_auxiliary", "transform_features"}
     serve = loaded.signatures["serving_default"]
     assert list(serve.structured_input_signature[1]) == ["examples"]
-    assert set(serve.structured_outputs) == {*SYNTHETIC.label_keys, SCENARIO_FALLBACK_KEY}
+    assert set(serve.structured_outputs) == set(SYNTHETIC.label_keys)
+    auxiliary = loaded.signatures["serving_auxiliary"].structured_outputs
+    assert set(auxiliary) == {*SYNTHETIC.label_keys, SCENARIO_FALLBACK_KEY}
     # The Trainer wrote TF Serving's warmup file from real held-out records.
     from tfjoint.serving.warmup import read_warmup_requests
 
@@ -80,7 +82,7 @@ def test_unknown_scenario_takes_the_shared_path_and_is_flagged(synthetic_run):
         example.features.feature[SCENARIO_KEY].int64_list.value[:] = [SYNTHETIC.num_scenarios + 7 * i]
     serialized = tf.constant([e.SerializeToString() for e in records])
     loaded = tf.saved_model.load(synthetic_run.pushed_dir)
-    served = loaded.signatures["serving_default"](examples=serialized)
+    served = loaded.signatures["serving_auxiliary"](examples=serialized)
     np.testing.assert_array_equal(served[SCENARIO_FALLBACK_KEY].numpy()[:, 0], [1, 1, 1, 1, 0, 0, 0, 0])
     for task in SYNTHETIC.label_keys:
         assert np.all(np.isfinite(served[task].numpy()))

@@ -186,6 +186,38 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tfjoint/joint/model_test.py::test_sample_weight_weighs_every_rows_contribution_to_every_task_loss",),
         "fit's sample_weight weighs every task loss",
     ),
+    Mutation(
+        "stem_no_stop_gradient",
+        "tfjoint/layers/multi_task/shared_and_task_specific_embeddings.py",
+        "out if other == name else ops.stop_gradient(out)",
+        "out if other == name else out",
+        ("tfjoint/layers/multi_task/shared_and_task_specific_embeddings_test.py",),
+        "STEM: other tasks' experts are stop-gradient in task k's mixture",
+    ),
+    Mutation(
+        "stem_gate_own_embedding_only",
+        "tfjoint/layers/multi_task/shared_and_task_specific_embeddings.py",
+        "softmax_gate(gate, specific[name] + shared, self.gate_temperature)",
+        "softmax_gate(gate, specific[name], self.gate_temperature)",
+        ("tfjoint/layers/multi_task/shared_and_task_specific_embeddings_test.py",),
+        "STEM: the task gate reads x_k + x_shared",
+    ),
+    Mutation(
+        "dselect_k_entropy_batch_mean",
+        "tfjoint/layers/multi_task/dselect_k_mixture_of_experts.py",
+        "return -ops.sum(r * ops.log(r + _EPSILON))",
+        "return -ops.mean(r * ops.log(r + _EPSILON))",
+        ("tfjoint/layers/multi_task/dselect_k_mixture_of_experts_test.py",),
+        "DSelect-k: the entropy regulariser is summed (official EntropyRegularizer)",
+    ),
+    Mutation(
+        "star_auxiliary_not_added_to_logit",
+        "tfjoint/joint/model.py",
+        "([logit, logit_offset])",
+        "([logit, 0.0 * logit_offset])",
+        ("tfjoint/layers/multi_scenario/star_topology_fully_connected_test.py",),
+        "STAR sec. 4.4: sigmoid(s_m + s_a), the auxiliary output added to the logit",
+    ),
 )
 
 

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import ops
 
 from tfjoint import catalog
@@ -72,3 +73,26 @@ def test_gradient_level_balancer_receives_one_gradient_per_task_on_shared_parame
     # Shared: embedding, encoders, bottom. Task-specific: towers and heads.
     assert changed and all("tower_" in p or p.split("/")[-2] in {"watch", "like", "rating"} for p in changed), changed
     assert not any("bottom" in p or "embedding" in p for p in changed)
+
+
+@pytest.mark.parametrize("architecture", ["esmm", "aitm"])
+def test_cascade_parent_tower_is_task_specific_and_gets_the_plain_gradient(architecture):
+    # The child's entire-space term p(watch) * p(like | watch) reaches watch's tower and head;
+    # they are still watch's own: the plain gradient of the objective, not the balancer's.
+    # No unknown-scenario masking: the expected gradient comes from a second forward pass.
+    model = build_joint_model(
+        MOVIELENS_100K, SIZES, task_architecture=architecture, balancer=_FreezeShared(), unknown_scenario_rate=0.0
+    )
+    model.compile(optimizer=keras.optimizers.SGD(1.0))
+    x, y = fake_batch(MOVIELENS_100K)
+    parent = model.task_architecture.towers["watch"].trainable_weights + model.get_layer("watch").trainable_weights
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x, y, model(x, training=True))
+    expected = [np.asarray(g) for g in tape.gradient(loss, parent)]
+    before = [np.array(w) for w in parent]
+    shared_before = np.array(model.get_layer("embedding").trainable_weights[1])
+    model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    for b, w, g in zip(before, parent, expected):
+        assert np.abs(g).max() > 0
+        np.testing.assert_allclose(b - np.array(w), g, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(shared_before, model.get_layer("embedding").trainable_weights[1])

@@ -24,8 +24,13 @@ class GradCraft(NormAveragingBalancer):
     """Aligns every task gradient's norm toward the largest, then removes each gradient's
     conflict with *all* the gradients it conflicts with at once.
 
-    On the shared parameters, for tasks ``k = 1..K`` (section 3 of the paper and the
-    authors' ``GlobalPCGradMagnitudePositive`` solver):
+    On the full parameter vector, for tasks ``k = 1..K`` (section 3 of the paper and the
+    authors' ``GlobalPCGradMagnitudePositive`` solver, ``solvers/
+    global_pc_grad_magnitude_positive.py``, whose optimizer holds every parameter of the
+    model): ``g_k`` is task ``k``'s gradient on every parameter that some task reaches,
+    zeros where ``k`` does not (``gradient_scope = "all"``: task-specific parameters
+    included, unlike the other gradient-level balancers, see
+    :mod:`tfjoint.balancing.task_gradients`), and the result is applied to all of them.
 
     1. Magnitude adjustment. ``m_k <- beta m_k + (1 - beta) ||g_k||`` (``norms``; the
        authors run ``beta = 0``), then
@@ -40,23 +45,27 @@ class GradCraft(NormAveragingBalancer):
        sequential projections only guarantee this for the last one). The authors invert
        ``G_i G_i^T``; here the pseudo-inverse (through ``eigh``, tasks that do not conflict
        masked out) also covers linearly dependent conflicting gradients.
-    3. The update is ``sum_i g_i'`` (the authors' solver averages the shared parameters'
-       gradients instead; a constant factor ``1/K``).
+    3. The update, with ``reduction="mean"`` (the authors' solver): ``mean_i g_i'`` on the
+       parameter tensors that every task's gradient reaches (non-zero), ``sum_i g_i'`` on
+       the others; ``reduction="sum"``: ``sum_i g_i'`` everywhere, the plain sum the other
+       balancers use.
 
     Args:
         relax_factor: ``tau`` in ``[0, 1]``: how far each norm moves toward the largest.
         beta: moving-average factor of the norms in ``[0, 1)``.
         epsilon: ``>= 0``; after deconfliction ``g_i' . g_j = epsilon ||g_i|| ||g_j||``, a
             small positive cosine with each formerly conflicting gradient.
+        reduction: ``"mean"`` (the authors') or ``"sum"``, see step 3.
         target_task: see :class:`TaskBalancer` (unused: GradCraft treats tasks symmetrically).
 
     Example:
     >>> from tfjoint.features import TaskSpec
     >>> balancer = GradCraft(relax_factor=0.0)
     >>> balancer.bind([TaskSpec("click"), TaskSpec("like")])
+    >>> balancer.bind_gradient_layout([1, 1], ["shared/kernel", "like/kernel"])
     >>> g = balancer.combine_gradients([keras.ops.array([1.0, 0.0]), keras.ops.array([-1.0, 1.0])], {})
     >>> [round(float(v), 3) for v in g]
-    [0.5, 1.5]
+    [0.25, 1.5]
 
     Reference:
         Bai, Zhang, Feng, Lu, Zang, Lei, Song. GradCraft: Elevating Multi-task
@@ -65,8 +74,15 @@ class GradCraft(NormAveragingBalancer):
     """
 
 
+    gradient_scope = "all"
+
     def __init__(
-        self, relax_factor: float = 0.1, beta: float = 0.0, epsilon: float = 0.0, **kwargs: Any
+        self,
+        relax_factor: float = 0.1,
+        beta: float = 0.0,
+        epsilon: float = 0.0,
+        reduction: str = "mean",
+        **kwargs: Any,
     ) -> None:
         if not 0.0 <= relax_factor <= 1.0:
             raise ValueError(f"relax_factor must be in [0, 1]. Received: relax_factor={relax_factor}")
@@ -74,10 +90,13 @@ class GradCraft(NormAveragingBalancer):
             raise ValueError(f"beta must be in [0, 1). Received: beta={beta}")
         if epsilon < 0.0:
             raise ValueError(f"epsilon must be >= 0. Received: epsilon={epsilon}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum'. Received: reduction={reduction!r}")
         super().__init__(**kwargs)
         self.relax_factor = float(relax_factor)
         self.beta = float(beta)
         self.epsilon = float(epsilon)
+        self.reduction = reduction
 
     def adjust_magnitudes(self, stacked: Any) -> Any:
         """Step 1 on the ``(K, P)`` stacked gradients; updates the norm moving averages."""
@@ -109,9 +128,14 @@ class GradCraft(NormAveragingBalancer):
     def combine_gradients(self, gradients: list[Any], losses: dict[str, Any]) -> Any:
         stacked = ops.stack([ops.cast(g, "float32") for g in gradients])
         crafted = self.deconflict(self.adjust_magnitudes(stacked))
-        return ops.cast(ops.sum(crafted, axis=0), gradients[0].dtype)
+        merged = ops.sum(crafted, axis=0)
+        if self.reduction == "mean":
+            # The tensors every task reaches, from the gradients before crafting (the authors' has_grad).
+            everyone = ops.all(self.tensor_norms(stacked) > 0.0, axis=0)
+            merged = ops.where(ops.take(everyone, self.tensor_ids(stacked.shape[1])), merged / len(gradients), merged)
+        return ops.cast(merged, gradients[0].dtype)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(relax_factor=self.relax_factor, beta=self.beta, epsilon=self.epsilon)
+        config.update(relax_factor=self.relax_factor, beta=self.beta, epsilon=self.epsilon, reduction=self.reduction)
         return config

@@ -10,7 +10,9 @@ from keras import ops
 
 from tfjoint import catalog
 from tfjoint.balancing import GradCraft, ProjectingConflictingGradients
-from tfjoint.features import TaskSpec
+from tfjoint.features import MOVIELENS_100K, TaskSpec
+from tfjoint.joint import build_joint_model
+from tfjoint.testing import fake_batch, fake_vocab_sizes
 
 TASKS = [TaskSpec("a"), TaskSpec("b"), TaskSpec("c")]
 # Pairwise inner products -9, -4, -1: every task conflicts with both others.
@@ -107,20 +109,52 @@ def test_linearly_dependent_conflicting_gradients_use_the_pseudo_inverse():
 
 def test_non_conflicting_gradients_pass_through_and_the_update_is_their_sum():
     g = np.array([[1.0, 2.0], [3.0, 1.0], [0.0, 1.0]])
-    balancer = _balancer(relax_factor=0.0)
+    balancer = _balancer(relax_factor=0.0, reduction="sum")
     np.testing.assert_allclose(ops.convert_to_numpy(balancer.deconflict(_stack(g))), g, atol=1e-6)
     combined = balancer.combine_gradients([_stack(v) for v in g], {})
     np.testing.assert_allclose(ops.convert_to_numpy(combined), [4.0, 4.0], rtol=1e-6)
 
 
 def test_full_step_in_a_graph_is_magnitude_then_direction():
-    balancer = _balancer(relax_factor=0.5)
+    balancer = _balancer(relax_factor=0.5, reduction="sum")
     combined = tf.function(balancer.combine_gradients)([_stack(v) for v in MUTUAL], {})
     norms = np.linalg.norm(MUTUAL, axis=1)
     adjusted = MUTUAL * (0.5 * norms.max() / norms + 0.5)[:, None]
     np.testing.assert_allclose(
         ops.convert_to_numpy(combined), _deconflicted_by_hand(adjusted).sum(0), rtol=1e-4, atol=1e-4
     )
+
+
+def test_default_reduction_averages_the_tensors_every_task_reaches_and_sums_the_others():
+    # Tensors: "shared" (entries 0-1, every task reaches it), "b_head" (entry 2, task b only).
+    g = np.array([[1.0, 2.0, 0.0], [3.0, 1.0, 4.0], [0.0, 1.0, 0.0]])
+    balancer = _balancer(relax_factor=0.0)
+    assert balancer.reduction == "mean"
+    balancer.bind_gradient_layout([2, 1], ["bottom/shared", "b_head"])
+    combined = ops.convert_to_numpy(balancer.combine_gradients([_stack(v) for v in g], {}))
+    # No conflicts: the authors' merge is mean_i g_i on "shared", sum_i g_i on "b_head".
+    np.testing.assert_allclose(combined, [4.0 / 3, 4.0 / 3, 4.0], rtol=1e-6)
+
+
+@keras.saving.register_keras_serializable(package="tfjoint_test")
+class _SpyGradCraft(GradCraft):
+    def combine_gradients(self, gradients, losses):
+        self.seen = int(gradients[0].shape[0])
+        return super().combine_gradients(gradients, losses)
+
+
+def test_the_joint_model_hands_gradcraft_the_full_parameter_vector():
+    model = build_joint_model(
+        MOVIELENS_100K, fake_vocab_sizes(MOVIELENS_100K), task_architecture="shared_bottom", balancer=_SpyGradCraft()
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.run_eagerly = True
+    x, y = fake_batch(MOVIELENS_100K)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    # Every parameter some task reaches (here all of them), towers and heads included, as
+    # the authors' solver packs every parameter of the model.
+    assert model.balancer.seen == sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert {"watch", "task_architecture/tower_like/dense_0"} <= set(model.balancer.gradient_layers)
 
 
 def test_zero_gradient_is_finite():
@@ -131,12 +165,12 @@ def test_zero_gradient_is_finite():
 
 
 def test_config_round_trip_and_registration():
-    balancer = GradCraft(relax_factor=0.4, beta=0.2, epsilon=0.01, name="balancer")
+    balancer = GradCraft(relax_factor=0.4, beta=0.2, epsilon=0.01, reduction="sum", name="balancer")
     config = json.loads(json.dumps(keras.saving.serialize_keras_object(balancer)))
     restored = keras.saving.deserialize_keras_object(config)
     assert type(restored) is GradCraft
     assert restored.get_config() == balancer.get_config()
-    assert (restored.relax_factor, restored.beta, restored.epsilon) == (0.4, 0.2, 0.01)
+    assert (restored.relax_factor, restored.beta, restored.epsilon, restored.reduction) == (0.4, 0.2, 0.01, "sum")
     assert keras.saving.get_registered_name(GradCraft) == "tfjoint>GradCraft"
     assert catalog.get("gradcraft", slot="balancer").cls is GradCraft
 
@@ -147,6 +181,7 @@ def test_config_round_trip_and_registration():
         ({"beta": 2.0}, r"beta must be in \[0, 1\). Received: beta=2.0"),
         ({"relax_factor": -0.5}, r"relax_factor must be in \[0, 1\]. Received: relax_factor=-0.5"),
         ({"epsilon": -1.0}, r"epsilon must be >= 0. Received: epsilon=-1.0"),
+        ({"reduction": "max"}, r"reduction must be 'mean' or 'sum'. Received: reduction='max'"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):

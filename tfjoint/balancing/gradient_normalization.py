@@ -27,7 +27,17 @@ class GradientNormalization(TaskBalancer):
 
     The objective is ``sum_k w_k L_k`` (:meth:`weight_losses`, with ``w`` a constant there),
     so the model hands :meth:`combine_gradients` the gradients ``w_k grad L_k`` of those
-    terms on the shared parameters ``W`` (the whole shared vector) and the terms themselves.
+    terms on the shared parameters and the terms themselves. The norms are taken on ``W``,
+    "the last shared layer of weights" (section 3.2 of the paper): with ``norm_weights=
+    "last_shared_layer"`` (the default) the variables of the layer that holds the *last*
+    shared variable, in the model's variable order (the order in which the functional
+    model's layers run, each layer's variables in creation order): the last layer of a
+    shared bottom, of the last expert of an MMoE, or, where the towers are not shared
+    (ESMM), the last shared layer before them (an encoder's, or the embedding's last
+    table). ``norm_weights="shared"`` takes the whole shared
+    vector (the paper allows any subset of the weights; the last layer is its choice, for
+    cost). The layer comes from the layout the model hands over
+    (:meth:`bind_gradient_layout`); without one the whole vector is ``W``.
     With the paper's notation (section 3.2 and Algorithm 1):
 
     - ``G_k = ||grad_W w_k L_k|| = w_k ||grad_W L_k||`` (``norms``) and ``G_avg = mean_k G_k``;
@@ -39,11 +49,14 @@ class GradientNormalization(TaskBalancer):
       ``dL_grad/dw_k = sign(G_k - target_k) ||grad_W L_k||`` (``weight_gradient``), then
       ``w <- K w / sum_j w_j``. The weights are state updated here, not by the model's
       optimizer; this step's update uses the weights from before it, as in Algorithm 1.
-    - the update of ``W`` is ``sum_k w_k grad_W L_k``: the sum of the gradients received.
+    - the update of the shared parameters is ``sum_k w_k grad L_k``: the sum of the gradients
+      received (all of them, not only ``W``'s).
 
     Args:
         alpha: ``>= 0``, the strength of the restoring force toward equal training rates.
         learning_rate: ``> 0``, the step size of the weights.
+        norm_weights: ``"last_shared_layer"`` (the paper's) or ``"shared"``: the ``W`` of
+            the norms ``G_k``.
         target_task: see :class:`TaskBalancer` (unused).
 
     Example:
@@ -62,14 +75,25 @@ class GradientNormalization(TaskBalancer):
 
     uses_task_gradients = True
 
-    def __init__(self, alpha: float = 1.5, learning_rate: float = 0.025, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        alpha: float = 1.5,
+        learning_rate: float = 0.025,
+        norm_weights: str = "last_shared_layer",
+        **kwargs: Any,
+    ) -> None:
         if alpha < 0.0:
             raise ValueError(f"alpha must be >= 0. Received: alpha={alpha}")
         if learning_rate <= 0.0:
             raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate}")
+        if norm_weights not in ("last_shared_layer", "shared"):
+            raise ValueError(
+                f"norm_weights must be 'last_shared_layer' or 'shared'. Received: norm_weights={norm_weights!r}"
+            )
         super().__init__(**kwargs)
         self.alpha = float(alpha)
         self.learning_rate = float(learning_rate)
+        self.norm_weights = norm_weights
 
     def build(self, input_shape: Any = None) -> None:
         num_tasks = len(self.tasks)
@@ -94,7 +118,7 @@ class GradientNormalization(TaskBalancer):
         num_tasks = len(gradients)
         weights = ops.convert_to_tensor(self.task_weights)
         stacked = ops.stack([ops.cast(g, "float32") for g in gradients])
-        norms = ops.norm(stacked, axis=1)
+        norms = ops.norm(stacked * self.norm_mask(stacked.shape[1])[None, :], axis=1)
         task_losses = ops.stack([ops.cast(losses[name], "float32") for name in self.task_names]) / weights
         first_step = ops.equal(self.initialized, 0.0)
         initial_losses = ops.where(first_step, task_losses, self.initial_losses)
@@ -109,7 +133,15 @@ class GradientNormalization(TaskBalancer):
         self.task_weights.assign(num_tasks * new_weights / ops.sum(new_weights))
         return ops.cast(ops.sum(stacked, axis=0), gradients[0].dtype)
 
+    def norm_mask(self, num_entries: int) -> Any:
+        """``(P,)``: 1 on the entries of ``W``, 0 elsewhere."""
+        if self.norm_weights == "shared" or self.gradient_layers is None:
+            return ops.ones((num_entries,), "float32")
+        last = self.gradient_layers[-1]
+        in_layer = ops.convert_to_tensor([layer == last for layer in self.gradient_layers])
+        return ops.cast(ops.take(in_layer, self.tensor_ids(num_entries)), "float32")
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(alpha=self.alpha, learning_rate=self.learning_rate)
+        config.update(alpha=self.alpha, learning_rate=self.learning_rate, norm_weights=self.norm_weights)
         return config

@@ -80,13 +80,34 @@ def test_weights_stay_positive_and_sum_to_the_number_of_tasks():
     np.testing.assert_allclose(weights.sum(), 2.0, rtol=1e-6)
 
 
+def test_norms_are_taken_on_the_last_shared_layer():
+    # Entries 0-1: layer "bottom/dense_0" (two tensors); entry 2: layer "bottom/dense_1", the last.
+    balancer = _balancer(alpha=1.0, learning_rate=0.1)
+    assert balancer.norm_weights == "last_shared_layer"
+    balancer.bind_gradient_layout([1, 1, 1], ["bottom/dense_0", "bottom/dense_0", "bottom/dense_1"])
+    combined, weights = _step(balancer, [[3.0, 0.0, 1.0], [0.0, 4.0, 2.0]], {"a": 1.0, "b": 1.0})
+    # G on W = entry 2: [1, 2], G_avg = 1.5, r = [1, 1]; dL_grad/dw = sign(G - 1.5) G = [-1, +2]:
+    # w = [1.1, 0.8], renormalised to sum 2 (the whole vector, G = [sqrt(10), sqrt(20)], would
+    # give [1 + 0.1 sqrt(10), 1 - 0.1 sqrt(20)]). The update is the sum over every entry.
+    np.testing.assert_allclose(weights, [2 * 1.1 / 1.9, 2 * 0.8 / 1.9], rtol=1e-6)
+    np.testing.assert_allclose(combined, [3.0, 4.0, 3.0])
+
+
+def test_norm_weights_shared_takes_the_whole_shared_vector():
+    balancer = _balancer(alpha=1.0, learning_rate=0.1, norm_weights="shared")
+    balancer.bind_gradient_layout([1, 1, 1], ["bottom/dense_0", "bottom/dense_0", "bottom/dense_1"])
+    _, weights = _step(balancer, [[3.0, 0.0, 1.0], [0.0, 4.0, 2.0]], {"a": 1.0, "b": 1.0})
+    w = np.array([1 + 0.1 * np.sqrt(10), 1 - 0.1 * np.sqrt(20)])
+    np.testing.assert_allclose(weights, 2 * w / w.sum(), rtol=1e-6)
+
+
 def test_config_round_trip_and_registration():
-    balancer = GradientNormalization(alpha=0.5, learning_rate=0.01, name="balancer")
+    balancer = GradientNormalization(alpha=0.5, learning_rate=0.01, norm_weights="shared", name="balancer")
     config = json.loads(json.dumps(keras.saving.serialize_keras_object(balancer)))
     restored = keras.saving.deserialize_keras_object(config)
     assert type(restored) is GradientNormalization
     assert restored.get_config() == balancer.get_config()
-    assert (restored.alpha, restored.learning_rate) == (0.5, 0.01)
+    assert (restored.alpha, restored.learning_rate, restored.norm_weights) == (0.5, 0.01, "shared")
     assert keras.saving.get_registered_name(GradientNormalization) == "tfjoint>GradientNormalization"
     assert catalog.get("gradnorm", slot="balancer").cls is GradientNormalization
 
@@ -106,6 +127,7 @@ def test_weights_are_state_not_trained_by_the_model_optimizer():
     [
         ({"alpha": -1.0}, r"alpha must be >= 0. Received: alpha=-1.0"),
         ({"learning_rate": 0.0}, r"learning_rate must be > 0. Received: learning_rate=0.0"),
+        ({"norm_weights": "all"}, r"norm_weights must be 'last_shared_layer' or 'shared'. Received: norm_weights='all'"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):

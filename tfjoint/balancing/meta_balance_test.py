@@ -47,10 +47,32 @@ def test_relax_factor_one_gives_every_auxiliary_gradient_the_targets_norm():
     np.testing.assert_allclose(np.abs(combined[2:]), [5.0, 5.0], rtol=1e-6)
 
 
-def test_default_is_strategy_a_reduce_only():
+def test_default_is_the_authors_both_ways_and_enlarges_a_smaller_auxiliary_gradient():
     balancer = _balancer(relax_factor=1.0, beta=0.0)
-    assert balancer.strategy == "reduce"
-    np.testing.assert_allclose(_combine(balancer, [TARGET, BIG, SMALL]), [3.0, 4.0, 5.0, 1.0], rtol=1e-6)
+    assert MetaBalance().strategy == "both"
+    # SMALL (norm 1 < 5) is enlarged to the target's norm, BIG (10 > 5) reduced to it.
+    np.testing.assert_allclose(_combine(balancer, [TARGET, BIG, SMALL]), [3.0, 4.0, 5.0, 5.0], rtol=1e-6)
+
+
+def test_norms_are_per_parameter_tensor():
+    # Two tensors of one entry each: the target's norms are 1 and 10, the auxiliary's 4 and 1.
+    balancer = _balancer(relax_factor=1.0, beta=0.0)
+    balancer.bind_gradient_layout([1, 1, 2], ["bottom/a", "bottom/b", "bottom/c"])
+    combined = _combine(balancer, [np.array([1.0, 10.0, 0.0, 0.0]), np.array([4.0, 1.0, 0.0, 0.0]), 0 * SMALL])
+    # Each auxiliary tensor takes its own tensor's target norm: 4 -> 1 and 1 -> 10 (one norm
+    # over the whole vector would scale both by sqrt(101 / 17)).
+    np.testing.assert_allclose(combined, [2.0, 20.0, 0.0, 0.0], rtol=1e-6)
+    assert tuple(balancer.norm_averages.shape) == (3, 3)
+
+
+def test_moving_averages_are_kept_per_tensor():
+    balancer = _balancer(relax_factor=1.0, beta=0.5)
+    balancer.bind_gradient_layout([2, 2], ["x", "y"])
+    _combine(balancer, [TARGET, BIG, SMALL])
+    # m = 0.5 * 0 + 0.5 * [[5, 0], [0, 10], [0, 1]].
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(balancer.norm_averages), [[2.5, 0.0], [0.0, 5.0], [0.0, 0.5]], rtol=1e-6
+    )
 
 
 def test_target_task_sets_the_reference_norm():
@@ -64,10 +86,10 @@ def test_moving_averages_of_the_norms():
     balancer = _balancer(relax_factor=1.0, beta=0.9, strategy="both")
     _combine(balancer, [TARGET, BIG, SMALL])
     # m_k = 0.9 * 0 + 0.1 ||g_k||: [0.5, 1, 0.1].
-    np.testing.assert_allclose(ops.convert_to_numpy(balancer.norm_averages), [0.5, 1.0, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(balancer.norm_averages)[:, 0], [0.5, 1.0, 0.1], rtol=1e-6)
     combined = _combine(balancer, [TARGET, 2 * BIG, SMALL])
     # m = 0.9 [0.5, 1, 0.1] + 0.1 [5, 20, 1] = [0.95, 2.9, 0.19]: scales m_tar / m_aux.
-    np.testing.assert_allclose(ops.convert_to_numpy(balancer.norm_averages), [0.95, 2.9, 0.19], rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(balancer.norm_averages)[:, 0], [0.95, 2.9, 0.19], rtol=1e-6)
     expected = TARGET + 2 * BIG * 0.95 / 2.9 + SMALL * 0.95 / 0.19
     np.testing.assert_allclose(combined, expected, rtol=1e-5)
 

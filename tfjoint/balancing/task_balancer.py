@@ -5,10 +5,19 @@ A balancer acts at one or both of two levels inside :meth:`JointModel.train_step
 - loss level, :meth:`TaskBalancer.weight_losses`: maps the per-task losses ``w_k L_k`` to the
   terms whose sum is minimised (uncertainty weighting, DWA);
 - gradient level, :meth:`TaskBalancer.combine_gradients`: when ``uses_task_gradients`` is
-  True the model computes one gradient per task over the *shared* parameters (those that
-  receive a gradient from two or more tasks), flattens each into a vector ``g_k`` and the
-  balancer returns the vector applied to them (PCGrad, MetaBalance, GradCraft, GradNorm).
-  Task-specific parameters always receive their own task's gradient unchanged.
+  True the model computes one gradient per task over the parameters the balancer combines
+  (``gradient_scope``), flattens each into a vector ``g_k`` (zeros where task ``k`` does not
+  reach a parameter) and the balancer returns the vector applied to them (PCGrad,
+  MetaBalance, GradCraft, GradNorm). Before that the model hands over the layout of those
+  vectors, :meth:`TaskBalancer.bind_gradient_layout`: the size and the layer of each
+  parameter tensor, in order (MetaBalance's per-tensor norms, GradCraft's per-tensor masks
+  and GradNorm's last shared layer read it).
+
+The balancing contract (see :mod:`tfjoint.balancing.task_gradients` for the rule that
+splits the parameters): with ``gradient_scope = "shared"`` the balancer combines the
+*shared* parameters only, and every task-specific parameter gets the plain gradient of the
+total objective, unchanged; a balancer whose method works on the full parameter vector
+(GradCraft) sets ``gradient_scope = "all"``.
 
 The model binds its task specs to the balancer (:meth:`TaskBalancer.bind`) before use, so a
 balancer knows the task names, their types and the target task without repeating them.
@@ -16,9 +25,10 @@ balancer knows the task names, their types and the target task without repeating
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfjoint.features import TaskSpec
@@ -35,11 +45,17 @@ class TaskBalancer(keras.layers.Layer):
     """
 
     uses_task_gradients = False
+    # "shared": combine_gradients sees the shared parameters; "all": every parameter a task reaches.
+    gradient_scope: ClassVar[str] = "shared"
+    # False: the state depends on the gradient layout and is built by bind_gradient_layout.
+    builds_on_bind: ClassVar[bool] = True
 
     def __init__(self, target_task: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.target_task = target_task
         self.tasks: list[TaskSpec] = []
+        self.gradient_sizes: list[int] | None = None
+        self.gradient_layers: list[str] | None = None
 
     def bind(self, tasks: list[TaskSpec]) -> None:
         """Receives the model's tasks and creates the balancer's weights."""
@@ -47,7 +63,7 @@ class TaskBalancer(keras.layers.Layer):
         if self.target_task is not None and self.target_task not in names:
             raise ValueError(f"target_task must be one of {names}. Received: target_task={self.target_task!r}")
         self.tasks = list(tasks)
-        if not self.built:
+        if not self.built and self.builds_on_bind:
             self.build()
 
     @property
@@ -74,8 +90,33 @@ class TaskBalancer(keras.layers.Layer):
         evaluation, where stateful strategies must not advance."""
         return dict(losses)
 
+    def bind_gradient_layout(self, sizes: list[int], layers: list[str]) -> None:
+        """The layout of the ``(P,)`` vectors :meth:`combine_gradients` receives: the number
+        of entries of each parameter tensor, in order (``sum(sizes) = P``), and the path of
+        the layer that holds it. The model calls this outside any traced function, so a
+        balancer may create per-tensor state here. Without a layout the vector is one tensor.
+        """
+        if not sizes or len(sizes) != len(layers) or min(sizes) < 1:
+            raise ValueError(f"sizes and layers must be non-empty, of one length, sizes >= 1. Received: sizes={sizes}")
+        self.gradient_sizes = [int(n) for n in sizes]
+        self.gradient_layers = list(layers)
+
+    def tensor_ids(self, num_entries: int) -> Any:
+        """``(P,)`` int32: the index of the parameter tensor of each entry of a gradient vector."""
+        sizes = self.gradient_sizes or [num_entries]
+        if sum(sizes) != num_entries:
+            raise ValueError(f"the gradient layout covers {sum(sizes)} entries. Received: a vector of {num_entries}")
+        return ops.convert_to_tensor(np.repeat(np.arange(len(sizes)), sizes).astype("int32"))
+
+    def tensor_norms(self, stacked: Any) -> Any:
+        """``(K, T)``: the norm of each task's gradient on each of the ``T`` parameter tensors."""
+        ids = self.tensor_ids(stacked.shape[1])
+        num_tensors = len(self.gradient_sizes or [0])
+        squares = ops.segment_sum(ops.transpose(ops.square(stacked)), ids, num_segments=num_tensors)
+        return ops.sqrt(ops.transpose(squares))
+
     def combine_gradients(self, gradients: list[Any], losses: dict[str, Any]) -> Any:
-        """One shared-parameter gradient from the per-task ones (each of shape ``(P,)``)."""
+        """One gradient from the per-task ones (each of shape ``(P,)``)."""
         return ops.sum(ops.stack(gradients), axis=0)
 
     def call(self, inputs: Any) -> Any:
@@ -89,8 +130,8 @@ class TaskBalancer(keras.layers.Layer):
 
 class NormAveragingBalancer(TaskBalancer):
     """A gradient-level balancer that tracks moving averages of the task gradient norms,
-    ``m_k <- beta m_k + (1 - beta) ||g_k||`` (MetaBalance, GradCraft); ``beta = 0`` uses the
-    current norms. Subclasses set ``self.beta``."""
+    ``m_k <- beta m_k + (1 - beta) ||g_k||`` (GradCraft; MetaBalance keeps them per parameter
+    tensor); ``beta = 0`` uses the current norms. Subclasses set ``self.beta``."""
 
     uses_task_gradients = True
     beta: float = 0.0

@@ -28,6 +28,13 @@ the RMSE of the predicted click probability against the true ``P(click)`` of eve
 impression, which tells directly which model learned the shifted scenario's click function,
 and adds a third baseline, ``pooled``: the shared model with the scenario id hidden (every
 row given scenario 0, in training and at prediction), i.e. what ignoring the scenarios costs.
+
+Every configuration is also scored with the scenario hidden: each eval row's scenario id
+replaced by the unknown id (:func:`tfjoint.layers.core.scenarios.unknown_scenario`), as a
+request from a scenario the model never saw would be served. These ``fallback/<task>_auc``
+(and ``_rmse``) columns sit beside the shared model's on the same rows and are marked
+against it like the others; ``separate`` has no model for an unknown scenario (``n/a``) and
+``pooled`` never sees a scenario, so its fallback is its prediction.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from tfjoint.datasets import load_frames, synthetic
 from tfjoint.features import DatasetSpec
 from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
 from tfjoint.layers.core.contracts import ScenarioAware
+from tfjoint.layers.core.scenarios import unknown_scenario
 
 DEFAULTS: dict[str, Any] = {
     "seeds": 3,
@@ -58,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "base_architecture": "mmoe",
 }
 SHARED, SEPARATE, POOLED = "shared", "separate", "pooled"
+FALLBACK = "fallback"  # the column prefix of the scores with the scenario hidden
 TRUTH_METRIC = "click_truth_rmse"
 # The shift of --dataset synthetic: detail clicks follow the reversed context function
 # (``x @ -w`` instead of ``x @ w``, the same mean CTR), with the context part tripled so that
@@ -94,6 +103,25 @@ def score_by_scenario(
         rows = _rows(x, p)
         out.update({f"{name}/{k}": v for k, v in score(spec, _take(predictions, rows), _take(y, rows)).items()})
     return out
+
+
+def hide_scenario(spec: DatasetSpec, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``x`` with every row's scenario replaced by the unknown id ``spec.num_scenarios``."""
+    unknown = np.full_like(x[features.SCENARIO_KEY], unknown_scenario(spec.num_scenarios))
+    return {**x, features.SCENARIO_KEY: unknown}
+
+
+def score_fallback(
+    spec: DatasetSpec, predictions: dict[str, np.ndarray] | None, y: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """``{"fallback/<task>_<auc|rmse>": value}`` of predictions made with the scenario hidden.
+
+    ``predictions`` is ``None`` for a configuration with no unknown-scenario path: NaN.
+    """
+    if predictions is None:
+        names = [f"{t.name}_{'auc' if t.type == 'binary' else 'rmse'}" for t in spec.tasks]
+        return {f"{FALLBACK}/{name}": float("nan") for name in names}
+    return {f"{FALLBACK}/{k}": v for k, v in score(spec, predictions, y).items()}
 
 
 def _build(spec: DatasetSpec, sizes: dict[str, int], config: str, base: str) -> JointModel:
@@ -168,7 +196,7 @@ def run_msr(
                     keras.utils.set_random_seed(seed)
                     start = time.perf_counter()
                     try:
-                        predictions, parameters = _train_and_predict(
+                        predictions, fallback, parameters = _train_and_predict(
                             spec, sizes, config, base_architecture, (x, y), ex, epochs, batch_size, learning_rate
                         )
                     except ValueError as e:
@@ -176,6 +204,7 @@ def run_msr(
                         progress.update(seeds - seed)
                         break
                     row = score_by_scenario(spec, predictions, ex, ey)
+                    row.update(score_fallback(spec, fallback, ey))
                     if truth is not None:
                         for p, name in enumerate(spec.scenarios):
                             rows = _rows(ex, p)
@@ -213,14 +242,17 @@ def _train_and_predict(
     epochs: int,
     batch_size: int,
     learning_rate: float,
-) -> tuple[dict[str, np.ndarray], int]:
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, int]:
+    """``(predictions, predictions with the scenario hidden or None, parameters)`` on ``ex``."""
     x, y = train
     if config == POOLED:  # the scenario id hidden: every row looks like scenario 0
         x, ex = ({**d, features.SCENARIO_KEY: np.zeros_like(d[features.SCENARIO_KEY])} for d in (x, ex))
     if config != SEPARATE:
         model = _build(spec, sizes, config, base)
         _fit(model, x, y, epochs, batch_size, learning_rate)
-        return _predict(model, ex), model.count_params()
+        predictions = _predict(model, ex)
+        fallback = predictions if config == POOLED else _predict(model, hide_scenario(spec, ex))
+        return predictions, fallback, model.count_params()
     # One model per scenario; each eval row is scored by its own scenario's model.
     predictions: dict[str, np.ndarray] = {}
     parameters = 0
@@ -231,7 +263,7 @@ def _train_and_predict(
         parameters += model.count_params()
         for key, value in _predict(model, _take(ex, eval_rows)).items():
             predictions.setdefault(key, np.zeros((len(eval_rows), *value.shape[1:]), value.dtype))[eval_rows] = value
-    return predictions, parameters
+    return predictions, None, parameters
 
 
 def _lower_is_better(metric: str) -> bool:
@@ -270,7 +302,7 @@ def seesaw(report: dict[str, Any]) -> dict[str, list[str]]:
     for model, by_column in compare_to_shared(report).items():
         by_metric: dict[str, set[str]] = {}
         for column, mark in by_column.items():
-            if mark:
+            if mark and not column.startswith(f"{FALLBACK}/"):  # not a scenario
                 by_metric.setdefault(column.split("/", 1)[1], set()).add(mark)
         out[model] = sorted(m for m, seen in by_metric.items() if seen == {"▲", "▼"})
     return out
@@ -300,7 +332,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"\n{config['dataset']}: {config['train_rows']:,} training rows, {config['eval_rows']:,} eval rows, "
         f"{config['epochs']} epoch(s), batch {config['batch_size']}, Adam {config['learning_rate']}, "
         f"{config['seeds']} seed(s); adapters run under {config['base_architecture']}. ▲/▼: better/worse than "
-        "`shared` by more than two standard errors; seesaw: ▲ in one scenario and ▼ in another."
+        "`shared` by more than two standard errors; seesaw: ▲ in one scenario and ▼ in another. "
+        f"`{FALLBACK}/`: every eval row with its scenario hidden (the unknown id), against shared's fallback."
         + (" One seed gives no noise estimate: nothing is marked." if config["seeds"] < 2 else "")
     )
     shifted = config.get("shifted_scenario")

@@ -129,3 +129,49 @@ def test_smoke_on_the_real_samples(dataset, models):
         for p in spec.scenarios:
             assert f"{p}/{spec.tasks[0].name}_auc" in stats
     assert "| shared |" in msr.format_report(report)
+
+
+def test_fallback_scores_every_row_with_the_scenario_hidden():
+    spec = features.MOVIELENS_100K
+    x = {features.SCENARIO_KEY: np.array([[0], [1], [2], [0]]), "age": np.ones((4, 1))}
+    hidden = msr.hide_scenario(spec, x)
+    np.testing.assert_array_equal(hidden[features.SCENARIO_KEY], [[3], [3], [3], [3]])
+    np.testing.assert_array_equal(x[features.SCENARIO_KEY], [[0], [1], [2], [0]])  # not modified
+    assert hidden["age"] is x["age"]
+    labels = {"watch": np.array([[1.0], [0.0], [1.0], [0.0]]), "like": np.array([[1.0], [0.0], [0.0], [0.0]]),
+              "rating": np.array([[5.0], [0.0], [3.0], [0.0]])}
+    preds = {"watch": np.array([[0.9], [0.2], [0.1], [0.3]]), "like": np.array([[0.8], [0.5], [0.4], [0.5]]),
+             "rating": np.array([[4.0], [1.0], [3.0], [1.0]])}
+    out = msr.score_fallback(spec, preds, labels)
+    assert out["fallback/watch_auc"] == pytest.approx(0.5)  # pairs (0.9, 0.1) vs (0.2, 0.3): 2 of 4
+    assert out["fallback/like_auc"] == pytest.approx(1.0)  # watched rows: 0.8 vs 0.4
+    assert out["fallback/rating_rmse"] == pytest.approx(np.sqrt(0.5))
+    nan = msr.score_fallback(spec, None, labels)
+    assert set(nan) == set(out) and all(math.isnan(v) for v in nan.values())
+
+
+def test_fallback_columns_are_marked_against_shared_but_are_not_a_seesaw():
+    results = {
+        "shared": {"a/watch_auc": _stats(0.80, 0.01), "fallback/watch_auc": _stats(0.70, 0.01)},
+        "star": {"a/watch_auc": _stats(0.90, 0.01), "fallback/watch_auc": _stats(0.60, 0.01)},
+    }
+    assert msr.compare_to_shared(_report(results))["star"] == {"a/watch_auc": "▲", "fallback/watch_auc": "▼"}
+    assert msr.seesaw(_report(results))["star"] == []
+
+
+def test_train_and_predict_returns_the_hidden_scenario_predictions():
+    from tfjoint.testing import fake_batch, fake_vocab_sizes
+
+    spec = features.MOVIELENS_100K
+    x, y = fake_batch(spec, n=32)
+    # Six eval rows that differ only in their scenario (0, 1, 2 twice).
+    ex = {k: np.repeat(v[:1], 6, axis=0) for k, v in x.items()}
+    ex[features.SCENARIO_KEY] = np.array([[0], [1], [2], [0], [1], [2]])
+    predictions, fallback, parameters = msr._train_and_predict(
+        spec, fake_vocab_sizes(spec), msr.SHARED, "shared_bottom", (x, y), ex, 1, 16, 1e-2
+    )
+    assert parameters > 0 and set(fallback) == set(predictions)
+    # The scenario is hidden: one prediction for all six rows, where the known ones differ.
+    np.testing.assert_allclose(fallback["watch"], np.repeat(fallback["watch"][:1], 6, axis=0), rtol=1e-6)
+    assert not np.allclose(predictions["watch"][0], predictions["watch"][1])
+    assert not np.allclose(fallback["watch"][0], predictions["watch"][:3])

@@ -15,6 +15,7 @@ an importable ``"package.module:Class"`` path (see :func:`resolve_component`).
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 import keras
@@ -23,7 +24,7 @@ from tfjoint import catalog, features
 from tfjoint.features import DatasetSpec, TaskSpec
 from tfjoint.joint.cascade import cascade_steps
 from tfjoint.joint.model import JointModel
-from tfjoint.layers.core.contracts import ImputesCascadeSteps, ScenarioAware
+from tfjoint.layers.core.contracts import ImputesCascadeSteps, NeedsTaskEmbeddings, ScenarioAware
 
 
 def input_shapes(spec: DatasetSpec) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -78,6 +79,7 @@ def build_joint_model(
     tasks: list[TaskSpec] | None = None,
     embedding_dim: int = 16,
     component_kwargs: dict[str, dict[str, Any]] | None = None,
+    unknown_scenario_rate: float = 0.05,
 ) -> JointModel:
     """Builds the joint model of ``spec`` with one component per slot.
 
@@ -85,6 +87,12 @@ def build_joint_model(
     component is constructed from what the dataset implies (vocabularies, task names,
     number of scenarios and behaviors), updated with ``component_kwargs[slot]``. A slot
     whose input the dataset lacks (no sequence, no token modality) is left empty.
+
+    ``unknown_scenario_rate`` (see :class:`JointModel`) hides the scenario of that fraction
+    of the training rows, which trains every component's unknown-scenario fallback. 0.05
+    gives the fallback about 13 rows of a 256-row batch, enough to train one embedding
+    row and the shared paths, while each known scenario keeps 95% of its rows; 0 turns
+    it off.
 
     Example:
     >>> from tfjoint.features import SYNTHETIC
@@ -98,21 +106,31 @@ def build_joint_model(
     if unknown:
         raise ValueError(f"component_kwargs keys must be slots {catalog.SLOTS}. Received: {sorted(unknown)}")
     task_specs = list(tasks or spec.tasks)
-    embedding_layer = _component(
-        "embedding",
-        embedding,
-        {
-            "vocab_sizes": vocab_sizes,
-            "categorical": list(spec.categorical),
-            "dense": list(spec.dense),
-            "num_scenarios": spec.num_scenarios,
-            "embedding_dim": embedding_dim,
-            "sequence_item_feature": spec.sequence.item_feature if spec.sequence else None,
-            "num_behaviors": spec.sequence.num_behaviors if spec.sequence else 0,
-            "tokens": [t.name for t in spec.tokens],
-        },
-        overrides.get("embedding", {}),
+    arch_cls = (
+        type(task_architecture)
+        if isinstance(task_architecture, keras.layers.Layer)
+        else resolve_component("task_architecture", task_architecture)
     )
+    embedding_context: dict[str, Any] = {
+        "vocab_sizes": vocab_sizes,
+        "categorical": list(spec.categorical),
+        "dense": list(spec.dense),
+        "num_scenarios": spec.num_scenarios,
+        "embedding_dim": embedding_dim,
+        "sequence_item_feature": spec.sequence.item_feature if spec.sequence else None,
+        "num_behaviors": spec.sequence.num_behaviors if spec.sequence else 0,
+        "tokens": [t.name for t in spec.tokens],
+    }
+    if issubclass(arch_cls, NeedsTaskEmbeddings) and not isinstance(embedding, keras.layers.Layer):
+        # STEM: the embedding slot adds one set of field tables per task.
+        embedding_cls = resolve_component("embedding", embedding)
+        if "task_tables" not in inspect.signature(embedding_cls).parameters:
+            raise ValueError(
+                f"task_architecture {arch_cls.__name__} needs per-task embedding tables, but the embedding "
+                f"{embedding_cls.__name__} takes no `task_tables` argument. Received: embedding={embedding!r}"
+            )
+        embedding_context["task_tables"] = [t.name for t in task_specs]
+    embedding_layer = _component("embedding", embedding, embedding_context, overrides.get("embedding", {}))
     seq = None
     if sequence_encoder is not None and spec.sequence is not None:
         seq = _component(
@@ -138,12 +156,10 @@ def build_joint_model(
             overrides.get("scenario_adapter", {}),
         )
     arch_context: dict[str, Any] = {"task_names": [t.name for t in task_specs]}
-    arch_cls = None if isinstance(task_architecture, keras.layers.Layer) else resolve_component(
-        "task_architecture", task_architecture
-    )
-    if arch_cls is not None and issubclass(arch_cls, ScenarioAware):
+    named_arch = not isinstance(task_architecture, keras.layers.Layer)
+    if named_arch and issubclass(arch_cls, ScenarioAware):
         arch_context["num_scenarios"] = spec.num_scenarios
-    if arch_cls is not None and issubclass(arch_cls, ImputesCascadeSteps):
+    if named_arch and issubclass(arch_cls, ImputesCascadeSteps):
         arch_context["imputed_tasks"] = cascade_steps(task_specs)
     arch = _component(
         "task_architecture",
@@ -160,5 +176,7 @@ def build_joint_model(
         modality_encoder=modal,
         scenario_adapter=adapter,
         balancer=_component("balancer", balancer, {}, overrides.get("balancer", {})),
+        num_scenarios=spec.num_scenarios,
+        unknown_scenario_rate=unknown_scenario_rate,
         name=f"joint_{arch.__class__.__name__}",
     )

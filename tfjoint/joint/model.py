@@ -34,9 +34,17 @@ from keras.src.losses.loss import scale_loss_for_distribution
 
 from tfjoint import features
 from tfjoint.balancing import FixedWeights, TaskBalancer
+from tfjoint.balancing.task_gradients import combine_task_gradients, combined_variables, layer_path
 from tfjoint.features import TaskSpec
 from tfjoint.joint.cascade import add_cascade_outputs
-from tfjoint.layers.core.contracts import NeedsEmbeddings, ScenarioAware, weighted_mean
+from tfjoint.layers.core.contracts import (
+    AddsToLogits,
+    CascadeArchitecture,
+    NeedsEmbeddings,
+    ScenarioAware,
+    weighted_mean,
+)
+from tfjoint.layers.core.scenarios import UnknownScenarioMasking
 
 SLOTS = ("embedding", "task_architecture", "sequence_encoder", "modality_encoder", "scenario_adapter", "balancer")
 
@@ -71,13 +79,24 @@ class JointModel(keras.Model):
         embedding: the embedding layer (slot ``embedding``).
         task_architecture: maps ``E_merge`` to ``{task: tower output}``; a
             :class:`~tfjoint.layers.core.contracts.ScenarioAware` one is called on
-            ``[E_merge, scenario ids]``, a ``CascadeArchitecture`` trains its cascade steps
-            over the entire space (see :mod:`tfjoint.joint.cascade`).
+            ``[E_merge, scenario ids]``, a ``NeedsEmbeddings`` one on
+            ``{"inputs": E_merge, "scenario": ids, *extra_inputs}``, a
+            ``CascadeArchitecture`` trains its cascade steps over the entire space (see
+            :mod:`tfjoint.joint.cascade`).
         sequence_encoder: optional, maps the embedding dict to ``E^B``.
         modality_encoder: optional, maps the embedding dict to ``E^M``.
         scenario_adapter: optional, maps ``[E_merge, scenario ids]`` to an adapted
-            ``E_merge`` of any width.
+            ``E_merge`` of any width; an :class:`~tfjoint.layers.core.contracts.AddsToLogits`
+            one also returns a scalar per row added to every task head's logit (STAR).
         balancer: a :class:`tfjoint.balancing.TaskBalancer`; defaults to fixed weights.
+        num_scenarios: ``P``, the number of known scenarios; needed when
+            ``unknown_scenario_rate > 0``.
+        unknown_scenario_rate: in training, the probability that a row's scenario is
+            replaced by the unknown id ``P`` before every component sees it
+            (:class:`~tfjoint.layers.core.scenarios.UnknownScenarioMasking`), so each
+            component's unknown-scenario fallback is trained; 0 (the default here, so
+            that configs saved without it load as they were) turns it off.
+            :func:`~tfjoint.joint.build_joint_model` sets 0.05.
     """
 
     def __init__(
@@ -90,6 +109,8 @@ class JointModel(keras.Model):
         modality_encoder: keras.layers.Layer | None = None,
         scenario_adapter: keras.layers.Layer | None = None,
         balancer: TaskBalancer | None = None,
+        num_scenarios: int | None = None,
+        unknown_scenario_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
         check_keras3()
@@ -104,6 +125,17 @@ class JointModel(keras.Model):
             key: keras.Input(shape=tuple(shape), dtype=dtype, name=key)
             for key, (shape, dtype) in inputs_spec.items()
         }
+        model_inputs = inputs
+        if unknown_scenario_rate:
+            if num_scenarios is None:
+                raise ValueError(
+                    "num_scenarios is needed when unknown_scenario_rate > 0. "
+                    f"Received: num_scenarios=None, unknown_scenario_rate={unknown_scenario_rate}"
+                )
+            masking = UnknownScenarioMasking(
+                num_scenarios, unknown_scenario_rate, name="unknown_scenario_masking"
+            )
+            inputs = {**inputs, features.SCENARIO_KEY: masking(inputs[features.SCENARIO_KEY])}
         embedded = embedding(inputs)
         parts = [keras.layers.Flatten(name="flatten_fields")(embedded["fields"])]
         if sequence_encoder is not None:
@@ -111,25 +143,26 @@ class JointModel(keras.Model):
         if modality_encoder is not None:
             parts.append(modality_encoder(embedded))
         merged = keras.layers.Concatenate(name="merge")(parts) if len(parts) > 1 else parts[0]
+        logit_offset = None
         if scenario_adapter is not None:
             merged = _call_in_context(scenario_adapter, merged, inputs, embedded)
-        if isinstance(task_architecture, ScenarioAware):
-            # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario.
+            if isinstance(scenario_adapter, AddsToLogits):
+                merged, logit_offset = merged[AddsToLogits.OUTPUTS_KEY], merged[AddsToLogits.LOGIT_KEY]
+        if isinstance(task_architecture, (ScenarioAware, NeedsEmbeddings)):
+            # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario;
+            # STEM reads its per-task field embeddings.
             towers = _call_in_context(task_architecture, merged, inputs, embedded)
         else:
             towers = task_architecture(merged)
-        outputs = {
-            t.name: keras.layers.Dense(
-                1, activation="sigmoid" if t.type == "binary" else None, name=t.name, dtype="float32"
-            )(towers[t.name])
-            for t in task_specs
-        }
+        outputs = {t.name: _head(t, towers[t.name], logit_offset) for t in task_specs}
         # Entries a task architecture returns beside the task towers (e.g. ESCM2-DR's
         # imputed errors) are model outputs as they are.
         outputs.update({k: v for k, v in towers.items() if k not in outputs})
         by_name = {t.name: t for t in task_specs}
         cascaded = add_cascade_outputs(outputs, task_specs, task_architecture)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        super().__init__(inputs=model_inputs, outputs=outputs, **kwargs)
+        self.num_scenarios = num_scenarios
+        self.unknown_scenario_rate = float(unknown_scenario_rate)
         self.entire_space_tasks = cascaded
         self.inputs_spec = {k: (list(s), d) for k, (s, d) in inputs_spec.items()}
         self.tasks = task_specs
@@ -232,9 +265,10 @@ class JointModel(keras.Model):
         return sum((ops.cast(extra, "float32") for extra in self.losses), ops.zeros((), "float32"))
 
     def train_step(self, data: Any) -> dict[str, Any]:
-        """One update. With a gradient-level balancer, the shared parameters (those that two
-        or more tasks reach) get ``balancer.combine_gradients`` of the per-task gradients;
-        every other parameter gets the plain gradient of the objective."""
+        """One update. With a gradient-level balancer, the shared parameters get
+        ``balancer.combine_gradients`` of the per-task gradients and every task-specific
+        parameter the plain gradient of the objective (the balancing contract of
+        :mod:`tfjoint.balancing.task_gradients`)."""
         if not self.balancer.uses_task_gradients:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -245,33 +279,33 @@ class JointModel(keras.Model):
             regularization = self._regularization()
             total = sum(terms.values()) + regularization
         self._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
-        per_task = [tape.gradient(scale_loss_for_distribution(terms[t.name]), variables) for t in self.tasks]
+        per_task = [_dense(tape.gradient(scale_loss_for_distribution(terms[t.name]), variables)) for t in self.tasks]
         grads = tape.gradient(scale_loss_for_distribution(total), variables)
         regularization_grads = (
-            tape.gradient(scale_loss_for_distribution(regularization), variables) if self.losses else None
+            _dense(tape.gradient(scale_loss_for_distribution(regularization), variables)) if self.losses else None
         )
         del tape
-        shared = [i for i in range(len(variables)) if sum(g[i] is not None for g in per_task) >= 2]
-        if shared:
-
-            def flat(task_grads: list[Any]) -> Any:
-                parts = [
-                    tf.zeros_like(variables[i]) if task_grads[i] is None else tf.convert_to_tensor(task_grads[i])
-                    for i in shared
-                ]
-                return tf.concat([tf.reshape(p, [-1]) for p in parts], axis=0)
-
-            combined = self.balancer.combine_gradients([flat(g) for g in per_task], terms)
-            offset = 0
-            for i in shared:
-                size = math.prod(variables[i].shape)
-                grads[i] = tf.reshape(combined[offset : offset + size], variables[i].shape)
-                # add_loss terms (e.g. gate regularisers) are not task gradients: keep them.
-                if regularization_grads is not None and regularization_grads[i] is not None:
-                    grads[i] += tf.convert_to_tensor(regularization_grads[i])
-                offset += size
+        indices = combined_variables(self.balancer, per_task, self._variable_owners(variables))
+        if indices:
+            # Outside the traced function: a balancer may create its per-tensor state here.
+            with tf.init_scope():
+                self.balancer.bind_gradient_layout(
+                    [math.prod(variables[i].shape) for i in indices], [layer_path(variables[i]) for i in indices]
+                )
+        grads = combine_task_gradients(self.balancer, per_task, grads, regularization_grads, variables, indices, terms)
         self.optimizer.apply(grads, variables)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _variable_owners(self, variables: list[Any]) -> list[int | None]:
+        """Per variable, the index of the task that owns it by the architecture (its head, or
+        its tower in a cascade architecture, ``task_weights``), or ``None``."""
+        owner = {}
+        for k, task in enumerate(self.tasks):
+            weights = list(self.get_layer(task.name).trainable_weights)
+            if isinstance(self.task_architecture, CascadeArchitecture):
+                weights += list(self.task_architecture.task_weights(task.name))
+            owner.update({id(w): k for w in weights})
+        return [owner.get(id(v)) for v in variables]
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
         for task in self.tasks:
@@ -293,6 +327,8 @@ class JointModel(keras.Model):
             "inputs_spec": self.inputs_spec,
             "tasks": [t.to_json() for t in self.tasks],
             **{slot: keras.saving.serialize_keras_object(getattr(self, slot)) for slot in SLOTS},
+            "num_scenarios": self.num_scenarios,
+            "unknown_scenario_rate": self.unknown_scenario_rate,
         }
 
     @classmethod
@@ -302,6 +338,11 @@ class JointModel(keras.Model):
             if config.get(slot) is not None:
                 config[slot] = keras.saving.deserialize_keras_object(config[slot])
         return cls(**config)
+
+
+def _dense(gradients: list[Any]) -> list[Any]:
+    """Gradients as dense tensors (an embedding's ``IndexedSlices`` included), ``None`` kept."""
+    return [None if g is None else tf.convert_to_tensor(g) for g in gradients]
 
 
 def _row_weights(sample_weight: Any, task: str) -> Any:
@@ -325,6 +366,21 @@ def _check_takes_sample_weight(architecture: Any) -> None:
             "cascade steps cannot weigh rows; add the keyword (see "
             "tfjoint.layers.core.contracts.CascadeArchitecture) or fit without sample_weight."
         )
+
+
+def _head(task: TaskSpec, tower: Any, logit_offset: Any) -> Any:
+    """Task ``task``'s output: ``act(Dense(1)(tower))``, or ``act(Dense(1)(tower) + s_a)``.
+
+    ``logit_offset`` is the ``s_a`` of an :class:`~tfjoint.layers.core.contracts.AddsToLogits`
+    scenario adapter (``(batch, 1)``), else ``None`` (the head is then one ``Dense`` layer).
+    """
+    activation = "sigmoid" if task.type == "binary" else None
+    if logit_offset is None:
+        return keras.layers.Dense(1, activation=activation, name=task.name, dtype="float32")(tower)
+    # The last layer carries the task's name: Keras names the model's outputs after it.
+    logit = keras.layers.Dense(1, name=f"{task.name}_logit", dtype="float32")(tower)
+    logit = keras.layers.Add(name=f"{task.name}_plus_logit_offset", dtype="float32")([logit, logit_offset])
+    return keras.layers.Activation(activation or "linear", name=task.name, dtype="float32")(logit)
 
 
 def _call_in_context(layer: keras.layers.Layer, merged: Any, inputs: dict[str, Any], embedded: dict[str, Any]) -> Any:

@@ -236,7 +236,10 @@ def test_fit_with_zero_weight_rows_equals_fit_without_those_rows(balancer):
 
     def one_step(inputs, labels, **fit_kwargs):
         keras.utils.set_random_seed(0)
-        model = build_joint_model(MOVIELENS_100K, SIZES, task_architecture="shared_bottom", balancer=balancer)
+        # No scenario masking: its random rows would differ between the two batch sizes.
+        model = build_joint_model(
+            MOVIELENS_100K, SIZES, task_architecture="shared_bottom", balancer=balancer, unknown_scenario_rate=0.0
+        )
         model.compile(optimizer=keras.optimizers.SGD(0.5))
         n = len(labels["watch"])
         history = model.fit(inputs, labels, batch_size=n, epochs=1, shuffle=False, verbose=0, **fit_kwargs)
@@ -274,3 +277,58 @@ def test_a_cascade_architecture_without_sample_weight_refuses_weights_clearly():
     assert set(model.task_losses(y, preds)) == {t.name for t in SYNTHETIC.tasks}  # unweighted: fine
     with pytest.raises(TypeError, match="takes no `sample_weight`"):
         model.task_losses(y, preds, sample_weight=np.ones(8, "float32"))
+
+
+def _light_model(rate, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return build_joint_model(
+        MOVIELENS_100K, SIZES, task_architecture="shared_bottom",
+        sequence_encoder=None, modality_encoder=None,
+        component_kwargs={"task_architecture": {"bottom_units": [8], "tower_units": [4]}},
+        unknown_scenario_rate=rate,
+    )
+
+
+def _unknown_row(model):
+    p = MOVIELENS_100K.num_scenarios
+    return np.array(model.embedding.scenario_table.embeddings.numpy()[p])
+
+
+def test_unknown_scenario_masking_trains_the_fallback_row():
+    """No training row carries the unknown id: without masking its embedding row keeps its
+    random initial value; with it, a few steps move it."""
+    import keras
+
+    x, y = fake_batch(MOVIELENS_100K, n=64)
+    x["scenario"] = x["scenario"] % MOVIELENS_100K.num_scenarios  # known scenarios only, as in training data
+    for rate, moves in ((0.0, False), (0.3, True)):
+        model = _light_model(rate)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        before = _unknown_row(model)
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        assert (not np.array_equal(before, _unknown_row(model))) == moves, rate
+
+
+def test_unknown_scenario_masking_is_the_identity_at_inference_and_saved(tmp_path):
+    import keras
+
+    x, _ = fake_batch(MOVIELENS_100K, n=64)
+    x["scenario"] = x["scenario"] % MOVIELENS_100K.num_scenarios
+    masked, plain = _light_model(0.5), _light_model(0.0)
+    plain.set_weights(masked.get_weights())
+    inference = masked(x, training=False)
+    for task, value in plain(x, training=False).items():
+        np.testing.assert_array_equal(np.asarray(inference[task]), np.asarray(value))
+    # In training the hidden rows change (the layer is really in the graph).
+    assert not np.allclose(np.asarray(masked(x, training=True)["watch"]), np.asarray(inference["watch"]))
+    path = str(tmp_path / "model.keras")
+    masked.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert reloaded.unknown_scenario_rate == 0.5 and reloaded.num_scenarios == MOVIELENS_100K.num_scenarios
+    assert reloaded.get_layer("unknown_scenario_masking").rate == 0.5
+    reloaded_watch = reloaded(x, training=False)["watch"]
+    np.testing.assert_array_equal(np.asarray(reloaded_watch), np.asarray(inference["watch"]))
+    with pytest.raises(ValueError, match="num_scenarios is needed"):
+        JointModel.from_config({**masked.get_config(), "num_scenarios": None})

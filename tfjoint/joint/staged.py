@@ -302,6 +302,8 @@ def add_scenarios(model: JointModel, num_new: int) -> JointModel:
     config = model.get_config()
     for slot in ("embedding", "scenario_adapter"):
         config[slot]["config"]["num_scenarios"] = p + num_new
+    if config.get("num_scenarios") is not None:  # the masking's unknown id moves to P + num_new
+        config["num_scenarios"] = p + num_new
     grown = JointModel.from_config(config)
 
     for old, new in zip([*model.layers, model.balancer], [*grown.layers, grown.balancer]):

@@ -45,9 +45,11 @@ def _bound(lower: float | None = None, upper: float | None = None) -> tfma.Metri
 
 
 def _metric(class_name: str, threshold: tfma.MetricThreshold | None = None) -> tfma.MetricConfig:
+    """A metric; its threshold (if any) judges the overall slice only, not each scenario."""
     config = tfma.MetricConfig(class_name=class_name)
     if threshold is not None:
-        config.threshold.CopyFrom(threshold)
+        config.per_slice_thresholds.append(
+            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold))
     return config
 
 
@@ -79,11 +81,21 @@ def eval_config(spec: DatasetSpec) -> tfma.EvalConfig:
                 _metric("MeanAbsoluteError"),
             ]
         metrics_specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=configs))
-    model_spec = tfma.ModelSpec(
-        signature_name="serving_default",
-        label_keys={task.name: task.name for task in spec.tasks},
-        example_weight_keys={task.name: task.row_weight_key for task in spec.tasks if task.row_weight_key},
-    )
+    if len(spec.tasks) == 1:
+        # TFMA unwraps a one-output signature into a bare tensor, so a single task is
+        # configured as TFMA's single-output model (no output name); metric_table names it.
+        (task,) = spec.tasks
+        for metrics_spec in metrics_specs:
+            metrics_spec.ClearField("output_names")
+        model_spec = tfma.ModelSpec(signature_name="serving_default", label_key=task.name)
+        if task.row_weight_key:
+            model_spec.example_weight_key = task.row_weight_key
+    else:
+        model_spec = tfma.ModelSpec(
+            signature_name="serving_default",
+            label_keys={task.name: task.name for task in spec.tasks},
+            example_weight_keys={task.name: task.row_weight_key for task in spec.tasks if task.row_weight_key},
+        )
     return tfma.EvalConfig(
         model_specs=[model_spec],
         slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.SCENARIO_KEY])],
@@ -107,7 +119,7 @@ def metric_table(eval_result_dir: str, spec: DatasetSpec) -> dict[str, dict[str,
         row = table.setdefault(name, {})
         for output_name, by_subkey in metrics.items():
             values = by_subkey.get("", {})
-            row[output_name] = {
+            row[output_name or spec.tasks[0].name] = {
                 metric: float(value["doubleValue"])
                 for metric, value in values.items()
                 if isinstance(value, dict) and "doubleValue" in value

@@ -1,9 +1,19 @@
 """The TFX Trainer's ``run_fn``: builds the joint model, trains it, exports it for serving.
 
-The exported SavedModel has two signatures over serialized ``tf.Example`` (input name
-``examples``): ``serving_default`` returns ``{task: output}`` and ``transform_features``
-returns the transformed features. The tf.Transform layer (a Keras 2 object) is called
-inside the ``tf.function`` signatures and never inside the Keras 3 graph.
+The exported SavedModel has three signatures over serialized ``tf.Example`` (input name
+``examples``):
+
+- ``serving_default``: ``{task: output}``, the task outputs only;
+- ``serving_auxiliary``: the task outputs and every auxiliary one: what the task
+  architecture returns beside them (``<task>_joint`` of an entire-space cascade,
+  ``<task>_imputed_error`` of ESCM2-DR, ...) and ``scenario_fallback`` (1 on rows whose
+  scenario was unknown and took the fallback path);
+- ``transform_features``: the transformed features.
+
+Requests are parsed with :func:`~tfjoint.pipeline.transform.serving_feature_spec`: a
+missing scalar feature takes its default (a missing scenario is the unknown scenario), so
+it never fails the batch. The tf.Transform layer (a Keras 2 object) is called inside the
+``tf.function`` signatures and never inside the Keras 3 graph.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
 from tfjoint.layers.core import gate_monitor
 from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
-from tfjoint.pipeline.transform import vocabulary_sizes
+from tfjoint.pipeline.transform import serving_feature_spec, vocabulary_sizes
 from tfjoint.serving.warmup import write_warmup_requests
 
 KERAS_MODEL_FILENAME = "model.keras"
@@ -42,6 +52,7 @@ DEFAULT_HPARAMS: dict[str, Any] = {
     "modality_encoder": "gating_fusion",
     "scenario_adapter": None,
     "balancer": "fixed",
+    "unknown_scenario_rate": 0.05,
 }
 
 
@@ -92,17 +103,17 @@ def _raw_examples(pattern: str | None, count: int) -> list[bytes]:
 
 
 def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec, export_dir: str) -> None:
-    """Writes a SavedModel with ``serving_default`` and ``transform_features`` signatures."""
-    raw_spec = tf_transform_output.raw_feature_spec()
-    for label in spec.label_keys:
-        raw_spec.pop(label, None)
+    """Writes a SavedModel with the ``serving_default``, ``serving_auxiliary`` and
+    ``transform_features`` signatures (see the module doc)."""
+    raw_spec = serving_feature_spec(tf_transform_output, spec)
+    task_names = [t.name for t in model.tasks]
     module = tf.Module()
     module.model = model
     module.tft_layer = tf_transform_output.transform_features_layer()
     model_keys = list(model.inputs_spec)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+    def serve_auxiliary(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         transformed = module.tft_layer(tf.io.parse_example(examples, raw_spec))
         outputs = module.model({k: transformed[k] for k in model_keys}, training=False)
         outputs = {name: tf.identity(value, name=name) for name, value in outputs.items()}
@@ -113,6 +124,11 @@ def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransform
         return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = serve_auxiliary(examples)
+        return {name: outputs[name] for name in task_names}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         return module.tft_layer(tf.io.parse_example(examples, raw_spec))
 
@@ -121,6 +137,7 @@ def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransform
     with gate_monitor.disabled():
         signatures = {
             "serving_default": serve.get_concrete_function(),
+            "serving_auxiliary": serve_auxiliary.get_concrete_function(),
             "transform_features": transform_features.get_concrete_function(),
         }
         tf.saved_model.save(module, export_dir, signatures=signatures)
@@ -148,6 +165,7 @@ def run_fn(fn_args: Any) -> None:
             balancer=config["balancer"],
             embedding_dim=int(config["embedding_dim"]),
             component_kwargs=config["component_kwargs"],
+            unknown_scenario_rate=float(config["unknown_scenario_rate"]),
         )
         model.compile(optimizer=keras.optimizers.Adam(float(config["learning_rate"])))
     model_keys = list(model.inputs_spec)

@@ -36,3 +36,48 @@ def test_run_fn_refuses_keras_2(monkeypatch):
     monkeypatch.setattr(joint_model.keras, "__version__", "2.16.0")
     with pytest.raises(RuntimeError, match="needs Keras 3"):
         trainer.run_fn(types.SimpleNamespace(custom_config={"dataset": "synthetic", "model": "mmoe"}))
+
+
+def test_serving_default_returns_tasks_only_and_serves_requests_missing_features(tiny_transform, tmp_path):
+    import numpy as np
+
+    from tfjoint.datasets.examples import frame_to_examples
+    from tfjoint.features import SCENARIO_FALLBACK_KEY, SCENARIO_KEY, SYNTHETIC
+    from tfjoint.joint import build_joint_model
+    from tfjoint.pipeline.conftest import synthetic_frame
+    from tfjoint.pipeline.transform import vocabulary_sizes
+
+    sizes = vocabulary_sizes(tiny_transform, SYNTHETIC)
+    model = build_joint_model(SYNTHETIC, sizes, task_architecture="esmm")
+    trainer.export_serving_model(model, tiny_transform, SYNTHETIC, str(tmp_path / "export"))
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    tasks = {t.name for t in SYNTHETIC.tasks}
+    assert set(loaded.signatures["serving_default"].structured_outputs) == tasks
+    assert set(loaded.signatures["serving_auxiliary"].structured_outputs) == {
+        *tasks, "conversion_joint", SCENARIO_FALLBACK_KEY
+    }
+
+    frame = synthetic_frame(["u1", "u2"], ["a", "b"], [1, 2], [["b"], []], [["t1"], []])
+    full, missing = (tf.train.Example.FromString(e) for e in frame_to_examples(frame, SYNTHETIC))
+    del missing.features.feature[SCENARIO_KEY]
+    del missing.features.feature["x3"]
+    unknown = tf.train.Example()  # the same row, its scenario unknown and x3 = 0 given explicitly
+    unknown.CopyFrom(missing)
+    unknown.features.feature[SCENARIO_KEY].int64_list.value[:] = [99]
+    unknown.features.feature["x3"].float_list.value[:] = [0.0]
+    for label in SYNTHETIC.label_keys:  # labels are not serving inputs
+        del unknown.features.feature[label]
+    examples = tf.constant([e.SerializeToString() for e in (full, missing, unknown)])
+    served = {k: v.numpy() for k, v in loaded.signatures["serving_default"](examples=examples).items()}
+    auxiliary = loaded.signatures["serving_auxiliary"](examples=examples)
+    transformed = loaded.signatures["transform_features"](examples=examples)
+    unknown_id = SYNTHETIC.num_scenarios
+    assert transformed[SCENARIO_KEY].numpy()[:, 0].tolist() == [1, unknown_id, unknown_id]
+    assert auxiliary[SCENARIO_FALLBACK_KEY].numpy()[:, 0].tolist() == [0, 1, 1]
+    direct = model.predict({k: transformed[k] for k in model.inputs_spec}, verbose=0)
+    for task in tasks:
+        assert np.all(np.isfinite(served[task]))
+        # The request without a scenario gets the unknown-scenario prediction.
+        np.testing.assert_allclose(served[task][1], served[task][2], rtol=1e-6)
+        np.testing.assert_allclose(served[task], direct[task], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(auxiliary[task].numpy(), served[task])

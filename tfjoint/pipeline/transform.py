@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 
 from tfjoint import features
 from tfjoint.features import DatasetSpec, get_dataset_spec
-from tfjoint.layers.core.scenarios import map_unknown
+from tfjoint.layers.core.scenarios import map_unknown, unknown_scenario
 
 
 def _to_index(ids: Any, vocabulary: Any) -> Any:
@@ -66,6 +66,42 @@ def vocabulary_sizes(tf_transform_output: tft.TFTransformOutput, spec: DatasetSp
     """``V`` of every categorical and token feature, read from the Transform output."""
     keys = list(spec.categorical) + [t.name for t in spec.tokens]
     return {key: int(tf_transform_output.vocabulary_size_by_name(key)) for key in keys}
+
+
+def serving_feature_spec(tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec) -> dict[str, Any]:
+    """The raw feature spec with which the serving signatures parse requests.
+
+    Labels are not serving inputs and are dropped. Every scalar feature is optional: a
+    request that lacks one gets a default that the transform sends down its defined
+    missing-value path, instead of failing the whole batch:
+
+    - the scenario: the unknown id ``num_scenarios``, served through each model's fallback;
+    - a categorical feature: ``""``, which is not in the vocabulary (``tft.vocabulary``
+      drops empty strings), so it becomes the out-of-vocabulary index;
+    - a dense feature: ``0.0`` in raw units (then z-scored with the training statistics);
+    - any other scalar: ``0``.
+
+    Variable-length features (sequences, tokens) are already optional: a missing one is
+    empty, i.e. all padding.
+    """
+    raw = tf_transform_output.raw_feature_spec()
+    out: dict[str, Any] = {}
+    for key, feature in raw.items():
+        if key in spec.label_keys:
+            continue
+        if isinstance(feature, tf.io.FixedLenFeature) and feature.default_value is None:
+            if key == features.SCENARIO_KEY:
+                value: Any = unknown_scenario(spec.num_scenarios)
+            elif feature.dtype == tf.string:
+                value = b""
+            else:
+                value = feature.dtype.as_numpy_dtype(0)
+            size = 1
+            for dim in feature.shape:
+                size *= int(dim)
+            feature = tf.io.FixedLenFeature(feature.shape, feature.dtype, default_value=[value] * size)
+        out[key] = feature
+    return out
 
 
 def fit_transform_graph(data_root: str, spec: DatasetSpec, output_dir: str) -> tft.TFTransformOutput:

@@ -2,45 +2,22 @@
 z-scores, the scenario fallback."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
 
 from tfjoint import features
-from tfjoint.datasets.examples import frame_to_examples, write_tfrecords
+from tfjoint.datasets.examples import frame_to_examples
 from tfjoint.features import SYNTHETIC
-from tfjoint.pipeline.transform import fit_transform_graph, transformed_dataset, vocabulary_sizes
-
-
-def _frame(users, items, scenarios, seqs, tags):
-    n = len(users)
-    frame = pd.DataFrame(
-        {
-            "user_id": users,
-            "item_id": items,
-            "user_segment": ["s0"] * n,
-            features.SCENARIO_KEY: scenarios,
-            features.SEQUENCE_ITEMS_KEY: [list(s) for s in seqs],
-            features.SEQUENCE_BEHAVIORS_KEY: [[1 + (j % 3) for j in range(len(s))] for s in seqs],
-            "item_tags": tags,
-            "click": [1.0, 0.0, 1.0, 0.0][:n],
-            "conversion": [1.0, 0.0, 0.0, 0.0][:n],
-            "score": [1.0, 2.0, 3.0, 4.0][:n],
-        }
-    )
-    for i in range(8):
-        frame[f"x{i}"] = np.arange(n, dtype="float32") * (i + 1)
-    return frame
+from tfjoint.pipeline.conftest import synthetic_frame
+from tfjoint.pipeline.transform import serving_feature_spec, transformed_dataset, vocabulary_sizes
 
 
 @pytest.fixture(scope="module")
-def transformed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    train = _frame(["u1", "u2", "u1", "u3"], ["a", "b", "a", "c"], [0, 1, 2, 0],
-                   [[], ["a"], ["a", "b"], ["c", "a", "b"]], [["t1"], ["t1", "t2"], [], ["t3"]])
-    write_tfrecords({"train": train, "eval": train}, SYNTHETIC, root)
-    output = fit_transform_graph(str(root), SYNTHETIC, str(tmp_path_factory.mktemp("tft")))
-    serving = _frame(["u1", "zzz"], ["a", "never-seen"], [1, 2], [["b", "zzz"], []], [["t2", "nope"], []])
+def transformed(tiny_transform, tmp_path_factory):
+    output = tiny_transform
+    serving = synthetic_frame(
+        ["u1", "zzz"], ["a", "never-seen"], [1, 2], [["b", "zzz"], []], [["t2", "nope"], []]
+    )
     serialized = list(frame_to_examples(serving, SYNTHETIC))
     # A scenario the model never saw (the writer refuses one, so edit the record).
     example = tf.train.Example.FromString(serialized[1])
@@ -95,3 +72,22 @@ def test_dense_features_are_z_scored_with_training_statistics(transformed):
     expected = (np.array([0.0, 2.0]) - train_x1.mean()) / train_x1.std()
     np.testing.assert_allclose(x["x1"][:, 0], expected, rtol=1e-5)
     np.testing.assert_allclose(y["score"][:, 0], [1.0, 2.0])
+
+
+def test_serving_spec_gives_missing_scalar_features_their_missing_value_path(tiny_transform):
+    output = tiny_transform
+    spec = serving_feature_spec(output, SYNTHETIC)
+    assert not set(SYNTHETIC.label_keys) & set(spec)
+    full = tf.train.Example.FromString(
+        next(iter(frame_to_examples(synthetic_frame(["u1"], ["a"], [1], [["b"]], [["t1"]]), SYNTHETIC)))
+    )
+    empty = tf.train.Example()  # every feature missing
+    parsed = tf.io.parse_example([full.SerializeToString(), empty.SerializeToString()], spec)
+    x = {k: v.numpy() for k, v in output.transform_features_layer()(parsed).items()}
+    sizes = vocabulary_sizes(output, SYNTHETIC)
+    assert x[features.SCENARIO_KEY][:, 0].tolist() == [1, SYNTHETIC.num_scenarios]  # unknown scenario
+    for key in SYNTHETIC.categorical:
+        assert 1 <= x[key][0, 0] <= sizes[key] and x[key][1, 0] == sizes[key] + 1, key  # "" is OOV
+    train_x1 = np.arange(4, dtype="float32") * 2
+    np.testing.assert_allclose(x["x1"][1, 0], (0.0 - train_x1.mean()) / train_x1.std(), rtol=1e-5)  # raw 0
+    assert np.all(x[features.SEQUENCE_ITEMS_KEY][1] == features.PAD_INDEX)

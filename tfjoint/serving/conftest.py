@@ -21,8 +21,9 @@ FEATURES = {
 
 
 class _Toy(tf.Module):
-    """Serialized tf.Example in, two (batch, 1) float heads out (like the pipeline's exports),
-    plus the pipeline's ``scenario_fallback`` flag (here: ``c >= 5`` plays the unknown scenario)."""
+    """Serialized tf.Example in, two (batch, 1) float heads out (like the pipeline's exports);
+    ``serving_auxiliary`` adds the pipeline's ``scenario_fallback`` flag (here: ``c >= 5``
+    plays the unknown scenario)."""
 
     def __init__(self, bias: float):
         super().__init__()
@@ -38,8 +39,12 @@ class _Toy(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(self, examples):
         click, score = self._heads(examples)
+        return {"click": click, "score": score}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_auxiliary(self, examples):
         fallback = tf.cast(tf.io.parse_example(examples, FEATURES)["c"] >= 5, tf.int64)
-        return {"click": click, "score": score, SCENARIO_FALLBACK_KEY: fallback}
+        return {**self.serve(examples), SCENARIO_FALLBACK_KEY: fallback}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform(self, examples):
@@ -67,6 +72,7 @@ def export_toy(path: str, bias: float = 0.0) -> str:
         path,
         signatures={
             "serving_default": m.serve.get_concrete_function(),
+            "serving_auxiliary": m.serve_auxiliary.get_concrete_function(),
             "transform_features": m.transform.get_concrete_function(),
             "classify": m.classify.get_concrete_function(),
             "regress": m.regress.get_concrete_function(),

@@ -91,7 +91,7 @@ def test_predict_grpc_and_rest_equal_the_signature(server, stubs, reference, n):
     want = {k: v.numpy() for k, v in reference["serving_default"](examples=tf.constant(examples)).items()}
 
     got = stubs.predict(examples)  # bytes
-    assert set(got) == {"click", "score", SCENARIO_FALLBACK_KEY}
+    assert set(got) == {"click", "score"}
     for k in want:
         assert got[k].shape == (n, 1)
         np.testing.assert_allclose(got[k], want[k], atol=1e-6)
@@ -236,7 +236,8 @@ def test_rest_errors_and_status(server):
     sd = doc["metadata"]["signature_def"]["signature_def"]
     assert sd["serving_default"]["method_name"] == "tensorflow/serving/predict"
     assert sd["serving_default"]["inputs"]["examples"]["dtype"] == "DT_STRING"
-    assert set(sd["serving_default"]["outputs"]) == {"click", "score", SCENARIO_FALLBACK_KEY}
+    assert set(sd["serving_default"]["outputs"]) == {"click", "score"}
+    assert set(sd["serving_auxiliary"]["outputs"]) == {"click", "score", SCENARIO_FALLBACK_KEY}
     status, doc = _rest(
         server, "POST", "/v1/models/toy:regress", {"signature_name": "regress", "examples": raw_examples(2)}
     )
@@ -255,9 +256,11 @@ def test_prometheus_metrics(server, stubs):
             return r.read().decode()
 
     before = fallback_count(scrape())
-    batch = raw_examples(40, seed=3)
-    stubs.predict([make_example(e).SerializeToString() for e in batch])
-    assert fallback_count(scrape()) - before == sum(e["c"] >= 5 for e in batch) > 0
+    batch = [make_example(e).SerializeToString() for e in raw_examples(40, seed=3)]
+    stubs.predict(batch)  # serving_default has no scenario_fallback output: nothing to count
+    assert fallback_count(scrape()) == before
+    stubs.predict(batch, signature_name="serving_auxiliary")
+    assert fallback_count(scrape()) - before == sum(e["c"] >= 5 for e in raw_examples(40, seed=3)) > 0
     stubs.predict(serialized(1))
     with pytest.raises(grpc.RpcError):
         stubs.prediction.Predict(_predict_req(name="nope"), timeout=20)

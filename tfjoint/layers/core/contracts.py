@@ -12,6 +12,12 @@ contract               what the joint model does with it
                        with ``num_scenarios`` (scenario adapters always are)
 ``NeedsEmbeddings``    the component is called on ``{"inputs", "scenario", *extra_inputs}``,
                        with the named outputs of the embedding (``fields``, ``sequence``, ...)
+``NeedsTaskEmbeddings``  a task architecture that wants per-task embedding tables: the builder
+                       builds the embedding with ``task_tables=task names``, which then also
+                       outputs ``fields_<task>`` (:func:`task_fields_key`) for each task
+``AddsToLogits``       a scenario adapter returns ``{"outputs": E_merge', "logit": s_a}``: the
+                       task architecture reads ``outputs`` and ``s_a`` is added to every task
+                       head's logit before its activation (STAR's auxiliary network)
 ``CascadeArchitecture``  binary cascade steps are trained over the entire space: the model
                        serves ``<task>_joint`` and asks ``cascade_step_loss`` for the loss
 ``ImputesCascadeSteps``  a cascade architecture built with ``imputed_tasks`` (ESCM2-DR)
@@ -48,6 +54,38 @@ class NeedsEmbeddings:
     extra_inputs: ClassVar[tuple[str, ...]] = ()
 
 
+class NeedsTaskEmbeddings(NeedsEmbeddings):
+    """A task architecture with its own embedding tables per task beside the shared ones.
+
+    :func:`tfjoint.joint.build_joint_model` builds the embedding slot with
+    ``task_tables=[task names]``; such an embedding (``FeatureEmbedding``) adds, for each
+    task, tables of the same fields as the shared ``fields`` and outputs them under
+    :func:`task_fields_key`. The component names those keys in its ``extra_inputs`` and
+    is called in context (see :class:`NeedsEmbeddings`). An embedding layer whose
+    constructor takes no ``task_tables`` cannot fill this slot.
+    """
+
+
+def task_fields_key(task: str) -> str:
+    """The key of task ``task``'s own field embeddings in the embedding's output dict."""
+    return f"fields_{task}"
+
+
+class AddsToLogits:
+    """A scenario adapter with a scalar per row that is added to every task's logit.
+
+    Such an adapter returns the dict ``{OUTPUTS_KEY: E_merge', LOGIT_KEY: s_a}`` with
+    ``E_merge'`` ``(batch, width)``, the representation the task architecture reads, and
+    ``s_a`` ``(batch, 1)``. The joint model then builds each task's head as
+    ``y_k = act_k(w_k · tower_k + b_k + s_a)``: ``sigmoid`` for a binary task (STAR's
+    ``sigmoid(s_m + s_a)``, Sheng et al., CIKM 2021, sec. 4.4), the identity for a
+    regression task. The heads of a model without such an adapter are unchanged.
+    """
+
+    OUTPUTS_KEY: ClassVar[str] = "outputs"
+    LOGIT_KEY: ClassVar[str] = "logit"
+
+
 def weighted_mean(values: Any, sample_weight: Any = None) -> Any:
     """The mean over rows of ``values`` (``(batch,)`` or ``(batch, 1)``), weighted per row.
 
@@ -78,6 +116,17 @@ class CascadeArchitecture:
     """
 
     cascade_mode: ClassVar[str] = "product"
+
+    def task_weights(self, task: str) -> list[Any]:
+        """The weights that belong to task ``task`` alone by the architecture: its tower.
+
+        A gradient-level balancer leaves them out of the shared parameters even though the
+        entire-space term of a child task reaches the parent's tower (see
+        :mod:`tfjoint.balancing.task_gradients`). The default is the trainable weights of
+        ``self.towers[task]``, the ``{task: tower}`` mapping that ESMM, ESCM2 and AITM build;
+        an architecture without one overrides this.
+        """
+        return list(self.towers[task].trainable_weights)
 
     def cascade_step_loss(
         self,

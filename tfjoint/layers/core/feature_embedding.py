@@ -9,6 +9,7 @@ from keras import ops
 
 from tfjoint import features
 from tfjoint.layers.core.arguments import positive_int
+from tfjoint.layers.core.contracts import task_fields_key
 from tfjoint.layers.core.scenarios import map_unknown
 from tfjoint.registry import register
 
@@ -29,6 +30,15 @@ class FeatureEmbedding(keras.layers.Layer):
     with one extra row: the unknown-scenario fallback. Behavior-sequence items share the
     table of the item feature, and each position adds the embedding of its behavior type.
 
+    With ``task_tables`` (asked for by a
+    :class:`~tfjoint.layers.core.contracts.NeedsTaskEmbeddings` task architecture such as
+    STEM), every task listed also gets its own table per categorical field, its own
+    scenario table and its own dense vectors, and the fields embedded by them are output
+    under ``fields_<task>``; the gradient of a loss that reads only ``fields_<task>``
+    reaches only that task's tables. Sequences and tokens stay shared. Without
+    ``task_tables`` (the default) the layer has exactly the variables and outputs it had
+    before the argument existed.
+
     Args:
         vocab_sizes: vocabulary size ``V`` of every categorical and token feature.
         categorical: categorical feature keys, in order.
@@ -40,6 +50,7 @@ class FeatureEmbedding(keras.layers.Layer):
         num_behaviors: number of behavior types of the sequence.
         tokens: token feature keys (each has its own table).
         embeddings_initializer: initializer of every table.
+        task_tables: task names that get their own field tables (default none).
 
     Call arguments:
         inputs: dict of transformed features keyed as in :mod:`tfjoint.features`.
@@ -49,7 +60,8 @@ class FeatureEmbedding(keras.layers.Layer):
         a sequence, ``sequence`` ``(batch, max_len, embedding_dim)``, ``behaviors``
         ``(batch, max_len)`` behavior ids and ``sequence_mask`` (1.0 on real items) and
         ``target`` ``(batch, embedding_dim)``, the candidate item; and for each token
-        feature ``tokens_<name>`` and ``tokens_mask_<name>``.
+        feature ``tokens_<name>`` and ``tokens_mask_<name>``; for each task of
+        ``task_tables``, ``fields_<task>`` shaped like ``fields``.
     """
 
     def __init__(
@@ -63,6 +75,7 @@ class FeatureEmbedding(keras.layers.Layer):
         num_behaviors: int = 0,
         tokens: list[str] | tuple[str, ...] = (),
         embeddings_initializer: Any = "uniform",
+        task_tables: list[str] | tuple[str, ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -83,12 +96,21 @@ class FeatureEmbedding(keras.layers.Layer):
         self.num_behaviors = int(num_behaviors)
         self.tokens = list(tokens)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        if (
+            isinstance(task_tables, str)
+            or len(set(task_tables)) != len(task_tables)
+            or not all(isinstance(t, str) and t for t in task_tables)
+        ):
+            raise ValueError(
+                f"task_tables must be unique non-empty task names. Received: task_tables={task_tables}"
+            )
+        self.task_tables = list(task_tables)
 
-    def _table(self, name: str, rows: int) -> keras.layers.Embedding:
+    def _table(self, name: str, rows: int, initializer: Any = None) -> keras.layers.Embedding:
         layer = keras.layers.Embedding(
             rows,
             self.embedding_dim,
-            embeddings_initializer=self.embeddings_initializer,
+            embeddings_initializer=initializer or self.embeddings_initializer,
             name=name,
             dtype=self.dtype_policy,
         )
@@ -107,6 +129,33 @@ class FeatureEmbedding(keras.layers.Layer):
                 initializer="glorot_uniform",
                 name="dense_vectors",
             )
+        # Created after the shared weights, so that without task tables nothing changes.
+        # Flat dicts: a .keras file saves the layers of a dict, not of a dict of dicts.
+        self.task_field_tables = {}
+        self.task_scenario_tables = {}
+        self.task_dense_vectors = {}
+        for task in self.task_tables:
+            for k in self.categorical:
+                self.task_field_tables[f"{task}/{k}"] = self._table(
+                    f"embedding_{k}_{task}", self.vocab_sizes[k] + 2, self._fresh_initializer()
+                )
+            self.task_scenario_tables[task] = self._table(
+                f"embedding_scenario_{task}", self.num_scenarios + 1, self._fresh_initializer()
+            )
+            if self.dense:
+                self.task_dense_vectors[task] = self.add_weight(
+                    shape=(len(self.dense), self.embedding_dim),
+                    initializer="glorot_uniform",
+                    name=f"dense_vectors_{task}",
+                )
+
+    def _fresh_initializer(self) -> Any:
+        """A copy of ``embeddings_initializer`` with its own seed (unless one was given).
+
+        An unseeded Keras initializer fixes its seed when it is created, so the one instance
+        would start every task table equal to the shared table of the same size.
+        """
+        return keras.initializers.deserialize(keras.initializers.serialize(self.embeddings_initializer))
 
     @staticmethod
     def _ids(x: Any, out_of_range: int | None = None) -> Any:
@@ -122,17 +171,34 @@ class FeatureEmbedding(keras.layers.Layer):
         inside = ops.logical_and(ids >= 0, ids < out_of_range)
         return ops.where(inside, ids, ops.full_like(ids, out_of_range))
 
-    def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def _fields(
+        self, inputs: dict[str, Any], tables: list[Any], scenario_table: Any, dense_vectors: Any
+    ) -> Any:
+        """``(batch, num_fields, d)``: the categorical fields, the scenario, the dense fields."""
         # Categorical ids: 0 = padding, 1..V vocabulary, V + 1 = OOV (anything larger too).
-        fields = [self.tables[k](self._ids(inputs[k][:, 0], self.vocab_sizes[k] + 1)) for k in self.categorical]
+        fields = [
+            table(self._ids(inputs[k][:, 0], self.vocab_sizes[k] + 1))
+            for k, table in zip(self.categorical, tables)
+        ]
         # Scenario ids: 0..P-1 known, P = unknown (any id outside [0, P) too).
-        fields.append(self.scenario_table(map_unknown(ops.cast(inputs[features.SCENARIO_KEY][:, 0], "int32"), self.num_scenarios)))
+        scenario = map_unknown(ops.cast(inputs[features.SCENARIO_KEY][:, 0], "int32"), self.num_scenarios)
+        fields.append(scenario_table(scenario))
         stacked = ops.stack(fields, axis=1)
         if self.dense:
             values = ops.concatenate([ops.cast(inputs[k], self.compute_dtype) for k in self.dense], axis=1)
-            dense = values[:, :, None] * ops.cast(self.dense_vectors, self.compute_dtype)[None]
+            dense = values[:, :, None] * ops.cast(dense_vectors, self.compute_dtype)[None]
             stacked = ops.concatenate([stacked, dense], axis=1)
-        out: dict[str, Any] = {"fields": stacked}
+        return stacked
+
+    def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        shared = [self.tables[k] for k in self.categorical]
+        vectors = self.dense_vectors if self.dense else None
+        out: dict[str, Any] = {"fields": self._fields(inputs, shared, self.scenario_table, vectors)}
+        for task in self.task_tables:
+            tables = [self.task_field_tables[f"{task}/{k}"] for k in self.categorical]
+            vectors = self.task_dense_vectors.get(task)
+            scenario_table = self.task_scenario_tables[task]
+            out[task_fields_key(task)] = self._fields(inputs, tables, scenario_table, vectors)
         if self.sequence_item_feature is not None:
             table = self.tables[self.sequence_item_feature]
             oov = self.vocab_sizes[self.sequence_item_feature] + 1
@@ -164,5 +230,6 @@ class FeatureEmbedding(keras.layers.Layer):
             num_behaviors=self.num_behaviors,
             tokens=self.tokens,
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+            task_tables=self.task_tables,
         )
         return config

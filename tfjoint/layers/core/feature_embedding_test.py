@@ -1,5 +1,7 @@
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfjoint import features
 from tfjoint.layers.core.feature_embedding import FeatureEmbedding
@@ -100,3 +102,87 @@ def test_ids_outside_the_tables_take_the_oov_and_unknown_scenario_rows():
 def test_bad_arguments(change):
     with pytest.raises(ValueError, match="Received"):
         FeatureEmbedding(**{**KWARGS, **change})
+
+
+def test_without_task_tables_the_variables_and_outputs_are_unchanged():
+    # The default keeps the variables (names, order, values under a seed) and the outputs of
+    # the layer before task tables existed, so saved models keep loading.
+    keras.utils.set_random_seed(0)
+    default = FeatureEmbedding(**KWARGS, name="embedding")
+    out = default(make_inputs())
+    assert [v.path for v in default.weights] == [
+        "embedding/dense_vectors",
+        "embedding/embedding_user_id/embeddings",
+        "embedding/embedding_item_id/embeddings",
+        "embedding/embedding_title/embeddings",
+        "embedding/embedding_scenario/embeddings",
+        "embedding/embedding_behavior/embeddings",
+    ]
+    assert sorted(out) == [
+        "behaviors", "fields", "sequence", "sequence_mask", "target", "tokens_mask_title", "tokens_title"
+    ]
+    keras.utils.set_random_seed(0)
+    with_tasks = FeatureEmbedding(**KWARGS, task_tables=["a", "b"], name="embedding")
+    out_tasks = with_tasks(make_inputs())
+    by_path = {w.path: w for w in with_tasks.weights}
+    for v in default.weights:
+        np.testing.assert_array_equal(v.numpy(), by_path[v.path].numpy())
+    for key, value in out.items():
+        np.testing.assert_array_equal(value, out_tasks[key])
+
+
+def test_task_tables_embed_the_same_fields_with_their_own_tables():
+    layer = FeatureEmbedding(**KWARGS, task_tables=["a", "b"])
+    x = make_inputs()
+    out = layer(x)
+    assert sorted(k for k in out if k.startswith("fields")) == ["fields", "fields_a", "fields_b"]
+    for task in ("a", "b"):
+        fields = np.asarray(out[f"fields_{task}"])
+        assert fields.shape == (4, layer.num_fields, 4)
+        user = layer.task_field_tables[f"{task}/user_id"].embeddings.numpy()
+        np.testing.assert_allclose(fields[:, 0], user[x["user_id"][:, 0]], rtol=1e-6)
+        scenario = layer.task_scenario_tables[task].embeddings.numpy()
+        np.testing.assert_allclose(fields[:, 2], scenario[x["scenario"][:, 0]], rtol=1e-6)
+        vector = layer.task_dense_vectors[task].numpy()[0]
+        np.testing.assert_allclose(fields[:, 3], x["year"] * vector[None], rtol=1e-5)
+    # Every table starts from its own draw: task a, task b and the shared ones all differ.
+    for k in ("user_id", "item_id"):
+        a, b = (layer.task_field_tables[f"{t}/{k}"].embeddings.numpy() for t in ("a", "b"))
+        shared = layer.tables[k].embeddings.numpy()
+        assert not np.allclose(a, b) and not np.allclose(a, shared) and not np.allclose(b, shared)
+    # A loss on fields_a reaches task a's tables only.
+    inputs = {k: tf.constant(v) for k, v in x.items()}
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(inputs)["fields_a"] ** 2)
+    grads = tape.gradient(loss, layer.trainable_variables)
+    reached = sorted(v.path.split("/")[1] for v, g in zip(layer.trainable_variables, grads) if g is not None)
+    assert reached == [
+        "dense_vectors_a",
+        "embedding_item_id_a",
+        "embedding_scenario_a",
+        "embedding_user_id_a",
+    ]
+
+
+def test_layer_contract_with_task_tables():
+    run_layer_test(
+        FeatureEmbedding,
+        {**KWARGS, "task_tables": ["a"]},
+        make_inputs(),
+        expected_output_shape={
+            "fields": (4, 4, 4),
+            "fields_a": (4, 4, 4),
+            "sequence": (4, 5, 4),
+            "behaviors": (4, 5),
+            "sequence_mask": (4, 5),
+            "target": (4, 4),
+            "tokens_title": (4, 3, 4),
+            "tokens_mask_title": (4, 3),
+        },
+    )
+
+
+@pytest.mark.parametrize("task_tables", [["a", "a"], "ab", [""]])
+def test_bad_task_tables(task_tables):
+    with pytest.raises(ValueError, match="Received"):
+        FeatureEmbedding(**KWARGS, task_tables=task_tables)

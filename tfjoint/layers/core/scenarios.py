@@ -12,6 +12,12 @@ that choice explicit at each use: ``unknown="shared"`` gives ``P + 1`` columns w
 unknown rows in column ``P``; ``unknown="zeros"`` gives ``P`` columns and all-zero unknown
 rows. :func:`per_scenario_dense` applies one dense map per scenario, each row its own
 (STAR, M3oE, SAR-Net, HAMUR).
+
+No training row carries the unknown id on its own, so every fallback (a shared row, the
+embedding's unknown row) would serve weights never trained in that role, and their random
+initial values would make unknown-scenario predictions depend on the seed.
+:class:`UnknownScenarioMasking` fixes that at training time: a seeded fraction of the rows
+see the unknown id, in every consumer of the scenario at once.
 """
 
 from __future__ import annotations
@@ -33,6 +39,16 @@ def split_scenario_inputs(inputs: Any) -> tuple[Any, Any]:
     if isinstance(inputs, (list, tuple)) and len(inputs) == 2:
         return inputs[0], inputs[1]
     raise ValueError(f"expected [inputs, scenario] or {{'inputs', 'scenario'}}. Received: {inputs!r}")
+
+
+def split_context_inputs(inputs: Any, keys: tuple[str, ...]) -> tuple[Any, ...]:
+    """``inputs[k]`` for each of ``keys``, in order, from the dict a
+    :class:`~tfjoint.layers.core.contracts.NeedsEmbeddings` component is called on
+    (``{"inputs", "scenario", *extra_inputs}``); a clear error on any other input."""
+    if not isinstance(inputs, dict) or set(inputs) != set(keys):
+        received = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise ValueError(f"expected a dict with the keys {list(keys)}. Received: {received}")
+    return tuple(inputs[k] for k in keys)
 
 
 def unknown_scenario(num_scenarios: int) -> int:
@@ -134,3 +150,57 @@ def star_weights(kernel: Any, bias: Any, scenario_kernels: Any, scenario_biases:
     w_p = ops.concatenate([scenario_kernels, ops.ones((1, *kernel.shape), scenario_kernels.dtype)], axis=0)
     b_p = ops.concatenate([scenario_biases, ops.zeros((1, *bias.shape), scenario_biases.dtype)], axis=0)
     return w_p * kernel[None], b_p + bias[None]
+
+
+@keras.saving.register_keras_serializable(package="tfjoint")
+class UnknownScenarioMasking(keras.layers.Layer):
+    """In training, replaces each row's scenario id by the unknown id with probability ``rate``.
+
+    The joint model applies it once to its scenario input, before the embedding, the
+    scenario adapter and a scenario-aware task architecture, so each of them trains its
+    unknown-scenario path (the embedding's unknown row, STAR's shared ``W``, HAMUR's
+    identity, ...) on the same rows, as scenario dropout. At inference it is the identity:
+    a known scenario is always served through its own path.
+
+    Args:
+        num_scenarios: ``P``; the unknown id is :func:`unknown_scenario` ``= P``.
+        rate: probability in ``[0, 1)`` that a training row's scenario is hidden; 0 turns
+            the layer off.
+        seed: seed of the draws (``None``: drawn from Keras's global seed, as ``Dropout``).
+
+    Call arguments:
+        inputs: integer scenario ids, any shape.
+        training: whether to mask.
+
+    Returns:
+        ``inputs`` (same shape and dtype) with masked rows set to ``P``.
+
+    Example:
+    >>> layer = UnknownScenarioMasking(num_scenarios=3, rate=0.5, seed=0)
+    >>> ids = keras.ops.zeros((4, 1), "int64")
+    >>> bool(keras.ops.all(layer(ids, training=False) == ids))
+    True
+    """
+
+    def __init__(self, num_scenarios: int, rate: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_scenarios = check_num_scenarios(num_scenarios)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1). Received: rate={rate}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if not training or self.rate == 0.0:
+            return inputs
+        hidden = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator) < self.rate
+        return ops.where(hidden, ops.full_like(inputs, unknown_scenario(self.num_scenarios)), inputs)
+
+    def compute_output_spec(self, inputs: Any, training: bool | None = None) -> Any:
+        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(num_scenarios=self.num_scenarios, rate=self.rate, seed=self.seed)
+        return config

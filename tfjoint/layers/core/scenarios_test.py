@@ -50,3 +50,31 @@ def test_per_scenario_dense_applies_each_rows_own_map(middle):
     np.testing.assert_array_equal(zeros[3], np.zeros_like(zeros[3]))
     np.testing.assert_allclose(zeros[[0, 1, 2, 4]], out[[0, 1, 2, 4]], rtol=1e-6)
     assert ops.convert_to_tensor(out).shape == (5, *middle, 6)
+
+
+def test_unknown_scenario_masking_hides_a_seeded_fraction_in_training_only():
+    import json
+
+    import keras
+
+    from tfjoint.layers.core.scenarios import UnknownScenarioMasking
+
+    ids = (np.arange(4000) % P).reshape(-1, 1).astype("int64")
+    layer = UnknownScenarioMasking(P, rate=0.25, seed=7)
+    np.testing.assert_array_equal(np.asarray(layer(ids, training=False)), ids)
+    np.testing.assert_array_equal(np.asarray(layer(ids)), ids)
+    masked = np.asarray(layer(ids, training=True))
+    hidden = masked != ids
+    assert masked.dtype == ids.dtype and masked.shape == ids.shape
+    assert np.all(masked[hidden] == unknown_scenario(P))
+    assert abs(hidden.mean() - 0.25) < 0.03  # 4000 draws: 3 standard deviations is 0.021
+    # Seeded: a fresh layer with the same seed hides the same rows.
+    again = UnknownScenarioMasking(P, rate=0.25, seed=7)
+    np.testing.assert_array_equal(np.asarray(again(ids, training=True)), masked)
+    np.testing.assert_array_equal(np.asarray(UnknownScenarioMasking(P, rate=0.0)(ids, training=True)), ids)
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+    revived = keras.saving.deserialize_keras_object(config)
+    assert isinstance(revived, UnknownScenarioMasking) and revived.get_config() == layer.get_config()
+    for rate in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="rate must be in"):
+            UnknownScenarioMasking(P, rate=rate)

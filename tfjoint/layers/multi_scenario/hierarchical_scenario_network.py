@@ -15,18 +15,16 @@ from tfjoint.layers.core.scenarios import (
     check_num_scenarios,
     scenario_one_hot,
     scenario_segments,
+    split_context_inputs,
 )
 from tfjoint.registry import register
 
-_INPUT_KEYS = {"inputs", "scenario", "fields"}
+_INPUT_KEYS = ("inputs", "scenario", "fields")
 
 
-def _split_inputs(inputs: Any) -> tuple[Any, Any, Any]:
+def _split_inputs(inputs: Any) -> tuple[Any, ...]:
     """``(E_merge, scenario, fields)`` from ``{"inputs", "scenario", "fields"}``."""
-    if not isinstance(inputs, dict) or set(inputs) != _INPUT_KEYS:
-        keys = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
-        raise ValueError(f"expected a dict with the keys {sorted(_INPUT_KEYS)}. Received: {keys}")
-    return inputs["inputs"], inputs["scenario"], inputs["fields"]
+    return split_context_inputs(inputs, _INPUT_KEYS)
 
 
 class _ScenarioOrientedModule(keras.layers.Layer):

@@ -72,18 +72,25 @@ class MultiDomainMultiTaskMixtureOfExperts(ScenarioAware, keras.layers.Layer):
     MLPs); the code stops the gradient into the gate input, here it flows.
 
     Unknown domain: a scenario id outside ``[0, num_scenarios)`` has no parameters of its
-    own (no training row carries such an id, so they would keep their initial values).
-    Its prediction is the mean of the ``P`` known domains' predictions, each computed on
-    the shared representation:
+    own. The official code has no such path (an unknown id keeps ``emb = 0`` and a
+    prediction of 0). Here its tower output is the mean of the ``P`` known domains' tower
+    outputs, each computed on the shared representation:
 
     - ``h = x W_sh + b_sh`` (``f_DR`` without ``W_d, b_d``);
     - ``h_{t,d} = S_{t,d}(h) + alpha_d T_t(h) + alpha_t D_d(h)`` for every known ``d``,
       with domain ``d``'s gate, ``alpha_d`` and domain view, as above;
-    - ``y_t = (1 / P) sum_d tower_{t,d}(h_{t,d})``.
+    - ``z_t = (1 / P) sum_d tower_{t,d}(h_{t,d})``, the layer's output.
+
+    The joint model's head for task ``t`` is one linear map shared by the domains (then a
+    sigmoid for a binary task), so the served value is the head applied to the mean tower
+    output: the mean of the ``P`` domains' **logits** (then the sigmoid), not the mean of
+    their probabilities; for a regression task it is the mean of their predictions.
 
     Every parameter on this path is trained by rows of known domains: ``W_sh, b_sh`` enter
     every ``W_hat_d``, and each known domain's gate, ``alpha_d``, ``beta_d``, expert and
-    tower are trained by that domain's rows; only ``W_d, b_d`` are left out. The outputs of
+    tower are trained by that domain's rows; only ``W_d, b_d`` are left out. The joint
+    model's ``unknown_scenario_rate`` also trains the path itself on rows whose domain it
+    hides. The outputs of
     the towers are averaged, rather than one tower applied to the mean of the ``h_{t,d}``,
     so that each tower sees its own domain's fusion, the input it is trained on. Averaging
     over ``d`` is linear up to the towers: the mean of the ``h_{t,d}`` is ``S`` with the

@@ -20,6 +20,7 @@ from tfjoint.layers.core.scenarios import (
     per_scenario_dense,
     scenario_one_hot,
     scenario_segments,
+    split_context_inputs,
 )
 from tfjoint.registry import register
 
@@ -37,10 +38,7 @@ def masked_softmax(logits: Any, mask: Any) -> Any:
 
 
 def _split_inputs(inputs: Any) -> tuple[Any, ...]:
-    if not isinstance(inputs, dict) or set(inputs) != set(_INPUT_KEYS):
-        received = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
-        raise ValueError(f"expected a dict with the keys {list(_INPUT_KEYS)}. Received: {received}")
-    return tuple(inputs[k] for k in _INPUT_KEYS)
+    return split_context_inputs(inputs, _INPUT_KEYS)
 
 
 @register(

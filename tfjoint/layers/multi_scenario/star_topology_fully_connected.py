@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import last_dim, layer_units, positive_int
+from tfjoint.layers.core.contracts import AddsToLogits
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.layers.core.scenarios import (
     build_scenario_embedding,
@@ -30,7 +31,7 @@ from tfjoint.registry import register
     reference="Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for "
     "Multi-Domain CTR Prediction, CIKM 2021",
 )
-class StarTopologyFullyConnected(keras.layers.Layer):
+class StarTopologyFullyConnected(AddsToLogits, keras.layers.Layer):
     """STAR: partitioned normalization, star-topology FC layers and an auxiliary network.
 
     Each layer ``l`` has a shared kernel ``W`` and bias ``b`` and, per scenario ``p``, a kernel
@@ -43,19 +44,22 @@ class StarTopologyFullyConnected(keras.layers.Layer):
     Before the star layers the inputs go through :class:`PartitionedNormalization` (sec.
     4.2) when ``use_partitioned_norm``. The auxiliary network (sec. 4.4) is an MLP over the
     scenario-indicator embedding, concatenated with the (un-normalized) inputs when
-    ``aux_use_inputs``, ending in one linear unit. In the paper its scalar is added to the
-    final logit; here the task heads of the joint model produce the logits, so the layer
-    returns ``concat([star_output, aux_output])``: the auxiliary scalar is the LAST column
-    and the downstream task architecture and heads consume it. The unknown scenario feeds a
-    zero indicator embedding to the auxiliary network. With ``use_auxiliary_network=False``
-    only the star output is returned.
+    ``aux_use_inputs``, ending in one linear unit ``s_a``. As in the paper (sec. 4.4,
+    ``pCTR = sigmoid(s_m + s_a)``) and the reference code (``sigmoid(final + aux_out)``,
+    Xiaopengli1/Scenario-Wise-Rec ``scenario_wise_rec/models/multi_domain/star.py``), ``s_a``
+    is added to the final logit: the layer is an
+    :class:`~tfjoint.layers.core.contracts.AddsToLogits` adapter and returns
+    ``{"outputs": star_output, "logit": s_a}``; the joint model's task architecture reads
+    ``outputs`` and every task head ``k`` gives ``act_k(s_m,k + s_a)``, ``s_m,k`` being the
+    head's own logit. The unknown scenario feeds a zero indicator embedding to the
+    auxiliary network. With ``use_auxiliary_network=False``, ``s_a = 0``.
 
     Args:
         num_scenarios: number of known scenarios ``P``.
         units: sizes of the star-topology FC layers.
         activation: activation of every star layer.
         use_partitioned_norm: whether to apply partitioned normalization to the inputs.
-        use_auxiliary_network: whether to append the auxiliary network's scalar.
+        use_auxiliary_network: whether the auxiliary network's scalar is added to the logits.
         scenario_embedding_dim: size of the scenario-indicator embedding.
         aux_units: hidden sizes of the auxiliary MLP (before its one-unit output).
         aux_use_inputs: whether the auxiliary network also sees the inputs.
@@ -68,13 +72,14 @@ class StarTopologyFullyConnected(keras.layers.Layer):
         training: Python bool.
 
     Returns:
-        ``(batch, units[-1] + 1)`` with the auxiliary network, else ``(batch, units[-1])``.
+        ``{"outputs": (batch, units[-1]), "logit": (batch, 1)}``.
 
     Example:
     >>> layer = StarTopologyFullyConnected(num_scenarios=2, units=[8, 4])
     >>> x = keras.ops.ones((3, 5))
-    >>> tuple(layer({"inputs": x, "scenario": keras.ops.array([[0], [1], [2]])}).shape)
-    (3, 5)
+    >>> out = layer({"inputs": x, "scenario": keras.ops.array([[0], [1], [2]])})
+    >>> tuple(out["outputs"].shape), tuple(out["logit"].shape)
+    ((3, 4), (3, 1))
 
     Reference:
         Sheng et al., One Model to Serve All: Star Topology Adaptive Recommender for
@@ -174,7 +179,7 @@ class StarTopologyFullyConnected(keras.layers.Layer):
             w, b = ops.cast(w, self.compute_dtype), ops.cast(b, self.compute_dtype)
             h = self.activation(per_scenario_dense(h, w, b, onehot))
         if not self.use_auxiliary_network:
-            return h
+            return {self.OUTPUTS_KEY: h, self.LOGIT_KEY: ops.zeros_like(h[:, :1])}
         indicator = embed_known_scenarios(self.scenario_embedding, seg, self.compute_dtype)
         aux = (
             ops.concatenate([indicator, ops.cast(x, self.compute_dtype)], axis=-1)
@@ -183,11 +188,11 @@ class StarTopologyFullyConnected(keras.layers.Layer):
         )
         if self.aux_units:
             aux = self.aux_hidden(aux, training=training)
-        return ops.concatenate([h, self.aux_output(aux)], axis=-1)
+        return {self.OUTPUTS_KEY: h, self.LOGIT_KEY: self.aux_output(aux)}  # s_a, added to the logits
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         x_shape, _ = split_scenario_inputs(input_shape)
-        return (x_shape[0], self.units[-1] + int(self.use_auxiliary_network))
+        return {self.OUTPUTS_KEY: (x_shape[0], self.units[-1]), self.LOGIT_KEY: (x_shape[0], 1)}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

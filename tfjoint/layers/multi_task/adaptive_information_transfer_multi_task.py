@@ -82,6 +82,13 @@ class AdaptiveInformationTransferMultiTask(CascadeArchitecture, keras.layers.Lay
                 h.build((None, 2, k))
                 table[name] = h
 
+    def task_weights(self, task: str) -> list[Any]:
+        """Task ``task``'s tower and its AIT module (transfer ``g_{t-1}``, ``h_1``, ``h_2``,
+        ``h_3``): everything but the shared input is a task's own in AITM."""
+        tables = (self.transfers, self.value, self.query, self.key)
+        layers = [self.towers[task]] + [table[task] for table in tables if task in table]
+        return [w for layer in layers for w in layer.trainable_weights]
+
     def transfer_weights(self, previous: Any, own: Any, name: str) -> tuple[Any, Any]:
         """``(w, z)`` of the AIT module of task ``name``: ``w`` ``(batch, 2)`` over
         ``[p_{t-1}, q_t]`` and ``z_t``."""

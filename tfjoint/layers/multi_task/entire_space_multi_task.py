@@ -153,6 +153,11 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
                 self.imputation[name] = tower
                 self.imputation_outputs[name] = head
 
+    def task_weights(self, task: str) -> list[Any]:
+        """Task ``task``'s tower and, with ``variant="dr"``, its imputation tower."""
+        layers = [self.imputation[task], self.imputation_outputs[task]] if task in self.imputation else []
+        return super().task_weights(task) + [w for layer in layers for w in layer.trainable_weights]
+
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
         outputs = super().call(inputs, training=training)
         for name, tower in self.imputation.items():
