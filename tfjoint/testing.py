@@ -207,6 +207,24 @@ def scenario_batch(
     return x, scenario
 
 
+def fields_batch(
+    n: int, dim: int, num_scenarios: int, num_fields: int, emb_dim: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """``{"inputs", "scenario", "fields"}``: a :func:`scenario_batch` plus ``(n, num_fields,
+    emb_dim)`` normal field embeddings, the input of a layer that also asks for ``fields``."""
+    rng = np.random.default_rng(seed)
+    x, scenario = scenario_batch(n, dim, num_scenarios, rng)
+    fields = rng.normal(size=(n, num_fields, emb_dim)).astype("float32")
+    return {"inputs": x, "scenario": scenario, "fields": fields}
+
+
+def built_with_random_weights(layer: keras.layers.Layer, data: Any, seed: int = 1, scale: float = 1.0) -> Any:
+    """``layer`` built on the shapes of ``data`` (a dict of arrays), its weights randomized."""
+    layer.build({k: v.shape for k, v in data.items()})
+    randomize_weights(layer.weights, seed, scale=scale)
+    return layer
+
+
 def randomize_weights(weights: Iterable[Any], seed: int = 1, scale: float = 1.0) -> None:
     """Assigns seeded ``normal(0, scale)`` float32 values to ``weights``, one after the other.
 

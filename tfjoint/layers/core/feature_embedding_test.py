@@ -35,13 +35,16 @@ def make_inputs(batch=4, seq_len=5, title_len=3, seed=0):
     }
 
 
-def test_layer_contract():
+@pytest.mark.parametrize("task_tables", [[], ["a"]])
+def test_layer_contract(task_tables):
+    extra = {f"fields_{t}": (4, 4, 4) for t in task_tables}
     run_layer_test(
         FeatureEmbedding,
-        KWARGS,
+        {**KWARGS, "task_tables": task_tables},
         make_inputs(),
         expected_output_shape={
             "fields": (4, 4, 4),
+            **extra,
             "sequence": (4, 5, 4),
             "behaviors": (4, 5),
             "sequence_mask": (4, 5),
@@ -162,24 +165,6 @@ def test_task_tables_embed_the_same_fields_with_their_own_tables():
         "embedding_scenario_a",
         "embedding_user_id_a",
     ]
-
-
-def test_layer_contract_with_task_tables():
-    run_layer_test(
-        FeatureEmbedding,
-        {**KWARGS, "task_tables": ["a"]},
-        make_inputs(),
-        expected_output_shape={
-            "fields": (4, 4, 4),
-            "fields_a": (4, 4, 4),
-            "sequence": (4, 5, 4),
-            "behaviors": (4, 5),
-            "sequence_mask": (4, 5),
-            "target": (4, 4),
-            "tokens_title": (4, 3, 4),
-            "tokens_mask_title": (4, 3),
-        },
-    )
 
 
 @pytest.mark.parametrize("task_tables", [["a", "a"], "ab", [""]])

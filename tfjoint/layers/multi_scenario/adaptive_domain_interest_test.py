@@ -4,12 +4,12 @@ import pytest
 from tfjoint.features import MOVIELENS_100K
 from tfjoint.layers.multi_scenario.adaptive_domain_interest import AdaptiveDomainInterest  # registers "adi"
 from tfjoint.testing import (
+    built_with_random_weights,
     check_joint_model,
     fake_vocab_sizes,
-    randomize_weights,
+    fields_batch,
     relu,
     run_layer_test,
-    scenario_batch,
     sigmoid,
     softmax,
 )
@@ -28,18 +28,11 @@ KWARGS = {
 
 
 def batch(n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    x, s = scenario_batch(n, D, P, rng)  # ids 0..2 known, 3 unknown
-    fields = rng.normal(size=(n, F, E)).astype("float32")
-    return {"inputs": x, "scenario": s, "fields": fields}
+    return fields_batch(n, D, P, F, E, seed)  # ids 0..2 known, 3 unknown
 
 
 def built(seed=1, **overrides):
-    data = batch()
-    layer = AdaptiveDomainInterest(**{**KWARGS, **overrides})
-    layer.build({k: v.shape for k, v in data.items()})
-    randomize_weights(layer.weights, seed, scale=0.7)
-    return layer
+    return built_with_random_weights(AdaptiveDomainInterest(**{**KWARGS, **overrides}), batch(), seed, scale=0.7)
 
 
 def dense(layer, v):

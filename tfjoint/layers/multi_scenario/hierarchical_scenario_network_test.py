@@ -3,18 +3,17 @@ import pytest
 
 from tfjoint.features import MOVIELENS_100K
 from tfjoint.layers.multi_scenario.hierarchical_scenario_network import HierarchicalScenarioNetwork
-from tfjoint.testing import fake_vocab_sizes
-
-SIZES = fake_vocab_sizes(MOVIELENS_100K)
 from tfjoint.testing import (
+    built_with_random_weights,
     check_joint_model,
-    randomize_weights,
+    fake_vocab_sizes,
+    fields_batch,
     relu,
     run_layer_test,
-    scenario_batch,
     softmax,
 )
 
+SIZES = fake_vocab_sizes(MOVIELENS_100K)
 P, D, F, E, SE, HEADS = 3, 5, 4, 4, 4, 2
 KWARGS = {
     "num_scenarios": P,
@@ -28,18 +27,11 @@ KWARGS = {
 
 
 def batch(n=8, seed=0):
-    rng = np.random.default_rng(seed)
-    x, scenario = scenario_batch(n, D, P, rng)  # ids 0..2 known, 3 unknown
-    fields = rng.normal(size=(n, F, E)).astype("float32")
-    return {"inputs": x, "scenario": scenario, "fields": fields}
+    return fields_batch(n, D, P, F, E, seed)  # ids 0..2 known, 3 unknown
 
 
 def built(seed=1, **overrides):
-    data = batch()
-    layer = HierarchicalScenarioNetwork(**{**KWARGS, **overrides})
-    layer.build({k: v.shape for k, v in data.items()})
-    randomize_weights(layer.weights, seed, scale=0.5)
-    return layer
+    return built_with_random_weights(HierarchicalScenarioNetwork(**{**KWARGS, **overrides}), batch(), seed, scale=0.5)
 
 
 def numpy_scenario_embedding(layer, scenario):
