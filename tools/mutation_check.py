@@ -5,7 +5,8 @@ exactly once) by a plausible wrong equation: a removed stop-gradient, a gate fed
 input, a per-scenario statistic replaced by a batch one, the cascade product swapped, the
 propensity removed. For each, the check copies the package to a temporary folder, applies
 the mutation there (the working tree is never touched), runs the listed test files, and
-reports ``caught`` when at least one test fails, ``SURVIVED`` otherwise.
+reports ``caught`` when at least one test fails, ``SURVIVED`` when all pass and ``ERROR``
+when a test errors without any failing (a broken fixture proves nothing).
 
 Run on demand (about 1 minute per mutation on 2 cores)::
 
@@ -47,6 +48,7 @@ _ESMM = "tfjoint/layers/multi_task/entire_space_multi_task.py"
 _ESMM_TESTS = ("tfjoint/layers/multi_task/entire_space_multi_task_test.py",)
 _PN = "tfjoint/layers/multi_scenario/partitioned_normalization.py"
 _PN_TESTS = ("tfjoint/layers/multi_scenario/partitioned_normalization_test.py",)
+_ADI = "tfjoint/layers/multi_scenario/adaptive_domain_interest.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
@@ -218,6 +220,119 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tfjoint/layers/multi_scenario/star_topology_fully_connected_test.py",),
         "STAR sec. 4.4: sigmoid(s_m + s_a), the auxiliary output added to the logit",
     ),
+    Mutation(
+        "stem_task_experts_read_shared_tables",
+        "tfjoint/layers/multi_task/shared_and_task_specific_embeddings.py",
+        "{name: flat(inputs[task_fields_key(name)]) for name in self.task_names}",
+        '{name: flat(inputs["fields"]) for name in self.task_names}',
+        ("tfjoint/layers/multi_task/shared_and_task_specific_embeddings_test.py",),
+        "STEM: task k's experts read k's own embedding tables, not the shared ones",
+    ),
+    Mutation(
+        "adi_one_weight_per_row",
+        _ADI,
+        "ops.reshape(fields * a[:, :, None], (-1, self.num_fields * fields.shape[-1]))",
+        "ops.reshape(fields * ops.mean(a, axis=1)[:, None, None], (-1, self.num_fields * fields.shape[-1]))",
+        (_ADI.replace(".py", "_test.py"),),
+        "ADI sec. 3.2: the domain interest weight a_i scales field i (not one weight per row)",
+    ),
+    Mutation(
+        "adi_forward_network_shared",
+        _ADI,
+        "mix = onehot + (1.0 - known) / p",
+        "mix = ops.ones_like(onehot) / p",
+        (_ADI.replace(".py", "_test.py"),),
+        "ADI sec. 3.3: the forward network after the fusion is the domain's own",
+    ),
+    Mutation(
+        "hamur_hyper_network_per_batch",
+        "tfjoint/layers/multi_scenario/hyper_network_adapter.py",
+        "h = x\n        for dense, norm in zip(self.hyper_dense, self.hyper_norms):",
+        "h = ops.mean(x, axis=0, keepdims=True) * ops.ones_like(x)\n"
+        "        for dense, norm in zip(self.hyper_dense, self.hyper_norms):",
+        ("tfjoint/layers/multi_scenario/hyper_network_adapter_test.py",),
+        "HAMUR eq. 6: the core matrix I_b = H(x_b) is generated from each instance's representation",
+    ),
+    Mutation(
+        "dselect_k_no_unreachable_penalty",
+        "tfjoint/layers/multi_task/dselect_k_mixture_of_experts.py",
+        "            self.add_loss(unreachable_penalty(r))",
+        "            pass",
+        ("tfjoint/layers/multi_task/dselect_k_mixture_of_experts_test.py",),
+        "DSelect-k: the mass on codes that reach no expert is penalised (official code)",
+    ),
+    Mutation(
+        "metabalance_one_global_norm",
+        "tfjoint/balancing/meta_balance.py",
+        "(1.0 - self.beta) * self.tensor_norms(stacked)",
+        "(1.0 - self.beta) * ops.norm(stacked, axis=1, keepdims=True) * ops.ones_like(self.norm_averages)",
+        ("tfjoint/balancing/meta_balance_test.py",),
+        "MetaBalance alg. 1: one norm per parameter tensor (not one over the shared vector)",
+    ),
+    Mutation(
+        "metabalance_default_reduce",
+        "tfjoint/balancing/meta_balance.py",
+        'strategy: str = "both"',
+        'strategy: str = "reduce"',
+        ("tfjoint/balancing/meta_balance_test.py",),
+        "MetaBalance: the authors' default rescales auxiliary gradients both ways",
+    ),
+    Mutation(
+        "gradcraft_shared_parameters_only",
+        "tfjoint/balancing/grad_craft.py",
+        '    gradient_scope = "all"',
+        '    gradient_scope = "shared"',
+        ("tfjoint/balancing/grad_craft_test.py",),
+        "GradCraft: the magnitude and direction steps work on the full parameter vector",
+    ),
+    Mutation(
+        "gradnorm_whole_shared_vector",
+        "tfjoint/balancing/gradient_normalization.py",
+        "[layer == last for layer in self.gradient_layers]",
+        "[True for layer in self.gradient_layers]",
+        ("tfjoint/balancing/gradient_normalization_test.py",),
+        "GradNorm sec. 3.2: G_W^(i) is taken on the last shared layer W",
+    ),
+    Mutation(
+        "cascade_parent_tower_balanced",
+        "tfjoint/balancing/task_gradients.py",
+        "if count >= 2 and owners[i] is None]",
+        "if count >= 2]",
+        ("tfjoint/balancing/balancing_test.py::test_cascade_parent_tower_is_task_specific_and_gets_the_plain_gradient",),
+        "balancing contract: a cascade parent's own tower gets its plain gradient, not a balanced one",
+    ),
+    Mutation(
+        "unknown_scenario_masking_unused",
+        "tfjoint/joint/model.py",
+        "inputs = {**inputs, features.SCENARIO_KEY: masking(inputs[features.SCENARIO_KEY])}",
+        "inputs = {**inputs}",
+        ("tfjoint/joint/model_test.py::test_unknown_scenario_masking_trains_the_fallback_row",),
+        "the fallback is trained: a seeded fraction of training rows take the unknown scenario",
+    ),
+    Mutation(
+        "unknown_scenario_masking_to_scenario_zero",
+        "tfjoint/layers/core/scenarios.py",
+        "ops.full_like(inputs, unknown_scenario(self.num_scenarios))",
+        "ops.zeros_like(inputs)",
+        ("tfjoint/layers/core/scenarios_test.py::test_unknown_scenario_masking_hides_a_seeded_fraction_in_training_only",),
+        "masking replaces the scenario by the unknown id P (not by a known scenario)",
+    ),
+    Mutation(
+        "serving_missing_scenario_is_scenario_zero",
+        "tfjoint/pipeline/transform.py",
+        "value: Any = unknown_scenario(spec.num_scenarios)",
+        "value: Any = 0",
+        ("tfjoint/pipeline/transform_test.py::test_serving_spec_gives_missing_scalar_features_their_missing_value_path",),
+        "serving contract: a request without a scenario is served as the unknown scenario",
+    ),
+    Mutation(
+        "serving_default_exposes_auxiliary_outputs",
+        "tfjoint/pipeline/trainer.py",
+        "return {name: outputs[name] for name in task_names}",
+        "return outputs",
+        ("tests/test_pipeline_synthetic.py::test_pushed_model_has_tf_serving_layout_and_both_signatures",),
+        "serving contract: serving_default returns the task outputs only",
+    ),
 )
 
 
@@ -241,7 +356,7 @@ def run_mutation(m: Mutation, python: str, timeout: float) -> tuple[str, float, 
     """Applies ``m`` to a copy of the package and runs its tests: ``(verdict, seconds, tail)``."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"mutation-{m.name}-") as tmp:
-        for part in ("tfjoint", "tests", "tools", "pyproject.toml"):
+        for part in ("tfjoint", "tests", "tools", "schemas", "pyproject.toml"):
             src = ROOT / part
             if src.is_dir():
                 shutil.copytree(src, Path(tmp) / part, ignore=shutil.ignore_patterns("__pycache__"))
@@ -256,7 +371,13 @@ def run_mutation(m: Mutation, python: str, timeout: float) -> tuple[str, float, 
         except subprocess.TimeoutExpired:
             return "TIMEOUT", time.perf_counter() - start, ""
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
-    verdict = "caught" if proc.returncode == 1 else ("SURVIVED" if proc.returncode == 0 else f"ERROR rc={proc.returncode}")
+    # Caught means a test failed; a test that errored (e.g. in its fixture) proves nothing.
+    if proc.returncode == 1 and " failed" in tail[0]:
+        verdict = "caught"
+    elif proc.returncode == 0:
+        verdict = "SURVIVED"
+    else:
+        verdict = f"ERROR rc={proc.returncode}"
     return verdict, time.perf_counter() - start, tail[0]
 
 
