@@ -8,7 +8,7 @@ Layers, bottom to top (a module may import only from lower layers, or from its o
 3. the families ``tfjoint.layers.multi_scenario`` (which may compose multi-task layers),
    ``tfjoint.layers.multi_behavior``, ``tfjoint.layers.multi_modal``
 4. ``tfjoint.layers`` (the package) and ``tfjoint.catalog`` (imports every family)
-5. ``tfjoint.joint`` (the joint model)
+5. ``tfjoint.joint`` (the joint model), ``tfjoint.retrieval`` (top-K splits, protocols, metrics)
 6. ``tfjoint.testing``
 7. ``tfjoint.pipeline``, ``tfjoint.serving``, ``tfjoint.bench`` (siblings: they may import
    each other, without cycles)
@@ -38,6 +38,7 @@ LAYERS = [  # (module prefix, layer); the longest matching prefix wins
     ("tfjoint.layers", 4),
     ("tfjoint.catalog", 4),
     ("tfjoint.joint", 5),
+    ("tfjoint.retrieval", 5),
     ("tfjoint.testing", 6),
     ("tfjoint.pipeline", 7),
     ("tfjoint.serving", 7),

@@ -76,7 +76,8 @@ def read_interactions(
         frame = reader(path)
     except (OSError, ValueError, UnicodeDecodeError, ImportError) as e:
         detail = " ".join(str(e).split())
-        raise ValueError(f"cannot read interactions from {str(path)!r}: {type(e).__name__}: {detail}") from None
+        message = f"cannot read interactions from {str(path)!r}: {type(e).__name__}: {detail}"
+        raise ValueError(message) from None
     columns = [c for c in (user, item, behavior, timestamp) if c is not None]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -91,7 +92,10 @@ def read_interactions(
                 f"unknown behavior {unknown[0]!r} in column {behavior!r}; {spec.name} knows {spec.behaviors}"
             )
         behaviors = names.map({b: i for i, b in enumerate(spec.behaviors)}).to_numpy(np.int64)
-    times = np.arange(len(frame), dtype=np.int64) if timestamp is None else frame[timestamp].to_numpy(np.int64)
+    if timestamp is None:
+        times = np.arange(len(frame), dtype=np.int64)
+    else:
+        times = frame[timestamp].to_numpy(np.int64)
     users, user_ids, n_users = _index(frame[user].to_numpy(), num_users, "users")
     items, item_ids, n_items = _index(frame[item].to_numpy(), num_items, "items")
     return InteractionLog(spec, users, items, behaviors, times, n_users, n_items, user_ids, item_ids)

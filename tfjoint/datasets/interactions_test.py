@@ -102,9 +102,8 @@ def _aux_hit_rate(log):
 
 
 def test_synthetic_signal_controls_what_auxiliary_behaviors_say_about_buys():
-    rates = {
-        s: _aux_hit_rate(interactions.synthetic_behaviors(200, 100, signal=s, seed=0)) for s in (0.0, 0.5, 1.0)
-    }
+    logs = {s: interactions.synthetic_behaviors(200, 100, signal=s, seed=0) for s in (0.0, 0.5, 1.0)}
+    rates = {s: _aux_hit_rate(log) for s, log in logs.items()}
     # signal 0: independent draws, so a buy meets its own views/carts by chance only:
     # P(item among ~25 distinct of 100) ~ 0.2-0.25 (the logits concentrate both a little).
     assert rates[0.0] < 0.35
@@ -112,10 +111,13 @@ def test_synthetic_signal_controls_what_auxiliary_behaviors_say_about_buys():
     assert rates[1.0] > 0.6
 
 
+SMALL = {"views_per_user": 4, "carts_per_user": 2, "buys_per_user": 1}
+
+
 def test_synthetic_is_seeded_and_shaped():
-    a = interactions.synthetic_behaviors(5, 30, signal=0.3, seed=1, views_per_user=4, carts_per_user=2, buys_per_user=1)
-    b = interactions.synthetic_behaviors(5, 30, signal=0.3, seed=1, views_per_user=4, carts_per_user=2, buys_per_user=1)
-    c = interactions.synthetic_behaviors(5, 30, signal=0.3, seed=2, views_per_user=4, carts_per_user=2, buys_per_user=1)
+    a = interactions.synthetic_behaviors(5, 30, signal=0.3, seed=1, **SMALL)
+    b = interactions.synthetic_behaviors(5, 30, signal=0.3, seed=1, **SMALL)
+    c = interactions.synthetic_behaviors(5, 30, signal=0.3, seed=2, **SMALL)
     for name in ("users", "items", "behaviors", "timestamps"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert not np.array_equal(a.items, c.items)
