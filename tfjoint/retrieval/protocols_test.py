@@ -14,11 +14,12 @@ V, B = 0, 1
 # (user, item, behavior, timestamp), deliberately unsorted.
 ROWS = [
     (0, 4, V, 7), (0, 1, V, 1), (0, 2, B, 2), (0, 3, V, 3), (0, 3, B, 4), (0, 4, V, 5), (0, 4, B, 6),
+    (0, 4, V, 6),
     (1, 5, B, 3), (1, 0, B, 1), (1, 5, V, 2),
     (2, 0, V, 1),
 ]
-# Test (last buy): user 0 item 4 at t=6 (the view of 4 at t=7 leaks it and goes; the view
-# at t=5 stays), user 1 item 5 at t=3 (its view at t=2 stays). Validation (last buy left):
+# Test (last buy): user 0 item 4 at t=6 (the views of 4 at t=6 and t=7 leak it and go; the
+# view at t=5 stays), user 1 item 5 at t=3 (its view at t=2 stays). Validation (last buy left):
 # user 0 item 3 at t=4, user 1 item 0 at t=1. User 2 never buys.
 SCORES = np.array(
     [
