@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tfjoint.datasets import interactions
@@ -195,3 +196,21 @@ def test_bad_arguments():
         protocols.leave_one_out(toy_log(), test_items=np.array([0]))
     with pytest.raises(ValueError, match="test_behaviors must be non-target"):
         protocols.leave_one_out(toy_log(), test_behaviors=("buy",))
+
+
+def test_retailrocket_split():
+    try:
+        train, test_items = interactions.load_retailrocket()
+    except FileNotFoundError as e:
+        pytest.skip(f"shared data absent: {e}")
+    split = protocols.leave_one_out(train, test_items)
+    np.testing.assert_array_equal(split.test_items, test_items)
+    # Every user has a training buy, so every user gets a validation buy: 9,551 - 2,174 left.
+    assert (split.valid_items >= 0).sum() == 2174
+    assert np.bincount(split.train.behaviors, minlength=3)[2] == 9551 - 2174
+    # Independently: every event of a validation pair at or after the validation buy goes.
+    frame = pd.DataFrame({"user": train.users, "item": train.items, "t": train.timestamps})
+    held = pd.DataFrame({"user": np.arange(2174), "item": split.valid_items, "tv": split.valid_timestamps})
+    joined = frame.merge(held, on=["user", "item"])
+    assert len(split.train) == len(train) - int((joined["t"] >= joined["tv"]).sum())
+    assert (split.valid_timestamps > 0).all()
