@@ -97,8 +97,8 @@ class EmbarrassinglyShallowAutoencoder(Recommender):
     >>> log = InteractionLog(spec, np.array([0, 0, 1]), np.array([0, 1, 1]), np.zeros(3),
     ...                      np.zeros(3), num_users=2, num_items=3)
     >>> model = EmbarrassinglyShallowAutoencoder(num_items=3, l2_reg=1.0); _ = model.fit(log)
-    >>> model.score(np.array([1])).round(3).tolist()
-    [[0.333, 0.0, 0.0]]
+    >>> [round(float(s), 3) for s in model.score(np.array([1]))[0]]
+    [0.333, 0.0, 0.0]
 
     Reference:
         Steck. Embarrassingly Shallow Autoencoders for Sparse Data. WWW 2019.

@@ -134,6 +134,7 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
         self.ffn_outer = [dense(f"ffn_outer_{b}") for b in range(self.num_blocks)]
         self.final_norm = norm("final_norm")
         self.dropout_layer = keras.layers.Dropout(self.dropout, seed=seed, name="dropout")
+        self.built = True  # every weight exists: a .keras file restores them without a call
 
     def attend(self, block: int, seq: Any, pad: Any, training: bool | None) -> Any:
         """One causal self-attention sublayer (``multihead_attention`` of modules.py)."""

@@ -133,6 +133,7 @@ class TwoTowerRecommender(Recommender, keras.Model):
         self.item_embedding = keras.layers.Embedding(self.num_items, self.embedding_dim, embeddings_initializer=init, name="item_embedding")
         self.user_embedding.build((None,))
         self.item_embedding.build((None,))
+        self.built = True  # every weight exists: a .keras file restores them without a call
 
     # -- what a subclass defines ------------------------------------------------------
     def propagate(self, training: bool = False) -> tuple[Any, Any]:
