@@ -24,6 +24,21 @@ def test_an_output_depends_on_no_later_item():
     assert not np.allclose(a[0, 4], b[0, 4])
 
 
+def test_the_first_item_attends_to_itself_only_through_the_blocks_of_the_code():
+    """With one block, the first non-padding position's attention weight is 1 on itself
+    (causal and key-padding masks), so its output is the code's block applied to it alone:
+    x = E_i sqrt(d) + P_t; a = x W^V + b^V + LN(x); f = LN(a); out = LN(FFN(f) + f)."""
+    model = SelfAttentiveSequentialRecommendation(num_items=6, max_len=5, hidden_dim=4, num_blocks=1, dropout=0.0, seed=0)
+    for dense in (model.values[0], model.keys[0]):  # non-zero biases: a padding key would get weight
+        dense.bias.assign(np.arange(1, 5, dtype=np.float32))
+    out = model(np.array([[0, 0, 3, 1, 2]]), training=False).numpy()[0, 2]
+    x = model.item_embedding.embeddings.numpy()[3] * 2.0 + model.position_embedding.embeddings.numpy()[2]
+    a = model.values[0](x[None]) + model.attention_norms[0](x[None])
+    f = model.ffn_norms[0](a)
+    expected = model.final_norm(model.ffn_outer[0](model.ffn_inner[0](f)) + f).numpy()[0]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_padding_is_ignored():
     model = small(dropout=0.0)
     a = model(np.array([[0, 0, 3, 1, 2]]), training=False).numpy()
