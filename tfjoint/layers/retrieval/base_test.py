@@ -58,3 +58,4 @@ def test_every_model_scores_every_item_for_each_user(entry):
     assert scores.shape == (3, 6) and scores.dtype == np.float32 and np.isfinite(scores).all()
     assert entry.family == "retrieval" and entry.slot in registry.SLOTS and entry.slot not in registry.JOINT_SLOTS
     assert history["best_epoch"] == 1
+    assert type(model).from_config(model.get_config()).get_config() == model.get_config()

@@ -79,7 +79,11 @@ class EmbarrassinglyShallowAutoencoder(Recommender):
     scores for them are ``min(kept scores) - 2 + c_i / (max c + 1)`` (c: training users),
     below every kept item and ordered by popularity, finite so that no protocol meets ``-inf``
     ties. Memory is about ``2 n^2 * 4`` bytes for ``n`` kept items (the Gram matrix, inverted
-    in place, and a transient of ``X^T X``); see the package README for measured times.
+    in place, and a transient of ``X^T X``), time ``O(n^3)``. Measured on Retailrocket
+    (30,113 items, X of all three behaviors, 2,174 users, λ = 500) on 2 shared CPU cores:
+    the whole catalog fits in 369 s at 7.6 GiB peak RSS (scoring every user: 24 s);
+    ``max_items=10_000`` in 16 s at 1.5 GiB; ``max_items=5_000`` in 2.9 s at 1.2 GiB (each
+    RSS includes about 1 GiB of TensorFlow and pandas).
 
     ``score(users, history)`` reads the users' rows of ``X`` from ``history`` (default: the
     training log), so the validation event counts at test time when it is passed.

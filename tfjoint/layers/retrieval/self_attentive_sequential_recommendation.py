@@ -79,6 +79,12 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
     Returns:
         The hidden states ``F`` ``(batch, max_len, hidden_dim)``.
 
+    Example:
+    >>> import numpy as np
+    >>> model = SelfAttentiveSequentialRecommendation(num_items=9, max_len=4, hidden_dim=8, seed=0)
+    >>> tuple(model(np.array([[0, 0, 3, 5]])).shape)
+    (1, 4, 8)
+
     Reference:
         Kang and McAuley. Self-Attentive Sequential Recommendation. ICDM 2018.
     """
