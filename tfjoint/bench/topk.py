@@ -36,7 +36,7 @@ PROTOCOLS = ("full", "sampled")
 # One budget per model, the same on every dataset: (constructor kwargs, fit kwargs).
 BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "item_pop": ({}, {}),
-    "ease": ({"l2_reg": 500.0}, {}),
+    "ease": ({"l2_reg": 500.0, "max_items": 10000}, {}),  # the 10,000 most popular items: 16 s, 1.5 GiB
     "bpr_mf": ({"embedding_dim": 64}, {"epochs": 60, "batch_size": 1024, "learning_rate": 5e-3, "patience": 8}),
     "lightgcn": (
         {"embedding_dim": 64, "num_layers": 3},
@@ -86,7 +86,8 @@ def fit_and_score(name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = 
     fit_history = model.fit(split.train, validate=validate, seed=seed, **BUDGET.get(name, ({}, {}))[1])
     seconds = time.perf_counter() - start
     out: dict[str, Any] = {"seconds": seconds, "best_epoch": fit_history.get("best_epoch")}
-    out["valid"] = {SELECTION_METRIC: max(fit_history["validation"]) if fit_history["validation"] else None}
+    out["valid_curve"] = list(fit_history["validation"])
+    out["valid"] = {SELECTION_METRIC: max(out["valid_curve"]) if out["valid_curve"] else None}
     for protocol in PROTOCOLS:
         result = evaluate(
             lambda u: model.score(u, test_history), split, stage="test", protocol=protocol, ks=ks, seed=seed
