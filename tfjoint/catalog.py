@@ -14,9 +14,10 @@ import tfjoint.layers.multi_behavior  # noqa: F401
 import tfjoint.layers.multi_modal  # noqa: F401
 import tfjoint.layers.multi_scenario  # noqa: F401
 import tfjoint.layers.multi_task  # noqa: F401
-from tfjoint.registry import FAMILIES, SLOTS, Entry, lookup, registered
+import tfjoint.layers.retrieval  # noqa: F401
+from tfjoint.registry import FAMILIES, JOINT_SLOTS, SLOTS, Entry, lookup, registered
 
-__all__ = ["FAMILIES", "SLOTS", "Entry", "entries", "get"]
+__all__ = ["FAMILIES", "JOINT_SLOTS", "SLOTS", "Entry", "entries", "get"]
 
 
 def get(name: str, slot: str | None = None) -> Entry:

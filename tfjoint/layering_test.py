@@ -4,11 +4,12 @@ Layers, bottom to top (a module may import only from lower layers, or from its o
 
 0. ``tfjoint``, ``tfjoint.registry`` (a leaf), ``tfjoint.features`` (specs, catalog, schema)
 1. ``tfjoint.datasets``, ``tfjoint.layers.core``
-2. the families ``tfjoint.layers.multi_task`` and ``tfjoint.balancing``
+2. the families ``tfjoint.layers.multi_task``, ``tfjoint.balancing`` and
+   ``tfjoint.layers.retrieval`` (top-K models over :mod:`tfjoint.features.interactions`)
 3. the families ``tfjoint.layers.multi_scenario`` (which may compose multi-task layers),
    ``tfjoint.layers.multi_behavior``, ``tfjoint.layers.multi_modal``
 4. ``tfjoint.layers`` (the package) and ``tfjoint.catalog`` (imports every family)
-5. ``tfjoint.joint`` (the joint model)
+5. ``tfjoint.joint`` (the joint model), ``tfjoint.retrieval`` (top-K splits, protocols, metrics)
 6. ``tfjoint.testing``
 7. ``tfjoint.pipeline``, ``tfjoint.serving``, ``tfjoint.bench`` (siblings: they may import
    each other, without cycles)
@@ -32,12 +33,14 @@ LAYERS = [  # (module prefix, layer); the longest matching prefix wins
     ("tfjoint.layers.core", 1),
     ("tfjoint.layers.multi_task", 2),
     ("tfjoint.balancing", 2),
+    ("tfjoint.layers.retrieval", 2),
     ("tfjoint.layers.multi_scenario", 3),
     ("tfjoint.layers.multi_behavior", 3),
     ("tfjoint.layers.multi_modal", 3),
     ("tfjoint.layers", 4),
     ("tfjoint.catalog", 4),
     ("tfjoint.joint", 5),
+    ("tfjoint.retrieval", 5),
     ("tfjoint.testing", 6),
     ("tfjoint.pipeline", 7),
     ("tfjoint.serving", 7),
@@ -100,7 +103,7 @@ def test_the_package_is_found():
     assert {"tfjoint.registry", "tfjoint.catalog", "tfjoint.joint.model", "tfjoint.layers.core.scenarios"} <= set(
         MODULES
     )
-    for family in ("multi_task", "multi_scenario", "multi_behavior", "multi_modal"):
+    for family in ("multi_task", "multi_scenario", "multi_behavior", "multi_modal", "retrieval"):
         assert f"tfjoint.layers.{family}" in MODULES
 
 

@@ -1,8 +1,11 @@
 """One registry of every model component, reachable by name from Python and the CLI.
 
-Each component belongs to one *slot* of the joint model (see :mod:`tfjoint.joint.model`)
-and one *family* (the survey's four families, plus ``core`` for the plumbing every joint
-model uses). ``tfjoint models --json`` prints this registry.
+Each component belongs to one *slot* and one *family* (the survey's four families, plus
+``core`` for the plumbing every joint model uses). The slots in :data:`JOINT_SLOTS` are those
+of the joint model (see :mod:`tfjoint.joint.model`); ``retrieval_model`` holds the top-K
+retrieval models of the ``retrieval`` family (:mod:`tfjoint.layers.retrieval`), which score
+a user against the whole item catalog and are not parts of a joint model.
+``tfjoint models --json`` prints this registry.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Callable, TypeVar
 
 import keras
 
-SLOTS = (
+JOINT_SLOTS = (
     "embedding",
     "sequence_encoder",
     "modality_encoder",
@@ -20,7 +23,8 @@ SLOTS = (
     "task_architecture",
     "balancer",
 )
-FAMILIES = ("core", "multi_task", "multi_scenario", "multi_behavior", "multi_modal", "balancing")
+SLOTS = JOINT_SLOTS + ("retrieval_model",)
+FAMILIES = ("core", "multi_task", "multi_scenario", "multi_behavior", "multi_modal", "balancing", "retrieval")
 
 T = TypeVar("T")
 

@@ -35,3 +35,18 @@ def test_one_decorator_registers_with_the_catalog_and_with_keras():
     assert keras.saving.get_registered_object("tfjoint>RegistryTestLayer") is RegistryTestLayer
     for entry in catalog.entries():
         assert keras.saving.get_registered_name(entry.cls) == f"tfjoint>{entry.cls.__name__}"
+
+
+def test_retrieval_models_have_their_own_slot_outside_the_joint_model(capsys):
+    from tfjoint import cli
+    from tfjoint.joint.builder import build_joint_model
+    from tfjoint.features import SYNTHETIC
+
+    names = {e.name for e in catalog.entries("retrieval_model")}
+    assert {"item_pop", "bpr_mf", "lightgcn", "sasrec", "ease"} <= names
+    assert "retrieval_model" in registry.SLOTS and "retrieval_model" not in registry.JOINT_SLOTS
+    assert all(e.family == "retrieval" for e in catalog.entries("retrieval_model"))
+    with pytest.raises(ValueError, match="component_kwargs keys"):
+        build_joint_model(SYNTHETIC, {}, component_kwargs={"retrieval_model": {}})
+    assert cli.main(["models", "--slot", "retrieval_model"]) == 0
+    assert "lightgcn" in capsys.readouterr().out

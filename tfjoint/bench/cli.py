@@ -4,6 +4,7 @@
 
     tfjoint bench mtl --dataset movielens-100k [--seeds 3] [--epochs 1] [--train-rows 40000]
     tfjoint bench msr --dataset movielens-100k [--models star hamur ...] [--seeds 3] [--epochs 2]
+    tfjoint bench topk --dataset retailrocket [--models item_pop bpr_mf ...] [--seeds 3]
     tfjoint bench mtl-synthetic [--quick] [--seeds 3] [--correlations 1 0.9 0.5 0]
         [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]
@@ -78,6 +79,15 @@ def cmd_msr(args: argparse.Namespace) -> int:
         train_rows=args.train_rows,
         base_architecture=args.base_architecture,
     )
+    print(format_report(report))
+    _write_json(args.json, report)
+    return 0
+
+
+def cmd_topk(args: argparse.Namespace) -> int:
+    from tfjoint.bench.topk import format_report, run_topk
+
+    report = run_topk(dataset=args.dataset, models=args.models, seeds=args.seeds)
     print(format_report(report))
     _write_json(args.json, report)
     return 0
@@ -194,6 +204,20 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="task architecture under the scenario adapters and of the baselines")
     msr.add_argument("--json", help="write the results to this JSON file")
     msr.set_defaults(func=cmd_msr)
+
+    topk = bench_sub.add_parser(
+        "topk",
+        help="every retrieval baseline, full ranking and 99 sampled negatives, validation-selected",
+        description="Fits every registered retrieval model on a leave-one-out split with one "
+        "budget per model, keeps the epoch with the best validation NDCG@10 (full ranking) and "
+        "reports its test HR@10, NDCG@10 and MRR under full ranking and against 99 sampled "
+        "negatives, mean +- std over seeds, with the wall time of each fit.",
+    )
+    topk.add_argument("--dataset", default="retailrocket", choices=("retailrocket", "movielens-100k", "synthetic"))
+    topk.add_argument("--models", nargs="+", help="default: every registered retrieval model")
+    topk.add_argument("--seeds", type=int, default=3)
+    topk.add_argument("--json", help="write the results to this JSON file")
+    topk.set_defaults(func=cmd_topk)
     from tfjoint.bench import serve as SERVE
 
     serve = bench_sub.add_parser(

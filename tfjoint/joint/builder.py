@@ -102,9 +102,9 @@ def build_joint_model(
     True
     """
     overrides = component_kwargs or {}
-    unknown = set(overrides) - set(catalog.SLOTS)
+    unknown = set(overrides) - set(catalog.JOINT_SLOTS)
     if unknown:
-        raise ValueError(f"component_kwargs keys must be slots {catalog.SLOTS}. Received: {sorted(unknown)}")
+        raise ValueError(f"component_kwargs keys must be slots {catalog.JOINT_SLOTS}. Received: {sorted(unknown)}")
     task_specs = list(tasks or spec.tasks)
     arch_cls = (
         type(task_architecture)

@@ -1,0 +1,158 @@
+"""``tfjoint bench topk``: every retrieval baseline under both ranking protocols.
+
+For each dataset the leave-one-out split of :mod:`tfjoint.retrieval.protocols` is built
+once (the test item is the user's last target event, or Retailrocket's held-out buy; the
+validation item is the last target event before it). Every registered ``retrieval_model``
+is then fitted per seed on the training log with the same budget (:data:`BUDGET`); after
+every epoch it is scored on the *validation* items (full ranking, NDCG@10) and the best
+epoch's weights are kept. Only that validation-selected model is scored on the *test*
+items, under both protocols:
+
+- full ranking: against every item, the user's training items of the target behavior masked;
+- sampled: against 99 negatives drawn uniformly (seeded) from the items the user never
+  interacted with.
+
+Each cell is the mean ± standard deviation over seeds; ``seconds`` is the wall time of
+``fit`` (validation included) on this machine, comparable only within one run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tfjoint import catalog
+from tfjoint.retrieval import LeaveOneOut, evaluate, history, leave_one_out
+
+DATASETS = ("retailrocket", "movielens-100k", "synthetic")
+SELECTION_METRIC = "NDCG@10"
+REPORTED = ("HR@10", "NDCG@10", "MRR")
+PROTOCOLS = ("full", "sampled")
+
+# One budget per model, the same on every dataset: (constructor kwargs, fit kwargs). The
+# trainable models' learning rate and batch were chosen on Retailrocket's *validation*
+# NDCG@10 (BPR-MF: batch 256 and Adam 5e-3, 0.0048, over batch 256 and 1e-2, 0.0043, and
+# batch 1024 and 5e-3, 0.0000 after 9 epochs); EASE keeps the 10,000 most popular items
+# (Retailrocket's whole catalog: 369 s and 7.6 GiB; 10,000 items: 16 s and 1.5 GiB).
+_TRAINED = {"epochs": 100, "batch_size": 256, "learning_rate": 5e-3, "patience": 10}
+BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "item_pop": ({}, {}),
+    "ease": ({"l2_reg": 500.0, "max_items": 10000}, {}),
+    "bpr_mf": ({"embedding_dim": 64}, dict(_TRAINED)),
+    "lightgcn": ({"embedding_dim": 64, "num_layers": 3}, dict(_TRAINED)),
+    "sasrec": ({"max_len": 50}, {"epochs": 100, "batch_size": 128, "learning_rate": 1e-3, "patience": 10}),
+}
+
+
+def load_split(dataset: str, seed: int = 0) -> LeaveOneOut:
+    """The leave-one-out split of a built-in interaction dataset."""
+    from tfjoint.datasets import interactions
+
+    if dataset == "retailrocket":
+        train, test_items = interactions.load_retailrocket()
+        return leave_one_out(train, test_items)
+    if dataset == "movielens-100k":
+        return leave_one_out(interactions.movielens_behaviors())
+    if dataset == "synthetic":
+        return leave_one_out(interactions.synthetic_behaviors(1000, 500, signal=1.0, seed=seed))
+    raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={dataset!r}")
+
+
+def build_model(name: str, split: LeaveOneOut, seed: int, **overrides: Any) -> Any:
+    """A registered retrieval model sized for ``split``, with the bench budget's arguments."""
+    entry = catalog.get(name, slot="retrieval_model")
+    kwargs = {**BUDGET.get(name, ({}, {}))[0], **overrides}
+    params = inspect.signature(entry.cls.__init__).parameters
+    sizes = {"num_users": split.train.num_users, "num_items": split.train.num_items, "seed": seed}
+    kwargs.update({k: v for k, v in sizes.items() if k in params})
+    return entry.cls(**kwargs)
+
+
+def fit_and_score(name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = (10,)) -> dict[str, Any]:
+    """Fits one model with validation selection; its test metrics under both protocols."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(name, split, seed)
+    valid_history, test_history = history(split, "valid"), history(split, "test")
+
+    def validate(m: Any) -> float:
+        result = evaluate(lambda u: m.score(u, valid_history), split, stage="valid", protocol="full", ks=ks)
+        return float(result[SELECTION_METRIC])
+
+    start = time.perf_counter()
+    fit_history = model.fit(split.train, validate=validate, seed=seed, **BUDGET.get(name, ({}, {}))[1])
+    seconds = time.perf_counter() - start
+    out: dict[str, Any] = {"seconds": seconds, "best_epoch": fit_history.get("best_epoch")}
+    out["valid_curve"] = list(fit_history["validation"])
+    out["valid"] = {SELECTION_METRIC: max(out["valid_curve"]) if out["valid_curve"] else None}
+    for protocol in PROTOCOLS:
+        result = evaluate(
+            lambda u: model.score(u, test_history), split, stage="test", protocol=protocol, ks=ks, seed=seed
+        )
+        out[protocol] = {k: result[k] for k in REPORTED} | {"label": result["protocol"], "users": result["users"]}
+    return out
+
+
+def run_topk(
+    dataset: str = "retailrocket", models: Sequence[str] | None = None, seeds: int = 3, verbose: bool = True
+) -> dict[str, Any]:
+    """Every model (default: every registered ``retrieval_model``) x ``seeds``; see the module doc."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={dataset!r}")
+    names = list(models) if models else [e.name for e in catalog.entries(slot="retrieval_model")]
+    for name in names:
+        catalog.get(name, slot="retrieval_model")  # a bad name fails before any training
+    if int(seeds) < 1:
+        raise ValueError(f"seeds must be >= 1. Received: seeds={seeds}")
+    split = load_split(dataset)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        for seed in range(int(seeds)):
+            if verbose:
+                print(f"[bench topk] {dataset}: {name} seed {seed} ...", flush=True)
+            runs.setdefault(name, []).append(fit_and_score(name, split, seed))
+            if verbose:
+                r = runs[name][-1]
+                print(
+                    f"[bench topk]   full NDCG@10 {r['full']['NDCG@10']:.4f}, sampled NDCG@10 "
+                    f"{r['sampled']['NDCG@10']:.4f}, best epoch {r['best_epoch']}, {r['seconds']:.0f} s",
+                    flush=True,
+                )
+    labels = {p: next(iter(runs.values()))[0][p]["label"] for p in PROTOCOLS}
+    return {
+        "dataset": dataset,
+        "seeds": int(seeds),
+        "users": int((split.test_items >= 0).sum()),
+        "num_items": split.train.num_items,
+        "protocols": labels,
+        "selection": f"epoch with the best validation {SELECTION_METRIC} (full ranking)",
+        "budget": {n: BUDGET.get(n, ({}, {})) for n in names},
+        "runs": runs,
+    }
+
+
+def _cell(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A markdown table: per model, HR@10 / NDCG@10 / MRR under both protocols, and time."""
+    header = ["model"] + [f"{p}/{m}" for p in PROTOCOLS for m in REPORTED] + ["fit seconds", "best epoch"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, runs in report["runs"].items():
+        cells = [name] + [_cell([r[p][m] for r in runs]) for p in PROTOCOLS for m in REPORTED]
+        cells.append(f"{np.mean([r['seconds'] for r in runs]):.0f}")
+        cells.append(",".join(str(r["best_epoch"]) for r in runs))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"{report['dataset']}: {report['users']} test users, {report['num_items']} items, {report['seeds']} seeds; "
+        f"test numbers of the model selected by {report['selection']}.",
+        *(f"- {p}: {label}" for p, label in report["protocols"].items()),
+    ]
+    return "\n".join(lines)

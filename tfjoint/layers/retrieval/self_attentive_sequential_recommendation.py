@@ -1,0 +1,280 @@
+"""SASRec: causal self-attention over the user's item sequence, shared item table for prediction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from tfjoint.features.interactions import InteractionLog
+from tfjoint.layers.core.arguments import dropout_rate, non_negative, positive, positive_int
+from tfjoint.layers.retrieval.base import Recommender, behavior_names, check_catalog, check_users, select_best_epoch, training_rows
+from tfjoint.registry import register
+
+PAD_LOGIT = -(2.0**32) + 1  # the authors' masking value
+
+
+def last_items(log: InteractionLog, users: np.ndarray, max_len: int) -> np.ndarray:
+    """``(len(users), max_len)`` int: each user's latest ``max_len`` items of ``log`` in time
+    order, shifted by one (0 is padding) and left-padded, as the authors' sampler."""
+    log = log.sorted()
+    starts, ends = np.searchsorted(log.users, users, "left"), np.searchsorted(log.users, users, "right")
+    out = np.zeros((len(users), max_len), np.int64)
+    for row, (start, end) in enumerate(zip(starts, ends)):
+        items = log.items[max(start, end - max_len) : end] + 1
+        out[row, max_len - len(items) :] = items
+    return out
+
+
+@register(
+    "sasrec",
+    slot="retrieval_model",
+    family="retrieval",
+    reference="Kang and McAuley, Self-Attentive Sequential Recommendation, ICDM 2018",
+)
+class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
+    """SASRec: ``F^(b) = FFN(SA(F^(b-1)))`` over ``E_seq * sqrt(d) + P``, ``r_ti = F_t · M_i``.
+
+    Follows the paper (Sec. III) and the authors' code (kang205/SASRec ``model.py`` and
+    ``modules.py``) line by line: item embeddings scaled by ``sqrt(d)`` plus learned position
+    embeddings, dropout, padding masked to 0; then per block (pre-norm as in the code)
+    ``Q = LN(F)``, single- or multi-head attention with ``Q W^Q`` against ``F W^K``, ``F W^V``
+    (biased projections, no output projection), causal and key-padding masks, query
+    masking, dropout on the attention weights, the residual ``+ LN(F)``; then the point-wise
+    FFN ``ReLU(x W1 + b1) W2 + b2`` with dropout after each and the residual ``+ x`` on
+    ``x = LN(.)``; the padding masked again; a final LN. The prediction uses the shared
+    item table ``M`` (Sec. III-D, ``r_{i,t} = F_t M_i^T``), no separate output layer.
+    Loss (Eq. 8): binary cross-entropy of the next item against one negative per position
+    drawn uniformly from the items outside the user's training sequence, averaged over the
+    non-padding positions, plus ``l2_emb`` on the embeddings (0 in the authors' runs). Adam
+    with ``beta_2 = 0.98``. Layer norm epsilon 1e-8 as the code's ``normalize``.
+
+    Deviation: each epoch visits every user with at least two training items once, in a
+    random order (the code draws users with replacement, ``num_users / batch_size`` batches).
+
+    Items are fed shifted by one, 0 being padding, as the code; ``score`` drops the padding
+    row. ``score(users, history)`` uses each user's latest ``max_len`` events of the trained
+    behaviors (default: the target behavior; ``behaviors=`` adds others, e.g. all
+    behaviors) in ``history``, default the training log.
+
+    Args:
+        num_items: size of the item index space.
+        max_len: n, the sequence length (the paper: 50 on sparse data, 200 on ML-1M).
+        hidden_dim: d (the paper: 50).
+        num_blocks: b (the paper: 2).
+        num_heads: attention heads (the paper: 1).
+        dropout: dropout rate (the paper: 0.5 on sparse data, 0.2 on ML-1M).
+        l2_emb: L2 weight on the embeddings (the code's ``l2_emb``, default 0).
+        behaviors: behaviors of the sequences (default: the log's target behavior).
+        seed: seed of the initializers and the dropout.
+
+    Call arguments:
+        sequences: int ``(batch, max_len)`` of item index + 1, 0 for padding.
+
+    Returns:
+        The hidden states ``F`` ``(batch, max_len, hidden_dim)``.
+
+    Example:
+    >>> import numpy as np
+    >>> model = SelfAttentiveSequentialRecommendation(num_items=9, max_len=4, hidden_dim=8, seed=0)
+    >>> tuple(model(np.array([[0, 0, 3, 5]])).shape)
+    (1, 4, 8)
+
+    Reference:
+        Kang and McAuley. Self-Attentive Sequential Recommendation. ICDM 2018.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        max_len: int = 50,
+        hidden_dim: int = 50,
+        num_blocks: int = 2,
+        num_heads: int = 1,
+        dropout: float = 0.5,
+        l2_emb: float = 0.0,
+        behaviors: list[str] | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_items = positive_int("num_items", num_items)
+        self.max_len = positive_int("max_len", max_len)
+        self.hidden_dim = positive_int("hidden_dim", hidden_dim)
+        self.num_blocks = positive_int("num_blocks", num_blocks)
+        self.num_heads = positive_int("num_heads", num_heads)
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim must be divisible by num_heads={num_heads}. Received: hidden_dim={hidden_dim}")
+        self.dropout = dropout_rate(dropout)
+        self.l2_emb = non_negative("l2_emb", l2_emb)
+        self.behaviors = None if behaviors is None else list(behaviors)
+        self.seed = seed
+        self.train_log: InteractionLog | None = None
+        d = self.hidden_dim
+        self.item_embedding = keras.layers.Embedding(self.num_items + 1, d, embeddings_initializer=keras.initializers.GlorotUniform(seed), name="item_embedding")
+        self.position_embedding = keras.layers.Embedding(self.max_len, d, embeddings_initializer=keras.initializers.GlorotUniform(seed), name="position_embedding")
+        self.item_embedding.build((None,))
+        self.position_embedding.build((None,))
+
+        def dense(name: str, activation: str | None = None) -> keras.layers.Dense:
+            layer = keras.layers.Dense(d, activation=activation, kernel_initializer=keras.initializers.GlorotUniform(seed), name=name)
+            layer.build((None, d))
+            return layer
+
+        def norm(name: str) -> keras.layers.LayerNormalization:
+            layer = keras.layers.LayerNormalization(epsilon=1e-8, name=name)
+            layer.build((None, d))
+            return layer
+
+        self.attention_norms = [norm(f"attention_norm_{b}") for b in range(self.num_blocks)]
+        self.queries = [dense(f"query_{b}") for b in range(self.num_blocks)]
+        self.keys = [dense(f"key_{b}") for b in range(self.num_blocks)]
+        self.values = [dense(f"value_{b}") for b in range(self.num_blocks)]
+        self.ffn_norms = [norm(f"ffn_norm_{b}") for b in range(self.num_blocks)]
+        self.ffn_inner = [dense(f"ffn_inner_{b}", "relu") for b in range(self.num_blocks)]
+        self.ffn_outer = [dense(f"ffn_outer_{b}") for b in range(self.num_blocks)]
+        self.final_norm = norm("final_norm")
+        self.dropout_layer = keras.layers.Dropout(self.dropout, seed=seed, name="dropout")
+        self.built = True  # every weight exists: a .keras file restores them without a call
+
+    def attend(self, block: int, seq: Any, pad: Any, training: bool | None) -> Any:
+        """One causal self-attention sublayer (``multihead_attention`` of modules.py)."""
+        queries = self.attention_norms[block](seq)
+        length, heads, width = ops.shape(seq)[1], self.num_heads, self.hidden_dim // self.num_heads
+
+        def split(x: Any) -> Any:  # (B, L, d) -> (B, h, L, d/h)
+            return ops.transpose(ops.reshape(x, (-1, length, heads, width)), (0, 2, 1, 3))
+
+        q, k, v = split(self.queries[block](queries)), split(self.keys[block](seq)), split(self.values[block](seq))
+        logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(width)
+        causal = ops.tril(ops.ones((length, length), "bool"))
+        allowed = ops.logical_and(causal[None, None], ops.cast(pad, "bool")[:, None, None, :])
+        weights = ops.softmax(ops.where(allowed, logits, PAD_LOGIT), axis=-1)
+        weights = weights * ops.cast(pad, weights.dtype)[:, None, :, None]  # query masking
+        weights = self.dropout_layer(weights, training=training)
+        out = ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (-1, length, self.hidden_dim))
+        return out + queries
+
+    def call(self, sequences: Any, training: bool | None = None) -> Any:
+        sequences = ops.cast(sequences, "int32")
+        pad = ops.cast(ops.not_equal(sequences, 0), "float32")
+        seq = self.item_embedding(sequences) * math.sqrt(self.hidden_dim)
+        seq = seq + self.position_embedding(ops.arange(ops.shape(sequences)[1]))[None]
+        seq = self.dropout_layer(seq, training=training) * pad[..., None]
+        for b in range(self.num_blocks):
+            seq = self.attend(b, seq, pad, training)
+            x = self.ffn_norms[b](seq)
+            h = self.dropout_layer(self.ffn_inner[b](x), training=training)
+            seq = (self.dropout_layer(self.ffn_outer[b](h), training=training) + x) * pad[..., None]
+        return self.final_norm(seq)
+
+    # -- the Recommender protocol ----------------------------------------------------
+    def sequences(self, users: Any, history: InteractionLog | None) -> np.ndarray:
+        log = self.train_log if history is None else history
+        if log is None:
+            raise ValueError("SASRec needs history= (the events to condition on) before fit or after a reload")
+        check_catalog(log, self.num_items)
+        return last_items(training_rows(log, self.behaviors), check_users(users, log.num_users), self.max_len)
+
+    def user_embeddings(self, users: Any, history: InteractionLog | None = None) -> np.ndarray:
+        """``F_n``, the last position's hidden state of each user's sequence."""
+        return np.asarray(self(self.sequences(users, history), training=False)[:, -1], np.float32)
+
+    def item_embeddings(self) -> np.ndarray:
+        """``M`` without the padding row: ``(num_items, hidden_dim)``."""
+        return np.asarray(self.item_embedding.embeddings[1:], np.float32)
+
+    def score(self, users: Any, history: InteractionLog | None = None) -> np.ndarray:
+        return self.user_embeddings(users, history) @ self.item_embeddings().T
+
+    def fit(  # type: ignore[override]
+        self,
+        train: InteractionLog,
+        *,
+        validate: Callable[[Any], float] | None = None,
+        epochs: int = 20,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        seed: int = 0,
+        patience: int | None = None,
+    ) -> dict[str, Any]:
+        """Adam(lr, beta_2=0.98) on the next-item BCE; validation-selected (see base)."""
+        check_catalog(train, self.num_items)
+        behavior_names(train, self.behaviors)
+        rows = training_rows(train, self.behaviors).sorted()
+        users = np.unique(rows.users)
+        full = last_items(rows, users, self.max_len + 1)
+        users, full = users[(full > 0).sum(1) >= 2], full[(full > 0).sum(1) >= 2]
+        if not len(users):
+            raise ValueError("no user has two events of the trained behaviors")
+        inputs, targets = full[:, :-1], full[:, 1:]
+        keys = np.unique(rows.users * np.int64(self.num_items + 1) + rows.items + 1)
+        self.train_log = train
+        batch_size = positive_int("batch_size", batch_size)
+        rng = np.random.default_rng(seed)
+        optimizer = keras.optimizers.Adam(learning_rate=positive("learning_rate", learning_rate), beta_2=0.98)
+        optimizer.build(self.trainable_variables)
+
+        @tf.function(reduce_retracing=True)
+        def step(seq: Any, pos: Any, neg: Any) -> Any:
+            with tf.GradientTape() as tape:
+                loss = self.sequence_loss(seq, pos, neg, training=True)
+            grads = tape.gradient(loss, self.trainable_variables)
+            optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return loss
+
+        def negatives(batch: np.ndarray) -> np.ndarray:
+            neg = rng.integers(1, self.num_items + 1, size=targets[batch].shape)
+            for _ in range(100):  # redraw the items of the user's own sequence
+                key = users[batch][:, None] * np.int64(self.num_items + 1) + neg
+                hit = (keys[np.minimum(np.searchsorted(keys, key), len(keys) - 1)] == key) & (targets[batch] > 0)
+                if not hit.any():
+                    break
+                neg[hit] = rng.integers(1, self.num_items + 1, size=hit.sum())
+            return np.where(targets[batch] > 0, neg, 0)
+
+        def run_epoch(epoch: int) -> float:
+            order, total = rng.permutation(len(users)), 0.0
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                loss = step(*(tf.constant(a, tf.int32) for a in (inputs[batch], targets[batch], negatives(batch))))
+                total += float(loss) * len(batch)
+            return total / len(order)
+
+        return select_best_epoch(
+            self, run_epoch, epochs=epochs, validate=validate, patience=patience,
+            get_weights=self.get_weights, set_weights=self.set_weights,
+        )
+
+    def sequence_loss(self, seq: Any, pos: Any, neg: Any, training: bool | None = None) -> Any:
+        """Eq. 8: ``-mean_t [log σ(r_{o_t}) + log(1 - σ(r_{j_t}))]`` over non-padding targets."""
+        hidden = self(seq, training=training)
+        table = self.item_embedding.embeddings
+        pos_logits = ops.sum(hidden * ops.take(table, pos, axis=0), axis=-1)
+        neg_logits = ops.sum(hidden * ops.take(table, neg, axis=0), axis=-1)
+        is_target = ops.cast(ops.not_equal(pos, 0), "float32")
+        # -log σ(x) = softplus(-x), -log(1 - σ(x)) = softplus(x): the stable form of the code's logs
+        per_position = ops.softplus(-pos_logits) + ops.softplus(neg_logits)
+        loss = ops.sum(per_position * is_target) / ops.maximum(ops.sum(is_target), 1.0)
+        if self.l2_emb:
+            loss = loss + self.l2_emb * (ops.sum(ops.square(table)) + ops.sum(ops.square(self.position_embedding.embeddings))) / 2
+        return loss
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_items": self.num_items,
+            "max_len": self.max_len,
+            "hidden_dim": self.hidden_dim,
+            "num_blocks": self.num_blocks,
+            "num_heads": self.num_heads,
+            "dropout": self.dropout,
+            "l2_emb": self.l2_emb,
+            "behaviors": self.behaviors,
+            "seed": self.seed,
+        }
