@@ -323,7 +323,7 @@ def evaluate(
         seen = history(split, stage)
         rows = None if mask == "all_behaviors" else seen.behaviors == split.spec.behaviors.index(behavior)
         offsets, seen_items = _items_by_user(seen, rows)
-        label = "full ranking, training items masked"
+        label = "full ranking, training items of the target behavior masked"
         if mask == "all_behaviors":
             label = "full ranking, training items of every behavior masked"
     else:

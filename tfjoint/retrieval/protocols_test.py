@@ -77,7 +77,7 @@ def test_full_ranking_masks_history_items_but_never_the_target():
     # User 0, target 4 (0.5): buys 2 and 3 (3 is the validation buy, history at test time)
     # masked; 0.9, 0.6, 0.55 above it: rank 4. User 1, target 5 (0.3): buy 0 masked, ties
     # with items 2 and 4: rank 3.
-    assert result["protocol"] == "full ranking, training items masked"
+    assert result["protocol"] == "full ranking, training items of the target behavior masked"
     assert (result["stage"], result["behavior"], result["users"]) == ("test", "buy", 2)
     assert result["HR@1"] == 0 and result["HR@3"] == 0.5 and result["HR@5"] == 1
     assert result["Recall@3"] == 0.5
