@@ -8,7 +8,9 @@
 SHELL := /bin/bash
 VENV ?= .venv
 REQS := requirements/base.txt requirements/lock.txt pyproject.toml
-REQS_HASH := $(shell cat $(REQS) | sha256sum | cut -c1-16)
+# The stamp also names this checkout: a venv shared by several clones (CI's) re-points its
+# editable install to the clone that runs make, or `tfjoint` would run another clone's code.
+REQS_HASH := $(shell (cat $(REQS); echo "$(CURDIR)") | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.tfjoint-installed-$(REQS_HASH)
 RUNS ?= runs
 PYTEST_ARGS ?=
