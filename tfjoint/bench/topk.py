@@ -123,7 +123,8 @@ def run_topk(
                     f"{r['sampled']['NDCG@10']:.4f}, best epoch {r['best_epoch']}, {r['seconds']:.0f} s",
                     flush=True,
                 )
-    labels = {p: next(iter(runs.values()))[0][p]["label"] for p in PROTOCOLS}
+    # The sampled protocol draws its negatives with the run's seed: one label per seed.
+    labels = {p: "; ".join(sorted({r[p]["label"] for rs in runs.values() for r in rs})) for p in PROTOCOLS}
     return {
         "dataset": dataset,
         "seeds": int(seeds),
