@@ -5,6 +5,11 @@
 - :mod:`tfjoint.retrieval.protocols`: :func:`leave_one_out` by time with a validation
   hold-out, :func:`history` (a model's input per stage), :func:`evaluate` under full
   ranking or 99 sampled negatives, every result labelled with its protocol.
+- :mod:`tfjoint.retrieval.export` (imported on its own, it loads TensorFlow):
+  :func:`~tfjoint.retrieval.export.export_topk_model` and
+  :func:`~tfjoint.retrieval.export.push` write a TF Serving SavedModel whose
+  ``serving_default`` returns the top-K items of a serialized user example, computed in
+  the graph, with ``user_embedding`` / ``item_embeddings`` signatures for an ANN index.
 
 Inputs are :class:`tfjoint.features.interactions.InteractionLog`; loaders live in
 :mod:`tfjoint.datasets.interactions`.

@@ -1,0 +1,203 @@
+"""The top-K SavedModel's signatures against the models' own in-process scores."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfjoint.datasets.interactions import synthetic_behaviors
+from tfjoint.layers.retrieval import (
+    BPRMatrixFactorization,
+    EmbarrassinglyShallowAutoencoder,
+    ItemPopularity,
+    LightGraphConvolutionNetwork,
+    SelfAttentiveSequentialRecommendation,
+)
+from tfjoint.retrieval.export import export_topk_model, push
+
+K = 5
+
+
+@pytest.fixture(scope="module")
+def log():
+    return synthetic_behaviors(40, 60, signal=1.0, seed=0)
+
+
+def example(user=None, recent=(), exclude=()):
+    """A serialized request; features left out when None or empty."""
+    ex = tf.train.Example()
+    if user is not None:
+        ex.features.feature["user"].int64_list.value.append(int(user))
+    if len(recent):
+        ex.features.feature["recent_items"].int64_list.value.extend(int(i) for i in recent)
+    if len(exclude):
+        ex.features.feature["exclude_items"].int64_list.value.extend(int(i) for i in exclude)
+    return ex.SerializeToString()
+
+
+def recent_items(log, user):
+    """The user's target-behavior items in time order (what SASRec's score reads)."""
+    rows = log.sorted()
+    keep = (rows.users == user) & (rows.behaviors == log.spec.target_index)
+    return rows.items[keep]
+
+
+def assert_top_k(got_items, got_scores, scores, k=K):
+    """``got`` are the k best of ``scores`` per row: distinct items, their own scores, and
+    the same score values as ``np.argsort(-scores)[:, :k]`` (which equals the indices up to
+    ties, broken towards the lower index by both)."""
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    assert got_items.shape == got_scores.shape == (len(scores), k)
+    assert all(len(set(row)) == k for row in got_items.tolist())
+    np.testing.assert_allclose(got_scores, np.take_along_axis(scores, got_items, 1), atol=1e-5)
+    np.testing.assert_allclose(got_scores, np.take_along_axis(scores, want, 1), atol=1e-5)
+    with np.errstate(invalid="ignore"):  # -inf - -inf of excluded items
+        gaps = np.diff(np.sort(scores, axis=1), axis=1)
+    if np.all(gaps[np.isfinite(gaps)] > 1e-4):  # no near-ties anywhere: the indices themselves must agree
+        np.testing.assert_array_equal(got_items, want)
+
+
+def serve(export_dir, signature="serving_default"):
+    fn = tf.saved_model.load(export_dir).signatures[signature]
+    return lambda examples: {k: v.numpy() for k, v in fn(examples=tf.constant(examples)).items()}
+
+
+@pytest.fixture(scope="module")
+def bpr(log):
+    model = BPRMatrixFactorization(log.num_users, log.num_items, embedding_dim=8, seed=0)
+    model.fit(log, epochs=2, batch_size=64)
+    return model
+
+
+@pytest.fixture(scope="module")
+def lightgcn(log):
+    model = LightGraphConvolutionNetwork(log.num_users, log.num_items, num_layers=2, embedding_dim=8, seed=0)
+    model.fit(log, epochs=1, batch_size=64, learning_rate=0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def sasrec(log):
+    model = SelfAttentiveSequentialRecommendation(log.num_items, max_len=3, hidden_dim=8, num_blocks=1, dropout=0.2, seed=0)
+    model.fit(log, epochs=1, batch_size=16)
+    return model
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn"])
+def test_two_tower_topk_embeddings_exclusion_and_cold_user(name, log, tmp_path, request):
+    model = request.getfixturevalue(name)
+    item_ids = np.array([f"item-{i}" for i in range(log.num_items)])
+    export_dir = export_topk_model(model, str(tmp_path / "1"), k=K, item_ids=item_ids)
+    users = np.array([0, 7, 39])
+    scores = model.score(users)
+
+    got = serve(export_dir)([example(u) for u in users])
+    assert set(got) == {"top_k_items", "top_k_scores", "top_k_item_ids"}
+    assert got["top_k_items"].dtype == np.int64 and got["top_k_scores"].dtype == np.float32
+    assert_top_k(got["top_k_items"], got["top_k_scores"], scores)
+    np.testing.assert_array_equal(got["top_k_item_ids"].astype(str), item_ids[got["top_k_items"]])
+
+    # exclusion: the in-process top 3 of each user (and an unknown index) are never returned
+    exclude = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+    got = serve(export_dir)([example(u, exclude=[*e, 999, -1]) for u, e in zip(users, exclude)])
+    masked = scores.copy()
+    np.put_along_axis(masked, exclude, -np.inf, axis=1)
+    assert not any(np.isin(g, e).any() for g, e in zip(got["top_k_items"], exclude))
+    assert_top_k(got["top_k_items"], got["top_k_scores"], masked)
+
+    # cold user (missing or out-of-range `user`): the mean user embedding
+    cold = model.user_embeddings(np.arange(log.num_users)).mean(axis=0)
+    got = serve(export_dir)([example(), example(log.num_users), example(-3)])
+    assert_top_k(got["top_k_items"], got["top_k_scores"], np.tile(cold @ model.item_embeddings().T, (3, 1)))
+
+    # the ANN signatures
+    emb = serve(export_dir, "user_embedding")([example(u) for u in users] + [example()])["user_embedding"]
+    np.testing.assert_allclose(emb, np.vstack([model.user_embeddings(users), cold]), atol=1e-6)
+    table = serve(export_dir, "item_embeddings")([b""])
+    np.testing.assert_allclose(table["item_embeddings"], model.item_embeddings(), atol=1e-6)
+    np.testing.assert_array_equal(table["item_ids"].astype(str), item_ids)
+
+
+def test_lightgcn_exports_the_propagated_tables(lightgcn, tmp_path):
+    ego = lightgcn.item_embedding.embeddings.numpy()
+    assert np.abs(lightgcn.item_embeddings() - ego).max() > 1e-3  # the mutation would be visible
+    table = serve(export_topk_model(lightgcn, str(tmp_path / "1")), "item_embeddings")([b""])["item_embeddings"]
+    np.testing.assert_allclose(table, lightgcn.item_embeddings(), atol=1e-6)
+
+
+def test_sasrec_encodes_recent_items_in_the_graph(sasrec, log, tmp_path):
+    export_dir = export_topk_model(sasrec, str(tmp_path / "1"), k=K, item_ids=np.arange(100, 100 + log.num_items))
+    users = np.array([0, 5, 21])
+    recents = [recent_items(log, u) for u in users]
+    assert all(len(r) > sasrec.max_len for r in recents)  # the export must truncate
+    scores = sasrec.score(users, history=log)
+    got = serve(export_dir)([example(recent=r) for r in recents])
+    assert_top_k(got["top_k_items"], got["top_k_scores"], scores)
+    np.testing.assert_array_equal(got["top_k_item_ids"], got["top_k_items"] + 100)
+    emb = serve(export_dir, "user_embedding")([example(recent=r) for r in recents])["user_embedding"]
+    np.testing.assert_allclose(emb, sasrec.user_embeddings(users, history=log), atol=1e-5)
+    table = serve(export_dir, "item_embeddings")([b""])["item_embeddings"]
+    np.testing.assert_allclose(table, sasrec.item_embeddings(), atol=1e-6)
+
+    # exclusion, and a user with no recent items = a user absent from the history
+    exclude = got["top_k_items"][:, :2]
+    got = serve(export_dir)([example(recent=r, exclude=e) for r, e in zip(recents, exclude)])
+    masked = scores.copy()
+    np.put_along_axis(masked, exclude, -np.inf, axis=1)
+    assert_top_k(got["top_k_items"], got["top_k_scores"], masked)
+    empty = log.select(np.zeros(len(log), bool))
+    got = serve(export_dir)([example(), example(user=3)])
+    assert_top_k(got["top_k_items"], got["top_k_scores"], sasrec.score(np.array([0, 3]), history=empty))
+
+    # sequence_length reads fewer of the latest items
+    short = serve(export_topk_model(sasrec, str(tmp_path / "2"), k=K, sequence_length=1))
+    got = short([example(recent=r) for r in recents])
+    want = serve(export_dir)([example(recent=r[-1:]) for r in recents])
+    np.testing.assert_array_equal(got["top_k_items"], want["top_k_items"])
+
+
+def test_item_pop_and_ease(log, tmp_path):
+    pop = ItemPopularity(log.num_items)
+    pop.fit(log)
+    best = int(np.argmax(pop.counts))
+    got = serve(export_topk_model(pop, str(tmp_path / "pop"), k=K))([example(0), example(), example(1, exclude=[best])])
+    scores = pop.score(np.arange(3))
+    scores[2, best] = -np.inf
+    np.testing.assert_array_equal(got["top_k_items"], np.argsort(-scores, axis=1, kind="stable")[:, :K])
+
+    for max_items in (None, 20):
+        ease = EmbarrassinglyShallowAutoencoder(log.num_items, l2_reg=10.0, max_items=max_items)
+        ease.fit(log)
+        export_dir = export_topk_model(ease, str(tmp_path / f"ease{max_items}"), k=K)
+        assert set(tf.saved_model.load(export_dir).signatures) == {"serving_default"}
+        users = np.array([2, 30])
+        rows = log.select(log.behaviors == log.spec.target_index)
+        recents = [rows.items[rows.users == u] for u in users]  # repeats count once: X is binary
+        got = serve(export_dir)([example(recent=np.concatenate([r, r[:2], [-1, 99]])) for r in recents])
+        assert_top_k(got["top_k_items"], got["top_k_scores"], ease.score(users))
+
+
+def test_arguments_and_unsupported_models(bpr, tmp_path):
+    with pytest.raises(ValueError, match="k must be <= num_items=60"):
+        export_topk_model(bpr, str(tmp_path / "a"), k=61)
+    with pytest.raises(ValueError, match="sequence_length is for sequence models"):
+        export_topk_model(bpr, str(tmp_path / "b"), sequence_length=3)
+    with pytest.raises(ValueError, match=r"item_ids must have shape \(60,\)"):
+        export_topk_model(bpr, str(tmp_path / "c"), item_ids=np.arange(3))
+    with pytest.raises(ValueError, match="Received: str"):
+        export_topk_model("not a model", str(tmp_path / "d"))
+    with pytest.raises(ValueError, match="exports after fit"):
+        export_topk_model(EmbarrassinglyShallowAutoencoder(60), str(tmp_path / "e"))
+
+
+def test_push_picks_a_new_integer_version(bpr, tmp_path):
+    first = push(bpr, str(tmp_path), "topk", version=3)
+    assert first == str(tmp_path / "topk" / "3") and os.path.exists(os.path.join(first, "saved_model.pb"))
+    second = push(bpr, str(tmp_path), "topk")
+    assert int(os.path.basename(second)) > 3
+    assert sorted(os.listdir(tmp_path / "topk")) == sorted(["3", os.path.basename(second)])
+    with pytest.raises(ValueError, match="version must be a new"):
+        push(bpr, str(tmp_path), "topk", version=3)
