@@ -26,6 +26,7 @@ history=None)`` and ``item_embeddings()``, whose dot product is ``score``.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,18 +35,21 @@ import numpy as np
 from tfjoint.features.interactions import InteractionLog
 
 
-class Recommender:
-    """The protocol of :mod:`tfjoint.layers.retrieval` (see the module docstring)."""
+class Recommender(abc.ABC):
+    """The protocol of :mod:`tfjoint.layers.retrieval` (see the module docstring); a model
+    that lacks ``fit`` or ``score`` cannot be instantiated."""
 
     num_items: int
 
+    @abc.abstractmethod
     def fit(
         self, train: InteractionLog, *, validate: Callable[[Recommender], float] | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        raise NotImplementedError
+        """Trains on ``train``, keeping the best ``validate`` epoch; returns the history."""
 
+    @abc.abstractmethod
     def score(self, users: Any, history: InteractionLog | None = None) -> np.ndarray:
-        raise NotImplementedError
+        """``(len(users), num_items)`` float32 scores over the whole catalog."""
 
 
 def behavior_names(log: InteractionLog, behaviors: Sequence[str] | None) -> tuple[str, ...]:
