@@ -67,7 +67,7 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
     """NMTR: shared embeddings, one GMF per behavior, cascaded predictions, weighted log loss.
 
     Behaviors ``1..T`` are ordered as in the funnel (``InteractionSpec.behaviors``, e.g.
-    view, cart, buy). Mapped to the paper (Gao et al., ICDE 2019, Sec. III):
+    view, cart, buy). Mapped to the paper's method (Gao et al., ICDE 2019):
 
     - shared embedding layer: ``p_u`` (``user_embedding``), ``q_i`` (``item_embedding``);
     - one interaction function per behavior, GMF (NCF's generalized matrix factorization):
@@ -88,20 +88,22 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
     catalog is one matmul.
 
     Choices and what they follow: the paper instantiates ``f_t`` with GMF, MLP or NeuMF; this
-    implements GMF only (its ranking is a dot product). The authors' code was not found in
-    the sources searched, so the defaults follow NCF (He et al., WWW 2017, the same group's
-    code ``hexiangnan/neural_collaborative_filtering`` ``GMF.py``): 4 negatives per positive,
-    LeCun-uniform ``h_t``, no L2 (``l2_reg=0``). The embeddings start at ``N(0, 0.1^2)`` as
-    this package's BPR-MF. ``loss_weights`` default to equal ``λ_r = 1 / T`` (the paper tunes
-    ``λ`` on a simplex, ``sum_r λ_r = 1``). Adam replaces the paper's Adagrad, as in every
-    model of :mod:`tfjoint.layers.retrieval`.
+    implements GMF only (its ranking is a dot product). Neither the authors' code nor the
+    paper's experimental settings were in the sources searched, so the defaults follow NCF
+    (He et al., WWW 2017, the same group; ``GMF.py`` of
+    hexiangnan/neural_collaborative_filtering): 4 negatives per positive, LeCun-uniform
+    ``h_t``, no L2 (``l2_reg=0``). The embeddings start at ``N(0, 0.1^2)`` as this package's
+    BPR-MF, and training uses Adam as every model of :mod:`tfjoint.layers.retrieval`.
+    ``loss_weights`` default to equal weights ``λ_r = 1 / T`` (summing to 1); they are a
+    hyperparameter to choose on validation.
 
     Args:
         num_users, num_items: index-space sizes of the logs it is fitted on.
         embedding_dim: size of ``p_u`` and ``q_i``.
         behaviors: behavior names in funnel order; None takes ``train.spec.behaviors`` at the
             first ``fit`` (the per-behavior weights are created then).
-        target: the behavior :meth:`score` ranks; None: ``train.spec.target`` at ``fit``.
+        target: the behavior :meth:`score` ranks; None: the last of ``behaviors`` when they
+            are given, else ``train.spec.target`` at ``fit``.
         loss_weights: ``λ_r`` per behavior, non-negative, not all zero; None: ``1 / T``.
         num_negatives: negatives per positive instance.
         l2_reg: weight of ``0.5 sum |p|^2 + |q|^2 / B`` over the rows of the batch's instances
@@ -116,7 +118,7 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
 
     Example:
     >>> import numpy as np
-    >>> model = NeuralMultiTaskRecommendation(3, 5, embedding_dim=4, behaviors=["view", "buy"], target="buy", seed=0)
+    >>> model = NeuralMultiTaskRecommendation(3, 5, embedding_dim=4, behaviors=["view", "buy"], seed=0)
     >>> model.score(np.array([0, 2])).shape
     (2, 5)
 
@@ -150,9 +152,13 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
         self.target = target
         self.loss_weights = None if loss_weights is None else [float(w) for w in loss_weights]
         init = keras.initializers.RandomNormal(stddev=0.1, seed=seed)
-        self.user_embedding = keras.layers.Embedding(self.num_users, self.embedding_dim, embeddings_initializer=init, name="user_embedding")
+        self.user_embedding = keras.layers.Embedding(
+            self.num_users, self.embedding_dim, embeddings_initializer=init, name="user_embedding"
+        )
         init = keras.initializers.RandomNormal(stddev=0.1, seed=None if seed is None else seed + 1)
-        self.item_embedding = keras.layers.Embedding(self.num_items, self.embedding_dim, embeddings_initializer=init, name="item_embedding")
+        self.item_embedding = keras.layers.Embedding(
+            self.num_items, self.embedding_dim, embeddings_initializer=init, name="item_embedding"
+        )
         self.user_embedding.build((None,))
         self.item_embedding.build((None,))
         if behaviors is not None:
@@ -172,10 +178,14 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
         if self.loss_weights is not None:
             w = np.asarray(self.loss_weights, np.float64)
             if w.shape != (len(names),) or (w < 0).any() or not w.sum() > 0:
-                raise ValueError(f"loss_weights must be {len(names)} non-negative numbers, not all 0. Received: {self.loss_weights}")
+                raise ValueError(
+                    f"loss_weights must be {len(names)} non-negative numbers, not all 0. Received: {self.loss_weights}"
+                )
         self.behaviors, self.target = names, target
         self.behavior_kernel = self.add_weight(
-            shape=(len(names), self.embedding_dim), initializer=keras.initializers.LecunUniform(seed=self.seed), name="behavior_kernel"
+            shape=(len(names), self.embedding_dim),
+            initializer=keras.initializers.LecunUniform(seed=self.seed),
+            name="behavior_kernel",
         )
         self.behavior_bias = self.add_weight(shape=(len(names),), initializer="zeros", name="behavior_bias")
 
@@ -239,7 +249,8 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
         p = ops.take(self.user_embedding.embeddings, ops.cast(users, "int32"), axis=0)
         q = ops.take(self.item_embedding.embeddings, ops.cast(items, "int32"), axis=0)
         # the rows of every instance, positive or negative, over the positives of the batch
-        return main + self.l2_reg * 0.5 * (ops.sum(ops.square(p)) + ops.sum(ops.square(q))) / ops.cast(batch_size, "float32")
+        norms = ops.sum(ops.square(p)) + ops.sum(ops.square(q))
+        return main + self.l2_reg * 0.5 * norms / ops.cast(batch_size, "float32")
 
     def fit(  # type: ignore[override]
         self,
@@ -258,7 +269,7 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
         if train.num_users != self.num_users:
             raise ValueError(f"the log has num_users={train.num_users}, the model num_users={self.num_users}")
         if self.behaviors is None:
-            self.set_behaviors(train.spec.behaviors, self.target or train.spec.target)
+            self.set_behaviors(train.spec.behaviors, train.spec.target)
         missing = [b for b in self.behaviors if b not in train.spec.behaviors]
         if missing:
             raise ValueError(f"the log has no behavior {missing[0]!r}; it has {train.spec.behaviors}")
@@ -274,7 +285,6 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
         groups, items = seen // self.num_items, seen % self.num_items
         batch_size = positive_int("batch_size", batch_size)
         rng = np.random.default_rng(seed)
-        k = self.num_negatives
         optimizer = keras.optimizers.Adam(learning_rate=positive("learning_rate", learning_rate))
         optimizer.build(self.trainable_variables)
 
@@ -291,7 +301,9 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
             total = 0.0
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                u, i, r, y = with_negatives(rng, groups[batch], items[batch], seen, self.num_users, self.num_items, k)
+                u, i, r, y = with_negatives(
+                    rng, groups[batch], items[batch], seen, self.num_users, self.num_items, self.num_negatives
+                )
                 tensors = [tf.constant(x, tf.int32) for x in (u, i, r)]
                 loss = step(*tensors, tf.constant(y, tf.float32), tf.constant(len(batch), tf.float32))
                 total += float(loss) * len(batch)
