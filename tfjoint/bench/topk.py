@@ -44,6 +44,8 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "ease": ({"l2_reg": 500.0, "max_items": 10000}, {}),
     "bpr_mf": ({"embedding_dim": 64}, dict(_TRAINED)),
     "lightgcn": ({"embedding_dim": 64, "num_layers": 3}, dict(_TRAINED)),
+    # NMTR trains on every behavior with BPR-MF's budget (not tuned for it on validation)
+    "nmtr": ({"embedding_dim": 64}, dict(_TRAINED)),
     "sasrec": ({"max_len": 50}, {"epochs": 100, "batch_size": 128, "learning_rate": 1e-3, "patience": 10}),
 }
 

@@ -40,6 +40,13 @@ def test_the_test_numbers_come_from_the_validation_selected_epoch(tiny_split, mo
     assert out["valid_curve"].index(max(out["valid_curve"])) + 1 == out["best_epoch"]
 
 
+def test_nmtr_runs_in_the_bench_on_every_behavior(tiny_split, monkeypatch):
+    assert "nmtr" in topk.BUDGET
+    monkeypatch.setitem(topk.BUDGET, "nmtr", ({"embedding_dim": 8}, {"epochs": 2, "batch_size": 256}))
+    out = topk.fit_and_score("nmtr", tiny_split, seed=0)
+    assert 1 <= out["best_epoch"] <= 2 and 0.0 <= out["full"]["HR@10"] <= 1.0
+
+
 def test_bad_arguments_fail_before_training(tiny_split):
     with pytest.raises(ValueError, match="dataset must be one of"):
         topk.run_topk("nope")

@@ -1,8 +1,14 @@
-"""Multi-behavior layers (the ``sequence_encoder`` slot, E^B): behavior-aware sequence encoders.
+"""Multi-behavior layers (E^B): behavior-aware sequence encoders and multi-behavior recommenders.
+
+- :class:`BehaviorPooling` (``behavior_pooling``, slot ``sequence_encoder``).
+- :class:`NeuralMultiTaskRecommendation` (``nmtr``, slot ``retrieval_model``): NMTR's
+  per-behavior GMFs with cascaded predictions, fitted on an interaction log.
 """
 
 from tfjoint.layers.multi_behavior.behavior_pooling import BehaviorPooling
+from tfjoint.layers.multi_behavior.neural_multi_task_recommendation import NeuralMultiTaskRecommendation
 
 __all__ = [
     "BehaviorPooling",
+    "NeuralMultiTaskRecommendation",
 ]
