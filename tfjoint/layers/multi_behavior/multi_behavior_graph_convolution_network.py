@@ -27,7 +27,7 @@ ITEM_GRAPHS = ("binary", "counts")
 
 
 def behavior_importance(counts: Any, weights: Any) -> Any:
-    """``α_ut = w_t n_ut / (Σ_m w_m n_um + 1e-8)`` (Eq. 1 of the paper, the ``1e-8`` of the
+    """``α_ut = w_t n_ut / (Σ_m w_m n_um + 1e-8)`` (the paper's behavior importance, the ``1e-8`` of the
     authors' ``forward``): ``counts`` ``(users, T)``, ``weights`` ``(T,)``; a user with no
     event gets 0 everywhere."""
     counts = ops.cast(counts, "float32")
@@ -80,7 +80,7 @@ def behavior_graphs(
     """The user-item matrices per behavior, ``n_ut``, and the item-item graphs of ``log``.
 
     Item ``i`` and ``j != i`` are linked under behavior ``t`` when one user did ``t`` on both
-    (Sec. 3.2 of the paper). ``"binary"``: the link weighs 1, ``A_t = 1[R_t^T R_t > 0]``
+    (the paper's item-item graph). ``"binary"``: the link weighs 1, ``A_t = 1[R_t^T R_t > 0]``
     off the diagonal, stored row-normalized (its number of non-zeros grows as the square of
     the users' histories: 48 million for Retailrocket's views). ``"counts"``: the link weighs
     the number of such users, ``C_t = R_t^T R_t - diag(c_t)``, never stored: the model
@@ -135,16 +135,16 @@ class MultiBehaviorGraphConvolutionNetwork(TwoTowerRecommender):
     behavior ``t`` (``N_t(u)`` the user's items, ``n_ut = |N_t(u)|``) and ``T`` behaviors
     (the log's, in funnel order), one propagation layer as the authors' code:
 
-    - behavior importance ``α_ut = w_t n_ut / Σ_m w_m n_um`` (Eq. 1), ``w_t`` trainable,
+    - behavior importance ``α_ut = w_t n_ut / Σ_m w_m n_um``, ``w_t`` trainable,
       initialized to 1 and unconstrained as in the code (``mgnn_weight``);
     - user-item propagation ``p_u = W^T Σ_t α_ut Σ_{i ∈ N_t(u)} e_i / n_ut`` and
       ``q_i = W^T Σ_{u ∈ N(i)} e_u`` with ``N(i)`` the users of the *target* behavior (a
       sum, not a mean: the code's ``train_matrix.t() @ user_embedding``); final
-      ``p*_u = [e_u; p_u]``, ``q*_i = [e_i; q_i]`` (concatenation, Eq. 6);
+      ``p*_u = [e_u; p_u]``, ``q*_i = [e_i; q_i]`` (concatenation of the layers);
     - item-item propagation per behavior ``s_it = [e_i; W_t'^T Σ_j A_t[i, j] e_j]`` with
       ``A_t`` the row-normalized item-item graph of behavior ``t`` (see ``item_graph``);
     - score ``y_ui = λ p*_u · q*_i + (1 - λ) (1/T) Σ_t Σ_{j ∈ N_t(u)} s_jt^T M_t s_it / n_ut``
-      (Eq. 9-11; the ``1/T`` is the code's ``score2 / len(mgnn_weight)``).
+      (the ``1/T`` is the code's ``score2 / len(mgnn_weight)``).
 
     Trained with BPR on the target behavior (one uniform negative per positive pair, the
     shared sampler of :class:`~tfjoint.layers.retrieval.two_tower.TwoTowerRecommender`)
