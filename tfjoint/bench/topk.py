@@ -46,6 +46,10 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "lightgcn": ({"embedding_dim": 64, "num_layers": 3}, dict(_TRAINED)),
     # NMTR trains on every behavior with BPR-MF's budget (not tuned for it on validation)
     "nmtr": ({"embedding_dim": 64}, dict(_TRAINED)),
+    # MBGCN's item-item links weighted by co-occurrence counts, computed as R^T (R E): the
+    # paper's binary view graph of Retailrocket has 48 million links (15 s to build, 4.4 GB);
+    # "counts" builds in 0.5 s and trains an epoch (batch 256) in 17 s on 2 cores.
+    "mbgcn": ({"embedding_dim": 64, "item_graph": "counts"}, dict(_TRAINED)),
     "sasrec": ({"max_len": 50}, {"epochs": 100, "batch_size": 128, "learning_rate": 1e-3, "patience": 10}),
 }
 

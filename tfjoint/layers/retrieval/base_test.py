@@ -13,6 +13,7 @@ SMALL = {
     "lightgcn": {"embedding_dim": 4, "num_layers": 2},
     "sasrec": {"max_len": 4, "hidden_dim": 4, "num_blocks": 1},
     "nmtr": {"embedding_dim": 4},
+    "mbgcn": {"embedding_dim": 4, "num_behaviors": 2},
 }
 
 
