@@ -333,6 +333,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_pipeline_synthetic.py::test_pushed_model_has_tf_serving_layout_and_both_signatures",),
         "serving contract: serving_default returns the task outputs only",
     ),
+    Mutation(
+        "din_no_product_term",
+        "tfjoint/layers/multi_behavior/behavior_aware_attention.py",
+        "[target, seq, target - seq, target * seq]",
+        "[target, seq, target - seq, target + seq]",
+        ("tfjoint/layers/multi_behavior/behavior_aware_attention_test.py",),
+        "DIN activation unit: MLP([t, e_j, t - e_j, t * e_j]) (the product term replaced)",
+    ),
+    Mutation(
+        "din_pools_not_per_behavior",
+        "tfjoint/layers/multi_behavior/behavior_aware_attention.py",
+        "weighted = behavior_one_hot(inputs, self.num_behaviors) * self.attention_weights(inputs)[..., None]",
+        "weighted = ops.ones_like(behavior_one_hot(inputs, self.num_behaviors)) * self.attention_weights(inputs)[..., None]",
+        ("tfjoint/layers/multi_behavior/behavior_aware_attention_test.py",),
+        "H_b = sum_j a_j 1[b_j = b] e_j (one pool for every behavior instead)",
+    ),
+    Mutation(
+        "din_padding_attended",
+        "tfjoint/layers/multi_behavior/behavior_aware_attention.py",
+        "        return scores * mask\n",
+        "        return scores\n",
+        ("tfjoint/layers/multi_behavior/behavior_aware_attention_test.py",),
+        "a_j = 0 at padded positions",
+    ),
 )
 
 

@@ -1,17 +1,21 @@
 """Multi-behavior layers (E^B): behavior-aware sequence encoders and multi-behavior recommenders.
 
 - :class:`BehaviorPooling` (``behavior_pooling``, slot ``sequence_encoder``).
+- :class:`BehaviorAwareAttention` (``behavior_attention``, slot ``sequence_encoder``): DIN's
+  target attention over the sequence, pooled per behavior type.
 - :class:`NeuralMultiTaskRecommendation` (``nmtr``, slot ``retrieval_model``): NMTR's
   per-behavior GMFs with cascaded predictions, fitted on an interaction log.
 - :class:`MultiBehaviorGraphConvolutionNetwork` (``mbgcn``, slot ``retrieval_model``):
   MBGCN's behavior-aware propagation over the user-item and item-item graphs.
 """
 
+from tfjoint.layers.multi_behavior.behavior_aware_attention import BehaviorAwareAttention
 from tfjoint.layers.multi_behavior.behavior_pooling import BehaviorPooling
 from tfjoint.layers.multi_behavior.multi_behavior_graph_convolution_network import MultiBehaviorGraphConvolutionNetwork
 from tfjoint.layers.multi_behavior.neural_multi_task_recommendation import NeuralMultiTaskRecommendation
 
 __all__ = [
+    "BehaviorAwareAttention",
     "BehaviorPooling",
     "MultiBehaviorGraphConvolutionNetwork",
     "NeuralMultiTaskRecommendation",

@@ -11,6 +11,15 @@ from tfjoint.layers.core.arguments import positive_int
 from tfjoint.registry import register
 
 
+def behavior_one_hot(inputs: dict[str, Any], num_behaviors: int) -> Any:
+    """``1[b_j = b]`` as ``(batch, L, num_behaviors)`` float32, zero at masked positions.
+
+    Behavior id ``b`` (1..num_behaviors) is column ``b - 1``; padding (id 0) has no column.
+    """
+    mask = ops.cast(inputs["sequence_mask"], "float32")
+    return ops.one_hot(ops.cast(inputs["behaviors"], "int32") - 1, num_behaviors) * mask[..., None]
+
+
 @register(
     "behavior_pooling",
     slot="sequence_encoder",
@@ -55,9 +64,7 @@ class BehaviorPooling(keras.layers.Layer):
     def pools(self, inputs: dict[str, Any]) -> Any:
         """The per-behavior pools ``H_b``, shape ``(batch, num_behaviors, d)``."""
         seq = ops.cast(inputs["sequence"], "float32")
-        mask = ops.cast(inputs["sequence_mask"], "float32")
-        # one_hot of id b at column b - 1; padding (id 0) maps to no column.
-        onehot = ops.one_hot(ops.cast(inputs["behaviors"], "int32") - 1, self.num_behaviors) * mask[..., None]
+        onehot = behavior_one_hot(inputs, self.num_behaviors)
         sums = ops.einsum("blk,bld->bkd", onehot, seq)
         counts = ops.sum(onehot, axis=1)[..., None]
         return sums / ops.maximum(counts, 1.0)
