@@ -62,6 +62,7 @@ def cmd_mtl(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         epochs=args.epochs,
         train_rows=args.train_rows,
+        sequence_encoders=args.sequence_encoders or (),
     )
     print(format_report(report))
     _write_json(args.json, report)
@@ -174,6 +175,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     mtl_real.add_argument("--seeds", type=int, default=MTL["seeds"])
     mtl_real.add_argument("--epochs", type=int, default=MTL["epochs"])
     mtl_real.add_argument("--train-rows", type=int, default=MTL["train_rows"])
+    mtl_real.add_argument("--sequence-encoders", nargs="+",
+                          help="also compare these sequence encoders (E^B) on MMoE with fixed weights")
     mtl_real.add_argument("--json", help="write the results to this JSON file")
     mtl_real.set_defaults(func=cmd_mtl)
     from tfjoint.bench.msr import DEFAULTS as MSR

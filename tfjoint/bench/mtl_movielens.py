@@ -7,7 +7,8 @@ pipeline's ``preprocessing_fn``, analysed once in-process), for several seeds. R
 configuration, mean and standard deviation over seeds: AUC of ``watch`` (all eval rows), AUC of
 ``like`` and RMSE of ``rating`` (both on watched eval rows: the cascade), and training examples
 per second (wall clock of ``fit``, measured on this machine). Architectures are compared with
-fixed task weights; balancers are compared on one architecture (``balancer_architecture``).
+fixed task weights; balancers and sequence encoders (E^B) are compared on one architecture
+(``balancer_architecture``), the other slots at their defaults.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-3,
     "balancer_architecture": "mmoe",
 }
+DEFAULT_ENCODER = "behavior_pooling"
 
 
 def _materialize(dataset: tf.data.Dataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -90,23 +92,33 @@ def run_mtl(
     batch_size: int = DEFAULTS["batch_size"],
     learning_rate: float = DEFAULTS["learning_rate"],
     balancer_architecture: str = DEFAULTS["balancer_architecture"],
+    sequence_encoders: Sequence[str] = (),
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Runs the bench; returns ``{"config": ..., "results": {config: {metric: {mean, std}}}}``."""
+    """Runs the bench; returns ``{"config": ..., "results": {config: {metric: {mean, std}}}}``.
+
+    A configuration is named ``architecture+balancer``, with ``+encoder`` when its sequence
+    encoder is not the default (``behavior_pooling``). ``sequence_encoders`` adds one
+    configuration per encoder on ``balancer_architecture`` with fixed weights.
+    """
     architectures = list(architectures or [e.name for e in catalog.entries("task_architecture")])
     balancers = list(balancers or [e.name for e in catalog.entries("balancer")])
-    configs = [(a, "fixed") for a in architectures] + [
-        (balancer_architecture, b) for b in balancers if b != "fixed" or balancer_architecture not in architectures
-    ]
+    for encoder in sequence_encoders:
+        catalog.get(encoder, slot="sequence_encoder")  # an unknown name fails before any work
+    configs = [(a, "fixed", DEFAULT_ENCODER) for a in architectures] + [
+        (balancer_architecture, b, DEFAULT_ENCODER)
+        for b in balancers if b != "fixed" or balancer_architecture not in architectures
+    ] + [(balancer_architecture, "fixed", e) for e in sequence_encoders if e != DEFAULT_ENCODER]
     with tempfile.TemporaryDirectory(prefix="tfjoint-bench-") as work:
         spec, sizes, (x, y), (ex, ey) = prepare(dataset, train_rows, work)
         results: dict[str, Any] = {}
         with tqdm.tqdm(total=len(configs) * seeds, desc="bench mtl", unit="fit", disable=not verbose) as progress:
-            for architecture, balancer in configs:
+            for architecture, balancer, encoder in configs:
                 runs = []
                 for seed in range(seeds):
                     keras.utils.set_random_seed(seed)
-                    model = build_joint_model(spec, sizes, task_architecture=architecture, balancer=balancer)
+                    model = build_joint_model(spec, sizes, task_architecture=architecture, balancer=balancer,
+                                              sequence_encoder=encoder)
                     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
                     start = time.perf_counter()
                     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
@@ -116,7 +128,8 @@ def run_mtl(
                     row["parameters"] = float(model.count_params())
                     runs.append(row)
                     progress.update(1)
-                results[f"{architecture}+{balancer}"] = {
+                name = f"{architecture}+{balancer}" + ("" if encoder == DEFAULT_ENCODER else f"+{encoder}")
+                results[name] = {
                     key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
                     for key in runs[0]
                 }

@@ -31,3 +31,10 @@ def test_report_is_a_markdown_table():
               "results": {"mmoe+fixed": stats, "mmoe+pcgrad": stats}}
     text = format_report(report)
     assert "| mmoe + pcgrad | 0.8000 ± 0.0100 | 1000 ± 10 | 1,234 |" in text
+
+
+def test_an_unknown_sequence_encoder_fails_before_any_work():
+    from tfjoint.bench.mtl_movielens import run_mtl
+
+    with pytest.raises(ValueError, match="nope"):
+        run_mtl(architectures=["mmoe"], balancers=["fixed"], sequence_encoders=["nope"])
