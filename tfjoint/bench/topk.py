@@ -54,8 +54,8 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def load_split(dataset: str, seed: int = 0) -> LeaveOneOut:
-    """The leave-one-out split of a built-in interaction dataset."""
+def load_split(dataset: str, seed: int = 0, signal: float = 1.0) -> LeaveOneOut:
+    """The leave-one-out split of a built-in interaction dataset (``signal``: synthetic only)."""
     from tfjoint.datasets import interactions
 
     if dataset == "retailrocket":
@@ -64,7 +64,7 @@ def load_split(dataset: str, seed: int = 0) -> LeaveOneOut:
     if dataset == "movielens-100k":
         return leave_one_out(interactions.movielens_behaviors())
     if dataset == "synthetic":
-        return leave_one_out(interactions.synthetic_behaviors(1000, 500, signal=1.0, seed=seed))
+        return leave_one_out(interactions.synthetic_behaviors(1000, 500, signal=signal, seed=seed))
     raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={dataset!r}")
 
 
@@ -94,6 +94,7 @@ def fit_and_score(name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = 
     fit_history = model.fit(split.train, validate=validate, seed=seed, **BUDGET.get(name, ({}, {}))[1])
     seconds = time.perf_counter() - start
     out: dict[str, Any] = {"seconds": seconds, "best_epoch": fit_history.get("best_epoch")}
+    out["epochs_run"] = fit_history.get("epochs_run", len(fit_history["validation"]))
     out["valid_curve"] = list(fit_history["validation"])
     out["valid"] = {SELECTION_METRIC: max(out["valid_curve"]) if out["valid_curve"] else None}
     for protocol in PROTOCOLS:
@@ -104,39 +105,56 @@ def fit_and_score(name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = 
     return out
 
 
-def run_topk(
-    dataset: str = "retailrocket", models: Sequence[str] | None = None, seeds: int = 3, verbose: bool = True
-) -> dict[str, Any]:
-    """Every model (default: every registered ``retrieval_model``) x ``seeds``; see the module doc."""
+def check_arguments(dataset: str, models: Sequence[str] | None, seeds: int) -> list[str]:
+    """The model names to run; a bad dataset, model name or seed count fails before any work."""
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={dataset!r}")
     names = list(models) if models else [e.name for e in catalog.entries(slot="retrieval_model")]
     for name in names:
-        catalog.get(name, slot="retrieval_model")  # a bad name fails before any training
+        catalog.get(name, slot="retrieval_model")
     if int(seeds) < 1:
         raise ValueError(f"seeds must be >= 1. Received: seeds={seeds}")
-    split = load_split(dataset)
+    return names
+
+
+def run_models(
+    split: LeaveOneOut, names: Sequence[str], seeds: int, verbose: bool = True, tag: str = "bench topk"
+) -> dict[str, list[dict[str, Any]]]:
+    """``fit_and_score`` for every model and seed, printing one progress line per fit."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         for seed in range(int(seeds)):
             if verbose:
-                print(f"[bench topk] {dataset}: {name} seed {seed} ...", flush=True)
+                print(f"[{tag}] {name} seed {seed} ...", flush=True)
             runs.setdefault(name, []).append(fit_and_score(name, split, seed))
             if verbose:
                 r = runs[name][-1]
                 print(
-                    f"[bench topk]   full NDCG@10 {r['full']['NDCG@10']:.4f}, sampled NDCG@10 "
+                    f"[{tag}]   full NDCG@10 {r['full']['NDCG@10']:.4f}, sampled NDCG@10 "
                     f"{r['sampled']['NDCG@10']:.4f}, best epoch {r['best_epoch']}, {r['seconds']:.0f} s",
                     flush=True,
                 )
-    # The sampled protocol draws its negatives with the run's seed: one label per seed.
-    labels = {p: "; ".join(sorted({r[p]["label"] for rs in runs.values() for r in rs})) for p in PROTOCOLS}
+    return runs
+
+
+def protocol_labels(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """The protocol label of every run; the sampled protocol draws its negatives per seed."""
+    return {p: "; ".join(sorted({r[p]["label"] for rs in runs.values() for r in rs})) for p in PROTOCOLS}
+
+
+def run_topk(
+    dataset: str = "retailrocket", models: Sequence[str] | None = None, seeds: int = 3, verbose: bool = True
+) -> dict[str, Any]:
+    """Every model (default: every registered ``retrieval_model``) x ``seeds``; see the module doc."""
+    names = check_arguments(dataset, models, seeds)
+    split = load_split(dataset)
+    runs = run_models(split, names, seeds, verbose, tag=f"bench topk {dataset}")
     return {
         "dataset": dataset,
         "seeds": int(seeds),
         "users": int((split.test_items >= 0).sum()),
         "num_items": split.train.num_items,
-        "protocols": labels,
+        "protocols": protocol_labels(runs),
         "selection": f"epoch with the best validation {SELECTION_METRIC} (full ranking)",
         "budget": {n: BUDGET.get(n, ({}, {})) for n in names},
         "runs": runs,
