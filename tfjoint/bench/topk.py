@@ -19,6 +19,7 @@ Each cell is the mean ± standard deviation over seeds; ``seconds`` is the wall 
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,7 @@ DATASETS = ("retailrocket", "movielens-100k", "synthetic")
 SELECTION_METRIC = "NDCG@10"
 REPORTED = ("HR@10", "NDCG@10", "MRR")
 PROTOCOLS = ("full", "sampled")
+_SEED = re.compile(r", seed (\d+)")
 
 # One budget per model, the same on every dataset: (constructor kwargs, fit kwargs). The
 # trainable models' learning rate and batch were chosen on Retailrocket's *validation*
@@ -138,8 +140,13 @@ def run_models(
 
 
 def protocol_labels(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """The protocol label of every run; the sampled protocol draws its negatives per seed."""
-    return {p: "; ".join(sorted({r[p]["label"] for rs in runs.values() for r in rs})) for p in PROTOCOLS}
+    """The protocol label of the runs; the sampled protocol's seeds are listed once."""
+    labels = {}
+    for p in PROTOCOLS:
+        seeds = sorted({m.group(1) for rs in runs.values() for r in rs if (m := _SEED.search(r[p]["label"]))}, key=int)
+        texts = sorted({_SEED.sub("", r[p]["label"]) for rs in runs.values() for r in rs})
+        labels[p] = "; ".join(texts) + (f" (negatives seeded per run: seeds {', '.join(seeds)})" if seeds else "")
+    return labels
 
 
 def run_topk(
