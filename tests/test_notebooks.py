@@ -23,6 +23,8 @@ def test_notebook_executes(path, synthetic_run, monkeypatch):
     if path.stem == "quickstart":
         assert synthetic_run.keras_model_path in outputs
         assert "tasks: ['click', 'conversion', 'score']" in outputs
+    if path.stem == "multi_behavior":
+        assert "test: full ranking, training buys masked, validation-selected epoch" in outputs
 
 
 def test_there_is_a_quickstart():
