@@ -266,27 +266,28 @@ def _train_and_predict(
     return predictions, None, parameters
 
 
-def _lower_is_better(metric: str) -> bool:
+def lower_is_better(metric: str) -> bool:
     return metric.endswith("rmse")
 
 
-def compare_to_shared(report: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """``{model: {column: "▲" | "▼" | ""}}``: better or worse than ``shared`` by > 2 standard errors.
+def compare_to(results: dict[str, Any], base: str, seeds: int) -> dict[str, dict[str, str]]:
+    """``{config: {column: "▲" | "▼" | ""}}``: better or worse than ``base`` by > 2 standard errors.
 
-    With one seed there is no estimate of the noise, so nothing is marked.
+    Columns with a ``/`` (``<scenario>/<metric>``) are compared; RMSE columns are better when
+    lower. The standard error of the difference is ``sqrt((s_a^2 + s_b^2) / n)`` over the
+    ``seeds`` runs of each. With one seed there is no estimate of the noise: nothing is marked.
     """
-    results, n = report["results"], report["config"]["seeds"]
-    base = results.get(SHARED, {})
+    reference = results.get(base, {})
     marks: dict[str, dict[str, str]] = {}
     for model, stats in results.items():
         marks[model] = {}
         for column, value in stats.items():
-            if model == SHARED or "/" not in column or column not in base or n < 2:
+            if model == base or "/" not in column or column not in reference or seeds < 2:
                 continue
-            delta = value["mean"] - base[column]["mean"]
-            if _lower_is_better(column):
+            delta = value["mean"] - reference[column]["mean"]
+            if lower_is_better(column):
                 delta = -delta
-            error = math.sqrt((value["std"] ** 2 + base[column]["std"] ** 2) / max(n, 1))
+            error = math.sqrt((value["std"] ** 2 + reference[column]["std"] ** 2) / max(seeds, 1))
             if math.isnan(delta):
                 marks[model][column] = ""
             elif abs(delta) > 2 * error and abs(delta) > 1e-4:
@@ -294,6 +295,11 @@ def compare_to_shared(report: dict[str, Any]) -> dict[str, dict[str, str]]:
             else:
                 marks[model][column] = ""
     return marks
+
+
+def compare_to_shared(report: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """:func:`compare_to` against the ``shared`` baseline."""
+    return compare_to(report["results"], SHARED, report["config"]["seeds"])
 
 
 def seesaw(report: dict[str, Any]) -> dict[str, list[str]]:
