@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tfjoint.bench.joint import FULL
 from tfjoint.datasets import samples
 from tfjoint.pipeline import runners
 
@@ -19,12 +20,16 @@ def shared_data():
 
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory):
+    """The full joint model (every family's slot filled, as ``tfjoint bench joint``'s ``full``)
+    through the whole pipeline: behavior-aware E^B, E^M over the item tags, STAR, PLE and
+    uncertainty weighting. The Evaluator, the Pusher and the serving tests judge it."""
     root = tmp_path_factory.mktemp("synthetic")
+    slots = {slot: name for slot, name in FULL.items() if slot != "task_architecture"}
     return runners.run_local(
         dataset="synthetic",
-        model="mmoe",
+        model=FULL["task_architecture"],
         pipeline_root=str(root / "pipeline"),
         serving_dir=str(root / "serving"),
         dataset_kwargs={"n": 6000},
-        hparams={"epochs": 3},
+        hparams={"epochs": 3, **slots},
     )

@@ -117,3 +117,19 @@ def test_evaluator_config_refuses_a_broken_model(synthetic_run, tmp_path):
     }
     assert ("auc", "click") in failed and ("binary_crossentropy", "click") in failed
     assert ("root_mean_squared_error", "score") in failed
+
+
+def test_the_pipeline_trains_the_full_joint_model_with_every_family(synthetic_run):
+    from tfjoint import catalog
+    from tfjoint.bench.joint import FULL
+
+    model = keras.saving.load_model(synthetic_run.keras_model_path)
+    layers = {
+        "sequence_encoder": model.sequence_encoder,
+        "modality_encoder": model.modality_encoder,
+        "scenario_adapter": model.scenario_adapter,
+        "task_architecture": model.task_architecture,
+        "balancer": model.balancer,
+    }
+    for slot, layer in layers.items():
+        assert type(layer) is catalog.get(FULL[slot], slot=slot).cls, slot
