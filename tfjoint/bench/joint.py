@@ -249,11 +249,13 @@ def plot_heatmap(report: dict[str, Any], path: str, config: str = BASE, against:
     gain, scenarios, metrics = heatmap_values(report, config, against)
     marks = compare_to(report["results"], against, report["config"]["seeds"])[config]
     bound = float(np.nanmax(np.abs(gain))) or 1.0
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(metrics), 1.2 + 0.6 * len(scenarios)))
+    fig, ax = plt.subplots(figsize=(2.4 + 1.5 * len(metrics), 1.4 + 0.7 * len(scenarios)))
     image = ax.imshow(gain, cmap="RdBu", vmin=-bound, vmax=bound)
     for i, s in enumerate(scenarios):
         for j, m in enumerate(metrics):
-            ax.text(j, i, f"{gain[i, j]:+.4f}{marks.get(f'{s}/{m}', '')}", ha="center", va="center", fontsize=9)
+            color = "white" if abs(gain[i, j]) > 0.6 * bound else "black"
+            ax.text(j, i, f"{gain[i, j]:+.4f}{marks.get(f'{s}/{m}', '')}", ha="center", va="center", fontsize=9,
+                    color=color)
     ax.set_xticks(range(len(metrics)), metrics)
     ax.set_yticks(range(len(scenarios)), scenarios)
     ax.set_title(f"{config} minus {against} ({report['config']['dataset']}; RMSE: reduction)", fontsize=9)
