@@ -18,7 +18,6 @@ Each cell is the mean ± standard deviation over seeds; ``seconds`` is the wall 
 
 from __future__ import annotations
 
-import inspect
 import re
 import time
 from collections.abc import Sequence
@@ -27,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from tfjoint import catalog
-from tfjoint.retrieval import LeaveOneOut, evaluate, history, leave_one_out
+from tfjoint.retrieval import LeaveOneOut, builtin, evaluate, history
+from tfjoint.retrieval.builtin import DATASETS, load_split
 
-DATASETS = ("retailrocket", "movielens-100k", "synthetic")
 SELECTION_METRIC = "NDCG@10"
 REPORTED = ("HR@10", "NDCG@10", "MRR")
 PROTOCOLS = ("full", "sampled")
@@ -56,28 +55,10 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def load_split(dataset: str, seed: int = 0, signal: float = 1.0) -> LeaveOneOut:
-    """The leave-one-out split of a built-in interaction dataset (``signal``: synthetic only)."""
-    from tfjoint.datasets import interactions
-
-    if dataset == "retailrocket":
-        train, test_items = interactions.load_retailrocket()
-        return leave_one_out(train, test_items)
-    if dataset == "movielens-100k":
-        return leave_one_out(interactions.movielens_behaviors())
-    if dataset == "synthetic":
-        return leave_one_out(interactions.synthetic_behaviors(1000, 500, signal=signal, seed=seed))
-    raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={dataset!r}")
-
-
 def build_model(name: str, split: LeaveOneOut, seed: int, **overrides: Any) -> Any:
     """A registered retrieval model sized for ``split``, with the bench budget's arguments."""
-    entry = catalog.get(name, slot="retrieval_model")
     kwargs = {**BUDGET.get(name, ({}, {}))[0], **overrides}
-    params = inspect.signature(entry.cls.__init__).parameters
-    sizes = {"num_users": split.train.num_users, "num_items": split.train.num_items, "seed": seed}
-    kwargs.update({k: v for k, v in sizes.items() if k in params})
-    return entry.cls(**kwargs)
+    return builtin.build_model(name, split.train.num_users, split.train.num_items, seed, **kwargs)
 
 
 def fit_and_score(name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = (10,)) -> dict[str, Any]:
@@ -109,8 +90,7 @@ def fit_and_score(name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = 
 
 def check_arguments(dataset: str, models: Sequence[str] | None, seeds: int) -> list[str]:
     """The model names to run; a bad dataset, model name or seed count fails before any work."""
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={dataset!r}")
+    builtin.check_dataset(dataset)
     names = list(models) if models else [e.name for e in catalog.entries(slot="retrieval_model")]
     for name in names:
         catalog.get(name, slot="retrieval_model")

@@ -18,6 +18,10 @@ Features of the example (all optional):
   them; EASE reads the set of them as the user's row ``X_u``). Indices outside
   ``0 .. num_items - 1`` are dropped.
 - ``exclude_items``: int64 list, item indices never returned (e.g. already bought).
+- ``user_id``: bytes, the user's original id, when the export was given ``user_ids`` (the
+  TFX retrieval pipeline passes its Transform vocabulary): looked up in the graph and used
+  instead of ``user``; an id outside the vocabulary is a cold user. Integer ids are sent as
+  their decimal string.
 
 Signatures:
 
@@ -27,6 +31,8 @@ Signatures:
   score ``-inf`` before ``tf.math.top_k``; a row with fewer than ``k`` items left returns
   some excluded items with score ``-inf`` at its end. Ties go to the lower item index (as
   ``tf.math.top_k`` and a stable ``np.argsort(-scores)``).
+- ``scores`` -> ``scores`` ``(batch, num_items)`` float32, every item's score (no
+  exclusion): what an external evaluation or re-ranking reads.
 - ``user_embedding`` -> ``user_embedding`` ``(batch, d)`` float32 (two-tower models only).
 - ``item_embeddings`` -> ``item_embeddings`` ``(num_items, d)`` float32, row ``i`` for item
   index ``i``, plus ``item_ids`` ``(num_items,)`` when given (two-tower models only). Its
@@ -74,7 +80,7 @@ from tfjoint.layers.retrieval import (
 )
 
 SIGNATURE_INPUT = "examples"
-USER, RECENT_ITEMS, EXCLUDE_ITEMS = "user", "recent_items", "exclude_items"
+USER, RECENT_ITEMS, EXCLUDE_ITEMS, USER_ID = "user", "recent_items", "exclude_items", "user_id"
 SUPPORTED = ("BPRMatrixFactorization", "LightGraphConvolutionNetwork", "SelfAttentiveSequentialRecommendation",
              "ItemPopularity", "EmbarrassinglyShallowAutoencoder")
 
@@ -85,6 +91,7 @@ def feature_spec() -> dict[str, Any]:
         USER: tf.io.FixedLenFeature([1], tf.int64, default_value=[-1]),
         RECENT_ITEMS: tf.io.RaggedFeature(tf.int64),
         EXCLUDE_ITEMS: tf.io.RaggedFeature(tf.int64),
+        USER_ID: tf.io.FixedLenFeature([1], tf.string, default_value=[b""]),
     }
 
 
@@ -211,6 +218,7 @@ def export_topk_model(
     k: int = 10,
     sequence_length: int | None = None,
     item_ids: Any = None,
+    user_ids: Any = None,
 ) -> str:
     """Writes the top-K SavedModel of a fitted retrieval ``model`` to ``export_dir``.
 
@@ -226,6 +234,8 @@ def export_topk_model(
             reads (default and maximum: the model's ``max_len``).
         item_ids: optional ``(num_items,)`` original ids (strings or integers), e.g. the
             log's ``item_ids``; adds ``top_k_item_ids`` and ``item_ids`` to the outputs.
+        user_ids: optional ``(num_users,)`` original user ids; requests may then name the
+            user by ``user_id`` (looked up in the graph) instead of its index ``user``.
 
     Returns:
         ``export_dir``.
@@ -246,12 +256,17 @@ def export_topk_model(
         else:
             raise ValueError(f"item_ids must be strings or integers. Received: dtype={ids.dtype}")
         module.item_ids = tf.constant(ids)
+    if user_ids is not None:
+        module.user_lookup = user_lookup_table(user_ids, getattr(model, "num_users", None))
     spec = feature_spec()
     example_spec = tf.TensorSpec([None], tf.string, name=SIGNATURE_INPUT)
 
     def parse(examples: tf.Tensor) -> dict[str, Any]:
         features = tf.io.parse_example(examples, spec)
         features[EXCLUDE_ITEMS] = valid_items(features[EXCLUDE_ITEMS], module.num_items)
+        if user_ids is not None:
+            named = features[USER_ID] != b""
+            features[USER] = tf.where(named, module.user_lookup.lookup(features[USER_ID]), features[USER])
         return features
 
     @tf.function(input_signature=[example_spec])
@@ -264,7 +279,11 @@ def export_topk_model(
             out["top_k_item_ids"] = tf.gather(module.item_ids, top.indices)
         return out
 
-    signatures = {"serving_default": serve.get_concrete_function()}
+    @tf.function(input_signature=[example_spec])
+    def scores(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"scores": tf.cast(module.scores(parse(examples)), tf.float32)}
+
+    signatures = {"serving_default": serve.get_concrete_function(), "scores": scores.get_concrete_function()}
     if module.user_vector is not None:
 
         @tf.function(input_signature=[example_spec])
@@ -283,6 +302,22 @@ def export_topk_model(
         signatures["item_embeddings"] = item_embeddings.get_concrete_function()
     tf.saved_model.save(module, export_dir, signatures=signatures)
     return export_dir
+
+
+def user_lookup_table(user_ids: Any, num_users: int | None) -> tf.lookup.StaticHashTable:
+    """An in-graph table from original user id (bytes; integers as decimal strings) to index."""
+    ids = np.asarray(user_ids)
+    if ids.ndim != 1 or (num_users is not None and len(ids) != num_users):
+        raise ValueError(f"user_ids must have shape ({num_users},). Received: shape={ids.shape}")
+    if ids.dtype.kind not in "iuUSO":
+        raise ValueError(f"user_ids must be strings or integers. Received: dtype={ids.dtype}")
+    keys = [i if isinstance(i, bytes) else str(i).encode() for i in ids.tolist()]
+    if len(set(keys)) != len(keys):
+        raise ValueError("user_ids must be unique")
+    initializer = tf.lookup.KeyValueTensorInitializer(
+        tf.constant(keys, tf.string), tf.range(len(keys), dtype=tf.int64)
+    )
+    return tf.lookup.StaticHashTable(initializer, default_value=-1)
 
 
 def push(model: Any, base_path: str, name: str, version: int | None = None, **kwargs: Any) -> str:

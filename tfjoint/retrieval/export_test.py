@@ -172,7 +172,7 @@ def test_item_pop_and_ease(log, tmp_path):
         ease = EmbarrassinglyShallowAutoencoder(log.num_items, l2_reg=10.0, max_items=max_items)
         ease.fit(log)
         export_dir = export_topk_model(ease, str(tmp_path / f"ease{max_items}"), k=K)
-        assert set(tf.saved_model.load(export_dir).signatures) == {"serving_default"}
+        assert set(tf.saved_model.load(export_dir).signatures) == {"serving_default", "scores"}
         users = np.array([2, 30])
         rows = log.select(log.behaviors == log.spec.target_index)
         recents = [rows.items[rows.users == u] for u in users]  # repeats count once: X is binary
@@ -201,3 +201,27 @@ def test_push_picks_a_new_integer_version(bpr, tmp_path):
     assert sorted(os.listdir(tmp_path / "topk")) == sorted(["3", os.path.basename(second)])
     with pytest.raises(ValueError, match="version must be a new"):
         push(bpr, str(tmp_path), "topk", version=3)
+
+
+def test_original_user_ids_are_looked_up_in_the_graph_and_scores_cover_every_item(log, tmp_path):
+    model = BPRMatrixFactorization(log.num_users, log.num_items, embedding_dim=8, seed=0)
+    model.fit(log, epochs=1, batch_size=64)
+    user_ids = np.array([f"user-{u}" for u in range(log.num_users)])
+    loaded = tf.saved_model.load(export_topk_model(model, str(tmp_path / "m"), k=K, user_ids=user_ids))
+
+    def by_id(user_id):
+        ex = tf.train.Example()
+        ex.features.feature["user_id"].bytes_list.value.append(user_id.encode())
+        return ex.SerializeToString()
+
+    users = [3, 17, 0]
+    named = loaded.signatures["scores"](examples=tf.constant([by_id(f"user-{u}") for u in users]))["scores"]
+    np.testing.assert_allclose(named.numpy(), model.score(np.array(users)), atol=1e-5)
+    # An id outside the vocabulary is a cold user: the mean user vector, as a request without a user.
+    cold = loaded.signatures["scores"](examples=tf.constant([by_id("nobody"), example()]))["scores"].numpy()
+    np.testing.assert_allclose(cold[0], cold[1], atol=1e-6)
+    assert not np.allclose(cold[0], named.numpy()[0])
+    top = loaded.signatures["serving_default"](examples=tf.constant([by_id("user-3"), example(3)]))
+    np.testing.assert_array_equal(top["top_k_items"].numpy()[0], top["top_k_items"].numpy()[1])
+    with pytest.raises(ValueError, match="user_ids must be unique"):
+        export_topk_model(model, str(tmp_path / "bad"), user_ids=np.array(["a"] * log.num_users))
