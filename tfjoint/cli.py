@@ -4,6 +4,7 @@
 
     tfjoint pipeline run --dataset movielens-100k --model mmoe --pipeline-root runs/demo --serving-dir serving/models
     tfjoint pipeline compile --runner kubeflow --output build/pipeline.json
+    tfjoint pipeline retrieval --dataset retailrocket --model bpr_mf --threshold NDCG@10=0.001 --query-server
     tfjoint models --json
     tfjoint serve --model_name movielens --model_base_path runs/demo/serving/movielens
     tfjoint predict --target 127.0.0.1:8500 --model_name movielens --examples FILE.tfrecord
@@ -215,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--query-server", action="store_true",
                      help="serve the pushed model over the TF Serving API and query it with the gRPC client")
     run.set_defaults(func=cmd_pipeline_run)
+
+    from tfjoint.pipeline.retrieval.cli import add_parser as add_retrieval_parser
+
+    add_retrieval_parser(pipeline_sub)
 
     comp = pipeline_sub.add_parser("compile", help="compile the pipeline for an orchestrator")
     _add_pipeline_args(comp)

@@ -46,7 +46,7 @@ def pipeline_name(spec: DatasetSpec, model: str) -> str:
 
 
 @contextlib.contextmanager
-def _component_progress(pipeline_root: str, component_ids: tuple[str, ...]) -> Iterator[None]:
+def component_progress(pipeline_root: str, component_ids: tuple[str, ...]) -> Iterator[None]:
     """Prints a line as each component starts (a new execution folder appears under
     ``<pipeline root>/<component>/<output>/``) with the time the previous one took."""
     stop = threading.Event()
@@ -87,7 +87,7 @@ def _component_progress(pipeline_root: str, component_ids: tuple[str, ...]) -> I
         report(None, time.time())
 
 
-def _latest(pattern: str) -> str:
+def latest_version(pattern: str) -> str:
     paths = [p for p in glob.glob(pattern) if os.path.basename(p).isdigit()]
     if not paths:
         raise FileNotFoundError(f"nothing matches {pattern}")
@@ -124,7 +124,7 @@ def run_local(
         dataset, data_root or os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {})
     )
     before = set(glob.glob(os.path.join(pipeline_root, "Evaluator", "evaluation", "*")))
-    with _component_progress(pipeline_root, COMPONENT_IDS):
+    with component_progress(pipeline_root, COMPONENT_IDS):
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(
                 pipeline_name=pipeline_name(spec, model),
@@ -139,16 +139,16 @@ def run_local(
                 beam_pipeline_args=LOCAL_BEAM_ARGS,
             )
         )
-    evaluation_dir = _latest(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
+    evaluation_dir = latest_version(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
     if evaluation_dir in before:
         raise RuntimeError(f"the pipeline wrote no new evaluation under {pipeline_root}")
-    model_run_dir = _latest(os.path.join(pipeline_root, "Trainer", "model_run", "*"))
+    model_run_dir = latest_version(os.path.join(pipeline_root, "Trainer", "model_run", "*"))
     from tfjoint.pipeline.evaluation import is_blessed
 
     pushed = None
     if is_blessed(evaluation_dir):
         name = model_name or spec.default_model_name
-        pushed = _latest(os.path.join(os.path.abspath(serving_dir), name, "*"))
+        pushed = latest_version(os.path.join(os.path.abspath(serving_dir), name, "*"))
     return LocalRun(spec, data_root, evaluation_dir, model_run_dir, pushed)
 
 

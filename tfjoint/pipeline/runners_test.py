@@ -1,13 +1,13 @@
 import os
 import time
 
-from tfjoint.pipeline.runners import _component_progress
+from tfjoint.pipeline.runners import component_progress
 
 
 def test_progress_reports_components_in_start_order(tmp_path, capsys):
     root = str(tmp_path)
     os.makedirs(os.path.join(root, "A", "out", "1"))  # an earlier run: not reported
-    with _component_progress(root, ("A", "B", "C")):
+    with component_progress(root, ("A", "B", "C")):
         now = time.time()
         for name, started in (("C", now - 3), ("B", now - 2), ("A", now - 1)):
             path = os.path.join(root, name, "out", "2")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from tfjoint import catalog
+from tfjoint.features.interactions import InteractionSpec
 from tfjoint.retrieval.protocols import LeaveOneOut, leave_one_out
 
 DATASETS = ("retailrocket", "movielens-100k", "synthetic")
@@ -21,6 +21,18 @@ def check_dataset(dataset: str) -> str:
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={dataset!r}")
     return dataset
+
+
+def spec_of(dataset: str) -> InteractionSpec:
+    """The behaviors and target of a built-in dataset, without loading its events."""
+    from tfjoint.datasets import interactions
+
+    specs = {
+        "retailrocket": interactions.RETAILROCKET,
+        "movielens-100k": interactions.MOVIELENS_BEHAVIORS,
+        "synthetic": interactions.SYNTHETIC_BEHAVIORS,
+    }
+    return specs[check_dataset(dataset)]
 
 
 def load_split(dataset: str, seed: int = 0, signal: float = 1.0) -> LeaveOneOut:
@@ -41,15 +53,21 @@ def load_split(dataset: str, seed: int = 0, signal: float = 1.0) -> LeaveOneOut:
     return leave_one_out(interactions.synthetic_behaviors(1000, 500, signal=signal, seed=seed))
 
 
-def build_model(name: str, num_users: int, num_items: int, seed: int, **kwargs: Any) -> Any:
+def build_model(
+    name: str, num_users: int, num_items: int, seed: int, optional: dict[str, Any] | None = None, **kwargs: Any
+) -> Any:
     """The registered retrieval model ``name`` for ``num_users`` x ``num_items``, with ``kwargs``
-    (arguments its constructor does not take are an error naming them)."""
+    (an argument its constructor does not take is an error naming it) and those of
+    ``optional`` that its constructor takes (e.g. ``embedding_dim`` and ``loss``, which
+    ItemPop and EASE do not have)."""
+    from tfjoint import catalog
+
     entry = catalog.get(name, slot="retrieval_model")
     params = inspect.signature(entry.cls.__init__).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     sizes = {"num_users": num_users, "num_items": num_items, "seed": seed}
-    kwargs = {**kwargs, **{k: v for k, v in sizes.items() if k in params}}
+    taken = {k: v for k, v in {**(optional or {}), **sizes}.items() if k in params}
     unknown = [k for k in kwargs if k not in params]
     if unknown and not accepts_any:
         raise ValueError(f"retrieval model {name!r} takes no argument {unknown}")
-    return entry.cls(**kwargs)
+    return entry.cls(**{**taken, **kwargs})
