@@ -120,6 +120,7 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
             r = m[stage][protocol]
             print(f"{stage:>5} {protocol:>7}: HR@10 {r['HR@10']:.4f}  NDCG@10 {r['NDCG@10']:.4f}  "
                   f"MRR {r['MRR']:.4f}  users {r['users']}  ({r['protocol']})")
+    print(f"held-out events not rankable (user or item in no training event): {m.get('not_rankable', 0)}")
     print(f"\nblessed: {m['blessed']} (thresholds {m['thresholds'] or 'none'}, judged on {m['judged_on']})"
           f"    pipeline time: {time.time() - start:.0f} s")
     if run.pushed_dir is None:

@@ -8,6 +8,9 @@ target-behavior items in time order as ``recent_items``, the input sequence mode
 and computes HR@K, NDCG@K, Recall@K (K = 5, 10, 20) and MRR with
 :func:`tfjoint.retrieval.evaluate` on the validation and the test items, under full ranking
 (training items of the target behavior masked) and against 99 sampled negatives (seeded).
+The catalog is Transform's item vocabulary, the items of the training events: a held-out
+event of an item (or user) that no training event has cannot be ranked, and is counted in
+``not_rankable`` instead of scored.
 
 Blessing: every threshold ``metric >= value`` (e.g. ``{"NDCG@10": 0.001}``) is judged on the
 *validation* items under full ranking, never on test; no threshold blesses. The metrics
@@ -109,11 +112,12 @@ def RankingEvaluator(  # noqa: N802 (a TFX component is named like a class)
     config = json.loads(custom_config)
     limits = parse_thresholds(thresholds)
     tft_output = tft.TFTransformOutput(transform_graph.uri)
-    split, _ = load_split(
+    split, not_rankable = load_split(
         [os.path.join(examples.uri, "Split-train", "*")], [os.path.join(examples.uri, "Split-eval", "*")],
         tft_output, spec_from_config(config),
     )
     report = rank_and_judge(os.path.join(model.uri, "Format-Serving"), split, limits, seed=int(config.get("seed", 0)))
+    report["not_rankable"] = not_rankable  # held-out events whose user or item no training event has
     tf.io.gfile.makedirs(evaluation.uri)
     with tf.io.gfile.GFile(os.path.join(evaluation.uri, METRICS_FILENAME), "w") as f:
         json.dump(report, f, indent=1, default=float)
