@@ -357,6 +357,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tfjoint/layers/multi_behavior/behavior_aware_attention_test.py",),
         "a_j = 0 at padded positions",
     ),
+    Mutation(
+        "retrieval_blessing_on_test",
+        "tfjoint/pipeline/retrieval/evaluator.py",
+        '    judged = report["valid"]["full"]\n',
+        '    judged = report["test"]["full"]\n',
+        ("tfjoint/pipeline/retrieval/pipeline_test.py",),
+        "blessing thresholds are judged on the validation items, never the test items",
+    ),
+    Mutation(
+        "retrieval_valid_written_as_test",
+        "tfjoint/pipeline/retrieval/data.py",
+        "for stage, items, times in ((VALID, split.valid_items, split.valid_timestamps),",
+        "for stage, items, times in ((VALID, split.test_items, split.test_timestamps),",
+        ("tfjoint/pipeline/retrieval/pipeline_test.py",),
+        "eval/ holds each user's validation item (epochs are chosen on it) apart from the test item",
+    ),
+    Mutation(
+        "retrieval_user_id_ignored",
+        "tfjoint/retrieval/export.py",
+        "tf.where(named, module.user_lookup.lookup(features[USER_ID]), features[USER])",
+        "tf.where(named, features[USER], features[USER])",
+        ("tfjoint/retrieval/export_test.py",),
+        "a request's original user_id is looked up in the in-graph vocabulary",
+    ),
 )
 
 
