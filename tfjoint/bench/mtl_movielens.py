@@ -13,21 +13,19 @@ fixed task weights; balancers and sequence encoders (E^B) are compared on one ar
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from typing import Any, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 import tqdm
 from sklearn.metrics import roc_auc_score
 
 from tfjoint import catalog
-from tfjoint.features import DatasetSpec, get_dataset_spec
+from tfjoint.features import DatasetSpec
 from tfjoint.joint import build_joint_model
-from tfjoint.pipeline.transform import fit_transform_graph, transformed_dataset, vocabulary_sizes
+from tfjoint.pipeline.transform import transformed_arrays
 
 DEFAULTS: dict[str, Any] = {
     "seeds": 3,
@@ -40,31 +38,14 @@ DEFAULTS: dict[str, Any] = {
 DEFAULT_ENCODER = "behavior_pooling"
 
 
-def _materialize(dataset: tf.data.Dataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    xs, ys = [], []
-    for x, y in dataset:
-        xs.append({k: v.numpy() for k, v in x.items()})
-        ys.append({k: v.numpy() for k, v in y.items()})
-    return ({k: np.concatenate([b[k] for b in xs]) for k in xs[0]}, {k: np.concatenate([b[k] for b in ys]) for k in ys[0]})
-
-
 def prepare(
     dataset: str, train_rows: int, work_dir: str, dataset_kwargs: dict[str, Any] | None = None
 ) -> tuple[DatasetSpec, dict[str, int], tuple, tuple]:
-    """Writes the dataset (its loader gets ``dataset_kwargs``), analyses the transform once,
-    returns in-memory train/eval arrays."""
-    from tfjoint.datasets import write_dataset
-
-    spec = get_dataset_spec(dataset)
-    root = write_dataset(dataset, os.path.join(work_dir, "data"), **(dataset_kwargs or {}))
-    output = fit_transform_graph(str(root), spec, os.path.join(work_dir, "transform"))
-    sizes = vocabulary_sizes(output, spec)
-    train = transformed_dataset(output, [os.path.join(root, "train", "data.tfrecord")], spec, batch_size=4096)
-    evaluation = transformed_dataset(output, [os.path.join(root, "eval", "data.tfrecord")], spec, batch_size=4096)
-    x, y = _materialize(train)
-    # The first rows in time order would all be old ratings: subsample with a fixed seed.
+    """:func:`~tfjoint.pipeline.transform.transformed_arrays`, with ``train_rows`` training rows
+    sampled with a fixed seed (the first rows in time order would all be old ratings)."""
+    spec, sizes, (x, y), evaluation = transformed_arrays(dataset, work_dir, dataset_kwargs)
     keep = np.sort(np.random.default_rng(0).permutation(len(y[spec.tasks[0].name]))[:train_rows])
-    return spec, sizes, ({k: v[keep] for k, v in x.items()}, {k: v[keep] for k, v in y.items()}), _materialize(evaluation)
+    return spec, sizes, ({k: v[keep] for k, v in x.items()}, {k: v[keep] for k, v in y.items()}), evaluation
 
 
 def score(spec: DatasetSpec, predictions: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -163,3 +164,32 @@ def transformed_dataset(
     if shuffle:
         dataset = dataset.shuffle(10 * batch_size, seed=0)
     return dataset.batch(batch_size).map(apply).prefetch(tf.data.AUTOTUNE)
+
+
+def materialize(dataset: tf.data.Dataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A finite ``(features, labels)`` dataset as two dicts of numpy arrays."""
+    xs, ys = [], []
+    for x, y in dataset:
+        xs.append({k: v.numpy() for k, v in x.items()})
+        ys.append({k: v.numpy() for k, v in y.items()})
+    return ({k: np.concatenate([b[k] for b in xs]) for k in xs[0]}, {k: np.concatenate([b[k] for b in ys]) for k in ys[0]})
+
+
+def transformed_arrays(
+    dataset: str, work_dir: str, dataset_kwargs: dict[str, Any] | None = None
+) -> tuple[DatasetSpec, dict[str, int], tuple[dict, dict], tuple[dict, dict]]:
+    """A built-in dataset written under ``work_dir``, its transform analysed in-process (the
+    pipeline's ``preprocessing_fn``), and its train and eval splits transformed in memory:
+    ``(spec, vocabulary sizes, (x, y) train, (x, y) eval)``, ready for ``model.fit``."""
+    import os
+
+    from tfjoint.datasets import write_dataset
+
+    spec = get_dataset_spec(dataset)
+    root = write_dataset(dataset, os.path.join(work_dir, "data"), **(dataset_kwargs or {}))
+    output = fit_transform_graph(str(root), spec, os.path.join(work_dir, "transform"))
+    splits = [
+        materialize(transformed_dataset(output, [os.path.join(root, split, "data.tfrecord")], spec, batch_size=4096))
+        for split in ("train", "eval")
+    ]
+    return spec, vocabulary_sizes(output, spec), splits[0], splits[1]
