@@ -45,6 +45,7 @@ from tfjoint.bench.msr import compare_to, lower_is_better, score_by_scenario
 from tfjoint.bench.mtl_movielens import prepare, score
 from tfjoint.features import DatasetSpec, TaskSpec
 from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
+from tfjoint.joint.builder import check_combination
 
 DATASETS = ("movielens-100k", "synthetic")
 FULL: dict[str, str | None] = {
@@ -93,12 +94,9 @@ def check_arguments(dataset: str, configs: Sequence[str], full: dict[str, str | 
 
 
 def build(spec: DatasetSpec, sizes: dict[str, int], slots: dict[str, str | None], tasks: list | None = None) -> JointModel:
-    """The joint model of ``slots``; an incompatible combination raises naming the slot."""
-    try:
-        return build_joint_model(spec, sizes, tasks=tasks, **slots)
-    except (ValueError, TypeError) as e:
-        chosen = ", ".join(f"{k}={v}" for k, v in slots.items())
-        raise ValueError(f"cannot build the joint model ({chosen}): {e}") from None
+    """The joint model of ``slots``; an incompatible combination raises naming the slots."""
+    check_combination(spec, tasks=tasks, **slots)
+    return build_joint_model(spec, sizes, tasks=tasks, **slots)
 
 
 def _train(model: JointModel, x: dict, y: dict, epochs: int, batch_size: int, learning_rate: float) -> None:

@@ -180,3 +180,16 @@ def build_joint_model(
         unknown_scenario_rate=unknown_scenario_rate,
         name=f"joint_{arch.__class__.__name__}",
     )
+
+
+def check_combination(spec: DatasetSpec, **slots: Any) -> None:
+    """Builds the joint model of ``slots`` (the keyword arguments of
+    :func:`build_joint_model`) on stand-in vocabularies, so that a combination the dataset or
+    the components cannot support fails in one line naming the slots, before any data is
+    read or any component of a pipeline runs."""
+    sizes = {k: 2 for k in (*spec.categorical, *(t.name for t in spec.tokens))}
+    try:
+        build_joint_model(spec, sizes, **slots)
+    except (ValueError, TypeError) as e:
+        chosen = ", ".join(f"{k}={v}" for k, v in slots.items() if not isinstance(v, dict))
+        raise ValueError(f"cannot build the joint model of {spec.name} ({chosen}): {e}") from None

@@ -94,6 +94,19 @@ def latest_version(pattern: str) -> str:
     return max(paths, key=lambda p: int(os.path.basename(p)))
 
 
+def check_model(spec: DatasetSpec, model: str, hparams: dict[str, Any] | None) -> None:
+    """Builds the Trainer's joint model of ``model`` and ``hparams`` on stand-in vocabularies:
+    an incompatible combination fails here, in one line naming the slots, not in the Trainer
+    after Transform has run."""
+    from tfjoint.joint.builder import check_combination
+    from tfjoint.pipeline.trainer import DEFAULT_HPARAMS
+
+    config = {**DEFAULT_HPARAMS, **(hparams or {})}
+    slots = ("sequence_encoder", "modality_encoder", "scenario_adapter", "balancer", "component_kwargs")
+    check_combination(spec, task_architecture=model, embedding_dim=int(config["embedding_dim"]),
+                      **{slot: config[slot] for slot in slots})
+
+
 def prepare_data(dataset: str, data_root: str, **dataset_kwargs: Any) -> str:
     """Writes the dataset's TFRecords under ``data_root`` unless they are already there."""
     if glob.glob(os.path.join(data_root, "train", "*")) and glob.glob(os.path.join(data_root, "eval", "*")):
@@ -119,6 +132,7 @@ def run_local(
     from tfx import v1 as tfx
 
     spec = get_dataset_spec(dataset)
+    check_model(spec, model, hparams)
     pipeline_root = os.path.abspath(pipeline_root)
     data_root = prepare_data(
         dataset, data_root or os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {})
@@ -192,6 +206,7 @@ def compile_kubeflow(
     from tfx import v1 as tfx
 
     spec = get_dataset_spec(dataset)
+    check_model(spec, model, hparams)
     out = Path(output).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(

@@ -50,3 +50,16 @@ def test_score_examples_leaves_a_label_undefined_where_the_parent_label_is_0(tmp
     assert [r["like_label"] for r in rows] == [1.0, None, 0.0]
     assert [r["rating_label"] for r in rows] == [5.0, None, 2.0]
     assert [r["like_pred"] for r in rows] == [0.5] * 3 and np.allclose([r["rating_pred"] for r in rows], 3.0)
+
+
+def test_an_incompatible_combination_fails_before_any_component_runs(tmp_path):
+    import pytest
+
+    from tfjoint.pipeline import runners
+
+    # Douban's sample has no behavior sequence, which SAR-Net reads; STEM needs per-task tables.
+    with pytest.raises(ValueError, match=r"cannot build the joint model of douban-sample \(task_architecture=mmoe.*scenario_adapter=sar_net"):
+        runners.run_local(dataset="douban-sample", model="mmoe", pipeline_root=str(tmp_path / "p"),
+                          serving_dir=str(tmp_path / "s"), hparams={"scenario_adapter": "sar_net"})
+    assert not (tmp_path / "p").exists()  # nothing was written
+    runners.check_model(runners.get_dataset_spec("movielens-100k"), "ple", {"scenario_adapter": "star"})
