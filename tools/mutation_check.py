@@ -358,6 +358,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "a_j = 0 at padded positions",
     ),
     Mutation(
+        "dense_non_finite_not_imputed",
+        "tfjoint/pipeline/transform.py",
+        "z = (tf.where(finite, x, mean) - mean)",
+        "z = (x - mean)",
+        ("tfjoint/pipeline/transform_test.py",),
+        "NaN/inf dense values are imputed with the finite mean (bounded at serving)",
+    ),
+    Mutation(
         "retrieval_blessing_on_test",
         "tfjoint/pipeline/retrieval/evaluator.py",
         '    judged = report["valid"]["full"]\n',

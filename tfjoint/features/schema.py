@@ -39,7 +39,10 @@ def build_schema(spec: DatasetSpec) -> schema_pb2.Schema:
     for key in spec.categorical:
         _scalar(schema, key, schema_pb2.BYTES)
     for key in spec.dense:
-        _scalar(schema, key, schema_pb2.FLOAT)
+        # NaN and inf are anomalies for ExampleValidator (the Transform imputes them anyway).
+        dense = _scalar(schema, key, schema_pb2.FLOAT)
+        dense.float_domain.disallow_nan = True
+        dense.float_domain.disallow_inf = True
     scenario = _scalar(schema, SCENARIO_KEY, schema_pb2.INT)
     scenario.int_domain.min = 0
     scenario.int_domain.max = spec.num_scenarios - 1
@@ -52,6 +55,8 @@ def build_schema(spec: DatasetSpec) -> schema_pb2.Schema:
         _varlen(schema, token.name, schema_pb2.BYTES)
     for task in spec.tasks:
         label = _scalar(schema, task.name, schema_pb2.FLOAT)
+        label.float_domain.disallow_nan = True
+        label.float_domain.disallow_inf = True
         if task.type == "binary":
             label.float_domain.min = 0.0
             label.float_domain.max = 1.0

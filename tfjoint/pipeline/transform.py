@@ -34,6 +34,26 @@ def _pad(sparse: tf.SparseTensor, max_len: int) -> tf.Tensor:
     return tf.reshape(dense, [-1, max_len])
 
 
+DENSE_CLIP = 10.0  # z-scores beyond +-10 standard deviations are clipped
+
+
+def robust_z_score(values: Any, clip: float = DENSE_CLIP) -> Any:
+    """``clip_[-clip, clip]((x - mean) / std)`` with mean and std over the *finite* training
+    values, and NaN or +-inf imputed with the mean (so 0 after scaling).
+
+    The same graph runs inside the serving signature, so a request with NaN, inf or 1e30 in
+    a dense feature gets a bounded input (0, or +-``clip``) instead of an unbounded score.
+    ExampleValidator reports non-finite training values as anomalies (the schema disallows
+    them); this policy keeps one bad row from turning a whole column's statistics into NaN.
+    """
+    x = tf.cast(values, tf.float32)
+    finite = tf.math.is_finite(x)
+    mean, var = tft.mean(x), tft.var(x)  # tf.Transform's mean and var skip non-finite values
+    std = tf.sqrt(var)
+    z = (tf.where(finite, x, mean) - mean) / tf.where(std > 0, std, tf.ones_like(std))
+    return tf.clip_by_value(z, -clip, clip)
+
+
 def preprocess(inputs: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
     """Transforms raw features of ``spec``; see :mod:`tfjoint.features` for the format."""
     outputs: dict[str, Any] = {}
@@ -41,7 +61,7 @@ def preprocess(inputs: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
     for key in spec.categorical:
         outputs[key] = _to_index(inputs[key], vocabularies[key])
     for key in spec.dense:
-        outputs[key] = tft.scale_to_z_score(tf.cast(inputs[key], tf.float32))
+        outputs[key] = robust_z_score(inputs[key])
     # An unseen scenario becomes the unknown id, served through each model's fallback path.
     outputs[features.SCENARIO_KEY] = map_unknown(tf.cast(inputs[features.SCENARIO_KEY], tf.int64), spec.num_scenarios)
     if spec.sequence:

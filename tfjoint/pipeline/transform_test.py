@@ -91,3 +91,27 @@ def test_serving_spec_gives_missing_scalar_features_their_missing_value_path(tin
     train_x1 = np.arange(4, dtype="float32") * 2
     np.testing.assert_allclose(x["x1"][1, 0], (0.0 - train_x1.mean()) / train_x1.std(), rtol=1e-5)  # raw 0
     assert np.all(x[features.SEQUENCE_ITEMS_KEY][1] == features.PAD_INDEX)
+
+
+def test_dense_z_scores_ignore_non_finite_values_impute_them_and_clip_outliers(tmp_path):
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    from tfjoint.pipeline.transform import DENSE_CLIP, robust_z_score
+
+    train = [{"x": v} for v in (1.0, 2.0, 3.0, float("nan"), float("inf"), float("inf"))]
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec({"x": tf.io.FixedLenFeature([], tf.float32)})
+    )
+    with tft_beam.Context(temp_dir=str(tmp_path / "tmp"), force_tf_compat_v1=False):
+        (_, _), transform_fn = (train, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            lambda inputs: {"z": robust_z_score(inputs["x"])}
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "fn"))
+    layer = tft.TFTransformOutput(str(tmp_path / "fn")).transform_features_layer()
+    served = np.array([1.0, 2.0, 3.0, np.nan, np.inf, -np.inf, 1e30, -1e30], np.float32)
+    z = layer({"x": tf.constant(served)})["z"].numpy()
+    # Mean 2 and std sqrt(2/3) over the finite training values only; non-finite -> the mean.
+    std = np.sqrt(2.0 / 3.0)
+    np.testing.assert_allclose(z, [-1 / std, 0, 1 / std, 0, 0, 0, DENSE_CLIP, -DENSE_CLIP], rtol=1e-5)
