@@ -127,11 +127,34 @@ class WriteItemEmbeddings(beam.PTransform):
         )
 
 
-def encode_to_tfrecord(pairs, path, kind: str = "minilm", batch_size: int = 64, beam_args=None) -> str:
-    """Runs ``EncodeItemTexts | WriteItemEmbeddings`` on the DirectRunner; returns ``path``."""
-    with beam.Pipeline(argv=beam_args or ["--runner=DirectRunner"]) as p:
-        _ = p | beam.Create(list(pairs)) | EncodeItemTexts(kind, batch_size) | WriteItemEmbeddings(path)
+def add_encode_steps(pipeline, pairs, path, kind: str = "minilm", batch_size: int = 64):
+    """Adds ``Create | EncodeItemTexts | WriteItemEmbeddings`` to a Beam ``pipeline``."""
+    return (
+        pipeline
+        | "ItemTexts" >> beam.Create(list(pairs))
+        | "EncodeItemTexts" >> EncodeItemTexts(kind, batch_size)
+        | "WriteItemEmbeddings" >> WriteItemEmbeddings(path)
+    )
+
+
+def encode_to_tfrecord(pairs, path, kind: str = "minilm", batch_size: int = 64) -> str:
+    """Runs the encode steps on the DirectRunner; returns ``path``."""
+    with beam.Pipeline(argv=["--runner=DirectRunner"]) as p:
+        add_encode_steps(p, pairs, path, kind, batch_size)
     return str(path)
+
+
+def resolve_encoder(kind: str) -> str:
+    """``kind``, or ``"hashed"`` (with a one-line warning) when MiniLM's weights cannot be had."""
+    if kind not in ("minilm", "hashed"):
+        raise ValueError(f"text encoder must be 'minilm' or 'hashed', got {kind!r}")
+    if kind == "minilm":
+        try:
+            minilm.ensure_weights()
+        except minilm.WeightsUnavailable as err:
+            LOG.warning("MiniLM weights unavailable (%s); falling back to a hashed bag of tokens", err)
+            return "hashed"
+    return kind
 
 
 def load_item_vectors(path: str | os.PathLike, feature: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
@@ -173,12 +196,7 @@ def movielens_title_embeddings(cache_dir: str | os.PathLike | None = None, kind:
     from tfjoint.datasets import movielens
 
     cache = pathlib.Path(cache_dir) if cache_dir is not None else movielens.default_cache_dir()
-    if kind == "minilm":
-        try:
-            minilm.ensure_weights()
-        except minilm.WeightsUnavailable as err:
-            LOG.warning("MiniLM weights unavailable (%s); using a hashed bag of tokens", err)
-            kind = "hashed"
+    kind = resolve_encoder(kind)
     path = cache / f"{kind}_title_genre_embeddings.tfrecord"
     if not path.is_file():
         tmp = path.with_suffix(".tmp")
