@@ -129,6 +129,16 @@ class SentenceEncoder:
         self.backbone, self.tokenizer, self.max_length = backbone, tokenizer, max_length
         self.dim = int(backbone.hidden_dim)
         self._cls, self._sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+        import tensorflow as tf
+
+        spec = tf.TensorSpec([None, None], tf.int32)  # one trace for every batch shape
+
+        @tf.function(input_signature=[spec, spec])
+        def forward(ids, mask):
+            inputs = {"token_ids": ids, "segment_ids": tf.zeros_like(ids), "padding_mask": mask}
+            return mean_pool_normalize(backbone(inputs)["sequence_output"], mask)
+
+        self._forward = forward
 
     def token_ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(ids [B, T], mask [B, T])``: [CLS] tokens [SEP], right-padded with 0 to the longest."""
@@ -149,10 +159,7 @@ class SentenceEncoder:
         out = [np.zeros((0, self.dim), np.float32)]
         for start in range(0, len(texts), batch_size):
             ids, mask = self.token_ids(texts[start : start + batch_size])
-            states = self.backbone(
-                {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": mask}
-            )["sequence_output"]
-            out.append(np.asarray(mean_pool_normalize(states, mask), np.float32))
+            out.append(self._forward(ids, mask).numpy().astype(np.float32))
         return np.concatenate(out)
 
 
