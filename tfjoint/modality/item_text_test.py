@@ -64,3 +64,10 @@ def test_bad_dense_vector_files_fail_with_one_clear_error(tmp_path):
         item_text.load_item_vectors(tmp_path / "absent.npz")
     with pytest.raises(ValueError, match="batch_size"):
         item_text.EncodeItemTexts("hashed", batch_size=0)
+
+
+def test_hashed_bag_signs_tokens_so_collisions_cancel_in_expectation():
+    words = [f"word{i}" for i in range(40)]
+    vectors = item_text.HashedBagEncoder(dim=8).encode(words)
+    signs = np.sign(vectors.sum(axis=1))  # one token each: its vector is +-e_h
+    assert 10 < (signs < 0).sum() < 30  # about half negative, never all positive
