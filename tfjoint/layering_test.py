@@ -4,7 +4,8 @@ Layers, bottom to top (a module may import only from lower layers, or from its o
 
 0. ``tfjoint``, ``tfjoint.registry`` (a leaf), ``tfjoint.features`` (specs, catalog, schema)
 1. ``tfjoint.datasets``, ``tfjoint.layers.core``
-2. the families ``tfjoint.layers.multi_task``, ``tfjoint.balancing`` and
+2. the families ``tfjoint.layers.multi_task``, ``tfjoint.balancing``, ``tfjoint.modality`` (item
+   text encoders, dense modality vectors) and
    ``tfjoint.layers.retrieval`` (top-K models over :mod:`tfjoint.features.interactions`)
 3. the families ``tfjoint.layers.multi_scenario`` (which may compose multi-task layers),
    ``tfjoint.layers.multi_behavior``, ``tfjoint.layers.multi_modal``
@@ -33,6 +34,7 @@ LAYERS = [  # (module prefix, layer); the longest matching prefix wins
     ("tfjoint.layers.core", 1),
     ("tfjoint.layers.multi_task", 2),
     ("tfjoint.balancing", 2),
+    ("tfjoint.modality", 2),
     ("tfjoint.layers.retrieval", 2),
     ("tfjoint.layers.multi_scenario", 3),
     ("tfjoint.layers.multi_behavior", 3),

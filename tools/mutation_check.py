@@ -389,6 +389,38 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tfjoint/retrieval/export_test.py",),
         "a request's original user_id is looked up in the in-graph vocabulary",
     ),
+    Mutation(
+        "minilm_pool_ignores_mask",
+        "tfjoint/modality/minilm.py",
+        "pooled = ops.sum(states * mask, axis=1)",
+        "pooled = ops.sum(states, axis=1)",
+        ("tfjoint/modality/minilm_test.py",),
+        "MiniLM: u = sum_t m_t h_t / sum_t m_t (padding pooled too)",
+    ),
+    Mutation(
+        "minilm_tanh_gelu",
+        "tfjoint/modality/minilm.py",
+        "layer._feedforward_intermediate_dense.activation = keras.activations.gelu",
+        "layer._feedforward_intermediate_dense.activation = lambda x: keras.activations.gelu(x, approximate=True)",
+        ("tfjoint/modality/minilm_test.py",),
+        "MiniLM: the checkpoint's intermediate activation is the exact erf GELU (tanh approximation)",
+    ),
+    Mutation(
+        "minilm_keeps_accents",
+        "tfjoint/modality/minilm.py",
+        "lowercase=True, strip_accents=True",
+        "lowercase=True, strip_accents=False",
+        ("tfjoint/modality/minilm_test.py",),
+        "MiniLM tokenizer: lower-case and strip accents (accents kept)",
+    ),
+    Mutation(
+        "hashed_bag_unsigned",
+        "tfjoint/modality/item_text.py",
+        "+= 1.0 if (h >> 63) & 1 else -1.0",
+        "+= 1.0",
+        ("tfjoint/modality/item_text_test.py",),
+        "hashed bag: v = sum_w s(w) e_h(w) with a +-1 sign hash (sign dropped)",
+    ),
 )
 
 

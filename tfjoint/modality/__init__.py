@@ -1,0 +1,1 @@
+"""Item modality features: text encoders (MiniLM, hashed bag of tokens) and dense vectors."""
