@@ -92,11 +92,19 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     )
     table = evaluation.metric_table(run.evaluation_dir, spec)
     blessed = evaluation.is_blessed(run.evaluation_dir)
+    found = {split: lines for split, lines in run.anomalies.items() if lines}
+    for split, lines in found.items():
+        print(f"\nExampleValidator anomalies in {split} (schemas/{spec.name}.pbtxt):", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
     print(f"\n== {spec.name} / {args.model}: Evaluator metrics (eval split), per scenario and task ==")
     print(evaluation.format_table(table, spec))
     print(f"\nblessed: {blessed}    pipeline time: {time.time() - start:.0f} s")
     print(f"evaluation: {run.evaluation_dir}")
     print(f"keras model (for notebooks): {run.keras_model_path}")
+    if found and args.fail_on_anomalies:
+        print("the data has anomalies and --fail-on-anomalies was given", file=sys.stderr)
+        return 1
     if run.pushed_dir is None:
         print("the model was not blessed, so nothing was pushed", file=sys.stderr)
         return 1
@@ -213,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="existing train/ and eval/ TFRecords (default: written under the pipeline root)")
     run.add_argument("--score", type=int, default=5, help="held-out examples to score through the pushed model")
     run.add_argument("--json", help="also write the metrics and paths to this JSON file")
+    run.add_argument("--fail-on-anomalies", action="store_true",
+                     help="exit 1 when ExampleValidator found anomalies (they are always printed)")
     run.add_argument("--query-server", action="store_true",
                      help="serve the pushed model over the TF Serving API and query it with the gRPC client")
     run.set_defaults(func=cmd_pipeline_run)

@@ -29,6 +29,7 @@ class LocalRun:
     evaluation_dir: str
     model_run_dir: str
     pushed_dir: str | None
+    anomalies: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def keras_model_path(self) -> str:
@@ -92,6 +93,23 @@ def latest_version(pattern: str) -> str:
     if not paths:
         raise FileNotFoundError(f"nothing matches {pattern}")
     return max(paths, key=lambda p: int(os.path.basename(p)))
+
+
+def read_anomalies(pipeline_root: str) -> dict[str, list[str]]:
+    """The newest ExampleValidator run's anomalies, ``{split: ["feature: description", ...]}``
+    (an empty list for a clean split): NaN or inf in a dense feature, a label outside its
+    domain, a missing feature, as the curated schema defines them."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    run = latest_version(os.path.join(pipeline_root, "ExampleValidator", "anomalies", "*"))
+    out: dict[str, list[str]] = {}
+    for path in sorted(glob.glob(os.path.join(run, "Split-*", "SchemaDiff.pb"))):
+        with open(path, "rb") as f:
+            found = anomalies_pb2.Anomalies.FromString(f.read())
+        split = os.path.basename(os.path.dirname(path)).removeprefix("Split-")
+        out[split] = [f"{name}: {info.description or info.short_description}"
+                      for name, info in sorted(found.anomaly_info.items())]
+    return out
 
 
 def check_model(spec: DatasetSpec, model: str, hparams: dict[str, Any] | None) -> None:
@@ -163,7 +181,7 @@ def run_local(
     if is_blessed(evaluation_dir):
         name = model_name or spec.default_model_name
         pushed = latest_version(os.path.join(os.path.abspath(serving_dir), name, "*"))
-    return LocalRun(spec, data_root, evaluation_dir, model_run_dir, pushed)
+    return LocalRun(spec, data_root, evaluation_dir, model_run_dir, pushed, read_anomalies(pipeline_root))
 
 
 def score_examples(saved_model_dir: str, data_root: str, spec: DatasetSpec, count: int = 5) -> list[dict[str, Any]]:

@@ -63,3 +63,35 @@ def test_an_incompatible_combination_fails_before_any_component_runs(tmp_path):
                           serving_dir=str(tmp_path / "s"), hparams={"scenario_adapter": "sar_net"})
     assert not (tmp_path / "p").exists()  # nothing was written
     runners.check_model(runners.get_dataset_spec("movielens-100k"), "ple", {"scenario_adapter": "star"})
+
+
+def test_the_curated_schema_makes_nan_inf_and_out_of_domain_labels_anomalies(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    from tfjoint.features import SYNTHETIC
+    from tfjoint.features.schema import build_schema
+    from tfjoint.pipeline import runners
+
+    dense, label = SYNTHETIC.dense[0], SYNTHETIC.tasks[0].name
+    # NaN as a value of the record (a DataFrame would read it as a missing value).
+    path = str(tmp_path / "bad.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for x, y in ((0.5, 0.0), (np.nan, 1.0), (np.inf, 7.0), (1.0, 1.0)):
+            ex = tf.train.Example()
+            ex.features.feature[dense].float_list.value.append(x)
+            ex.features.feature[label].float_list.value.append(y)
+            writer.write(ex.SerializeToString())
+    anomalies = tfdv.validate_statistics(tfdv.generate_statistics_from_tfrecord(path), build_schema(SYNTHETIC))
+    kinds = {name: {r.type for r in info.reason} for name, info in anomalies.anomaly_info.items()}
+    assert {anomalies_pb2.AnomalyInfo.FLOAT_TYPE_HAS_NAN, anomalies_pb2.AnomalyInfo.FLOAT_TYPE_HAS_INF} <= kinds[dense]
+    assert anomalies_pb2.AnomalyInfo.FLOAT_TYPE_BIG_FLOAT in kinds[label]
+    # What the ExampleValidator writes, read back per split.
+    run = tmp_path / "ExampleValidator" / "anomalies" / "7"
+    for split, found in (("train", anomalies), ("eval", anomalies_pb2.Anomalies())):
+        (run / f"Split-{split}").mkdir(parents=True)
+        (run / f"Split-{split}" / "SchemaDiff.pb").write_bytes(found.SerializeToString())
+    read = runners.read_anomalies(str(tmp_path))
+    assert read["eval"] == [] and any(line.startswith(f"{dense}: ") for line in read["train"])
