@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -156,15 +157,22 @@ class BatchScheduler:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._process(batch)
+            try:
+                self._process(batch)
+            except Exception:  # noqa: BLE001 - the thread serves every later batch: it must not end
+                logging.exception("batch thread %s: a batch failed outside the model run", threading.current_thread().name)
 
     def _process(self, batch: list[_Task]) -> None:
         now = time.monotonic()
         live = []
         for t in batch:
+            # A task its client cancelled is dropped first: setting an exception on a
+            # cancelled future raises InvalidStateError, which would end this batch thread.
+            if not t.future.set_running_or_notify_cancel():
+                continue
             if t.deadline is not None and now >= t.deadline:
                 t.future.set_exception(ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
-            elif t.future.set_running_or_notify_cancel():
+            else:
                 live.append(t)
         if not live:
             return
