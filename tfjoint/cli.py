@@ -81,15 +81,19 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
 
     spec = get_dataset_spec(args.dataset)
     start = time.time()
-    run = runners.run_local(
-        dataset=args.dataset,
-        model=args.model,
-        pipeline_root=args.pipeline_root,
-        serving_dir=args.serving_dir,
-        model_name=args.model_name,
-        data_root=args.data_root,
-        hparams=_hparams(args),
-    )
+    try:
+        run = runners.run_local(
+            dataset=args.dataset,
+            model=args.model,
+            pipeline_root=args.pipeline_root,
+            serving_dir=args.serving_dir,
+            model_name=args.model_name,
+            data_root=args.data_root,
+            hparams=_hparams(args),
+        )
+    except (FileNotFoundError, ValueError) as e:  # checked before any component runs
+        print(f"tfjoint pipeline run: error: {e}", file=sys.stderr)
+        return 2
     table = evaluation.metric_table(run.evaluation_dir, spec)
     blessed = evaluation.is_blessed(run.evaluation_dir)
     found = {split: lines for split, lines in run.anomalies.items() if lines}

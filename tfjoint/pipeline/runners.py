@@ -125,8 +125,24 @@ def check_model(spec: DatasetSpec, model: str, hparams: dict[str, Any] | None) -
                       **{slot: config[slot] for slot in slots})
 
 
+def check_data_root(data_root: str) -> str:
+    """``data_root`` if it holds ``train/*`` and ``eval/*`` files; otherwise a
+    FileNotFoundError that names what is missing. A data root the user gave is only read:
+    the pipeline never writes into it."""
+    missing = [split for split in ("train", "eval") if not glob.glob(os.path.join(data_root, split, "*"))]
+    if not os.path.isdir(data_root):
+        raise FileNotFoundError(f"--data-root {data_root} is not a directory")
+    if missing:
+        raise FileNotFoundError(
+            f"--data-root {data_root} has no {' and no '.join(f'{m}/*' for m in missing)} files; "
+            "it needs train/ and eval/ TFRecords of tf.Example (`tfjoint data --output DIR` writes a built-in dataset)"
+        )
+    return data_root
+
+
 def prepare_data(dataset: str, data_root: str, **dataset_kwargs: Any) -> str:
-    """Writes the dataset's TFRecords under ``data_root`` unless they are already there."""
+    """Writes a built-in dataset's TFRecords under ``data_root`` (a folder the pipeline owns:
+    ``<pipeline root>/data/<dataset>``) unless they are already there."""
     if glob.glob(os.path.join(data_root, "train", "*")) and glob.glob(os.path.join(data_root, "eval", "*")):
         return data_root
     from tfjoint.datasets import write_dataset
@@ -152,9 +168,10 @@ def run_local(
     spec = get_dataset_spec(dataset)
     check_model(spec, model, hparams)
     pipeline_root = os.path.abspath(pipeline_root)
-    data_root = prepare_data(
-        dataset, data_root or os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {})
-    )
+    if data_root is not None:  # the user's data: read, never written
+        data_root = check_data_root(os.path.abspath(data_root))
+    else:
+        data_root = prepare_data(dataset, os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {}))
     before = set(glob.glob(os.path.join(pipeline_root, "Evaluator", "evaluation", "*")))
     with component_progress(pipeline_root, COMPONENT_IDS):
         tfx.orchestration.LocalDagRunner().run(

@@ -95,3 +95,24 @@ def test_the_curated_schema_makes_nan_inf_and_out_of_domain_labels_anomalies(tmp
         (run / f"Split-{split}" / "SchemaDiff.pb").write_bytes(found.SerializeToString())
     read = runners.read_anomalies(str(tmp_path))
     assert read["eval"] == [] and any(line.startswith(f"{dense}: ") for line in read["train"])
+
+
+def test_a_user_data_root_is_never_written_and_an_incomplete_one_is_an_error(tmp_path, capsys):
+    import hashlib
+
+    from tfjoint import cli
+
+    user = tmp_path / "mydata"
+    (user / "train").mkdir(parents=True)
+    record = user / "train" / "data.tfrecord"
+    record.write_bytes(b"my own records")
+    before = hashlib.sha256(record.read_bytes()).hexdigest()
+    argv = ["pipeline", "run", "--dataset", "synthetic", "--pipeline-root", str(tmp_path / "p"),
+            "--serving-dir", str(tmp_path / "s")]
+    assert cli.main([*argv, "--data-root", str(user)]) == 2
+    assert "has no eval/* files" in capsys.readouterr().err
+    assert cli.main([*argv, "--data-root", str(tmp_path / "mydta")]) == 2  # misspelt
+    assert "is not a directory" in capsys.readouterr().err
+    assert hashlib.sha256(record.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in user.rglob("*")) == ["data.tfrecord", "train"]
+    assert not (tmp_path / "mydta").exists() and not (tmp_path / "p").exists()
