@@ -66,3 +66,12 @@ def test_a_component_by_import_path_reaches_the_trainer(tmp_path):
         assert "tfjoint.nowhere:Thing" in str(e) and "importable" in str(e)
     else:
         raise AssertionError("an unimportable component must fail")
+
+
+def test_beam_options_reach_every_beam_component_of_the_kubeflow_job(tmp_path):
+    output = tmp_path / "pipeline.json"
+    argv = ["pipeline", "compile", "--runner", "kubeflow", "--output", str(output),
+            "--beam-arg=--runner=DataflowRunner", "--beam-arg=--region=europe-west1"]
+    assert cli.main(argv) == 0
+    text = output.read_text()
+    assert "--runner=DataflowRunner" in text and "--region=europe-west1" in text

@@ -39,6 +39,9 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="training epochs (default: 2)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default: 256)")
     parser.add_argument("--hparams", default="{}", help="JSON overrides of the Trainer's hyper-parameters")
+    parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[], metavar="OPTION",
+                        help="a Beam pipeline option for every Beam component (repeatable), "
+                        "e.g. --beam-arg=--direct_num_workers=2 or --beam-arg=--runner=DataflowRunner")
 
 
 def _hparams(args: argparse.Namespace) -> dict[str, Any]:
@@ -90,6 +93,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
             model_name=args.model_name,
             data_root=args.data_root,
             hparams=_hparams(args),
+            beam_args=args.beam_args,
         )
     except (FileNotFoundError, ValueError) as e:  # checked before any component runs
         print(f"tfjoint pipeline run: error: {e}", file=sys.stderr)
@@ -169,6 +173,7 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
         serving_dir=args.serving_dir,
         image=args.image,
         hparams=_hparams(args),
+        beam_args=args.beam_args,
     )
     print(f"wrote {path}")
     return 0

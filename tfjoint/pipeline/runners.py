@@ -161,8 +161,14 @@ def run_local(
     data_root: str | None = None,
     hparams: dict[str, Any] | None = None,
     dataset_kwargs: dict[str, Any] | None = None,
+    beam_args: list[str] | None = None,
 ) -> LocalRun:
-    """Runs the whole pipeline locally and returns where its outputs are."""
+    """Runs the whole pipeline locally and returns where its outputs are.
+
+    ``beam_args`` are Beam pipeline options for every Beam-based component, after (so they
+    override) :data:`LOCAL_BEAM_ARGS`, e.g. ``["--direct_num_workers=2",
+    "--direct_running_mode=multi_processing"]`` or a distributed runner's options.
+    """
     from tfx import v1 as tfx
 
     spec = get_dataset_spec(dataset)
@@ -185,7 +191,7 @@ def run_local(
                 model_name=model_name,
                 hparams=hparams,
                 metadata_path=os.path.join(pipeline_root, "metadata.sqlite"),
-                beam_pipeline_args=LOCAL_BEAM_ARGS,
+                beam_pipeline_args=[*LOCAL_BEAM_ARGS, *(beam_args or [])],
             )
         )
     evaluation_dir = latest_version(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
@@ -236,6 +242,7 @@ def compile_kubeflow(
     serving_dir: str,
     image: str = DEFAULT_IMAGE,
     hparams: dict[str, Any] | None = None,
+    beam_args: list[str] | None = None,
 ) -> str:
     """Compiles the pipeline to a Kubeflow Pipelines V2 ``PipelineJob`` JSON file."""
     from tfx import v1 as tfx
@@ -258,6 +265,7 @@ def compile_kubeflow(
             model=model,
             serving_dir=serving_dir,
             hparams=hparams,
+            beam_pipeline_args=beam_args,
         )
     )
     return str(out)
