@@ -22,6 +22,16 @@ from typing import Any
 DEFAULT_PNG = "runs/bench/mtl_synthetic.png"
 
 
+def _add_retrieval_args(parser: argparse.ArgumentParser, dataset: str, models_help: str) -> None:
+    """``--dataset`` (a built-in interaction dataset), ``--models``, ``--seeds``, ``--json``."""
+    from tfjoint.retrieval.builtin import DATASETS
+
+    parser.add_argument("--dataset", default=dataset, choices=DATASETS)
+    parser.add_argument("--models", nargs="+", help=models_help)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--json", help="write the results to this JSON file")
+
+
 def _write_json(destination: str | None, results: Any) -> None:
     """Writes ``results`` to ``destination`` (``--json``) when one was given."""
     if not destination:
@@ -241,10 +251,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "reports its test HR@10, NDCG@10 and MRR under full ranking and against 99 sampled "
         "negatives, mean +- std over seeds, with the wall time of each fit.",
     )
-    topk.add_argument("--dataset", default="retailrocket", choices=("retailrocket", "movielens-100k", "synthetic"))
-    topk.add_argument("--models", nargs="+", help="default: every registered retrieval model")
-    topk.add_argument("--seeds", type=int, default=3)
-    topk.add_argument("--json", help="write the results to this JSON file")
+    _add_retrieval_args(topk, "retailrocket", "default: every registered retrieval model")
     topk.set_defaults(func=cmd_topk)
 
     from tfjoint.bench import joint as JOINT
@@ -279,12 +286,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "negatives, mean +- std over seeds, log events per second, and each model's HR@10 gap to its "
         "counterpart in standard errors. On synthetic data it runs once per --signals value.",
     )
-    mbr.add_argument("--dataset", default="synthetic", choices=("retailrocket", "movielens-100k", "synthetic"))
-    mbr.add_argument("--models", nargs="+", help="default: every multi-behavior model and its counterpart")
-    mbr.add_argument("--seeds", type=int, default=3)
+    _add_retrieval_args(mbr, "synthetic", "default: every multi-behavior model and its counterpart")
     mbr.add_argument("--signals", nargs="+", type=float, default=[1.0, 0.0],
                      help="synthetic only: signal of the auxiliary behaviors about the target, in [0, 1]")
-    mbr.add_argument("--json", help="write the results to this JSON file")
     mbr.set_defaults(func=cmd_mbr)
     from tfjoint.bench import serve as SERVE
 

@@ -42,7 +42,7 @@ import tqdm
 from tfjoint import catalog
 from tfjoint.bench.msr import DEFAULTS as MSR_DEFAULTS
 from tfjoint.bench.msr import compare_to, lower_is_better, score_by_scenario
-from tfjoint.bench.mtl_movielens import prepare, score
+from tfjoint.bench.mtl_movielens import mean_and_std, prepare, score
 from tfjoint.features import DatasetSpec, TaskSpec
 from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
 from tfjoint.joint.builder import check_combination
@@ -173,10 +173,7 @@ def run_joint(
                     row["seconds"] = time.perf_counter() - start
                     runs.append(row)
                     progress.update(1)
-                results[config] = {
-                    key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
-                    for key in runs[0]
-                }
+                results[config] = mean_and_std(runs)
     return {
         "config": {
             "dataset": dataset, "seeds": seeds, "epochs": epochs, "train_rows": len(y[spec.tasks[0].name]),

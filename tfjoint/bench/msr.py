@@ -50,7 +50,7 @@ import numpy as np
 import tqdm
 
 from tfjoint import catalog, features
-from tfjoint.bench.mtl_movielens import prepare, score
+from tfjoint.bench.mtl_movielens import mean_and_std, prepare, score
 from tfjoint.datasets import load_frames, synthetic
 from tfjoint.features import DatasetSpec
 from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
@@ -215,10 +215,7 @@ def run_msr(
                     runs.append(row)
                     progress.update(1)
                 if runs:
-                    results[config] = {
-                        key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
-                        for key in runs[0]
-                    }
+                    results[config] = mean_and_std(runs)
     return {
         "config": {
             "dataset": dataset, "seeds": seeds, "epochs": epochs, "train_rows": len(y[spec.tasks[0].name]),

@@ -48,6 +48,12 @@ def prepare(
     return spec, sizes, ({k: v[keep] for k, v in x.items()}, {k: v[keep] for k, v in y.items()}), evaluation
 
 
+def mean_and_std(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """``{metric: {"mean", "std"}}`` over the runs (seeds) of one configuration."""
+    return {key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
+            for key in runs[0]}
+
+
 def score(spec: DatasetSpec, predictions: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
     """AUC for binary tasks and RMSE for regression tasks, each on the rows it is defined on;
     NaN where a slice cannot be scored."""
@@ -110,10 +116,7 @@ def run_mtl(
                     runs.append(row)
                     progress.update(1)
                 name = f"{architecture}+{balancer}" + ("" if encoder == DEFAULT_ENCODER else f"+{encoder}")
-                results[name] = {
-                    key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
-                    for key in runs[0]
-                }
+                results[name] = mean_and_std(runs)
     return {
         "config": {"dataset": dataset, "seeds": seeds, "epochs": epochs, "train_rows": len(y[spec.tasks[0].name]),
                    "eval_rows": len(ey[spec.tasks[0].name]), "batch_size": batch_size, "learning_rate": learning_rate},
