@@ -19,16 +19,23 @@ from tfjoint.registry import register
 PAD_LOGIT = -(2.0**32) + 1  # the authors' masking value
 
 
-def last_items(log: InteractionLog, users: np.ndarray, max_len: int) -> np.ndarray:
-    """``(len(users), max_len)`` int: each user's latest ``max_len`` items of ``log`` in time
-    order, shifted by one (0 is padding) and left-padded, as the authors' sampler."""
+def last_events(log: InteractionLog, users: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two ``(len(users), max_len)`` int arrays: each user's latest ``max_len`` events of
+    ``log`` in time order, items and behaviors each shifted by one (0 is padding) and
+    left-padded, as the authors' sampler."""
     log = log.sorted()
     starts, ends = np.searchsorted(log.users, users, "left"), np.searchsorted(log.users, users, "right")
-    out = np.zeros((len(users), max_len), np.int64)
+    items, behaviors = np.zeros((len(users), max_len), np.int64), np.zeros((len(users), max_len), np.int64)
     for row, (start, end) in enumerate(zip(starts, ends)):
-        items = log.items[max(start, end - max_len) : end] + 1
-        out[row, max_len - len(items) :] = items
-    return out
+        first = max(start, end - max_len)
+        items[row, max_len - (end - first) :] = log.items[first:end] + 1
+        behaviors[row, max_len - (end - first) :] = log.behaviors[first:end] + 1
+    return items, behaviors
+
+
+def last_items(log: InteractionLog, users: np.ndarray, max_len: int) -> np.ndarray:
+    """The items of :func:`last_events` (SASRec's input)."""
+    return last_events(log, users, max_len)[0]
 
 
 @register(
