@@ -421,6 +421,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tfjoint/modality/item_text_test.py",),
         "hashed bag: v = sum_w s(w) e_h(w) with a +-1 sign hash (sign dropped)",
     ),
+    Mutation(
+        "mbstr_attention_pair_swapped",
+        "tfjoint/layers/multi_behavior/behavior_pair_attention.py",
+        '"bhixyl,bhjl,bix,bjy->bhij"',
+        '"bhixyl,bhjl,biy,bjx->bhij"',
+        ("tfjoint/layers/multi_behavior/behavior_pair_attention_test.py",),
+        "MB-STR: A[i,j] uses W^att_(b_i,b_j) (swapped for W^att_(b_j,b_i))",
+    ),
+    Mutation(
+        "mbstr_no_position_bias",
+        "tfjoint/layers/multi_behavior/behavior_pair_attention.py",
+        "logits = logits + self.bias(onehot, ops.shape(inputs)[1])",
+        "logits = logits + 0.0",
+        ("tfjoint/layers/multi_behavior/behavior_pair_attention_test.py",),
+        "MB-STR: A[i,j] adds the pair relative-position bias P_(b_i,b_j)(j - i) (dropped)",
+    ),
 )
 
 
