@@ -40,3 +40,23 @@ def test_pipeline_run_refuses_batch_size_zero_before_any_component(tmp_path, cap
 def test_models_with_an_unknown_slot_is_one_line(capsys):
     out = _fails(["models", "--slot", "nope"], capsys)
     assert "--slot 'nope' is not a slot" in out
+
+
+@pytest.mark.parametrize("flag, content, says", [
+    ("--examples", None, "no such file"),
+    ("--examples", b"not a tfrecord at all, just text\n" * 4, "is not a TFRecord file"),
+    ("--json", b"{not json", "cannot read"),
+])
+def test_predict_with_a_bad_input_file_is_one_line(tmp_path, capsys, flag, content, says):
+    path = tmp_path / "in"
+    if content is not None:
+        path.write_bytes(content)
+    out = _fails(["predict", "--target", "127.0.0.1:1", "--model_name", "m", flag, str(path)], capsys)
+    assert says in out and "Traceback" not in out
+
+
+def test_data_to_an_unwritable_output_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = _fails(["data", "--dataset", "synthetic", "--output", str(blocker / "sub")], capsys)
+    assert "cannot write --output" in out

@@ -208,7 +208,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from tfjoint.datasets import write_dataset
 
-    print(f"wrote {write_dataset(args.dataset, args.output)}")
+    try:
+        print(f"wrote {write_dataset(args.dataset, args.output)}")
+    except OSError as e:
+        raise SystemExit(f"tfjoint data: error: cannot write --output {args.output}: {e}") from None
     return 0
 
 
