@@ -49,6 +49,8 @@ def _hparams(args: argparse.Namespace) -> dict[str, Any]:
         hparams = json.loads(args.hparams)
     except json.JSONDecodeError as e:
         raise SystemExit(f"--hparams must be a JSON object: {e}") from None
+    if not isinstance(hparams, dict):
+        raise SystemExit(f"tfjoint pipeline: error: --hparams must be a JSON object of {{name: value}}. Received: {args.hparams}")
     if args.epochs is not None:
         hparams["epochs"] = args.epochs
     if args.batch_size is not None:
@@ -59,7 +61,12 @@ def _hparams(args: argparse.Namespace) -> dict[str, Any]:
             hparams[slot] = None if choice.lower() == "none" else _check_component(choice, slot)
     if args.balancer is not None:
         hparams["balancer"] = _check_component(args.balancer, "balancer")
-    return hparams
+    from tfjoint.pipeline.hparams import check_hparams
+
+    try:
+        return check_hparams(hparams)
+    except ValueError as e:
+        raise SystemExit(f"tfjoint pipeline: error: {e}") from None
 
 
 def _check_component(name: str, slot: str) -> str:
@@ -79,6 +86,7 @@ def _check_model(name: str) -> None:
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
     _check_model(args.model)
+    hparams = _hparams(args)
     from tfjoint.features import get_dataset_spec
     from tfjoint.pipeline import evaluation, runners
 
@@ -92,7 +100,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
             serving_dir=args.serving_dir,
             model_name=args.model_name,
             data_root=args.data_root,
-            hparams=_hparams(args),
+            hparams=hparams,
             beam_args=args.beam_args,
         )
     except (FileNotFoundError, ValueError) as e:  # checked before any component runs
@@ -162,6 +170,7 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
     if args.runner != "kubeflow":
         raise SystemExit(f"--runner must be 'kubeflow'. Received: {args.runner!r}")
     _check_model(args.model)
+    hparams = _hparams(args)
     from tfjoint.pipeline import runners
 
     path = runners.compile_kubeflow(
@@ -172,7 +181,7 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         serving_dir=args.serving_dir,
         image=args.image,
-        hparams=_hparams(args),
+        hparams=hparams,
         beam_args=args.beam_args,
     )
     print(f"wrote {path}")
@@ -183,6 +192,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     from tfjoint import catalog
 
     entries = catalog.entries(args.slot)
+    if not entries:
+        from tfjoint.registry import SLOTS
+
+        raise SystemExit(f"tfjoint models: error: --slot {args.slot!r} is not a slot; choose from {list(SLOTS)}")
     if args.json:
         print(json.dumps([e.to_json() for e in entries], indent=1))
         return 0
@@ -195,7 +208,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from tfjoint.datasets import write_dataset
 
-    print(f"wrote {write_dataset(args.dataset, args.output)}")
+    try:
+        print(f"wrote {write_dataset(args.dataset, args.output)}")
+    except OSError as e:
+        raise SystemExit(f"tfjoint data: error: cannot write --output {args.output}: {e}") from None
     return 0
 
 

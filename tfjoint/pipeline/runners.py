@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from tfjoint import DEFAULT_IMAGE
 from tfjoint.features import DatasetSpec, get_dataset_spec
+from tfjoint.pipeline.hparams import DEFAULT_HPARAMS, check_hparams
 from tfjoint.pipeline.pipeline import COMPONENT_IDS, create_pipeline
 
 LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -115,11 +116,10 @@ def read_anomalies(pipeline_root: str) -> dict[str, list[str]]:
 def check_model(spec: DatasetSpec, model: str, hparams: dict[str, Any] | None) -> None:
     """Builds the Trainer's joint model of ``model`` and ``hparams`` on stand-in vocabularies:
     an incompatible combination fails here, in one line naming the slots, not in the Trainer
-    after Transform has run."""
+    after Transform has run. ``hparams`` are checked first (:func:`check_hparams`)."""
     from tfjoint.joint.builder import check_combination
-    from tfjoint.pipeline.trainer import DEFAULT_HPARAMS
 
-    config = {**DEFAULT_HPARAMS, **(hparams or {})}
+    config = {**DEFAULT_HPARAMS, **check_hparams(hparams or {})}
     slots = ("sequence_encoder", "modality_encoder", "scenario_adapter", "balancer", "component_kwargs")
     check_combination(spec, task_architecture=model, embedding_dim=int(config["embedding_dim"]),
                       **{slot: config[slot] for slot in slots})

@@ -35,25 +35,13 @@ from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
 from tfjoint.layers.core import gate_monitor
 from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
+from tfjoint.pipeline.hparams import DEFAULT_HPARAMS
 from tfjoint.pipeline.transform import serving_feature_spec, vocabulary_sizes
 from tfjoint.serving.warmup import write_warmup_requests
 
 KERAS_MODEL_FILENAME = "model.keras"
 WARMUP_EXAMPLES = 16
 TRAINING_SUMMARY_FILENAME = "training_summary.json"
-
-DEFAULT_HPARAMS: dict[str, Any] = {
-    "epochs": 2,
-    "batch_size": 256,
-    "learning_rate": 3e-3,
-    "embedding_dim": 16,
-    "component_kwargs": {},
-    "sequence_encoder": "behavior_pooling",
-    "modality_encoder": "gating_fusion",
-    "scenario_adapter": None,
-    "balancer": "fixed",
-    "unknown_scenario_rate": 0.05,
-}
 
 
 def pick_strategy(tpu_address: str | None = None) -> tf.distribute.Strategy:

@@ -111,6 +111,18 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _load_examples(args: argparse.Namespace) -> list[Any]:
+    source = args.json or args.examples
+    try:
+        return _read_examples(args)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"tfjoint predict: error: cannot read {source}: {e}") from None
+    except Exception as e:  # tf.errors.DataLossError and the like: not a TFRecord file
+        if type(e).__module__.startswith("tensorflow"):
+            raise SystemExit(f"tfjoint predict: error: {source} is not a TFRecord file: {type(e).__name__}") from None
+        raise
+
+
+def _read_examples(args: argparse.Namespace) -> list[Any]:
     if args.json:
         with open(args.json, encoding="utf-8") as fh:
             doc = json.load(fh)
@@ -121,6 +133,8 @@ def _load_examples(args: argparse.Namespace) -> list[Any]:
         return doc
     import tensorflow as tf
 
+    if not __import__("os").path.isfile(args.examples):
+        raise FileNotFoundError(f"no such file: {args.examples}")
     ds = tf.data.TFRecordDataset(args.examples)
     if args.limit and args.limit > 0:
         ds = ds.take(args.limit)
