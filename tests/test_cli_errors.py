@@ -60,3 +60,28 @@ def test_data_to_an_unwritable_output_is_one_line(tmp_path, capsys):
     blocker.write_text("x")
     out = _fails(["data", "--dataset", "synthetic", "--output", str(blocker / "sub")], capsys)
     assert "cannot write --output" in out
+
+
+def test_an_unreported_error_is_one_line_unless_debug_asks_for_the_traceback(capsys, monkeypatch):
+    from tfjoint import cli
+
+    def boom(args):
+        raise ValueError("something the command did not catch")
+
+    monkeypatch.setattr(cli, "cmd_models", boom)
+    assert cli.main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tfjoint models: error: something the command did not catch" in err
+    with pytest.raises(ValueError):
+        cli.main(["--debug", "models"])
+    monkeypatch.setenv("TFJOINT_DEBUG", "1")
+    with pytest.raises(ValueError):
+        cli.main(["models"])
+
+
+def test_serve_refuses_a_port_outside_the_tcp_range(capsys):
+    from tfjoint import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["serve", "--model_name", "m", "--model_base_path", "/tmp", "--port", "70000"])
+    assert e.value.code == 2 and "70000 is outside [0, 65535]" in capsys.readouterr().err

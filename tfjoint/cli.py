@@ -234,6 +234,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tfjoint", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help=f"show tracebacks (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     pipeline = sub.add_parser("pipeline", help="run or compile the TFX pipeline")
@@ -289,9 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "TFJOINT_DEBUG"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; an error it did not report itself is one line on stderr and exit
+    code 2, unless ``--debug`` (or ``TFJOINT_DEBUG=1``) asks for the traceback."""
+    import os
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, OSError) as e:
+        if args.debug or os.environ.get(DEBUG_ENV) == "1":
+            raise
+        print(f"tfjoint {args.command}: error: {e} (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--allow_version_labels_for_unavailable_models", action="store_true")
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    net.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
-    net.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: any free port; -1: no REST)")
+    net.add_argument("--port", type=port_number(0), default=8500, help="gRPC port (0: any free port)")
+    net.add_argument("--rest_api_port", type=port_number(-1), default=8501,
+                     help="REST port (0: any free port; -1: no REST)")
     net.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
     net.add_argument("--max_message_size", type=int, default=64 << 20, help="gRPC message size limit, bytes")
     net.add_argument("--grpc_max_threads", type=int, default=32)
@@ -76,6 +77,21 @@ def options_from_args(args: argparse.Namespace):
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         monitoring_config_file=args.monitoring_config_file,
     )
+
+
+def port_number(lowest: int) -> Any:
+    """An argparse type: an integer port in ``[lowest, 65535]``, else a one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        if not lowest <= value <= 65535:
+            raise argparse.ArgumentTypeError(f"{value} is outside [{lowest}, 65535]")
+        return value
+
+    return parse
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
