@@ -42,7 +42,8 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     net.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
     net.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: any free port; -1: no REST)")
     net.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
-    net.add_argument("--max_message_size", type=int, default=64 << 20, help="gRPC message size limit, bytes")
+    net.add_argument("--max_message_size", type=int, default=64 << 20, help="gRPC message and REST body size limit, bytes (an extension: TF Serving's "
+                     "limit is INT32_MAX; ours defaults to 64 MiB, REST answers 413 above it)")
     net.add_argument("--grpc_max_threads", type=int, default=32)
     net.add_argument("--ssl_config_file", help="TF Serving SSLConfig text proto (PEM contents inline)")
     net.add_argument("--ssl_cert_file", help="PEM server certificate (alternative to --ssl_config_file)")

@@ -93,6 +93,8 @@ class ModelManager:
         self.batching = batching
         self.allow_labels_for_unavailable = allow_version_labels_for_unavailable_models
         # TF Serving's --max_num_load_retries / --load_retry_interval_micros (BasicManager).
+        if max_num_load_retries < 0 or load_retry_interval_micros < 0:
+            raise ValueError("--max_num_load_retries and --load_retry_interval_micros must be >= 0")
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval = load_retry_interval_micros / 1e6
         self._stop = threading.Event()
