@@ -8,6 +8,8 @@ import os
 import shutil
 import time
 
+import pytest
+
 from tensorflow_serving.apis.get_model_status_pb2 import ModelVersionStatus
 
 from tfjoint.serving.conftest import add_version
@@ -46,63 +48,41 @@ def test_a_failed_version_is_retried_max_num_load_retries_times_then_left(tmp_pa
         m.stop()
 
 
-def test_a_partial_copy_that_completes_is_loaded(tmp_path, toy_export):
+@pytest.mark.parametrize("fix", ["complete the copy", "delete and copy again"])
+def test_a_failed_version_whose_directory_changes_is_loaded(tmp_path, toy_export, fix):
     bp = str(tmp_path / "toy")
     dst = _partial_copy(bp, 1, toy_export)
     m = _manager(bp, max_num_load_retries=0, load_retry_interval_micros=10**9)
     try:
         assert m.version_entries("toy")[1].state == END
-        shutil.copytree(os.path.join(toy_export, "variables"), os.path.join(dst, "variables"))
+        if fix == "complete the copy":
+            shutil.copytree(os.path.join(toy_export, "variables"), os.path.join(dst, "variables"))
+        else:
+            shutil.rmtree(dst)
+            m.poll_once()
+            add_version(bp, 1, toy_export)
         m.poll_once()  # no retries are left and the interval is long: only the change triggers it
         assert m.version_entries("toy")[1].state == AVAILABLE
     finally:
         m.stop()
 
 
-def test_a_failed_version_deleted_and_copied_again_is_loaded(tmp_path, toy_export):
+@pytest.mark.parametrize("older", ["complete", "partial"])
+def test_a_deleted_serving_version_is_unloaded_and_reported_end(tmp_path, toy_export, older):
     bp = str(tmp_path / "toy")
-    dst = _partial_copy(bp, 1, toy_export)
-    m = _manager(bp, max_num_load_retries=0, load_retry_interval_micros=10**9)
-    try:
-        shutil.rmtree(dst)
-        m.poll_once()
-        add_version(bp, 1, toy_export)
-        m.poll_once()
-        assert m.version_entries("toy")[1].state == AVAILABLE
-    finally:
-        m.stop()
-
-
-def test_a_deleted_serving_version_is_unloaded_and_reported_end(tmp_path, toy_export):
-    bp = str(tmp_path / "toy")
-    add_version(bp, 1, toy_export)
-    add_version(bp, 2, toy_export)
-    m = _manager(bp)
-    try:
-        assert m.version_entries("toy")[2].state == AVAILABLE
-        shutil.rmtree(os.path.join(bp, "2"))  # roll back
-        m.poll_once()
-        entries = m.version_entries("toy")
-        assert entries[2].state == END and entries[2].servable is None
-        assert entries[1].state == AVAILABLE
-        shutil.rmtree(os.path.join(bp, "1"))  # nothing left: the last version goes too
-        m.poll_once()
-        assert m.version_entries("toy")[1].state == END
-    finally:
-        m.stop()
-
-
-def test_a_deleted_serving_version_goes_even_when_the_older_one_cannot_load(tmp_path, toy_export):
-    bp = str(tmp_path / "toy")
-    _partial_copy(bp, 1, toy_export)
+    (add_version if older == "complete" else _partial_copy)(bp, 1, toy_export)
     add_version(bp, 2, toy_export)
     m = _manager(bp, max_num_load_retries=0)
     try:
         assert m.version_entries("toy")[2].state == AVAILABLE
-        shutil.rmtree(os.path.join(bp, "2"))  # its files are gone: it cannot keep serving
+        shutil.rmtree(os.path.join(bp, "2"))  # roll back; its files are gone: it cannot keep serving
         m.poll_once()
         entries = m.version_entries("toy")
-        assert entries[2].state == END and entries[1].state == END
+        assert entries[2].state == END and entries[2].servable is None
+        assert entries[1].state == (AVAILABLE if older == "complete" else END)
+        shutil.rmtree(os.path.join(bp, "1"))  # nothing left: the last version goes too
+        m.poll_once()
+        assert all(e.state == END and e.servable is None for e in m.version_entries("toy").values())
     finally:
         m.stop()
 
