@@ -32,13 +32,19 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                      help="poll base paths for new versions every N seconds (0: once)")
     src.add_argument("--allow_version_labels_for_unavailable_models", action="store_true")
+    src.add_argument("--max_num_load_retries", type=int, default=5,
+                     help="retries of a failed version load (TF Serving's flag and default)")
+    src.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
+                     help="wait between load retries, microseconds (TF Serving's default: 1 minute); "
+                          "a failed version whose directory changes is re-read at the next poll")
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     net.add_argument("--port", type=port_number(0), default=8500, help="gRPC port (0: any free port)")
     net.add_argument("--rest_api_port", type=port_number(-1), default=8501,
                      help="REST port (0: any free port; -1: no REST)")
     net.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
-    net.add_argument("--max_message_size", type=int, default=64 << 20, help="gRPC message size limit, bytes")
+    net.add_argument("--max_message_size", type=int, default=64 << 20, help="gRPC message and REST body size limit, bytes (an extension: TF Serving's "
+                     "limit is INT32_MAX; ours defaults to 64 MiB, REST answers 413 above it)")
     net.add_argument("--grpc_max_threads", type=int, default=32)
     net.add_argument("--ssl_config_file", help="TF Serving SSLConfig text proto (PEM contents inline)")
     net.add_argument("--ssl_cert_file", help="PEM server certificate (alternative to --ssl_config_file)")
@@ -76,6 +82,8 @@ def options_from_args(args: argparse.Namespace):
         ssl_ca_file=args.ssl_ca_file,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         monitoring_config_file=args.monitoring_config_file,
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval_micros=args.load_retry_interval_micros,
     )
 
 

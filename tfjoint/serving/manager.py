@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
+import time
 
 import grpc
 from tensorflow_serving.apis import (
@@ -38,7 +40,7 @@ from tfjoint.serving.inference import (
 )
 from tfjoint.serving.metrics import Metrics, metered
 from tfjoint.serving.servable import Servable
-from tfjoint.serving.versions import aspired_versions, list_versions
+from tfjoint.serving.versions import aspired_versions, dir_signature, list_versions
 
 log = logging.getLogger("tfjoint.serving")
 
@@ -53,6 +55,9 @@ class VersionEntry:
     error_message: str = ""
     servable: Servable | None = None
     path: str = ""
+    attempts: int = 0  # failed load attempts since the directory last changed
+    retry_at: float = 0.0  # monotonic time of the next retry of a failed load
+    signature: tuple = ()  # dir_signature(path) when the last load failed
 
 
 class _Model:
@@ -76,6 +81,8 @@ class ModelManager:
         poll_wait_seconds: float = 1.0,
         batching: BatchingOptions | None = None,
         allow_version_labels_for_unavailable_models: bool = False,
+        max_num_load_retries: int = 5,
+        load_retry_interval_micros: int = 60_000_000,
     ):
         self._validate_config(config)
         self._lock = threading.RLock()
@@ -85,6 +92,11 @@ class ModelManager:
         self.poll_wait_seconds = poll_wait_seconds
         self.batching = batching
         self.allow_labels_for_unavailable = allow_version_labels_for_unavailable_models
+        # TF Serving's --max_num_load_retries / --load_retry_interval_micros (BasicManager).
+        if max_num_load_retries < 0 or load_retry_interval_micros < 0:
+            raise ValueError("--max_num_load_retries and --load_retry_interval_micros must be >= 0")
+        self.max_num_load_retries = max_num_load_retries
+        self.load_retry_interval = load_retry_interval_micros / 1e6
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.metrics = Metrics()
@@ -149,26 +161,55 @@ class ModelManager:
                 self._reconcile(model)
 
     def _reconcile(self, model: _Model) -> None:
-        on_disk = list_versions(model.config.base_path)
+        base = model.config.base_path
+        on_disk = list_versions(base)
+        if not on_disk:  # TF Serving's FileSystemStoragePathSource logs this on every poll
+            if not os.path.isdir(base):
+                log.warning("Could not find base path %s for servable %s", base, model.name)
+            else:
+                log.warning(
+                    "No versions of servable %s found under base path %s. Did you forget to name your"
+                    " leaf directory as a number (eg. '/1/')?", model.name, base,
+                )
+        # A failed version that left the disk is forgotten: copying it back loads it afresh.
+        # A deleted version that serves is not aspired any more and is unloaded below.
+        with self._lock:
+            for v, e in list(model.versions.items()):
+                if v not in on_disk and e.servable is None and e.state != _State.LOADING:
+                    if e.error_code != grpc.StatusCode.OK:
+                        del model.versions[v]
         aspired = aspired_versions(model.config, on_disk)
         # Load first (availability preserving): the old version keeps serving meanwhile.
         for v in sorted(aspired, reverse=True):
             e = model.versions.get(v)
-            if e is not None and (e.state == _State.AVAILABLE or e.error_code != grpc.StatusCode.OK):
+            if e is not None and (e.state == _State.AVAILABLE or not self._should_retry(e, on_disk[v])):
                 continue
-            self._load(model, v, on_disk[v])
+            self._load(model, v, on_disk[v], previous=e)
         # Unaspired versions go only once an aspired one serves (or nothing is aspired any more),
         # so a version that fails to load leaves the previous one serving.
         aspired_serving = any(
             model.versions.get(v) is not None and model.versions[v].state == _State.AVAILABLE for v in aspired
         )
-        if aspired_serving or not aspired:
-            for v, e in list(model.versions.items()):
-                if v not in aspired and e.state == _State.AVAILABLE:
-                    self._unload(model, e)
+        # A version whose directory was deleted goes in any case: its files are gone.
+        for v, e in list(model.versions.items()):
+            if v not in aspired and e.state == _State.AVAILABLE and (aspired_serving or v not in on_disk):
+                self._unload(model, e)
 
-    def _load(self, model: _Model, version: int, path: str) -> None:
+    def _should_retry(self, e: VersionEntry, path: str) -> bool:
+        """A failed version is retried max_num_load_retries times, load_retry_interval apart,
+        and afresh whenever its directory changes (a copy that completed)."""
+        if e.error_code == grpc.StatusCode.OK:
+            return True  # unloaded earlier (END without error): aspired again
+        if dir_signature(path) != e.signature:
+            e.attempts = 0
+            return True
+        return e.attempts <= self.max_num_load_retries and time.monotonic() >= e.retry_at
+
+    def _load(self, model: _Model, version: int, path: str, previous: VersionEntry | None = None) -> None:
         e = VersionEntry(version=version, state=_State.LOADING, path=path)
+        if previous is not None and previous.error_code != grpc.StatusCode.OK:
+            e.attempts = previous.attempts
+        signature = dir_signature(path)
         with self._lock:
             model.versions[version] = e
         log.info("Loading servable: {name: %s version: %d} from %s", model.name, version, path)
@@ -178,9 +219,16 @@ class ModelManager:
         except Exception as exc:  # noqa: BLE001 - a broken version takes nothing else down
             code = exc.code if isinstance(exc, ServingError) else grpc.StatusCode.UNKNOWN
             msg = exc.message if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"
-            log.error("Loading servable: {name: %s version: %d} failed: %s", model.name, version, msg)
+            e.attempts += 1
+            left = self.max_num_load_retries - e.attempts + 1
+            log.error(
+                "Loading servable: {name: %s version: %d} failed: %s (%s)", model.name, version, msg,
+                f"retrying in {self.load_retry_interval:g} s, {left} retries left" if left > 0
+                else "no retries left; it is re-read when its directory changes",
+            )
             with self._lock:
                 e.state, e.error_code, e.error_message = _State.END, code, msg
+                e.retry_at, e.signature = time.monotonic() + self.load_retry_interval, signature
             return
         with self._lock:
             e.servable = servable

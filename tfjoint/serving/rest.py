@@ -32,6 +32,7 @@ from tensorflow_serving.apis import (
 )
 
 from tfjoint.serving.errors import ServingError
+from tfjoint.serving.http_server import READ_TIMEOUT_S, BodyError, read_body
 from tfjoint.serving.inference import DEFAULT_SIGNATURE
 from tfjoint.serving.manager import ModelManager
 from tfjoint.serving.tensors import ndarray_to_tensor_proto
@@ -377,6 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
     api: RestApi  # set on the subclass
     max_body: int = 64 << 20
     metrics_path: str | None = None
+    timeout = READ_TIMEOUT_S  # socket timeout of every read (StreamRequestHandler.setup)
 
     def log_message(self, fmt, *args):  # quiet; use logging
         log.debug("REST %s - " + fmt, self.address_string(), *args)
@@ -401,12 +403,16 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.lower().startswith("/v1/"):
             self._reply(404, {"error": f"Not found: {self.path}"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.max_body:
-            self._reply(429, {"error": f"Request body of {length} bytes exceeds the limit of {self.max_body}"})
+        try:
+            body = read_body(self.headers, self.rfile, self.max_body)
+        except BodyError as e:
+            self._reply(e.status, {"error": e.message})
             self.close_connection = True
             return
-        body = self.rfile.read(length) if length else b""
+        except TimeoutError:  # a client that stopped sending: the socket timeout (self.timeout)
+            self._reply(408, {"error": f"Request body not received within {self.timeout:g} s"})
+            self.close_connection = True
+            return
         status, doc = self.api.process(method, self.path, body)
         self._reply(status, doc)
 
@@ -421,11 +427,13 @@ class RestServer:
     """A threaded HTTP server for the REST API."""
 
     def __init__(self, manager: ModelManager, host: str, port: int, *, timeout_s: float | None = 30.0,
-                 max_body: int = 64 << 20, metrics_path: str | None = None):
+                 max_body: int = 64 << 20, metrics_path: str | None = None,
+                 read_timeout_s: float = READ_TIMEOUT_S):
         handler = type(
             "Handler",
             (_Handler,),
-            {"api": RestApi(manager, timeout_s), "max_body": max_body, "metrics_path": metrics_path},
+            {"api": RestApi(manager, timeout_s), "max_body": max_body, "metrics_path": metrics_path,
+             "timeout": read_timeout_s},
         )
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True

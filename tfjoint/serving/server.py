@@ -61,6 +61,8 @@ class ServerOptions:
     ssl_key_file: str | None = None
     ssl_ca_file: str | None = None
     allow_version_labels_for_unavailable_models: bool = False
+    max_num_load_retries: int = 5  # TF Serving's defaults
+    load_retry_interval_micros: int = 60_000_000
     monitoring_config_file: str | None = None
 
     def metrics_path(self) -> str | None:
@@ -154,6 +156,8 @@ class ModelServer:
             poll_wait_seconds=o.file_system_poll_wait_seconds,
             batching=o.resolve_batching(),
             allow_version_labels_for_unavailable_models=o.allow_version_labels_for_unavailable_models,
+            max_num_load_retries=o.max_num_load_retries,
+            load_retry_interval_micros=o.load_retry_interval_micros,
         )
         self._credentials = o.server_credentials()
         self._metrics_path = o.metrics_path()

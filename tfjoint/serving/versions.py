@@ -33,6 +33,20 @@ def list_versions(base_path: str) -> dict[int, str]:
     return found
 
 
+def dir_signature(path: str) -> tuple:
+    """(relative path, size, mtime_ns) of every entry under path: changes when a copy completes."""
+    sig = []
+    for root, dirs, files in os.walk(path):
+        for name in sorted(dirs + files):
+            full = os.path.join(root, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            sig.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(sig))
+
+
 def aspired_versions(policy: model_server_config_pb2.ModelConfig, available: Iterable[int]) -> set[int]:
     """TF Serving's ServableVersionPolicy: latest{num_versions} (default 1), all, specific{versions}."""
     versions = sorted(set(available))
@@ -54,4 +68,4 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
     return cfg
 
 
-__all__ = ["aspired_versions", "list_versions", "single_model_config"]
+__all__ = ["aspired_versions", "dir_signature", "list_versions", "single_model_config"]
