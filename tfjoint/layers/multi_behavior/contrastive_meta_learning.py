@@ -17,9 +17,14 @@ from keras import ops
 
 from tfjoint.features.interactions import InteractionLog
 from tfjoint.layers.core.arguments import non_negative, positive, positive_int
-from tfjoint.layers.retrieval.base import check_catalog, unique_pairs
-from tfjoint.layers.retrieval.light_graph_convolution_network import normalized_adjacency, propagate_layers
-from tfjoint.layers.retrieval.two_tower import TwoTowerRecommender, bpr_loss, l2_penalty
+from tfjoint.layers.multi_behavior.multi_behavior_graph_convolution_network import check_behavior_log
+from tfjoint.layers.retrieval.base import unique_pairs
+from tfjoint.layers.retrieval.light_graph_convolution_network import (
+    LightGraphConvolutionNetwork,
+    normalized_adjacency,
+    propagate_layers,
+)
+from tfjoint.layers.retrieval.two_tower import bpr_loss, l2_penalty
 from tfjoint.registry import register
 
 
@@ -38,7 +43,7 @@ def info_nce(anchors: Any, positives: Any, temperature: float) -> Any:
     family="multi_behavior",
     reference="Wei et al., Contrastive Meta Learning with Behavior Multiplicity for Recommendation, WSDM 2022",
 )
-class ContrastiveMetaLearning(TwoTowerRecommender):
+class ContrastiveMetaLearning(LightGraphConvolutionNetwork):
     """CML: per-behavior graph views, meta-weighted behavior contrast, BPR on the target.
 
     With ``E`` the shared ego tables and ``Â_t`` the normalized user-item graph of behavior
@@ -58,9 +63,9 @@ class ContrastiveMetaLearning(TwoTowerRecommender):
     ``∇_φ BPR(E')``; the ordinary Adam step then updates ``E`` only, with the updated ``w``.
 
     Deviations: the authors' meta-network reads per-behavior embeddings and losses in a
-    different arrangement and their look-ahead copies the whole model; here ``η`` is the
-    ordinary learning rate's default ``meta_step`` and only the ego tables are looked
-    ahead (they are the only parameters the loss has besides ``φ``). Graph views have no
+    different arrangement and their look-ahead copies the whole model; here only the ego
+    tables are looked ahead (the loss has no other parameter besides ``φ``), with the SGD
+    step ``meta_step``. Graph views have no
     edge dropout. ``temperature`` and ``contrast_weight`` are untuned defaults.
 
     Args:
@@ -97,20 +102,18 @@ class ContrastiveMetaLearning(TwoTowerRecommender):
         meta_learning_rate: float = 1e-3,
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_users, num_items, **kwargs)
+        self.num_behaviors = positive_int("num_behaviors", num_behaviors)
+        self.target_index = self.num_behaviors - 1
+        super().__init__(num_users, num_items, num_layers=positive_int("num_layers", num_layers), **kwargs)
         if self.loss_name != "bpr":
             raise ValueError(f"CML trains with loss='bpr'. Received: loss={self.loss_name!r}")
-        self.num_behaviors = positive_int("num_behaviors", num_behaviors)
         if self.num_behaviors < 2:
             raise ValueError(f"CML needs an auxiliary behavior: num_behaviors >= 2. Received: {num_behaviors}")
-        self.num_layers = positive_int("num_layers", num_layers)
         self.temperature = positive("temperature", temperature)
         self.contrast_weight = non_negative("contrast_weight", contrast_weight)
         self.meta_hidden = positive_int("meta_hidden", meta_hidden)
         self.meta_step = non_negative("meta_step", meta_step)
         self.meta_learning_rate = positive("meta_learning_rate", meta_learning_rate)
-        self.adjacency: list[tf.SparseTensor] | None = None
-        self.target_index = self.num_behaviors - 1
         seed = None if self.seed is None else self.seed + 2
         self.meta_network = keras.Sequential(
             [
@@ -120,24 +123,14 @@ class ContrastiveMetaLearning(TwoTowerRecommender):
             name="meta_network",
         )
         self.meta_network.build((None, 2 * self.embedding_dim + 1))
-        self.propagated_users = self.add_weight(
-            shape=(self.num_users, self.embedding_dim), initializer="zeros", trainable=False, name="propagated_users"
-        )
-        self.propagated_items = self.add_weight(
-            shape=(self.num_items, self.embedding_dim), initializer="zeros", trainable=False, name="propagated_items"
-        )
         self.meta_optimizer: Any = None
-        self.finish_epoch()
 
     # -- graphs -----------------------------------------------------------------------
-    def set_graph(self, log: InteractionLog) -> None:
-        """Propagates over one graph per behavior of ``log`` from now on."""
-        check_catalog(log, self.num_items)
-        if log.num_users != self.num_users:
-            raise ValueError(f"the log has num_users={log.num_users}, the model num_users={self.num_users}")
-        if len(log.spec.behaviors) != self.num_behaviors:
-            raise ValueError(f"the log has {len(log.spec.behaviors)} behaviors, model num_behaviors={self.num_behaviors}")
-        self.adjacency = [
+    def set_graph(self, log: InteractionLog) -> None:  # type: ignore[override]
+        """Propagates over one graph per behavior of ``log`` from now on (``adjacency``
+        becomes a list: one normalized graph per behavior)."""
+        check_behavior_log(log, self.num_users, self.num_items, self.num_behaviors)
+        self.adjacency = [  # type: ignore[assignment]
             normalized_adjacency(*unique_pairs(log.of_behavior(name)), self.num_users, self.num_items)
             for name in log.spec.behaviors
         ]
@@ -155,9 +148,11 @@ class ContrastiveMetaLearning(TwoTowerRecommender):
 
     # -- views and losses -------------------------------------------------------------
     def views(self, ego_users: Any, ego_items: Any) -> list[tuple[Any, Any]]:
-        """``(U_t, I_t)`` per behavior (the ego tables themselves before a graph is set)."""
+        """``(U_t, I_t)`` per behavior (before a graph is set every node is isolated, as in
+        LightGCN: ``E / (K + 1)``)."""
         if self.adjacency is None:
-            return [(ego_users, ego_items)] * self.num_behaviors
+            scale = 1.0 / (self.num_layers + 1)
+            return [(ego_users * scale, ego_items * scale)] * self.num_behaviors
         ego = ops.concatenate([ego_users, ego_items], axis=0)
         out = []
         for adjacency in self.adjacency:
@@ -167,14 +162,6 @@ class ContrastiveMetaLearning(TwoTowerRecommender):
 
     def propagate(self, training: bool = False) -> tuple[Any, Any]:
         return self.views(self.user_embedding.embeddings, self.item_embedding.embeddings)[self.target_index]
-
-    def finish_epoch(self) -> None:
-        users, items = self.propagate(training=False)
-        self.propagated_users.assign(users)
-        self.propagated_items.assign(items)
-
-    def final_tables(self) -> tuple[Any, Any]:
-        return self.propagated_users, self.propagated_items
 
     def contrast(self, views: list[tuple[Any, Any]], users: Any) -> tuple[Any, Any]:
         """``(L, w)``: the InfoNCE ``L_uk`` and meta weights ``w_uk``, ``(distinct users, T-1)``."""
@@ -239,7 +226,6 @@ class ContrastiveMetaLearning(TwoTowerRecommender):
         return {
             **super().get_config(),
             "num_behaviors": self.num_behaviors,
-            "num_layers": self.num_layers,
             "temperature": self.temperature,
             "contrast_weight": self.contrast_weight,
             "meta_hidden": self.meta_hidden,
