@@ -37,6 +37,12 @@ def info_nce(anchors: Any, positives: Any, temperature: float) -> Any:
     return ops.logsumexp(logits, axis=-1) - ops.diagonal(logits)
 
 
+def mean_view(views: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """``(Ū, Ī) = (mean_t U_t, mean_t I_t)``: the embeddings that score (the authors' mean
+    over the behaviors' propagations)."""
+    return tuple(ops.mean(ops.stack(side, axis=0), axis=0) for side in zip(*views))  # type: ignore[return-value]
+
+
 @register(
     "cml",
     slot="retrieval_model",
@@ -55,8 +61,10 @@ class ContrastiveMetaLearning(LightGraphConvolutionNetwork):
       ``L_uk = -log(exp(cos(U_k[u], U_T[u])/τ) / Σ_v exp(cos(U_k[u], U_T[v])/τ))``;
     - meta weights ``w_uk = σ(W_2 relu(W_1 [U_k[u]; U_T[u]; L_uk] + b_1) + b_2)`` (inputs
       held constant: the meta-network only weighs);
-    - loss ``BPR(U_T[u]·I_T[i] - U_T[u]·I_T[j]) + β mean_u Σ_k w_uk L_uk + λ L2(ego batch)``;
-      the score is ``U_T[u] · I_T[i]`` (the target view, cached after every epoch).
+    - score ``Ū[u] · Ī[i]`` with ``Ū = mean_t U_t``, ``Ī = mean_t I_t`` (every behavior's
+      view, as the authors' mean over behaviors; cached after every epoch);
+    - loss ``BPR(Ū[u]·Ī[i] - Ū[u]·Ī[j]) + β mean_u Σ_k w_uk L_uk + λ L2(ego batch)`` on the
+      target pairs ``(u, i)``.
 
     Meta step, before every ordinary step: ``E' = E - η ∇_E loss(E, w_φ)`` (one SGD
     look-ahead, differentiable in ``φ``), then the meta-network's Adam takes a step on
@@ -161,7 +169,7 @@ class ContrastiveMetaLearning(LightGraphConvolutionNetwork):
         return out
 
     def propagate(self, training: bool = False) -> tuple[Any, Any]:
-        return self.views(self.user_embedding.embeddings, self.item_embedding.embeddings)[self.target_index]
+        return mean_view(self.views(self.user_embedding.embeddings, self.item_embedding.embeddings))
 
     def contrast(self, views: list[tuple[Any, Any]], users: Any) -> tuple[Any, Any]:
         """``(L, w)``: the InfoNCE ``L_uk`` and meta weights ``w_uk``, ``(distinct users, T-1)``."""
@@ -179,8 +187,8 @@ class ContrastiveMetaLearning(LightGraphConvolutionNetwork):
         return ops.stack(losses, axis=1), ops.stack(weights, axis=1)
 
     def target_bpr(self, views: list[tuple[Any, Any]], users: Any, positives: Any, negatives: Any) -> Any:
-        """BPR on the target view: ``U_T[u] · I_T[i]`` against ``U_T[u] · I_T[j]``."""
-        user_view, item_view = views[self.target_index]
+        """BPR on the target pairs with the mean view: ``Ū[u] · Ī[i]`` against ``Ū[u] · Ī[j]``."""
+        user_view, item_view = mean_view(views)
         u = ops.take(user_view, users, axis=0)
         pos = ops.sum(u * ops.take(item_view, positives, axis=0), axis=-1)
         return bpr_loss(pos, ops.sum(u * ops.take(item_view, negatives, axis=0), axis=-1))
@@ -234,4 +242,4 @@ class ContrastiveMetaLearning(LightGraphConvolutionNetwork):
         }
 
 
-__all__ = ["ContrastiveMetaLearning", "info_nce"]
+__all__ = ["ContrastiveMetaLearning", "info_nce", "mean_view"]
