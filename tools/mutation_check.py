@@ -49,6 +49,8 @@ _ESMM_TESTS = ("tfjoint/layers/multi_task/entire_space_multi_task_test.py",)
 _PN = "tfjoint/layers/multi_scenario/partitioned_normalization.py"
 _PN_TESTS = ("tfjoint/layers/multi_scenario/partitioned_normalization_test.py",)
 _ADI = "tfjoint/layers/multi_scenario/adaptive_domain_interest.py"
+_CML = "tfjoint/layers/multi_behavior/contrastive_meta_learning.py"
+_CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",)
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
@@ -356,6 +358,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        return scores\n",
         ("tfjoint/layers/multi_behavior/behavior_aware_attention_test.py",),
         "a_j = 0 at padded positions",
+    ),
+    Mutation(
+        "cml_no_temperature",
+        _CML,
+        "logits = ops.matmul(a, ops.transpose(p)) / temperature",
+        "logits = ops.matmul(a, ops.transpose(p))",
+        _CML_TESTS,
+        "CML InfoNCE: -log(exp(cos(a_u, p_u)/τ) / Σ_v exp(cos(a_u, p_v)/τ)) (τ dropped)",
+    ),
+    Mutation(
+        "cml_contrast_not_meta_weighted",
+        _CML,
+        "contrast = ops.mean(ops.sum(weights * losses, axis=1))",
+        "contrast = ops.mean(ops.sum(losses, axis=1))",
+        _CML_TESTS,
+        "CML loss: β mean_u Σ_k w_uk L_uk (the meta weights w_uk dropped)",
+    ),
+    Mutation(
+        "cml_meta_without_look_ahead",
+        _CML,
+        "meta_loss = self.target_bpr(self.views(ahead_users, ahead_items), users, positives, negatives)",
+        "meta_loss = self.target_bpr(self.views(ego_users, ego_items), users, positives, negatives)",
+        _CML_TESTS,
+        "CML meta step: ∇_φ BPR(E - η ∇_E loss(E, w_φ)) (look-ahead removed)",
     ),
     Mutation(
         "dense_non_finite_not_imputed",

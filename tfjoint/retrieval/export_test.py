@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfjoint.datasets.interactions import synthetic_behaviors
+from tfjoint.layers.multi_behavior import ContrastiveMetaLearning
 from tfjoint.layers.retrieval import (
     BPRMatrixFactorization,
     EmbarrassinglyShallowAutoencoder,
@@ -80,13 +81,20 @@ def lightgcn(log):
 
 
 @pytest.fixture(scope="module")
+def cml(log):
+    model = ContrastiveMetaLearning(log.num_users, log.num_items, num_layers=2, embedding_dim=8, seed=0)
+    model.fit(log, epochs=1, batch_size=64, learning_rate=0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
 def sasrec(log):
     model = SelfAttentiveSequentialRecommendation(log.num_items, max_len=3, hidden_dim=8, num_blocks=1, dropout=0.2, seed=0)
     model.fit(log, epochs=1, batch_size=16)
     return model
 
 
-@pytest.mark.parametrize("name", ["bpr", "lightgcn"])
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "cml"])
 def test_two_tower_topk_embeddings_exclusion_and_cold_user(name, log, tmp_path, request):
     model = request.getfixturevalue(name)
     item_ids = np.array([f"item-{i}" for i in range(log.num_items)])

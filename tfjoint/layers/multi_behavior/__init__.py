@@ -7,16 +7,20 @@
   per-behavior GMFs with cascaded predictions, fitted on an interaction log.
 - :class:`MultiBehaviorGraphConvolutionNetwork` (``mbgcn``, slot ``retrieval_model``):
   MBGCN's behavior-aware propagation over the user-item and item-item graphs.
+- :class:`ContrastiveMetaLearning` (``cml``, slot ``retrieval_model``): CML's per-behavior
+  graph views with a meta-weighted contrast to the target behavior's view.
 """
 
 from tfjoint.layers.multi_behavior.behavior_aware_attention import BehaviorAwareAttention
 from tfjoint.layers.multi_behavior.behavior_pooling import BehaviorPooling
+from tfjoint.layers.multi_behavior.contrastive_meta_learning import ContrastiveMetaLearning
 from tfjoint.layers.multi_behavior.multi_behavior_graph_convolution_network import MultiBehaviorGraphConvolutionNetwork
 from tfjoint.layers.multi_behavior.neural_multi_task_recommendation import NeuralMultiTaskRecommendation
 
 __all__ = [
     "BehaviorAwareAttention",
     "BehaviorPooling",
+    "ContrastiveMetaLearning",
     "MultiBehaviorGraphConvolutionNetwork",
     "NeuralMultiTaskRecommendation",
 ]

@@ -116,6 +116,15 @@ def behavior_graphs(
     )
 
 
+def check_behavior_log(log: InteractionLog, num_users: int, num_items: int, num_behaviors: int) -> None:
+    """Raises unless ``log`` has a model's users, items and number of behaviors."""
+    check_catalog(log, num_items)
+    if log.num_users != num_users:
+        raise ValueError(f"the log has num_users={log.num_users}, the model num_users={num_users}")
+    if len(log.spec.behaviors) != num_behaviors:
+        raise ValueError(f"the log has {len(log.spec.behaviors)} behaviors, model num_behaviors={num_behaviors}")
+
+
 def _drop_values(matrix: tf.SparseTensor, rate: float, seed: Any) -> tf.SparseTensor:
     """Dropout on the stored values of a sparse matrix (the authors' "node dropout")."""
     values = keras.random.dropout(matrix.values, rate, seed=seed)
@@ -251,13 +260,7 @@ class MultiBehaviorGraphConvolutionNetwork(TwoTowerRecommender):
     def set_graph(self, log: InteractionLog, target_pairs: tuple[np.ndarray, ...] | None = None) -> None:
         """Propagates over the graphs of ``log`` from now on (``target_pairs``: the pairs of
         the trained behaviors, by default the log's distinct target pairs)."""
-        check_catalog(log, self.num_items)
-        if log.num_users != self.num_users:
-            raise ValueError(f"the log has num_users={log.num_users}, the model num_users={self.num_users}")
-        if len(log.spec.behaviors) != self.num_behaviors:
-            raise ValueError(
-                f"the log has {len(log.spec.behaviors)} behaviors, model num_behaviors={self.num_behaviors}"
-            )
+        check_behavior_log(log, self.num_users, self.num_items, self.num_behaviors)
         if target_pairs is None:
             target_pairs = unique_pairs(training_rows(log, self.behaviors))
         self.graphs = behavior_graphs(log, log.spec.behaviors, target_pairs, self.item_graph)
@@ -361,4 +364,10 @@ class MultiBehaviorGraphConvolutionNetwork(TwoTowerRecommender):
         }
 
 
-__all__ = ["BehaviorGraphs", "MultiBehaviorGraphConvolutionNetwork", "behavior_graphs", "behavior_importance"]
+__all__ = [
+    "BehaviorGraphs",
+    "MultiBehaviorGraphConvolutionNetwork",
+    "behavior_graphs",
+    "behavior_importance",
+    "check_behavior_log",
+]

@@ -14,6 +14,7 @@ SMALL = {
     "sasrec": {"max_len": 4, "hidden_dim": 4, "num_blocks": 1},
     "nmtr": {"embedding_dim": 4},
     "mbgcn": {"embedding_dim": 4, "num_behaviors": 2},
+    "cml": {"embedding_dim": 4, "num_behaviors": 2},
 }
 
 

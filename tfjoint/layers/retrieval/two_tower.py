@@ -192,6 +192,19 @@ class TwoTowerRecommender(Recommender, keras.Model):
         reg = l2_penalty(ego_u, ego_p) + 0.5 * ops.sum(ops.square(ego_n)) / ops.cast(ops.shape(u)[0], "float32")
         return main + self.l2_reg * reg
 
+    def optimized_variables(self) -> list[Any]:
+        """The variables :meth:`fit`'s Adam updates (all trainable ones; CML keeps its
+        meta-network out: it has its own meta-learning step)."""
+        return self.trainable_variables
+
+    def train_batch(self, optimizer: Any, users: Any, positives: Any, negatives: Any, log_q: Any) -> Any:
+        """One optimizer step on :meth:`batch_loss` (traced once per shape by :meth:`fit`)."""
+        variables = self.optimized_variables()
+        with tf.GradientTape() as tape:
+            loss = self.batch_loss(users, positives, negatives, log_q)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
     def fit(  # type: ignore[override]
         self,
         train: InteractionLog,
@@ -219,15 +232,11 @@ class TwoTowerRecommender(Recommender, keras.Model):
         log_q = tf.constant(np.log(np.maximum(counts, 1.0) / counts.sum()), tf.float32)
         self.prepare((users, items))
         optimizer = keras.optimizers.Adam(learning_rate=positive("learning_rate", learning_rate))
-        optimizer.build(self.trainable_variables)
+        optimizer.build(self.optimized_variables())
 
         @tf.function(reduce_retracing=True)
         def step(u: Any, p: Any, n: Any) -> Any:
-            with tf.GradientTape() as tape:
-                loss = self.batch_loss(u, p, n, log_q)
-            grads = tape.gradient(loss, self.trainable_variables)
-            optimizer.apply_gradients(zip(grads, self.trainable_variables))
-            return loss
+            return self.train_batch(optimizer, u, p, n, log_q)
 
         def run_epoch(epoch: int) -> float:
             order = rng.permutation(len(users))
