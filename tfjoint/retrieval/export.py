@@ -56,7 +56,8 @@ Models and the cold-user rule:
   the last ``max_len - 1`` kept, then the mask token with the target behavior, as
   :meth:`score` builds it from a log. A row whose ``recent_behaviors`` has another length
   than its ``recent_items`` (e.g. none sent) takes the target behavior for every item;
-  pairs with an item or behavior out of range are dropped.
+  pairs with an item or behavior out of range are dropped. The loaded SavedModel's
+  ``behaviors`` attribute (a string tensor) names the behaviors in that order.
 - ItemPop: the training counts for every user (``user`` and ``recent_items`` ignored); no
   embedding signatures.
 - EASE: ``X_u B`` with ``X_u`` the binary row of ``recent_items`` (and ``score``'s
@@ -211,6 +212,8 @@ class TopKModule(tf.Module):
         if length > width:
             raise ValueError(f"sequence_length must be <= max_len - 1 = {width}. Received: sequence_length={sequence_length}")
         self.model = model
+        # what recent_behaviors indexes; a variable, so that the SavedModel keeps it for evaluators
+        self.behaviors = tf.Variable(model.behaviors, dtype=tf.string, trainable=False, name="behaviors")
         target = model.behaviors.index(model.target)
         num_behaviors = len(model.behaviors)
 
