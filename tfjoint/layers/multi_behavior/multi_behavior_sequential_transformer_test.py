@@ -190,3 +190,12 @@ def test_sequence_encoder_passes_the_shared_layer_test_and_reads_the_behaviors()
     padded = {k: v.copy() for k, v in data.items()}
     padded["sequence"][0, 3:] = 99.0  # masked positions are ignored
     np.testing.assert_allclose(np.asarray(layer(padded)), out, rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_encoder_in_the_joint_model(tmp_path):
+    from tfjoint.features.builtin import MOVIELENS_100K
+    from tfjoint.testing import check_joint_model, fake_vocab_sizes
+
+    run = check_joint_model(MOVIELENS_100K, fake_vocab_sizes(MOVIELENS_100K), tmp_path, sequence_encoder="mbstr_encoder")
+    assert isinstance(run.model.sequence_encoder, MultiBehaviorSequenceEncoder)
+    assert np.isfinite(run.history["loss"][-1])

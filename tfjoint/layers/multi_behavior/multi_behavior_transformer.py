@@ -235,21 +235,22 @@ class MultiBehaviorSequenceEncoder(keras.layers.Layer):
             raise ValueError(f"target width {input_shape['target'][-1]} must equal the sequence width {d}")
         if d % self.num_heads:
             raise ValueError(f"the sequence width {d} must be divisible by num_heads={self.num_heads}")
+        # float32 under a mixed policy too: the attention masks with -1e30 and mixes one-hots
         self.encoder = MultiBehaviorTransformerEncoder(
-            self.num_behaviors + 1, self.num_blocks, self.num_heads, self.dropout, self.seed, name="encoder", dtype=self.dtype_policy
+            self.num_behaviors + 1, self.num_blocks, self.num_heads, self.dropout, self.seed, name="encoder", dtype="float32"
         )
         self.encoder.build((None, None, d))
         self.output_layer = keras.layers.Dense(self.output_dim, activation=self.activation, name="output", dtype=self.dtype_policy)
         self.output_layer.build((None, d))
 
     def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
-        seq = ops.cast(inputs["sequence"], self.compute_dtype)
-        target = ops.cast(inputs["target"], self.compute_dtype)[:, None, :]
+        seq = ops.cast(inputs["sequence"], "float32")
+        target = ops.cast(inputs["target"], "float32")[:, None, :]
         mask = ops.cast(inputs["sequence_mask"], "int32")
         behaviors = ops.cast(inputs["behaviors"], "int32") * mask
         candidate = ops.full_like(behaviors[:, :1], self.num_behaviors + 1)
         hidden = self.encoder(ops.concatenate([seq, target], 1), ops.concatenate([behaviors, candidate], 1), training=training)
-        return self.output_layer(hidden[:, -1])
+        return self.output_layer(ops.cast(hidden[:, -1], self.compute_dtype))
 
     def compute_output_shape(self, input_shape: dict[str, Any]) -> tuple[int | None, int]:
         return (input_shape["sequence"][0], self.output_dim)
