@@ -103,7 +103,10 @@ def port_number(lowest: int) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tfjoint.serving.server import run_until_signalled
+    """Ports are bound before the models load: a port in use is one line and exit 1 at once.
+    SIGTERM or SIGINT, during the load or while serving, exits 0 after a log line."""
+    from tfjoint.serving.errors import ServingError
+    from tfjoint.serving.server import BindError, run_until_signalled
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -112,7 +115,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         options.resolve_config()
     except ValueError as e:
         raise SystemExit(f"tfjoint serve: {e}") from None
-    return run_until_signalled(options)
+    try:
+        return run_until_signalled(options)
+    except BindError as e:
+        raise SystemExit(f"tfjoint serve: error: {e}") from None
+    except ServingError as e:  # e.g. a version label naming a version that did not load
+        raise SystemExit(f"tfjoint serve: error: {e.message}") from None
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
