@@ -375,6 +375,9 @@ class RestApi:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A request line that does not parse is answered with a status line (BaseHTTPRequestHandler's
+    # default, HTTP/0.9, would send a bare HTML body that no HTTP client can read).
+    default_request_version = "HTTP/1.0"
     api: RestApi  # set on the subclass
     max_body: int = 64 << 20
     metrics_path: str | None = None
