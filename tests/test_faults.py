@@ -61,6 +61,10 @@ def _failure(argv, capsys, one_line: bool = True) -> str:
 # ---- bad data roots and out-of-domain values: refused in one line before any work
 
 
+def _snapshot(root) -> list:
+    return sorted((p.relative_to(root), p.read_bytes() if p.is_file() else None) for p in root.rglob("*"))
+
+
 @pytest.mark.parametrize("make, says", [
     (lambda d: None, "is not a directory"),  # misspelt: nothing there
     (lambda d: d.write_text("x") and None, "is not a directory"),  # a file
@@ -75,14 +79,13 @@ def test_a_bad_data_root_is_one_line_and_nothing_is_written(tmp_path, capsys, mo
     monkeypatch.setattr(runners, "check_model", lambda *a: built.append(a))  # building it takes seconds
     user = tmp_path / "data"
     make(user)
-    before = sorted((p.relative_to(tmp_path), p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*"))
+    before = _snapshot(tmp_path)
     t0 = time.monotonic()
-    line = _failure(["pipeline", "run", "--dataset", "synthetic", "--data-root", str(user),
-                              "--pipeline-root", str(tmp_path / "p"), "--serving-dir", str(tmp_path / "s")], capsys)
+    line = _failure(["pipeline", "run", "--dataset", "synthetic", "--data-root", str(user), "--pipeline-root",
+                     str(tmp_path / "p"), "--serving-dir", str(tmp_path / "s")], capsys)
     assert f"--data-root {user}" in line and says in line
     assert time.monotonic() - t0 < 10 and built == []  # checked before the model is built
-    after = sorted((p.relative_to(tmp_path), p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*"))
-    assert after == before
+    assert _snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -90,7 +93,8 @@ def test_a_bad_data_root_is_one_line_and_nothing_is_written(tmp_path, capsys, mo
     (["serve", "--model_base_path", "/nonexistent", "--rest_api_port", "-2"], "-2 is outside [-1, 65535]"),
     (["serve", "--model_base_path", "/nonexistent", "--max_num_load_retries", "-1"], "must be >= 0"),
     (["pipeline", "compile", "--output", "x.json", "--epochs", "-3"], "--epochs must be an integer > 0"),
-    (["pipeline", "run", "--dataset", "synthetic", "--batch-size", "0"], "--batch-size must be an integer > 0"),
+    (["pipeline", "run", "--dataset", "synthetic", "--batch-size", "0"],
+     "--batch-size must be an integer > 0"),
 ])
 def test_an_out_of_domain_argument_is_one_line(tmp_path, capsys, monkeypatch, argv, says):
     monkeypatch.chdir(tmp_path)
@@ -236,7 +240,8 @@ def _serve_process(bp: str, load_seconds: float) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
         [sys.executable, "-c", _SLOW_LOAD, str(load_seconds), "serve", "--model_name", "toy",
-         "--model_base_path", bp, "--port", "0", "--rest_api_port", "0", "--file_system_poll_wait_seconds", "0"],
+         "--model_base_path", bp, "--port", "0", "--rest_api_port", "0",
+         "--file_system_poll_wait_seconds", "0"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -357,8 +362,10 @@ MALFORMED = {
         b"POST /v1/models/toy:predict HTTP/1.1\r\nContent-Length: 12\r\n\r\n{\"instances\"", b"400"),
     "body not JSON": (b"POST /v1/models/toy:predict HTTP/1.1\r\nContent-Length: 5\r\n\r\n{nope", b"400"),
     "bad chunk size": (
-        b"POST /v1/models/toy:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", b"400"),
-    "unknown Transfer-Encoding": (b"POST /v1/models/toy:predict HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", b"501"),
+        b"POST /v1/models/toy:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\n{}\r\n0\r\n\r\n", b"400"),
+    "unknown Transfer-Encoding": (
+        b"POST /v1/models/toy:predict HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", b"501"),
     "huge Content-Length": (
         b"POST /v1/models/toy:predict HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", b"413"),
     "unknown path": (b"GET /v1/nothing/here HTTP/1.1\r\n\r\n", b"400"),  # TF Serving: "Malformed request"

@@ -21,7 +21,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "serve",
         help="serve pushed SavedModels over TF Serving's gRPC and REST APIs",
-        description="A model server with TF Serving's gRPC/REST APIs, flags and config files.",
+        description="A model server with TF Serving's gRPC/REST APIs, flags and config files. "
+                    "Ports are bound before the models load (a port in use: one line, exit 1); "
+                    "SIGTERM or SIGINT, during the load or while serving, exits 0.",
     )
     src = p.add_argument_group("models")
     src.add_argument("--model_config_file", help="a ModelServerConfig text proto (e.g. serving/models.config)")

@@ -224,7 +224,7 @@ class ModelServer:
             check_port_free("--port", o.host, o.port)
             if o.rest_api_port is not None:
                 check_port_free("--rest_api_port", o.host, o.rest_api_port)
-            self._executor = futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads, thread_name_prefix="grpc")
+            self._executor = futures.ThreadPoolExecutor(o.grpc_max_threads, thread_name_prefix="grpc")
             self._grpc = grpc.server(
                 self._executor,
                 options=[
@@ -387,7 +387,8 @@ def run_until_signalled(options: ServerOptions) -> int:
         while loader.is_alive() and not stop.wait(0.1):
             pass
         if received:
-            log.info("Received %s during model load, exiting without serving", signal.Signals(received[0]).name)
+            name = signal.Signals(received[0]).name
+            log.info("Received %s during model load, exiting without serving", name)
             server.manager.stop(timeout=0)  # loads no further version
             loader.join(LOAD_ABORT_GRACE_S)
             server.stop(grace=0)
