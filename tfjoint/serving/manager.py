@@ -153,6 +153,10 @@ class ModelManager:
                         e.servable = None
                         e.state = _State.END
 
+    def polling(self) -> bool:
+        """Whether the file system poller thread still runs (e.g. a load it began after stop())."""
+        return self._thread is not None and self._thread.is_alive()
+
     def poll_once(self) -> None:
         """One pass of FileSystemStoragePathSource + AspiredVersionsManager."""
         with self._load_lock:

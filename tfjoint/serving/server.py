@@ -304,8 +304,9 @@ class ModelServer:
             except (ValueError, OSError, ServingError) as e:
                 log.error("model config reload failed: %s", e)
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Closes the ports (in-flight RPCs get ``grace`` seconds), the threads and the servables."""
+    def stop(self, grace: float = 5.0, load_wait: float | None = None) -> None:
+        """Closes the ports (in-flight RPCs get ``grace`` seconds), the threads and the servables;
+        a version load in progress gets ``load_wait`` seconds (default ``grace + 1``) to finish."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -317,7 +318,7 @@ class ModelServer:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._config_poller is not None:
             self._config_poller.join(timeout=grace + 1)
-        self.manager.stop(timeout=grace + 1)
+        self.manager.stop(timeout=grace + 1 if load_wait is None else load_wait)
 
     def wait(self) -> None:
         self._stopped.wait()
@@ -360,7 +361,8 @@ def run_until_signalled(options: ServerOptions) -> int:
     the models load in a thread while this one waits for a signal. A signal during the load
     logs one line, closes the ports and exits with 0 (at once if the load does not finish
     within LOAD_ABORT_GRACE_S: TensorFlow cannot interrupt it); a signal while serving stops
-    the server cleanly (in-flight RPCs get 5 s) and returns 0.
+    the server cleanly (in-flight RPCs get 5 s, a new version's load LOAD_ABORT_GRACE_S) and
+    returns 0.
     """
     stop = threading.Event()
     received: list[int] = []
@@ -407,7 +409,9 @@ def run_until_signalled(options: ServerOptions) -> int:
         while not stop.wait(0.5):
             pass
         log.info("Received %s, shutting down", signal.Signals(received[0]).name)
-        server.stop()
+        server.stop(load_wait=LOAD_ABORT_GRACE_S)
+        if server.manager.polling():  # a new version is still loading: TensorFlow cannot interrupt it
+            _exit_now(0)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
