@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, Sequence
@@ -93,6 +94,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     spec = get_dataset_spec(args.dataset)
     start = time.time()
     try:
+        if args.data_root is not None:  # before the model is built: a bad path fails at once
+            runners.check_data_root(os.path.abspath(args.data_root))
         run = runners.run_local(
             dataset=args.dataset,
             model=args.model,
@@ -143,7 +146,6 @@ def _query_served_model(pushed_dir: str, data_root: str, model_name: str, spec: 
     """Starts the TF-Serving-compatible server on the pushed model, queries it over gRPC with
     the client and checks the answer against the in-process signature, then stops it."""
     import glob
-    import os
 
     import numpy as np
     import tensorflow as tf
@@ -296,7 +298,6 @@ DEBUG_ENV = "TFJOINT_DEBUG"
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; an error it did not report itself is one line on stderr and exit
     code 2, unless ``--debug`` (or ``TFJOINT_DEBUG=1``) asks for the traceback."""
-    import os
 
     args = build_parser().parse_args(argv)
     try:

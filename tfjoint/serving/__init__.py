@@ -12,6 +12,7 @@ _EXPORTS = {
     "ServerOptions": "tfjoint.serving.server",
     "serve_in_background": "tfjoint.serving.server",
     "read_model_config": "tfjoint.serving.server",
+    "BindError": "tfjoint.serving.server",
     "ModelManager": "tfjoint.serving.manager",
     "ServingError": "tfjoint.serving.errors",
     "BatchingOptions": "tfjoint.serving.batching",

@@ -21,7 +21,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "serve",
         help="serve pushed SavedModels over TF Serving's gRPC and REST APIs",
-        description="A model server with TF Serving's gRPC/REST APIs, flags and config files.",
+        description="A model server with TF Serving's gRPC/REST APIs, flags and config files. "
+                    "Ports are bound before the models load (a port in use: one line, exit 1); "
+                    "SIGTERM or SIGINT, during the load or while serving, exits 0.",
     )
     src = p.add_argument_group("models")
     src.add_argument("--model_config_file", help="a ModelServerConfig text proto (e.g. serving/models.config)")
@@ -103,7 +105,10 @@ def port_number(lowest: int) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tfjoint.serving.server import run_until_signalled
+    """Ports are bound before the models load: a port in use is one line and exit 1 at once.
+    SIGTERM or SIGINT, during the load or while serving, exits 0 after a log line."""
+    from tfjoint.serving.errors import ServingError
+    from tfjoint.serving.server import BindError, run_until_signalled
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -112,7 +117,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         options.resolve_config()
     except ValueError as e:
         raise SystemExit(f"tfjoint serve: {e}") from None
-    return run_until_signalled(options)
+    try:
+        return run_until_signalled(options)
+    except BindError as e:
+        raise SystemExit(f"tfjoint serve: error: {e}") from None
+    except ServingError as e:  # e.g. a version label naming a version that did not load
+        raise SystemExit(f"tfjoint serve: error: {e.message}") from None
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:

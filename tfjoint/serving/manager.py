@@ -140,10 +140,11 @@ class ModelManager:
             except Exception:
                 log.exception("file system poll failed")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops polling (a load in progress is the last one) and closes every servable."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=timeout)
         with self._lock:
             for m in self._models.values():
                 for e in m.versions.values():
@@ -152,12 +153,18 @@ class ModelManager:
                         e.servable = None
                         e.state = _State.END
 
+    def polling(self) -> bool:
+        """Whether the file system poller thread still runs (e.g. a load it began after stop())."""
+        return self._thread is not None and self._thread.is_alive()
+
     def poll_once(self) -> None:
         """One pass of FileSystemStoragePathSource + AspiredVersionsManager."""
         with self._load_lock:
             with self._lock:
                 models = list(self._models.values())
             for model in models:
+                if self._stop.is_set():
+                    return
                 self._reconcile(model)
 
     def _reconcile(self, model: _Model) -> None:
@@ -181,6 +188,8 @@ class ModelManager:
         aspired = aspired_versions(model.config, on_disk)
         # Load first (availability preserving): the old version keeps serving meanwhile.
         for v in sorted(aspired, reverse=True):
+            if self._stop.is_set():
+                return
             e = model.versions.get(v)
             if e is not None and (e.state == _State.AVAILABLE or not self._should_retry(e, on_disk[v])):
                 continue
@@ -231,6 +240,10 @@ class ModelManager:
                 e.retry_at, e.signature = time.monotonic() + self.load_retry_interval, signature
             return
         with self._lock:
+            if self._stop.is_set():  # stopped during the load: nothing may serve any more
+                servable.close()
+                e.state = _State.END
+                return
             e.servable = servable
             e.state = _State.AVAILABLE
         log.info("Successfully loaded servable version {name: %s version: %d}", model.name, version)

@@ -375,6 +375,9 @@ class RestApi:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A request line that does not parse is answered with a status line (BaseHTTPRequestHandler's
+    # default, HTTP/0.9, would send a bare HTML body that no HTTP client can read).
+    default_request_version = "HTTP/1.0"
     api: RestApi  # set on the subclass
     max_body: int = 64 << 20
     metrics_path: str | None = None
@@ -444,6 +447,8 @@ class RestServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, forever if it never ran
+            self.httpd.shutdown()
         self.httpd.server_close()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=10)

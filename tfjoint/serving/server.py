@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import signal
+import socket
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -143,6 +146,34 @@ def _bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+class BindError(OSError):
+    """A port that cannot be bound; the message names the flag (``--port 8500: ...``)."""
+
+
+def check_port_free(flag: str, host: str, port: int) -> None:
+    """Raises BindError when ``host:port`` cannot be bound (in use, or not a local address).
+
+    Probed with a plain socket (SO_REUSEADDR, as gRPC and the REST server bind), so a port in
+    use is one clear error before gRPC's C core logs its own."""
+    if port == 0:
+        return
+    where = _bind_address(host, port)
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise BindError(f"--host {host!r} is not an address to bind: {e.strerror}") from None
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(addr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise BindError(f"{flag} {port}: {where} is already in use (another server?); "
+                                    f"pick a free port, or 0 for any free one") from None
+                raise BindError(f"{flag} {port}: cannot bind {where}: {e.strerror or e}") from None
+
+
 class ModelServer:
     """gRPC + REST front ends over one ModelManager."""
 
@@ -162,6 +193,7 @@ class ModelServer:
         self._credentials = o.server_credentials()
         self._metrics_path = o.metrics_path()
         self._grpc: grpc.Server | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
         self._rest: RestServer | None = None
         self._stopped = threading.Event()
         self._config_poller: threading.Thread | None = None
@@ -182,12 +214,19 @@ class ModelServer:
             host = "::1"
         return f"http://{_bind_address(host, self.rest_port)}"
 
-    def start(self) -> ModelServer:
+    def bind(self) -> ModelServer:
+        """Binds the gRPC and REST ports (checked first): a port in use fails here, before any
+        model loads. Nothing is answered until :meth:`serve`."""
         o = self.options
+        if self._grpc is not None:
+            return self
         try:
-            self.manager.start()
+            check_port_free("--port", o.host, o.port)
+            if o.rest_api_port is not None:
+                check_port_free("--rest_api_port", o.host, o.rest_api_port)
+            self._executor = futures.ThreadPoolExecutor(o.grpc_max_threads, thread_name_prefix="grpc")
             self._grpc = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads, thread_name_prefix="grpc"),
+                self._executor,
                 options=[
                     ("grpc.max_receive_message_length", o.max_message_size),
                     ("grpc.max_send_message_length", o.max_message_size),
@@ -196,24 +235,50 @@ class ModelServer:
             )
             add_services(self._grpc, self.manager)
             addr = _bind_address(o.host, o.port)
-            if self._credentials is not None:
-                self.grpc_port = self._grpc.add_secure_port(addr, self._credentials)
-            else:
-                self.grpc_port = self._grpc.add_insecure_port(addr)
+            try:
+                if self._credentials is not None:
+                    self.grpc_port = self._grpc.add_secure_port(addr, self._credentials)
+                else:
+                    self.grpc_port = self._grpc.add_insecure_port(addr)
+            except RuntimeError:  # gRPC >= 1.5x raises where older ones return 0
+                self.grpc_port = 0
             if not self.grpc_port:
-                raise RuntimeError(f"could not bind gRPC to {addr}")
+                raise BindError(f"--port {o.port}: could not bind gRPC to {addr}")
+            if o.rest_api_port is not None:
+                try:
+                    self._rest = RestServer(
+                        self.manager,
+                        o.host,
+                        o.rest_api_port,
+                        timeout_s=o.rest_api_timeout_in_ms / 1000 if o.rest_api_timeout_in_ms > 0 else None,
+                        max_body=o.max_message_size,
+                        metrics_path=self._metrics_path,
+                    )
+                except OSError as e:
+                    raise BindError(f"--rest_api_port {o.rest_api_port}: cannot bind "
+                                    f"{_bind_address(o.host, o.rest_api_port)}: {e.strerror or e}") from None
+                self.rest_port = self._rest.port
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def load(self) -> ModelServer:
+        """Loads the initial versions (synchronously) and starts the file system poller."""
+        try:
+            self.manager.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def serve(self) -> ModelServer:
+        """Starts answering on the bound ports."""
+        o = self.options
+        try:
             self._grpc.start()
             log.info("Running gRPC ModelServer at %s ...", _bind_address(o.host, self.grpc_port))
-            if o.rest_api_port is not None:
-                self._rest = RestServer(
-                    self.manager,
-                    o.host,
-                    o.rest_api_port,
-                    timeout_s=o.rest_api_timeout_in_ms / 1000 if o.rest_api_timeout_in_ms > 0 else None,
-                    max_body=o.max_message_size,
-                    metrics_path=self._metrics_path,
-                )
-                self.rest_port = self._rest.port
+            if self._rest is not None:
                 self._rest.start()
                 log.info("Exporting HTTP/REST API at:%s ...", _bind_address(o.host, self.rest_port))
             if o.model_config_file and o.model_config_file_poll_wait_seconds > 0:
@@ -223,6 +288,10 @@ class ModelServer:
             self.stop()
             raise
         return self
+
+    def start(self) -> ModelServer:
+        """bind(), load(), serve(): ports are checked and bound before any model loads."""
+        return self.bind().load().serve()
 
     def _poll_config(self) -> None:
         last = self.manager.config
@@ -235,7 +304,9 @@ class ModelServer:
             except (ValueError, OSError, ServingError) as e:
                 log.error("model config reload failed: %s", e)
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float = 5.0, load_wait: float | None = None) -> None:
+        """Closes the ports (in-flight RPCs get ``grace`` seconds), the threads and the servables;
+        a version load in progress gets ``load_wait`` seconds (default ``grace + 1``) to finish."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -243,7 +314,11 @@ class ModelServer:
             self._rest.stop()
         if self._grpc is not None:
             self._grpc.stop(grace).wait(grace + 1)
-        self.manager.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._config_poller is not None:
+            self._config_poller.join(timeout=grace + 1)
+        self.manager.stop(timeout=grace + 1 if load_wait is None else load_wait)
 
     def wait(self) -> None:
         self._stopped.wait()
@@ -265,17 +340,67 @@ def serve_in_background(options: ServerOptions | None = None, **kwargs) -> Itera
         server.stop()
 
 
+LOAD_ABORT_GRACE_S = 1.0  # a load interrupted by a signal may finish within this, else the process exits
+
+
+def _exit_now(code: int) -> None:
+    """Exits at once (a model load in a thread cannot be interrupted), after flushing the logs."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def run_until_signalled(options: ServerOptions) -> int:
-    """Runs the server in the foreground until SIGINT/SIGTERM, then stops it cleanly."""
-    server = ModelServer(options).start()
+    """Runs the server in the foreground until SIGINT or SIGTERM, then stops it and returns 0.
+
+    The ports are bound first (a port in use raises BindError before any model loads), then
+    the models load in a thread while this one waits for a signal. A signal during the load
+    logs one line, closes the ports and exits with 0 (at once if the load does not finish
+    within LOAD_ABORT_GRACE_S: TensorFlow cannot interrupt it); a signal while serving stops
+    the server cleanly (in-flight RPCs get 5 s, a new version's load LOAD_ABORT_GRACE_S) and
+    returns 0.
+    """
     stop = threading.Event()
+    received: list[int] = []
 
     def handler(signum, _frame):
-        log.info("Received signal %d, shutting down", signum)
+        if received:  # a second signal: stop waiting for the clean stop
+            _exit_now(0)
+        received.append(signum)
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        server = ModelServer(options).bind()
+        failed: list[BaseException] = []
+
+        def load() -> None:
+            try:
+                server.manager.start()
+            except BaseException as e:  # noqa: BLE001 - raised again in the main thread
+                failed.append(e)
+
+        loader = threading.Thread(target=load, name="model-loader", daemon=True)
+        loader.start()
+        while loader.is_alive() and not stop.wait(0.1):
+            pass
+        if received:
+            name = signal.Signals(received[0]).name
+            log.info("Received %s during model load, exiting without serving", name)
+            server.manager.stop(timeout=0)  # loads no further version
+            loader.join(LOAD_ABORT_GRACE_S)
+            server.stop(grace=0)
+            if loader.is_alive():
+                _exit_now(0)
+            return 0
+        if failed:
+            server.stop(grace=0)
+            raise failed[0]
+        server.serve()
         print(
             f"serving {', '.join(server.manager.model_names())}: gRPC {server.grpc_target}"
             + (f", REST {server.rest_url}" if server.rest_port else ""),
@@ -283,8 +408,11 @@ def run_until_signalled(options: ServerOptions) -> int:
         )
         while not stop.wait(0.5):
             pass
+        log.info("Received %s, shutting down", signal.Signals(received[0]).name)
+        server.stop(load_wait=LOAD_ABORT_GRACE_S)
+        if server.manager.polling():  # a new version is still loading: TensorFlow cannot interrupt it
+            _exit_now(0)
     finally:
-        server.stop()
         for s, h in previous.items():
             signal.signal(s, h)
     return 0
