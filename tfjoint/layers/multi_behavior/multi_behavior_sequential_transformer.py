@@ -14,7 +14,15 @@ from keras import ops
 from tfjoint.features.interactions import InteractionLog
 from tfjoint.layers.core.arguments import dropout_rate, non_negative, positive, positive_int
 from tfjoint.layers.multi_behavior.multi_behavior_transformer import BehaviorAwareExperts, MultiBehaviorTransformerEncoder, normal
-from tfjoint.layers.retrieval.base import Recommender, behavior_names, check_catalog, check_users, select_best_epoch
+from tfjoint.layers.retrieval.base import (
+    Recommender,
+    behavior_names,
+    check_behaviors,
+    check_catalog,
+    check_users,
+    select_best_epoch,
+    training_step,
+)
 from tfjoint.registry import register
 
 
@@ -152,12 +160,7 @@ class MultiBehaviorSequentialTransformer(Recommender, keras.Model):
 
     def set_behaviors(self, behaviors: Sequence[str], target: str | None) -> None:
         """Fixes the behaviors and the target and builds the encoder and the head."""
-        names = [str(b) for b in behaviors]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"behaviors must be unique and non-empty. Received: behaviors={names}")
-        target = names[-1] if target is None else target
-        if target not in names:
-            raise ValueError(f"target must be one of {names}. Received: target={target!r}")
+        names, target = check_behaviors(behaviors, target)
         self.behaviors, self.target = names, target
         t, d = len(names), self.hidden_dim
         self.encoder = MultiBehaviorTransformerEncoder(t, self.num_blocks, self.num_heads, self.dropout, self.seed, name="encoder")
@@ -263,13 +266,7 @@ class MultiBehaviorSequentialTransformer(Recommender, keras.Model):
         optimizer = keras.optimizers.Adam(learning_rate=positive("learning_rate", learning_rate), weight_decay=self.weight_decay or None)
         optimizer.build(self.trainable_variables)
 
-        @tf.function(reduce_retracing=True)
-        def step(tokens: Any, behaviors: Any, labels: Any) -> Any:
-            with tf.GradientTape() as tape:
-                loss = self.cloze_loss(tokens, behaviors, labels, training=True)
-            grads = tape.gradient(loss, self.trainable_variables)
-            optimizer.apply_gradients(zip(grads, self.trainable_variables))
-            return loss
+        step = training_step(self, optimizer, lambda tokens, behaviors, labels: self.cloze_loss(tokens, behaviors, labels, training=True))
 
         def run_epoch(epoch: int) -> float:
             # the latest window with probability 0.8 (or when it all fits), else a random one

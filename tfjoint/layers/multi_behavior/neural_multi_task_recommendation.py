@@ -12,7 +12,7 @@ from keras import ops
 
 from tfjoint.features.interactions import InteractionLog
 from tfjoint.layers.core.arguments import non_negative, positive, positive_int
-from tfjoint.layers.retrieval.base import Recommender, check_catalog, check_users, select_best_epoch
+from tfjoint.layers.retrieval.base import Recommender, check_behaviors, check_catalog, check_users, select_best_epoch, training_step
 from tfjoint.layers.retrieval.two_tower import sample_negatives
 from tfjoint.registry import register
 
@@ -169,12 +169,7 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
 
     def set_behaviors(self, behaviors: Sequence[str], target: str | None) -> None:
         """Fixes the funnel and the target and creates the per-behavior weights ``h_t``, ``b_t``."""
-        names = [str(b) for b in behaviors]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"behaviors must be unique and non-empty. Received: behaviors={names}")
-        target = names[-1] if target is None else target
-        if target not in names:
-            raise ValueError(f"target must be one of {names}. Received: target={target!r}")
+        names, target = check_behaviors(behaviors, target)
         if self.loss_weights is not None:
             w = np.asarray(self.loss_weights, np.float64)
             if w.shape != (len(names),) or (w < 0).any() or not w.sum() > 0:
@@ -288,13 +283,7 @@ class NeuralMultiTaskRecommendation(Recommender, keras.Model):
         optimizer = keras.optimizers.Adam(learning_rate=positive("learning_rate", learning_rate))
         optimizer.build(self.trainable_variables)
 
-        @tf.function(reduce_retracing=True)
-        def step(u: Any, i: Any, r: Any, y: Any, b: Any) -> Any:
-            with tf.GradientTape() as tape:
-                loss = self.batch_loss(u, i, r, y, b)
-            grads = tape.gradient(loss, self.trainable_variables)
-            optimizer.apply_gradients(zip(grads, self.trainable_variables))
-            return loss
+        step = training_step(self, optimizer, self.batch_loss)
 
         def run_epoch(epoch: int) -> float:
             order = rng.permutation(len(groups))

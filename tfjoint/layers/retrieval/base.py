@@ -61,6 +61,34 @@ def behavior_names(log: InteractionLog, behaviors: Sequence[str] | None) -> tupl
     return names
 
 
+def check_behaviors(behaviors: Sequence[str], target: str | None) -> tuple[list[str], str]:
+    """``(names, target)`` of a multi-behavior model: unique, non-empty names; the target one
+    of them (None: the last, the end of the funnel)."""
+    names = [str(b) for b in behaviors]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"behaviors must be unique and non-empty. Received: behaviors={names}")
+    target = names[-1] if target is None else target
+    if target not in names:
+        raise ValueError(f"target must be one of {names}. Received: target={target!r}")
+    return names, target
+
+
+def training_step(model: Any, optimizer: Any, loss_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``tf.function`` ``step(*batch) -> loss``: one ``optimizer`` update of ``model``'s
+    trainable variables on ``loss_fn(*batch)`` (retraced only for new shapes)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def step(*batch: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(*batch)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return step
+
+
 def training_rows(log: InteractionLog, behaviors: Sequence[str] | None = None) -> InteractionLog:
     """The rows of ``behaviors`` (default: the target behavior)."""
     codes = [log.spec.behaviors.index(b) for b in behavior_names(log, behaviors)]

@@ -13,7 +13,15 @@ from keras import ops
 
 from tfjoint.features.interactions import InteractionLog
 from tfjoint.layers.core.arguments import dropout_rate, non_negative, positive, positive_int
-from tfjoint.layers.retrieval.base import Recommender, behavior_names, check_catalog, check_users, select_best_epoch, training_rows
+from tfjoint.layers.retrieval.base import (
+    Recommender,
+    behavior_names,
+    check_catalog,
+    check_users,
+    select_best_epoch,
+    training_rows,
+    training_step,
+)
 from tfjoint.registry import register
 
 PAD_LOGIT = -(2.0**32) + 1  # the authors' masking value
@@ -227,13 +235,7 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
         optimizer = keras.optimizers.Adam(learning_rate=positive("learning_rate", learning_rate), beta_2=0.98)
         optimizer.build(self.trainable_variables)
 
-        @tf.function(reduce_retracing=True)
-        def step(seq: Any, pos: Any, neg: Any) -> Any:
-            with tf.GradientTape() as tape:
-                loss = self.sequence_loss(seq, pos, neg, training=True)
-            grads = tape.gradient(loss, self.trainable_variables)
-            optimizer.apply_gradients(zip(grads, self.trainable_variables))
-            return loss
+        step = training_step(self, optimizer, lambda seq, pos, neg: self.sequence_loss(seq, pos, neg, training=True))
 
         def negatives(batch: np.ndarray) -> np.ndarray:
             neg = rng.integers(1, self.num_items + 1, size=targets[batch].shape)

@@ -35,7 +35,7 @@ def add_parser(pipeline_sub: Any) -> None:
     p.add_argument("--dataset", default="retailrocket", choices=DATASETS)
     p.add_argument("--model", default=H["model"], help="a registered retrieval_model (`tfjoint models --slot retrieval_model`)")
     p.add_argument("--loss", default=H["loss"], choices=LOSSES, help="two-tower models only")
-    p.add_argument("--embedding-dim", type=int, default=H["embedding_dim"])
+    p.add_argument("--embedding-dim", type=int, default=H["embedding_dim"], help="embedding size (hidden_dim of SASRec and MB-STR)")
     p.add_argument("--epochs", type=int, default=H["epochs"])
     p.add_argument("--batch-size", type=int, default=H["batch_size"])
     p.add_argument("--learning-rate", type=float, default=H["learning_rate"])
