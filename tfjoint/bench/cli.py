@@ -251,7 +251,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "reports its test HR@10, NDCG@10 and MRR under full ranking and against 99 sampled "
         "negatives, mean +- std over seeds, with the wall time of each fit.",
     )
-    _add_retrieval_args(topk, "retailrocket", "default: every registered retrieval model")
+    _add_retrieval_args(topk, "retailrocket", "default: every registered retrieval model but the multi-modal ones (bench mmr)")
     topk.set_defaults(func=cmd_topk)
 
     from tfjoint.bench import joint as JOINT

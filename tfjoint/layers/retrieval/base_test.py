@@ -15,6 +15,7 @@ SMALL = {
     "nmtr": {"embedding_dim": 4},
     "mbgcn": {"embedding_dim": 4, "num_behaviors": 2},
     "cml": {"embedding_dim": 4, "num_behaviors": 2},
+    "vbpr": {"embedding_dim": 4, "content_dim": 2, "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
 }
 
 
@@ -59,6 +60,6 @@ def test_every_model_scores_every_item_for_each_user(entry):
     history = model.fit(log, epochs=1, batch_size=4, seed=0)
     scores = model.score(np.array([0, 3, 1]))
     assert scores.shape == (3, 6) and scores.dtype == np.float32 and np.isfinite(scores).all()
-    assert entry.family in ("retrieval", "multi_behavior") and entry.slot in registry.SLOTS and entry.slot not in registry.JOINT_SLOTS
+    assert entry.family in ("retrieval", "multi_behavior", "multi_modal") and entry.slot in registry.SLOTS and entry.slot not in registry.JOINT_SLOTS
     assert history["best_epoch"] == 1
     assert type(model).from_config(model.get_config()).get_config() == model.get_config()
