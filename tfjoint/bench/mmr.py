@@ -37,7 +37,7 @@ BASELINES = ("bpr_mf", "item_pop")
 # (constructor kwargs, fit kwargs): topk's budget for BPR-MF and ItemPop; VBPR gets BPR-MF's
 # optimizer budget and sizes (K = D = 64), Cornac's λ_E = 0, untuned.
 BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "vbpr": ({"embedding_dim": 64, "content_dim": 64}, dict(topk._TRAINED)),
+    "vbpr": ({"embedding_dim": 64, "content_dim": 64}, dict(topk.BUDGET["bpr_mf"][1])),
     "bpr_mf": topk.BUDGET["bpr_mf"],
     "item_pop": topk.BUDGET["item_pop"],
 }
