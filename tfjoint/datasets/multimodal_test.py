@@ -51,3 +51,17 @@ def test_bad_arguments_raise():
         MultiModalLog(log, np.zeros((4, 2)), np.array([0]))
     with pytest.raises(ValueError, match=r"cold_items must lie in \[0, 5\)"):
         MultiModalLog(log, np.zeros((5, 2)), np.array([5]))
+
+
+def test_movielens_features_are_genres_and_a_standardized_year():
+    from tfjoint.datasets.multimodal import movielens_multimodal
+
+    try:
+        data = movielens_multimodal(cold_fraction=0.2, seed=0)
+    except RuntimeError as e:
+        pytest.skip(f"MovieLens-100K is unreachable: {e}")
+    assert data.item_features.shape == (1682, 20) and len(data.cold_items) == 336
+    # item 1 (index 0) is Toy Story (1995): Animation, Children's, Comedy
+    assert np.flatnonzero(data.item_features[0, :19]).tolist() == [3, 4, 5]
+    years = data.item_features[:, 19]
+    assert abs(years.mean()) < 1e-4 and years.std() == pytest.approx(1.0, rel=1e-4)
