@@ -5,8 +5,8 @@ item features next to BPR-MF (the model VBPR extends) and ItemPop, per seed, on 
 cold-start split of :mod:`tfjoint.retrieval.cold_start`: cold items are held out of training
 entirely, the warm items are split leave-one-out. The epoch is chosen on the warm
 validation items (full ranking among warm items, NDCG@10); that model is scored on the
-warm test items (ranked among the warm items) and on the cold test items (ranked among the
-cold items), HR@10 and NDCG@10, mean ± std over seeds.
+warm test items (ranked among the warm items), on the cold test items ranked among the cold
+items (``cold``) and among all items (``mixed``), HR@10 and NDCG@10, mean ± std over seeds.
 
 On the synthetic data the item features carry a known amount of the preference signal
 (:func:`tfjoint.datasets.multimodal.synthetic_multimodal`): at signal 1 the features

@@ -11,13 +11,16 @@ Split (:func:`cold_start_split`) of a :class:`~tfjoint.datasets.multimodal.Multi
 No model sees a cold item in training; it knows the item only by its features.
 
 Protocol (:func:`evaluate_cold_start`): full ranking within each sub-catalog, so that the
-two numbers answer two questions -- *which known item next* and *which new item*:
+first two numbers answer two questions -- *which known item next* and *which new item* --
+and the third how the new items fare in the whole catalog:
 
 - ``"warm"``: the warm held-out item against every warm item (cold items excluded), the
   user's training items masked, as :func:`~tfjoint.retrieval.protocols.evaluate`;
 - ``"cold"``: the cold test item against every cold item (warm items excluded). A model
   that cannot tell cold items apart (equal scores) ranks the item last (ties count against
-  it); ranking at random gives ``HR@K = K / #cold items`` in expectation.
+  it); ranking at random gives ``HR@K = K / #cold items`` in expectation;
+- ``"mixed"``: the cold test item against every item, warm and cold, the user's training
+  items masked: here cold scores must also be on the warm items' scale.
 
 Epochs are chosen on the warm validation items only: cold test numbers never select.
 """
@@ -33,7 +36,7 @@ import numpy as np
 from tfjoint.datasets.multimodal import MultiModalLog
 from tfjoint.retrieval.protocols import STAGES, LeaveOneOut, evaluate, leave_one_out
 
-PARTS = ("warm", "cold")
+PARTS = ("warm", "cold", "mixed")
 DATASETS = ("synthetic", "movielens-100k")
 
 
@@ -96,14 +99,14 @@ def evaluate_cold_start(
     parts: Sequence[str] = PARTS,
     ks: Sequence[int] = (10,),
 ) -> dict[str, dict[str, Any]]:
-    """``{part: metrics}`` for ``parts`` of ``("warm", "cold")`` (module docstring);
+    """``{part: metrics}`` for ``parts`` of :data:`PARTS` (module docstring);
     ``stage="valid"`` exists for the warm part only."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}. Received: stage={stage!r}")
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
         raise ValueError(f"parts must be a non-empty subset of {PARTS}. Received: parts={list(parts)}")
-    if stage == "valid" and "cold" in parts:
+    if stage == "valid" and set(parts) != {"warm"}:
         raise ValueError("cold items have no validation stage: pass parts=('warm',) with stage='valid'")
     num_items = split.train.num_items
     warm_items = np.setdiff1d(np.arange(num_items), split.cold_items)
@@ -114,6 +117,9 @@ def evaluate_cold_start(
     if "cold" in parts:
         result = evaluate(_within(score_fn, warm_items), split.cold_split(), stage="test", protocol="full", ks=ks)
         out["cold"] = result | {"protocol": f"full ranking among the {len(split.cold_items)} cold items"}
+    if "mixed" in parts:
+        result = evaluate(score_fn, split.cold_split(), stage="test", protocol="full", ks=ks)
+        out["mixed"] = result | {"protocol": "full ranking of the cold item among all items, training items masked"}
     return out
 
 

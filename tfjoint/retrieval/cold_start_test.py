@@ -39,6 +39,13 @@ def test_each_part_ranks_within_its_own_sub_catalog():
     # item 5 4th among 0, 1, 2, 5; user 2 as user 0
     assert result["warm"]["users"] == 3
     assert result["warm"]["HR@1"] == pytest.approx(2 / 3) and result["warm"]["MRR"] == pytest.approx((1 + 1 / 4 + 1) / 3)
+    # mixed: item 7 against every item; user 0's training item 0 is masked, cold item 6 still
+    # scores above it: 2nd for users 0 and 1
+    assert result["mixed"]["users"] == 2 and result["mixed"]["MRR"] == pytest.approx(0.5)
+    result = evaluate_cold_start(lambda u: -np.tile(scores, (len(u), 1)), split, parts=("mixed",), ks=(1,))
+    # reversed scores: item 7 (-9) is below every warm item but above item 6 (-10); user 0 has
+    # training item 0 masked (5 warm items above), user 1 item 3 (5 above): rank 6
+    assert set(result) == {"mixed"} and result["mixed"]["MRR"] == pytest.approx(1 / 6)
 
 
 def test_cold_items_have_no_validation_stage():
