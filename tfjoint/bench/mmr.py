@@ -35,7 +35,10 @@ METRICS = ("HR@10", "NDCG@10")
 BASELINES = ("bpr_mf", "item_pop")
 
 # (constructor kwargs, fit kwargs): topk's budget for BPR-MF and ItemPop; VBPR gets BPR-MF's
-# optimizer budget and sizes (K = D = 64), Cornac's λ_E = 0, untuned.
+# optimizer budget and sizes (K = D = 64), Cornac's λ_E = 0, untuned. Measured (3 seeds, HR@10,
+# warm / cold / mixed), synthetic signal 1: VBPR .441 / .675 / .360, BPR-MF .250 / .090 / 0;
+# signal 0: VBPR .204 / .096 / .006 (noise features cost it warm accuracy), BPR-MF .250 / .090 / 0;
+# MovieLens-100K: VBPR .136 / .106 / 0, BPR-MF .131 / .025 / 0 (chance on cold: .100, .030).
 BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "vbpr": ({"embedding_dim": 64, "content_dim": 64}, dict(topk.BUDGET["bpr_mf"][1])),
     "bpr_mf": topk.BUDGET["bpr_mf"],

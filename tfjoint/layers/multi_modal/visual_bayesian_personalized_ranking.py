@@ -74,7 +74,15 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
       collaborative part of an item, which keeps cold scores on the warm items' scale);
     - ``"none"``: the stored (untrained) rows, as a plain implementation would score them.
 
-    Which items are warm is set by :meth:`fit` and saved with the model (``warm_items``).
+    Measured (``tfjoint bench mmr``, synthetic, signal 1, 3 seeds, cold test item ranked
+    among all items): HR@10 .360 ± .008 (``"features"``), .358 ± .008 (``"mean"``), .359 ±
+    .008 (``"none"``); within the cold items the three rank alike (.675 / .675 / .674);
+    MovieLens-100K (genres and year): cold .106 / .106 / .110 ± .006, and 0 for all three
+    among all items (popular warm items always outrank a cold one). The differences are
+    within noise because Glorot init keeps the untrained ``γ_i`` small; the
+    default is chosen for what it means -- a cold item's score depends on its features only,
+    whatever the init -- not for a measured gain. Which items are warm is set by :meth:`fit`
+    and saved with the model (``warm_items``).
     ``embedding_dim=0`` removes ``γ``; with ``use_item_bias=False`` too, the model ranks by
     the features alone.
 
