@@ -55,6 +55,8 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # ranking): HR@10 .492 ± .006 vs LightGCN .254 ± .005 at signal 1, .138 ± .003 vs .254 at signal 0
     "cml": ({"embedding_dim": 64, "num_layers": 2, "temperature": 0.2, "contrast_weight": 0.1}, dict(_TRAINED)),
     "sasrec": ({"max_len": 50}, {"epochs": 100, "batch_size": 128, "learning_rate": 1e-3, "patience": 10}),
+    # MB-STR: the authors' Retailrocket settings (d = 16, 2 blocks, 2 heads, dropout 0.2, cloze 0.2), SASRec's budget
+    "mbstr": ({"max_len": 50, "hidden_dim": 16}, {"epochs": 100, "batch_size": 128, "learning_rate": 1e-3, "patience": 10}),
 }
 
 

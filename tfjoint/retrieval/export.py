@@ -51,6 +51,13 @@ Models and the cold-user rule:
   kept, left-padded with 0, as :meth:`score` builds the sequence from a log); ``user`` is
   ignored. A user with no ``recent_items`` is encoded from the all-padding sequence, which
   is also what ``score`` does for a user absent from ``history``.
+- MB-STR: the encoder runs in the graph on ``recent_items`` with ``recent_behaviors``
+  (int64 list, one behavior index per item, in the order of the model's ``behaviors``),
+  the last ``max_len - 1`` kept, then the mask token with the target behavior, as
+  :meth:`score` builds it from a log. A row whose ``recent_behaviors`` has another length
+  than its ``recent_items`` (e.g. none sent) takes the target behavior for every item;
+  pairs with an item or behavior out of range are dropped. The loaded SavedModel's
+  ``behaviors`` attribute (a string tensor) names the behaviors in that order.
 - ItemPop: the training counts for every user (``user`` and ``recent_items`` ignored); no
   embedding signatures.
 - EASE: ``X_u B`` with ``X_u`` the binary row of ``recent_items`` (and ``score``'s
@@ -78,11 +85,13 @@ from tfjoint.layers.retrieval import (
     SelfAttentiveSequentialRecommendation,
     TwoTowerRecommender,
 )
+from tfjoint.layers.multi_behavior.multi_behavior_sequential_transformer import MultiBehaviorSequentialTransformer
 
 SIGNATURE_INPUT = "examples"
 USER, RECENT_ITEMS, EXCLUDE_ITEMS, USER_ID = "user", "recent_items", "exclude_items", "user_id"
+RECENT_BEHAVIORS = "recent_behaviors"
 SUPPORTED = ("BPRMatrixFactorization", "LightGraphConvolutionNetwork", "SelfAttentiveSequentialRecommendation",
-             "ItemPopularity", "EmbarrassinglyShallowAutoencoder")
+             "MultiBehaviorSequentialTransformer", "ItemPopularity", "EmbarrassinglyShallowAutoencoder")
 
 
 def feature_spec() -> dict[str, Any]:
@@ -92,6 +101,7 @@ def feature_spec() -> dict[str, Any]:
         RECENT_ITEMS: tf.io.RaggedFeature(tf.int64),
         EXCLUDE_ITEMS: tf.io.RaggedFeature(tf.int64),
         USER_ID: tf.io.FixedLenFeature([1], tf.string, default_value=[b""]),
+        RECENT_BEHAVIORS: tf.io.RaggedFeature(tf.int64),
     }
 
 
@@ -112,6 +122,19 @@ def left_padded(items: tf.RaggedTensor, length: int, width: int) -> tf.Tensor:
     return tf.where(valid, tf.cast(gathered, tf.int32) + 1, 0)
 
 
+def aligned_behaviors(items: tf.RaggedTensor, behaviors: tf.RaggedTensor, default: int) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+    """``(items, behaviors)`` with one behavior per item: a row whose ``behaviors`` has
+    another length than its ``items`` (e.g. none sent) takes ``default`` for every item."""
+    rows = tf.cast(items.value_rowids(), tf.int64)
+    same = tf.equal(tf.cast(items.row_lengths(), tf.int64), tf.cast(behaviors.row_lengths(), tf.int64))
+    same_value = tf.gather(same, rows)
+    offset = tf.range(tf.shape(items.values, out_type=tf.int64)[0]) - tf.gather(tf.cast(items.row_starts(), tf.int64), rows)
+    source = tf.gather(tf.cast(behaviors.row_starts(), tf.int64), rows) + offset
+    values = tf.concat([tf.zeros([1], tf.int64), behaviors.values], axis=0)
+    gathered = tf.gather(values, tf.where(same_value, source + 1, 0))
+    return items, items.with_flat_values(tf.where(same_value, gathered, tf.cast(default, tf.int64)))
+
+
 def multi_hot(items: tf.RaggedTensor, num_items: int) -> tf.Tensor:
     """``(batch, num_items)`` float32 with 1 at each row's items (duplicates count once)."""
     rows = tf.cast(items.value_rowids(), tf.int64)
@@ -130,15 +153,18 @@ class TopKModule(tf.Module):
 
     def __init__(self, model: Any, sequence_length: int | None) -> None:
         super().__init__(name="topk")
-        if not isinstance(model, (TwoTowerRecommender, SelfAttentiveSequentialRecommendation, ItemPopularity, EmbarrassinglyShallowAutoencoder)):
+        if not isinstance(model, (TwoTowerRecommender, SelfAttentiveSequentialRecommendation, MultiBehaviorSequentialTransformer,
+                                  ItemPopularity, EmbarrassinglyShallowAutoencoder)):
             raise ValueError(f"export_topk_model supports {', '.join(SUPPORTED)}. Received: {type(model).__name__}")
         self.num_items = int(model.num_items)
         self.user_vector: Callable[[dict[str, Any]], tf.Tensor] | None = None
         self.item_table: Callable[[], tf.Tensor] | None = None
         if isinstance(model, SelfAttentiveSequentialRecommendation):
             self.init_sequence(model, sequence_length)
+        elif isinstance(model, MultiBehaviorSequentialTransformer):
+            self.init_behavior_sequence(model, sequence_length)
         elif sequence_length is not None:
-            raise ValueError(f"sequence_length is for sequence models (SASRec). Received: sequence_length={sequence_length} for {type(model).__name__}")
+            raise ValueError(f"sequence_length is for sequence models (SASRec, MB-STR). Received: sequence_length={sequence_length} for {type(model).__name__}")
         elif isinstance(model, TwoTowerRecommender):
             self.init_two_tower(model)
         elif isinstance(model, ItemPopularity):
@@ -178,6 +204,30 @@ class TopKModule(tf.Module):
 
         self.user_vector = user_vector
         self.item_table = lambda: tf.convert_to_tensor(model.item_embedding.embeddings)[1:]
+
+    def init_behavior_sequence(self, model: MultiBehaviorSequentialTransformer, sequence_length: int | None) -> None:
+        model.require_behaviors()
+        width = model.max_len - 1  # the last position is the query (mask token, target behavior)
+        length = width if sequence_length is None else positive_int("sequence_length", sequence_length)
+        if length > width:
+            raise ValueError(f"sequence_length must be <= max_len - 1 = {width}. Received: sequence_length={sequence_length}")
+        self.model = model
+        # what recent_behaviors indexes; a variable, so that the SavedModel keeps it for evaluators
+        self.behaviors = tf.Variable(model.behaviors, dtype=tf.string, trainable=False, name="behaviors")
+        target = model.behaviors.index(model.target)
+        num_behaviors = len(model.behaviors)
+
+        def user_vector(features: dict[str, Any]) -> tf.Tensor:
+            items, behaviors = aligned_behaviors(features[RECENT_ITEMS], features[RECENT_BEHAVIORS], target)
+            keep = (items.values >= 0) & (items.values < self.num_items) & (behaviors.values >= 0) & (behaviors.values < num_behaviors)
+            items, behaviors = (tf.ragged.boolean_mask(x, items.with_flat_values(keep)) for x in (items, behaviors))
+            batch = tf.shape(items.row_lengths())[0]
+            tokens = tf.concat([left_padded(items, length, width), tf.fill([batch, 1], model.mask_token)], axis=1)
+            kinds = tf.concat([left_padded(behaviors, length, width), tf.fill([batch, 1], target + 1)], axis=1)
+            return model.query_vectors(tokens, kinds)
+
+        self.user_vector = user_vector
+        self.item_table = lambda: tf.convert_to_tensor(model.item_table())
 
     def init_ease(self, model: EmbarrassinglyShallowAutoencoder) -> None:
         if model.weights is None:

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfjoint.datasets.interactions import synthetic_behaviors
-from tfjoint.layers.multi_behavior import ContrastiveMetaLearning
+from tfjoint.layers.multi_behavior import ContrastiveMetaLearning, MultiBehaviorSequentialTransformer
 from tfjoint.layers.retrieval import (
     BPRMatrixFactorization,
     EmbarrassinglyShallowAutoencoder,
@@ -27,13 +27,15 @@ def log():
     return synthetic_behaviors(40, 60, signal=1.0, seed=0)
 
 
-def example(user=None, recent=(), exclude=()):
+def example(user=None, recent=(), exclude=(), behaviors=()):
     """A serialized request; features left out when None or empty."""
     ex = tf.train.Example()
     if user is not None:
         ex.features.feature["user"].int64_list.value.append(int(user))
     if len(recent):
         ex.features.feature["recent_items"].int64_list.value.extend(int(i) for i in recent)
+    if len(behaviors):
+        ex.features.feature["recent_behaviors"].int64_list.value.extend(int(b) for b in behaviors)
     if len(exclude):
         ex.features.feature["exclude_items"].int64_list.value.extend(int(i) for i in exclude)
     return ex.SerializeToString()
@@ -165,6 +167,26 @@ def test_sasrec_encodes_recent_items_in_the_graph(sasrec, log, tmp_path):
     got = short([example(recent=r) for r in recents])
     want = serve(export_dir)([example(recent=r[-1:]) for r in recents])
     np.testing.assert_array_equal(got["top_k_items"], want["top_k_items"])
+
+
+def test_mbstr_encodes_recent_items_with_their_behaviors_in_the_graph(log, tmp_path):
+    model = MultiBehaviorSequentialTransformer(log.num_items, max_len=6, hidden_dim=8, num_blocks=1, seed=0)
+    model.fit(log, epochs=1, batch_size=16)
+    export_dir = export_topk_model(model, str(tmp_path / "1"), k=K)
+    users = np.array([0, 5, 21])
+    rows = log.sorted()
+    events = [(rows.items[rows.users == u], rows.behaviors[rows.users == u]) for u in users]
+    assert all(len(i) > model.max_len for i, _ in events)  # the export must truncate
+    got = serve(export_dir)([example(recent=i, behaviors=b) for i, b in events])
+    assert_top_k(got["top_k_items"], got["top_k_scores"], model.score(users, history=log))
+    # without recent_behaviors every item counts as the target behavior
+    as_target = type(log)(log.spec, log.users, log.items, np.full(len(log), log.spec.target_index), log.timestamps, log.num_users, log.num_items)
+    got = serve(export_dir)([example(recent=i) for i, _ in events])
+    assert_top_k(got["top_k_items"], got["top_k_scores"], model.score(users, history=as_target))
+    # an out-of-range pair is dropped, the rest kept in order
+    items, behaviors = events[0]
+    got = serve(export_dir)([example(recent=[*items, 10**6], behaviors=[*behaviors, 0]), example(recent=[*items, 1], behaviors=[*behaviors, 9])])
+    assert_top_k(got["top_k_items"], got["top_k_scores"], model.score(users[[0, 0]], history=log))
 
 
 def test_item_pop_and_ease(log, tmp_path):

@@ -70,10 +70,13 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
             "k": args.k, "seed": args.seed}
 
 
-def query_served_topk(pushed_dir: str, model_name: str, user_ids: Sequence[bytes]) -> tuple[Any, Any]:
+def query_served_topk(
+    pushed_dir: str, model_name: str, user_ids: Sequence[bytes], recent: Sequence[tuple[Any, Any]] | None = None
+) -> tuple[Any, Any]:
     """Serves ``pushed_dir`` with ``tfjoint serve``'s server, asks it for the top-K of each
     original user id over gRPC with only the official ``tensorflow_serving.apis`` stubs, and
-    returns ``(served ids, in-process ids)``: the second from the SavedModel loaded here."""
+    returns ``(served ids, in-process ids)``: the second from the SavedModel loaded here.
+    ``recent``: per user, ``(recent_items, recent_behaviors)`` to send (sequence models)."""
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -81,9 +84,12 @@ def query_served_topk(pushed_dir: str, model_name: str, user_ids: Sequence[bytes
     from tfjoint.serving.server import serve_in_background
 
     requests = []
-    for user_id in user_ids:
+    for n, user_id in enumerate(user_ids):
         ex = tf.train.Example()
         ex.features.feature["user_id"].bytes_list.value.append(user_id)
+        if recent is not None:
+            ex.features.feature["recent_items"].int64_list.value.extend(int(i) for i in recent[n][0])
+            ex.features.feature["recent_behaviors"].int64_list.value.extend(int(b) for b in recent[n][1])
         requests.append(ex.SerializeToString())
     local = tf.saved_model.load(pushed_dir).signatures["serving_default"](examples=tf.constant(requests))
     with serve_in_background(model_name=model_name, model_base_path=os.path.dirname(pushed_dir), port=0,
@@ -129,7 +135,8 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
     print(f"pushed SavedModel (TF Serving layout): {run.pushed_dir}")
     if args.query_server:
         users = [line.rstrip(b"\n") for line in open(_vocabulary_file(args.pipeline_root), "rb")][:4]
-        served, local = query_served_topk(run.pushed_dir, name, users)
+        recent = recent_events(args.dataset, args.pipeline_root, run.pushed_dir, users)
+        served, local = query_served_topk(run.pushed_dir, name, users, recent)
         print(f"\n== gRPC Predict (official TF Serving stubs) on users {[u.decode() for u in users]} ==")
         for user, row in zip(users, served):
             print(f"{user.decode():>10}: " + " ".join(v.decode() for v in row))
@@ -141,9 +148,39 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vocabulary_file(pipeline_root: str) -> str:
-    """The newest Transform run's ``user_id`` vocabulary."""
+def _vocabulary_file(pipeline_root: str, name: str = "user_id") -> str:
+    """The newest Transform run's ``name`` vocabulary (``user_id`` or ``item_id``)."""
     from tfjoint.pipeline.runners import latest_version
 
     graph = latest_version(os.path.join(os.path.abspath(pipeline_root), "Transform", "transform_graph", "*"))
-    return os.path.join(graph, "transform_fn", "assets", "user_id")
+    return os.path.join(graph, "transform_fn", "assets", name)
+
+
+def recent_events(dataset: str, pipeline_root: str, pushed_dir: str, user_ids: Sequence[bytes]) -> list[tuple[Any, Any]] | None:
+    """Each user's events (training and validation, time order) of the behaviors a pushed
+    multi-behavior sequence model reads, as its ``(recent_items, recent_behaviors)``
+    (Transform's item indices); None for a model that names no ``behaviors``."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfjoint.retrieval import builtin, history
+
+    loaded = tf.saved_model.load(pushed_dir)
+    if not hasattr(loaded, "behaviors"):
+        return None
+    names = [b.decode() for b in loaded.behaviors.numpy()]
+    log = history(builtin.load_split(dataset), "test").sorted()
+    items = {line.rstrip(b"\n"): i for i, line in enumerate(open(_vocabulary_file(pipeline_root, "item_id"), "rb"))}
+    user_index = {_as_bytes(u if log.user_ids is None else log.user_ids[u]): u for u in range(log.num_users)}
+    out = []
+    for user_id in user_ids:
+        rows = np.flatnonzero(log.users == user_index.get(user_id, -1))
+        pairs = [(items.get(_as_bytes(log.items[r] if log.item_ids is None else log.item_ids[log.items[r]])),
+                  log.spec.behaviors[log.behaviors[r]]) for r in rows]
+        pairs = [(i, names.index(b)) for i, b in pairs if i is not None and b in names]
+        out.append((np.array([i for i, _ in pairs], np.int64), np.array([b for _, b in pairs], np.int64)))
+    return out
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()

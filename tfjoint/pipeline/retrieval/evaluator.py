@@ -4,7 +4,9 @@ rank a catalog, hence this component.
 
 It loads the Trainer's exported model (the artifact the Pusher would push), scores every
 item for each held-out user through its ``scores`` signature (``user`` index and the user's
-target-behavior items in time order as ``recent_items``, the input sequence models read),
+target-behavior items in time order as ``recent_items``, the input sequence models read;
+for a model whose SavedModel names its ``behaviors`` (MB-STR), the user's events of those
+behaviors with ``recent_behaviors``),
 and computes HR@K, NDCG@K, Recall@K (K = 5, 10, 20) and MRR with
 :func:`tfjoint.retrieval.evaluate` on the validation and the test items, under full ranking
 (training items of the target behavior masked) and against 99 sampled negatives (seeded).
@@ -55,24 +57,38 @@ def parse_thresholds(text: str) -> dict[str, float]:
     return out
 
 
-def request(user: int, recent: np.ndarray) -> bytes:
+def request(user: int, recent: np.ndarray, behaviors: np.ndarray | None = None) -> bytes:
     ex = tf.train.Example()
     ex.features.feature["user"].int64_list.value.append(int(user))
     ex.features.feature["recent_items"].int64_list.value.extend(int(i) for i in recent)
+    if behaviors is not None:
+        ex.features.feature["recent_behaviors"].int64_list.value.extend(int(b) for b in behaviors)
     return ex.SerializeToString()
 
 
 def saved_model_scorer(serving_dir: str, split: LeaveOneOut, stage: str, batch_size: int = 256) -> Any:
     """``score_fn(users) -> (len(users), num_items)`` through the SavedModel's ``scores``."""
-    scores = tf.saved_model.load(serving_dir).signatures["scores"]
-    log = history(split, stage).target_rows().sorted()
+    loaded = tf.saved_model.load(serving_dir)
+    scores = loaded.signatures["scores"]
+    log, codes = history(split, stage), None
+    if hasattr(loaded, "behaviors"):  # a multi-behavior sequence model: every event, with its behavior
+        names = [b.decode() for b in loaded.behaviors.numpy()]
+        spec_codes = np.array([names.index(b) if b in names else -1 for b in log.spec.behaviors], np.int64)
+        log = log.select(spec_codes[log.behaviors] >= 0).sorted()
+        codes = spec_codes[log.behaviors]
+    else:
+        log = log.target_rows().sorted()
     starts = np.searchsorted(log.users, np.arange(split.train.num_users + 1))
+
+    def events(u: int) -> bytes:
+        rows = slice(starts[u], starts[u + 1])
+        return request(u, log.items[rows], None if codes is None else codes[rows])
 
     def score_fn(users: Any) -> np.ndarray:
         users = np.asarray(users, np.int64)
         out = []
         for begin in range(0, len(users), batch_size):
-            batch = [request(u, log.items[starts[u] : starts[u + 1]]) for u in users[begin : begin + batch_size]]
+            batch = [events(u) for u in users[begin : begin + batch_size]]
             out.append(scores(examples=tf.constant(batch))["scores"].numpy())
         return np.concatenate(out) if out else np.zeros((0, split.train.num_items), np.float32)
 

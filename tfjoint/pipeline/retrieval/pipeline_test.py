@@ -89,6 +89,17 @@ def test_the_evaluator_ranks_with_the_saved_model_and_blesses_on_validation_only
         rank_and_judge(served, split, {"AUC": 0.5})
 
 
+def test_the_evaluator_gives_a_multi_behavior_sequence_model_every_event_with_its_behavior(split, tmp_path):
+    from tfjoint.layers.multi_behavior import MultiBehaviorSequentialTransformer
+
+    model = MultiBehaviorSequentialTransformer(split.train.num_items, max_len=8, hidden_dim=8, num_blocks=1, seed=0)
+    model.fit(split.train, epochs=1, batch_size=64)
+    report = rank_and_judge(export_topk_model(model, str(tmp_path / "m"), k=5), split, {})
+    for stage in ("valid", "test"):
+        own = evaluate(lambda u: model.score(u, history(split, stage)), split, stage=stage, protocol="full")
+        assert report[stage]["full"]["NDCG@10"] == pytest.approx(own["NDCG@10"], abs=1e-6)
+
+
 def test_bad_flags_fail_in_one_line_before_any_work(capsys):
     assert cli.main(["pipeline", "retrieval", "--epochs", "0"]) == 2
     assert "--epochs must be >= 1" in capsys.readouterr().err

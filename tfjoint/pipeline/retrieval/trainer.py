@@ -82,7 +82,7 @@ def fit(split: LeaveOneOut, config: dict[str, Any]) -> tuple[Any, dict[str, Any]
     keras.utils.set_random_seed(int(config["seed"]))
     model = builtin.build_model(
         config["model"], split.train.num_users, split.train.num_items, int(config["seed"]),
-        optional={"embedding_dim": int(config["embedding_dim"]), "loss": config["loss"]},
+        optional={"embedding_dim": int(config["embedding_dim"]), "hidden_dim": int(config["embedding_dim"]), "loss": config["loss"]},
     )
     fitted = model.fit(
         split.train, validate=validation_score(split), epochs=int(config["epochs"]),
