@@ -36,8 +36,9 @@ COLD_START = ("features", "mean", "none")
 class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
     """VBPR: ``x̂_ui = β_i + γ_u·γ_i + θ_u·(E f_i) + β'·f_i``, trained with BPR-Opt.
 
-    The paper's predictor (He & McAuley, AAAI 2016, Eq. 2 with the visual bias of Sec. 3.2)
-    for a fixed content feature ``f_i ∈ R^F`` per item (CNN image features in the paper; any
+    The paper's preference predictor (He & McAuley, AAAI 2016, "Preference Predictor":
+    ``θ_i = E f_i``, with the user-independent visual bias term ``β'^T f_i``) for a fixed
+    content feature ``f_i ∈ R^F`` per item (CNN image features in the paper; any
     dense modality vector here), mapped to the weights:
 
     - ``β_i``: ``item_bias`` (the global offset and the user bias cancel in BPR's
@@ -48,7 +49,7 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
     - ``β' ∈ R^F``: ``feature_bias``, the user-independent visual bias ``β'^T f_i``;
     - ``f_i``: the non-trainable ``item_features`` ``(num_items, F)``.
 
-    Training maximizes BPR-Opt (Eq. 7) over ``(u, i, j)`` with ``i`` a training item of ``u``
+    Training maximizes BPR-OPT ("Model Learning Using BPR") over ``(u, i, j)`` with ``i`` a training item of ``u``
     and ``j`` drawn uniformly from the *warm* items (those with training rows) ``u`` has not
     interacted with, as the authors' evaluation framework Cornac does
     (PreferredAI/cornac ``cornac/models/vbpr/recom_vbpr.py``, ``_fit_torch``: negatives come
@@ -68,8 +69,8 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
     inform. ``cold_start`` chooses what :meth:`score` uses for them:
 
     - ``"features"`` (default): ``γ_i = 0`` and ``β_i = 0``, i.e. the content part
-      ``θ_u·(E f_i) + β'·f_i`` only -- the paper's motivation for VBPR in cold start (Sec.
-      3.1: visual features let the model score items with few or no interactions);
+      ``θ_u·(E f_i) + β'·f_i`` only -- the paper's case for VBPR in cold start (visual
+      features let it score items with few or no interactions);
     - ``"mean"``: ``γ_i`` and ``β_i`` replaced by their mean over warm items (the expected
       collaborative part of an item, which keeps cold scores on the warm items' scale);
     - ``"none"``: the stored (untrained) rows, as a plain implementation would score them.
