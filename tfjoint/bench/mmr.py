@@ -27,12 +27,14 @@ import numpy as np
 
 from tfjoint import catalog
 from tfjoint.bench import topk
+from tfjoint.bench.mbr import standard_error_gap
 from tfjoint.retrieval import builtin, history
 from tfjoint.retrieval.cold_start import DATASETS, PARTS, ColdStartSplit, evaluate_cold_start, load_cold_start_split
 
 DEFAULT_SIGNALS = (1.0, 0.0)
 METRICS = ("HR@10", "NDCG@10")
 BASELINES = ("bpr_mf", "item_pop")
+COUNTERPART = "bpr_mf"  # the model VBPR extends
 
 # (constructor kwargs, fit kwargs): topk's budget for BPR-MF and ItemPop; VBPR gets BPR-MF's
 # optimizer budget and sizes (K = D = 64), Cornac's λ_E = 0, untuned. Measured (3 seeds, HR@10,
@@ -97,6 +99,24 @@ def fit_and_score(name: str, split: ColdStartSplit, seed: int) -> dict[str, Any]
     return out
 
 
+def compare(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per model other than :data:`COUNTERPART`, when both ran: its warm and cold HR@10 gap
+    to BPR-MF, the standard error over seeds, and whether it exceeds 2 standard errors."""
+    out: dict[str, dict[str, Any]] = {}
+    if COUNTERPART not in runs:
+        return out
+    for name, model_runs in runs.items():
+        if name in (COUNTERPART, *BASELINES):
+            continue
+        out[name] = {}
+        for part in ("warm", "cold"):
+            gap, se = standard_error_gap(
+                [r[part]["HR@10"] for r in model_runs], [r[part]["HR@10"] for r in runs[COUNTERPART]]
+            )
+            out[name][part] = {"gap": gap, "se": se, "beats": bool(gap > 2 * se)}
+    return out
+
+
 def run_mmr(
     dataset: str = "synthetic",
     models: Sequence[str] | None = None,
@@ -130,6 +150,7 @@ def run_mmr(
                 "users": {p: runs[names[0]][0][p]["users"] for p in PARTS},
                 "protocols": {p: runs[names[0]][0][p]["protocol"] for p in PARTS},
                 "runs": runs,
+                "comparison": compare(runs),
             }
         )
     return {
@@ -148,6 +169,7 @@ def _cell(values: list[float]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """One markdown table per signal: warm and cold HR@10 / NDCG@10 per model, fit time."""
     header = ["model"] + [f"{p}/{m}" for p in PARTS for m in METRICS] + ["fit seconds", "best epoch"]
+    header += [f"vs {COUNTERPART}: {p} HR@10 gap (SE)" for p in ("warm", "cold")]
     lines: list[str] = []
     for result in report["results"]:
         title = report["dataset"] + ("" if result["signal"] is None else f", signal {result['signal']:g}")
@@ -156,6 +178,11 @@ def format_report(report: dict[str, Any]) -> str:
             cells = [name] + [_cell([r[p][m] for r in runs]) for p in PARTS for m in METRICS]
             cells.append(f"{np.mean([r['seconds'] for r in runs]):.0f}")
             cells.append(",".join(str(r["best_epoch"]) for r in runs))
+            c = result.get("comparison", {}).get(name)
+            for part in ("warm", "cold"):
+                cells.append(
+                    "" if c is None else f"{c[part]['gap']:+.4f} ({c[part]['se']:.4f}){' > 2 SE' if c[part]['beats'] else ''}"
+                )
             lines.append("| " + " | ".join(cells) + " |")
         users = result["users"]
         lines += [

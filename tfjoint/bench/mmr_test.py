@@ -28,7 +28,9 @@ def test_one_table_per_signal_with_warm_and_cold_columns(monkeypatch):
             assert all(0.0 <= r[p][m] <= 1.0 for r in runs for p in ("warm", "cold") for m in ("HR@10", "NDCG@10"))
         # ItemPop scores every cold item 0: ties count against the target
         assert all(r["cold"]["HR@10"] == 0.0 for r in result["runs"]["item_pop"])
+        assert set(result["comparison"]) == {"vbpr"} and set(result["comparison"]["vbpr"]) == {"warm", "cold"}
     table = mmr.format_report(report)
+    assert "vs bpr_mf: cold HR@10 gap (SE)" in table
     assert "**synthetic, signal 1**" in table and "**synthetic, signal 0**" in table
     assert "cold/HR@10" in table and "Chance on cold items: HR@10 = 0.6250" in table
 
@@ -58,3 +60,21 @@ def test_the_command_line_runs_the_bench(monkeypatch, capsys):
     args = ["bench", "mmr", "--dataset", "synthetic", "--models", "vbpr", "--seeds", "1", "--signals", "0.5"]
     assert cli.main(args) == 0
     assert calls == {"dataset": "synthetic", "models": ["vbpr"], "seeds": 1, "signals": [0.5]}
+
+
+def test_compare_gives_the_hr_gap_to_bpr_mf_in_standard_errors():
+    def run(warm, cold):
+        return {"warm": {"HR@10": warm}, "cold": {"HR@10": cold}}
+
+    runs = {
+        "vbpr": [run(0.5, 0.6), run(0.6, 0.7), run(0.7, 0.8)],
+        "bpr_mf": [run(0.5, 0.1), run(0.5, 0.1)],
+        "item_pop": [run(0.1, 0.0)] * 2,
+    }
+    out = mmr.compare(runs)
+    assert set(out) == {"vbpr"}
+    # warm: means 0.6 vs 0.5, sample variance 0.01 and 0: SE sqrt(0.01 / 3)
+    assert out["vbpr"]["warm"]["gap"] == pytest.approx(0.1) and not out["vbpr"]["warm"]["beats"]
+    assert out["vbpr"]["warm"]["se"] == pytest.approx((0.01 / 3) ** 0.5)
+    assert out["vbpr"]["cold"]["gap"] == pytest.approx(0.6) and out["vbpr"]["cold"]["beats"]
+    assert mmr.compare({"vbpr": runs["vbpr"]}) == {}
