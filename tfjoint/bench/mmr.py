@@ -13,9 +13,8 @@ On the synthetic data the item features carry a known amount of the preference s
 determine the preferences, at signal 0 they are noise, so a model's cold-item numbers
 should fall to chance (``HR@10 = 10 / #cold items``) at signal 0. The bench runs each
 ``--signals`` value. BPR-MF and ItemPop never saw a cold item: they give every cold item the
-same score (ItemPop: 0) or an untrained one (BPR-MF: its random init, pushed down because
-cold items are sampled as its negatives), so their cold numbers are the floor VBPR is
-compared to. The last columns give each multi-modal model's warm and cold HR@10 gap to
+same score (ItemPop: 0) or one learned only from being sampled as a negative (BPR-MF, which
+pushes every cold item down), so their cold numbers are the floor VBPR is compared to. The last columns give each multi-modal model's warm and cold HR@10 gap to
 BPR-MF with its standard error ``sqrt(s_m^2 / n_m + s_c^2 / n_c)`` over seeds, marked when
 above 2 SE.
 """
