@@ -7,6 +7,7 @@
     tfjoint bench topk --dataset retailrocket [--models item_pop bpr_mf ...] [--seeds 3]
     tfjoint bench joint --dataset movielens-100k [--configs full no_behavior ...] [--seeds 3] [--plot PNG]
     tfjoint bench mbr --dataset synthetic [--models nmtr bpr_mf ...] [--seeds 3] [--signals 1 0]
+    tfjoint bench mmr --dataset synthetic [--models vbpr bpr_mf item_pop] [--seeds 3] [--signals 1 0]
     tfjoint bench mtl-synthetic [--quick] [--seeds 3] [--correlations 1 0.9 0.5 0]
         [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]
@@ -22,11 +23,14 @@ from typing import Any
 DEFAULT_PNG = "runs/bench/mtl_synthetic.png"
 
 
-def _add_retrieval_args(parser: argparse.ArgumentParser, dataset: str, models_help: str) -> None:
-    """``--dataset`` (a built-in interaction dataset), ``--models``, ``--seeds``, ``--json``."""
+def _add_retrieval_args(
+    parser: argparse.ArgumentParser, dataset: str, models_help: str, datasets: tuple[str, ...] | None = None
+) -> None:
+    """``--dataset`` (a built-in interaction dataset, or one of ``datasets``), ``--models``,
+    ``--seeds``, ``--json``."""
     from tfjoint.retrieval.builtin import DATASETS
 
-    parser.add_argument("--dataset", default=dataset, choices=DATASETS)
+    parser.add_argument("--dataset", default=dataset, choices=datasets or DATASETS)
     parser.add_argument("--models", nargs="+", help=models_help)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--json", help="write the results to this JSON file")
@@ -124,6 +128,15 @@ def cmd_mbr(args: argparse.Namespace) -> int:
     from tfjoint.bench.mbr import format_report, run_mbr
 
     report = run_mbr(dataset=args.dataset, models=args.models, seeds=args.seeds, signals=args.signals)
+    print(format_report(report))
+    _write_json(args.json, report)
+    return 0
+
+
+def cmd_mmr(args: argparse.Namespace) -> int:
+    from tfjoint.bench.mmr import format_report, run_mmr
+
+    report = run_mmr(dataset=args.dataset, models=args.models, seeds=args.seeds, signals=args.signals)
     print(format_report(report))
     _write_json(args.json, report)
     return 0
@@ -251,7 +264,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "reports its test HR@10, NDCG@10 and MRR under full ranking and against 99 sampled "
         "negatives, mean +- std over seeds, with the wall time of each fit.",
     )
-    _add_retrieval_args(topk, "retailrocket", "default: every registered retrieval model")
+    _add_retrieval_args(topk, "retailrocket", "default: every registered retrieval model but the multi-modal ones (bench mmr)")
     topk.set_defaults(func=cmd_topk)
 
     from tfjoint.bench import joint as JOINT
@@ -290,6 +303,21 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     mbr.add_argument("--signals", nargs="+", type=float, default=[1.0, 0.0],
                      help="synthetic only: signal of the auxiliary behaviors about the target, in [0, 1]")
     mbr.set_defaults(func=cmd_mbr)
+
+    from tfjoint.retrieval.cold_start import DATASETS as MMR_DATASETS
+
+    mmr = bench_sub.add_parser(
+        "mmr",
+        help="multi-modal retrieval (VBPR) against BPR-MF and ItemPop on warm and on cold items, per signal",
+        description="Holds a set of items out of training entirely (cold items), fits every multi-modal "
+        "retrieval model with the item features, BPR-MF and ItemPop on the rest, validation-selected on warm "
+        "items, and reports test HR@10 and NDCG@10 on warm items (ranked among warm items) and on cold items "
+        "(ranked among cold items), mean +- std over seeds. On synthetic data it runs once per --signals value.",
+    )
+    _add_retrieval_args(mmr, "synthetic", "default: every multi-modal model, bpr_mf and item_pop", MMR_DATASETS)
+    mmr.add_argument("--signals", nargs="+", type=float, default=[1.0, 0.0],
+                     help="synthetic only: how much of the preference signal the item features carry, in [0, 1]")
+    mmr.set_defaults(func=cmd_mmr)
     from tfjoint.bench import serve as SERVE
 
     serve = bench_sub.add_parser(

@@ -97,7 +97,9 @@ def fit_and_score(name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = 
 def check_arguments(dataset: str, models: Sequence[str] | None, seeds: int) -> list[str]:
     """The model names to run; a bad dataset, model name or seed count fails before any work."""
     builtin.check_dataset(dataset)
-    names = list(models) if models else [e.name for e in catalog.entries(slot="retrieval_model")]
+    # Multi-modal models need item features, which only ``bench mmr``'s datasets provide.
+    default = [e.name for e in catalog.entries(slot="retrieval_model") if e.family != "multi_modal"]
+    names = list(models) if models else default
     for name in names:
         catalog.get(name, slot="retrieval_model")
     if int(seeds) < 1:
@@ -138,7 +140,8 @@ def protocol_labels(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
 def run_topk(
     dataset: str = "retailrocket", models: Sequence[str] | None = None, seeds: int = 3, verbose: bool = True
 ) -> dict[str, Any]:
-    """Every model (default: every registered ``retrieval_model``) x ``seeds``; see the module doc."""
+    """Every model (default: every registered ``retrieval_model`` but the multi-modal ones) x
+    ``seeds``; see the module doc."""
     names = check_arguments(dataset, models, seeds)
     split = load_split(dataset)
     runs = run_models(split, names, seeds, verbose, tag=f"bench topk {dataset}")

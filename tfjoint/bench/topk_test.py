@@ -54,3 +54,9 @@ def test_bad_arguments_fail_before_training(tiny_split):
         topk.run_topk("synthetic", models=["no_such_model"])
     with pytest.raises(ValueError, match="seeds must be"):
         topk.run_topk("synthetic", models=["item_pop"], seeds=0)
+
+
+def test_the_default_models_leave_out_the_multi_modal_ones():
+    # they need item features, which only bench mmr's datasets have
+    names = topk.check_arguments("synthetic", None, 1)
+    assert "bpr_mf" in names and "vbpr" not in names

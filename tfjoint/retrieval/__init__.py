@@ -5,6 +5,9 @@
 - :mod:`tfjoint.retrieval.protocols`: :func:`leave_one_out` by time with a validation
   hold-out, :func:`history` (a model's input per stage), :func:`evaluate` under full
   ranking or 99 sampled negatives, every result labelled with its protocol.
+- :mod:`tfjoint.retrieval.cold_start` (imported on its own): a split of a log with item
+  features into warm leave-one-out items and cold items never trained on, and their
+  evaluation (warm items among warm, cold among cold, cold among all).
 - :mod:`tfjoint.retrieval.export` (imported on its own, it loads TensorFlow):
   :func:`~tfjoint.retrieval.export.export_topk_model` and
   :func:`~tfjoint.retrieval.export.push` write a TF Serving SavedModel whose

@@ -1,8 +1,33 @@
-"""Multi-modal layers (the ``modality_encoder`` slot, E^M): fusion of item modalities.
+"""Multi-modal layers (E^M): fusion of item modalities, and recommenders that read item content.
+
+Fusion layers (slot ``modality_encoder``), each over the per-modality encodings of
+:class:`ModalityFusion`, with a defined path for a missing modality:
+
+- :class:`GatingFusion` (``gating_fusion``): sigmoid gates over the encodings.
+- :class:`EarlyFusion` (``early_fusion``): concatenation and projection; a missing modality
+  is imputed with a learned default.
+- :class:`LateFusion` (``late_fusion``): a learned weighted mean over the present modalities.
+- :class:`AttentionFusion` (``attention_fusion``): per-item attention over the present
+  modalities.
+
+Recommenders (slot ``retrieval_model``):
+
+- :class:`VisualBayesianPersonalizedRanking` (``vbpr``): BPR-MF plus a linear embedding of
+  fixed item features, which also scores cold items.
 """
 
+from tfjoint.layers.multi_modal.attention_fusion import AttentionFusion
+from tfjoint.layers.multi_modal.early_fusion import EarlyFusion
 from tfjoint.layers.multi_modal.gating_fusion import GatingFusion
+from tfjoint.layers.multi_modal.late_fusion import LateFusion
+from tfjoint.layers.multi_modal.modality_fusion import ModalityFusion
+from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking import VisualBayesianPersonalizedRanking
 
 __all__ = [
+    "AttentionFusion",
+    "EarlyFusion",
     "GatingFusion",
+    "LateFusion",
+    "ModalityFusion",
+    "VisualBayesianPersonalizedRanking",
 ]

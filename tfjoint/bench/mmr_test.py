@@ -1,0 +1,80 @@
+import pytest
+
+from tfjoint.bench import mmr
+from tfjoint.datasets.multimodal import synthetic_multimodal
+from tfjoint.retrieval import cold_start
+
+
+def test_default_models_are_the_multi_modal_ones_then_the_baselines():
+    assert mmr.default_models()[0] == "vbpr" and mmr.default_models()[-2:] == ["bpr_mf", "item_pop"]
+
+
+def test_one_table_per_signal_with_warm_and_cold_columns(monkeypatch):
+    seen = []
+
+    def load(dataset, seed=0, signal=1.0):
+        seen.append(signal)
+        return cold_start.cold_start_split(synthetic_multimodal(60, 80, signal=signal, seed=0, feature_dim=8, buys_per_user=6))
+
+    monkeypatch.setattr(mmr, "load_cold_start_split", load)
+    monkeypatch.setitem(mmr.BUDGET, "vbpr", ({"embedding_dim": 4, "content_dim": 4}, {"epochs": 2, "batch_size": 64}))
+    monkeypatch.setitem(mmr.BUDGET, "bpr_mf", ({"embedding_dim": 4}, {"epochs": 2, "batch_size": 64}))
+    report = mmr.run_mmr("synthetic", seeds=2, signals=[1.0, 0.0], verbose=False)
+    assert seen == [1.0, 0.0] and [r["signal"] for r in report["results"]] == [1.0, 0.0]
+    for result in report["results"]:
+        assert list(result["runs"]) == ["vbpr", "bpr_mf", "item_pop"] and result["cold_items"] == 16
+        for runs in result["runs"].values():
+            assert len(runs) == 2
+            assert all(0.0 <= r[p][m] <= 1.0 for r in runs for p in ("warm", "cold") for m in ("HR@10", "NDCG@10"))
+        # ItemPop scores every cold item 0: ties count against the target
+        assert all(r["cold"]["HR@10"] == 0.0 for r in result["runs"]["item_pop"])
+        assert set(result["comparison"]) == {"vbpr"} and set(result["comparison"]["vbpr"]) == {"warm", "cold"}
+    table = mmr.format_report(report)
+    assert "vs bpr_mf: cold HR@10 gap (SE)" in table
+    assert "**synthetic, signal 1**" in table and "**synthetic, signal 0**" in table
+    assert "cold/HR@10" in table and "Chance on cold items: HR@10 = 0.6250" in table
+
+
+def test_bad_arguments_fail_before_loading_data(monkeypatch):
+    monkeypatch.setattr(mmr, "load_cold_start_split", lambda *a, **k: pytest.fail("loaded data"))
+    with pytest.raises(ValueError, match="signals must be values in"):
+        mmr.run_mmr("synthetic", signals=[2.0])
+    with pytest.raises(ValueError, match="unknown retrieval_model"):
+        mmr.run_mmr("synthetic", models=["nope"])
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        mmr.run_mmr("retailrocket")
+    with pytest.raises(ValueError, match="seeds must be >= 1"):
+        mmr.run_mmr("synthetic", seeds=0)
+
+
+def test_the_command_line_runs_the_bench(monkeypatch, capsys):
+    from tfjoint import cli
+
+    calls = {}
+
+    def run(**kwargs):
+        calls.update(kwargs)
+        return {"dataset": "synthetic", "seeds": 1, "selection": "s", "results": []}
+
+    monkeypatch.setattr(mmr, "run_mmr", run)
+    args = ["bench", "mmr", "--dataset", "synthetic", "--models", "vbpr", "--seeds", "1", "--signals", "0.5"]
+    assert cli.main(args) == 0
+    assert calls == {"dataset": "synthetic", "models": ["vbpr"], "seeds": 1, "signals": [0.5]}
+
+
+def test_compare_gives_the_hr_gap_to_bpr_mf_in_standard_errors():
+    def run(warm, cold):
+        return {"warm": {"HR@10": warm}, "cold": {"HR@10": cold}}
+
+    runs = {
+        "vbpr": [run(0.5, 0.6), run(0.6, 0.7), run(0.7, 0.8)],
+        "bpr_mf": [run(0.5, 0.1), run(0.5, 0.1)],
+        "item_pop": [run(0.1, 0.0)] * 2,
+    }
+    out = mmr.compare(runs)
+    assert set(out) == {"vbpr"}
+    # warm: means 0.6 vs 0.5, sample variance 0.01 and 0: SE sqrt(0.01 / 3)
+    assert out["vbpr"]["warm"]["gap"] == pytest.approx(0.1) and not out["vbpr"]["warm"]["beats"]
+    assert out["vbpr"]["warm"]["se"] == pytest.approx((0.01 / 3) ** 0.5)
+    assert out["vbpr"]["cold"]["gap"] == pytest.approx(0.6) and out["vbpr"]["cold"]["beats"]
+    assert mmr.compare({"vbpr": runs["vbpr"]}) == {}
