@@ -19,6 +19,7 @@ import inspect
 from typing import Any
 
 import keras
+import numpy as np
 
 from tfjoint import catalog, features
 from tfjoint.features import DatasetSpec, TaskSpec
@@ -80,6 +81,7 @@ def build_joint_model(
     embedding_dim: int = 16,
     component_kwargs: dict[str, dict[str, Any]] | None = None,
     unknown_scenario_rate: float = 0.05,
+    item_vectors: dict[str, Any] | None = None,
 ) -> JointModel:
     """Builds the joint model of ``spec`` with one component per slot.
 
@@ -93,6 +95,13 @@ def build_joint_model(
     gives the fallback about 13 rows of a 256-row batch, enough to train one embedding
     row and the shared paths, while each known scenario keeps 95% of its rows; 0 turns
     it off.
+
+    ``item_vectors`` ``{name: (V, width) array}`` adds fixed per-item vectors computed
+    offline (e.g. MiniLM title embeddings, :mod:`tfjoint.modality`), row ``i`` for
+    vocabulary index ``i`` of the dataset's item feature (``spec.sequence.item_feature``):
+    the embedding slot holds them as frozen tables (so serving looks them up in the graph,
+    with no text op), projects each to ``embedding_dim`` and passes it to the modality
+    encoder as one more modality, beside the token features.
 
     Example:
     >>> from tfjoint.features import SYNTHETIC
@@ -121,6 +130,16 @@ def build_joint_model(
         "num_behaviors": spec.sequence.num_behaviors if spec.sequence else 0,
         "tokens": [t.name for t in spec.tokens],
     }
+    vectors = {str(k): np.asarray(v, np.float32) for k, v in (item_vectors or {}).items()}
+    if vectors:
+        if spec.sequence is None:
+            raise ValueError(f"item_vectors need the dataset's item feature; {spec.name} has no sequence item feature")
+        if isinstance(embedding, keras.layers.Layer):
+            raise ValueError("item_vectors need a named embedding slot; fill a given embedding layer's tables yourself")
+        bad = {k: v.shape for k, v in vectors.items() if v.ndim != 2}
+        if bad:
+            raise ValueError(f"item_vectors must be (V, width) arrays. Received shapes: {bad}")
+        embedding_context["item_vectors"] = {k: int(v.shape[1]) for k, v in vectors.items()}
     if issubclass(arch_cls, NeedsTaskEmbeddings) and not isinstance(embedding, keras.layers.Layer):
         # STEM: the embedding slot adds one set of field tables per task.
         embedding_cls = resolve_component("embedding", embedding)
@@ -140,11 +159,11 @@ def build_joint_model(
             overrides.get("sequence_encoder", {}),
         )
     modal = None
-    if modality_encoder is not None and spec.tokens:
+    if modality_encoder is not None and (spec.tokens or vectors):
         modal = _component(
             "modality_encoder",
             modality_encoder,
-            {"modalities": [t.name for t in spec.tokens]},
+            {"modalities": [t.name for t in spec.tokens] + list(vectors)},
             overrides.get("modality_encoder", {}),
         )
     adapter = None
@@ -167,7 +186,7 @@ def build_joint_model(
         arch_context,
         overrides.get("task_architecture", {}),
     )
-    return JointModel(
+    model = JointModel(
         input_shapes(spec),
         task_specs,
         embedding=embedding_layer,
@@ -180,6 +199,9 @@ def build_joint_model(
         unknown_scenario_rate=unknown_scenario_rate,
         name=f"joint_{arch.__class__.__name__}",
     )
+    for name, table in vectors.items():
+        embedding_layer.set_item_vectors(name, table)
+    return model
 
 
 def check_combination(spec: DatasetSpec, **slots: Any) -> None:

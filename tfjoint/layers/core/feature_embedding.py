@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfjoint import features
@@ -51,6 +52,14 @@ class FeatureEmbedding(keras.layers.Layer):
         tokens: token feature keys (each has its own table).
         embeddings_initializer: initializer of every table.
         task_tables: task names that get their own field tables (default none).
+        item_vectors: ``{name: width}`` of fixed item vectors (e.g. MiniLM title embeddings,
+            computed offline): one frozen table per name, indexed by
+            ``item_vector_feature``, filled with :meth:`set_item_vectors`; each vector is
+            projected to ``embedding_dim`` by a learned ``Dense`` and output as a one-token
+            modality ``tokens_<name>`` (mask 0 for an item whose row is all zero: padding,
+            out of vocabulary, or no vector given).
+        item_vector_feature: the categorical feature the vectors index (default:
+            ``sequence_item_feature``).
 
     Call arguments:
         inputs: dict of transformed features keyed as in :mod:`tfjoint.features`.
@@ -61,7 +70,8 @@ class FeatureEmbedding(keras.layers.Layer):
         ``(batch, max_len)`` behavior ids and ``sequence_mask`` (1.0 on real items) and
         ``target`` ``(batch, embedding_dim)``, the candidate item; and for each token
         feature ``tokens_<name>`` and ``tokens_mask_<name>``; for each task of
-        ``task_tables``, ``fields_<task>`` shaped like ``fields``.
+        ``task_tables``, ``fields_<task>`` shaped like ``fields``; for each item vector
+        ``tokens_<name>`` ``(batch, 1, embedding_dim)`` and ``tokens_mask_<name>``.
     """
 
     def __init__(
@@ -76,6 +86,8 @@ class FeatureEmbedding(keras.layers.Layer):
         tokens: list[str] | tuple[str, ...] = (),
         embeddings_initializer: Any = "uniform",
         task_tables: list[str] | tuple[str, ...] = (),
+        item_vectors: dict[str, int] | None = None,
+        item_vector_feature: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -105,6 +117,16 @@ class FeatureEmbedding(keras.layers.Layer):
                 f"task_tables must be unique non-empty task names. Received: task_tables={task_tables}"
             )
         self.task_tables = list(task_tables)
+        self.item_vectors = {str(k): positive_int(f"item_vectors[{k!r}]", v) for k, v in (item_vectors or {}).items()}
+        self.item_vector_feature = item_vector_feature or (sequence_item_feature if self.item_vectors else None)
+        if self.item_vectors and self.item_vector_feature not in self.categorical:
+            raise ValueError(
+                "item_vectors need an item feature among the categorical features (item_vector_feature, or "
+                f"the sequence item feature). Received: item_vector_feature={self.item_vector_feature!r}"
+            )
+        clash = [k for k in self.item_vectors if k in self.tokens]
+        if clash:
+            raise ValueError(f"item_vectors names must differ from the token features. Received: {clash}")
 
     def _table(self, name: str, rows: int, initializer: Any = None) -> keras.layers.Embedding:
         layer = keras.layers.Embedding(
@@ -129,6 +151,14 @@ class FeatureEmbedding(keras.layers.Layer):
                 initializer="glorot_uniform",
                 name="dense_vectors",
             )
+        rows = self.vocab_sizes[self.item_vector_feature] + 2 if self.item_vectors else 0
+        self.item_vector_tables, self.item_vector_projections = {}, {}
+        for name, width in self.item_vectors.items():
+            table = keras.layers.Embedding(rows, width, embeddings_initializer="zeros", trainable=False, name=f"vectors_{name}")
+            table.build((None,))
+            projection = keras.layers.Dense(self.embedding_dim, name=f"project_{name}", dtype=self.dtype_policy)
+            projection.build((None, width))
+            self.item_vector_tables[name], self.item_vector_projections[name] = table, projection
         # Created after the shared weights, so that without task tables nothing changes.
         # Flat dicts: a .keras file saves the layers of a dict, not of a dict of dicts.
         self.task_field_tables = {}
@@ -212,7 +242,28 @@ class FeatureEmbedding(keras.layers.Layer):
             ids = self._ids(inputs[k], self.vocab_sizes[k] + 1)
             out[f"tokens_{k}"] = self.token_tables[k](ids)
             out[f"tokens_mask_{k}"] = ops.cast(ops.not_equal(ids, features.PAD_INDEX), self.compute_dtype)
+        if self.item_vectors:
+            ids = self._ids(inputs[self.item_vector_feature][:, 0], self.vocab_sizes[self.item_vector_feature] + 1)
+            for name in self.item_vectors:
+                vectors = self.item_vector_tables[name](ids)
+                out[f"tokens_{name}"] = self.item_vector_projections[name](vectors)[:, None, :]
+                present = ops.cast(ops.sum(ops.abs(ops.cast(vectors, "float32")), axis=-1) > 0, self.compute_dtype)
+                out[f"tokens_mask_{name}"] = present[:, None]
         return out
+
+    def set_item_vectors(self, name: str, vectors: Any) -> None:
+        """Fills the frozen table ``name`` from ``vectors`` ``(V, width)``, row ``i`` for
+        vocabulary index ``i`` of ``item_vector_feature`` (transformed id ``i + 1``); padding
+        and out-of-vocabulary rows stay zero (their mask is 0)."""
+        if name not in self.item_vectors:
+            raise ValueError(f"unknown item vectors {name!r}; this layer has {sorted(self.item_vectors)}")
+        size, width = self.vocab_sizes[self.item_vector_feature], self.item_vectors[name]
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.shape != (size, width):
+            raise ValueError(f"item vectors {name!r} must have shape ({size}, {width}). Received: {vectors.shape}")
+        table = np.zeros((size + 2, width), np.float32)
+        table[1 : size + 1] = vectors
+        self.item_vector_tables[name].embeddings.assign(table)
 
     @property
     def num_fields(self) -> int:
@@ -231,5 +282,7 @@ class FeatureEmbedding(keras.layers.Layer):
             tokens=self.tokens,
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
             task_tables=self.task_tables,
+            item_vectors=self.item_vectors,
+            item_vector_feature=self.item_vector_feature,
         )
         return config

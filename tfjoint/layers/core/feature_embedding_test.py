@@ -171,3 +171,43 @@ def test_task_tables_embed_the_same_fields_with_their_own_tables():
 def test_bad_task_tables(task_tables):
     with pytest.raises(ValueError, match="Received"):
         FeatureEmbedding(**KWARGS, task_tables=task_tables)
+
+
+def test_item_vectors_are_frozen_rows_of_the_item_projected_into_a_one_token_modality():
+    layer = FeatureEmbedding(**KWARGS, item_vectors={"minilm": 6})
+    inputs = make_inputs()
+    inputs["item_id"] = np.array([[1], [7], [0], [8]])  # vocab 0, vocab 6, padding, OOV
+    layer(inputs)
+    vectors = np.random.default_rng(3).normal(size=(7, 6)).astype("float32")
+    layer.set_item_vectors("minilm", vectors)
+    out = layer(inputs)
+    projection = layer.item_vector_projections["minilm"]
+    kernel, bias = (np.asarray(w) for w in projection.weights)
+    want = np.stack([vectors[0] @ kernel + bias, vectors[6] @ kernel + bias, bias, bias])
+    np.testing.assert_allclose(np.asarray(out["tokens_minilm"])[:, 0], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out["tokens_mask_minilm"]), [[1], [1], [0], [0]])
+    table = layer.item_vector_tables["minilm"].embeddings
+    assert not table.trainable and table.path not in [w.path for w in layer.trainable_weights]
+    with pytest.raises(ValueError, match=r"must have shape \(7, 6\)"):
+        layer.set_item_vectors("minilm", vectors[:3])
+    with pytest.raises(ValueError, match="item_vectors need an item feature"):
+        FeatureEmbedding(**{**KWARGS, "sequence_item_feature": None, "num_behaviors": 0}, item_vectors={"minilm": 6})
+
+
+def test_item_vectors_reach_the_modality_encoder_and_survive_a_keras_round_trip(tmp_path):
+    from tfjoint.features import MOVIELENS_100K
+    from tfjoint.testing import check_joint_model, fake_vocab_sizes, fake_batch
+
+    sizes = fake_vocab_sizes(MOVIELENS_100K)
+    item = MOVIELENS_100K.sequence.item_feature
+    vectors = np.random.default_rng(0).normal(size=(sizes[item], 5)).astype("float32")
+    run = check_joint_model(MOVIELENS_100K, sizes, tmp_path, item_vectors={"title_minilm": vectors})
+    assert run.model.modality_encoder.modalities[-1] == "title_minilm"
+    reloaded = keras.saving.load_model(str(tmp_path / "model.keras"))
+    table = reloaded.embedding.item_vector_tables["title_minilm"].embeddings
+    np.testing.assert_array_equal(np.asarray(table)[1 : sizes[item] + 1], vectors)
+    # the vectors change the predictions: zeroing them (mask 0, the learned default) moves them
+    x, _ = fake_batch(MOVIELENS_100K)
+    run.model.embedding.set_item_vectors("title_minilm", np.zeros_like(vectors))
+    after = run.model.predict(x, verbose=0)
+    assert any(not np.allclose(after[t], run.predictions[t], atol=1e-6) for t in after)
