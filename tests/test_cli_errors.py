@@ -23,6 +23,8 @@ def test_hparams_that_are_not_an_object_are_one_line(capsys):
     ('{"epochs": "two"}', [], "--epochs must be an integer > 0"),
     ("{}", ["--epochs", "-3"], "--epochs must be an integer > 0"),
     ("{}", ["--batch-size", "0"], "--batch-size must be an integer > 0"),
+    ('{"item_text_encoder": "bert"}', [], "must be null, 'minilm' or 'hashed'"),
+    ("{}", ["--dataset", "synthetic", "--item-text-encoder", "minilm"], "--item-text-encoder needs item texts"),
 ])
 def test_pipeline_compile_refuses_bad_hparams_before_writing(tmp_path, capsys, hparams, extra, says):
     out = _fails(["pipeline", "compile", "--output", str(tmp_path / "p.json"), "--hparams", hparams, *extra], capsys)

@@ -37,6 +37,9 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
             help=f"a registered {slot} or package.module:Class ('none': no {slot}; default: the Trainer's)",
         )
     parser.add_argument("--balancer", help="a registered loss/gradient balancer (default: fixed)")
+    parser.add_argument("--item-text-encoder", choices=["none", "minilm", "hashed"],
+                        help="encode each item's text once in the Trainer (MiniLM, or a hashed bag of tokens) "
+                        "and give the vectors to the modality encoder (movielens-100k; default: none)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: 2)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default: 256)")
     parser.add_argument("--hparams", default="{}", help="JSON overrides of the Trainer's hyper-parameters")
@@ -62,6 +65,10 @@ def _hparams(args: argparse.Namespace) -> dict[str, Any]:
             hparams[slot] = None if choice.lower() == "none" else _check_component(choice, slot)
     if args.balancer is not None:
         hparams["balancer"] = _check_component(args.balancer, "balancer")
+    if getattr(args, "item_text_encoder", None) is not None:
+        if args.item_text_encoder != "none" and args.dataset != "movielens-100k":
+            raise SystemExit(f"tfjoint pipeline: error: --item-text-encoder needs item texts: movielens-100k only. Received: --dataset {args.dataset}")
+        hparams["item_text_encoder"] = None if args.item_text_encoder == "none" else args.item_text_encoder
     from tfjoint.pipeline.hparams import check_hparams
 
     try:

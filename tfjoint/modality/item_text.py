@@ -47,6 +47,29 @@ class HashedBagEncoder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
+def vocabulary_vectors(vocabulary, texts: dict[str, str], encoder, batch_size: int = 64) -> np.ndarray:
+    """``(len(vocabulary), dim)`` float32: row ``i`` encodes ``texts[vocabulary[i]]`` (ids as
+    str or bytes); a vocabulary entry without a text keeps a zero row (its modality is then
+    masked as missing)."""
+    keys = [v.decode() if isinstance(v, bytes) else str(v) for v in vocabulary]
+    rows = [i for i, k in enumerate(keys) if k in texts]
+    probe = encoder.encode([texts[keys[rows[0]]]]) if rows else encoder.encode(["probe"])
+    out = np.zeros((len(keys), probe.shape[1]), np.float32)
+    if rows:
+        out[rows] = encoder.encode([texts[keys[i]] for i in rows], batch_size=batch_size)
+    return out
+
+
+def dataset_item_texts(dataset: str) -> dict[str, str]:
+    """``{item_id: text}`` of a built-in dataset with item texts (MovieLens-100K: title, year
+    and genres, as :func:`movielens_item_texts`)."""
+    if dataset != "movielens-100k":
+        raise ValueError(f"item texts are known for movielens-100k only. Received: dataset={dataset!r}")
+    from tfjoint.datasets import movielens
+
+    return {str(i): text for i, text in movielens_item_texts(movielens.load_raw_tables().items)}
+
+
 def text_encoder(kind: str = "minilm", cache_dir: str | os.PathLike | None = None, download: bool = True):
     """``"minilm"`` (falls back to ``"hashed"`` with a one-line warning when weights are missing)."""
     if kind not in ("minilm", "hashed"):

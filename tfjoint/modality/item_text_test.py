@@ -71,3 +71,21 @@ def test_hashed_bag_signs_tokens_so_collisions_cancel_in_expectation():
     vectors = item_text.HashedBagEncoder(dim=8).encode(words)
     signs = np.sign(vectors.sum(axis=1))  # one token each: its vector is +-e_h
     assert 10 < (signs < 0).sum() < 30  # about half negative, never all positive
+
+
+def test_vocabulary_vectors_follow_the_vocabulary_order_and_leave_unknown_items_zero():
+    from tfjoint.modality.item_text import HashedBagEncoder, vocabulary_vectors
+
+    encoder = HashedBagEncoder(dim=16)
+    texts = {"7": "toy story", "3": "heat"}
+    out = vocabulary_vectors([b"3", b"99", b"7"], texts, encoder)
+    np.testing.assert_allclose(out[0], encoder.encode(["heat"])[0])
+    np.testing.assert_allclose(out[2], encoder.encode(["toy story"])[0])
+    np.testing.assert_array_equal(out[1], 0.0)
+
+
+def test_item_texts_are_known_for_movielens_only():
+    from tfjoint.modality.item_text import dataset_item_texts
+
+    with pytest.raises(ValueError, match="movielens-100k only"):
+        dataset_item_texts("aliccp")

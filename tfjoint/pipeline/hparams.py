@@ -19,6 +19,7 @@ DEFAULT_HPARAMS: dict[str, Any] = {
     "scenario_adapter": None,
     "balancer": "fixed",
     "unknown_scenario_rate": 0.05,
+    "item_text_encoder": None,
 }
 
 # Read by the Trainer when given, absent by default.
@@ -50,6 +51,8 @@ def _problem(key: str, value: Any) -> str | None:
         if value is None and key != "balancer":
             return None
         return None if isinstance(value, str) and value else "must be a component name (`tfjoint models`)"
+    if key == "item_text_encoder":
+        return None if value in (None, "minilm", "hashed") else "must be null, 'minilm' or 'hashed'"
     if key == "seed":
         return None if _is_int(value) and value >= 0 else "must be an integer >= 0"
     if key == "tpu_address":

@@ -131,6 +131,29 @@ def export_serving_model(model: JointModel, tf_transform_output: tft.TFTransform
         tf.saved_model.save(module, export_dir, signatures=signatures)
 
 
+ITEM_TEXT_MODALITY = "item_text"
+
+
+def item_text_vectors(config: dict[str, Any], spec: DatasetSpec, tf_transform_output: Any) -> dict[str, Any] | None:
+    """``{"item_text": (V, 384)}`` when ``item_text_encoder`` is set: each item of Transform's
+    vocabulary of the item feature encoded once, here, by MiniLM (or the hashed bag of
+    tokens), so that the model holds them as a frozen table and no text op reaches the
+    Transform or serving graph; None otherwise."""
+    kind = config.get("item_text_encoder")
+    if not kind:
+        return None
+    from tfjoint.modality import item_text
+
+    if spec.sequence is None:
+        raise ValueError(f"item_text_encoder needs an item feature; {spec.name} has none")
+    vocabulary = tf_transform_output.vocabulary_by_name(spec.sequence.item_feature)
+    encoder = item_text.text_encoder(kind)
+    vectors = item_text.vocabulary_vectors(vocabulary, item_text.dataset_item_texts(config["dataset"]), encoder)
+    logging.info("tfjoint: %s item vectors %s (%s) for %d items", ITEM_TEXT_MODALITY, vectors.shape,
+                 type(encoder).__name__, int((abs(vectors).sum(1) > 0).sum()))
+    return {ITEM_TEXT_MODALITY: vectors}
+
+
 def run_fn(fn_args: Any) -> None:
     """TFX Trainer entry point. ``fn_args.custom_config`` holds ``dataset``, ``model`` and
     optional overrides of :data:`DEFAULT_HPARAMS`."""
@@ -154,6 +177,7 @@ def run_fn(fn_args: Any) -> None:
             embedding_dim=int(config["embedding_dim"]),
             component_kwargs=config["component_kwargs"],
             unknown_scenario_rate=float(config["unknown_scenario_rate"]),
+            item_vectors=item_text_vectors(config, spec, tf_transform_output),
         )
         model.compile(optimizer=keras.optimizers.Adam(float(config["learning_rate"])))
     model_keys = list(model.inputs_spec)
