@@ -51,6 +51,8 @@ _PN_TESTS = ("tfjoint/layers/multi_scenario/partitioned_normalization_test.py",)
 _ADI = "tfjoint/layers/multi_scenario/adaptive_domain_interest.py"
 _CML = "tfjoint/layers/multi_behavior/contrastive_meta_learning.py"
 _CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",)
+_MBSTR_BLOCKS = "tfjoint/layers/multi_behavior/multi_behavior_transformer.py"
+_MBSTR_TESTS = ("tfjoint/layers/multi_behavior/multi_behavior_sequential_transformer_test.py",)
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
@@ -450,8 +452,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "mbstr_attention_pair_swapped",
         "tfjoint/layers/multi_behavior/behavior_pair_attention.py",
-        '"bhixyl,bhjl,bix,bjy->bhij"',
-        '"bhixyl,bhjl,biy,bjx->bhij"',
+        "self.pair_transform(q, self.attention_kernel, onehot, 0)",
+        "self.pair_transform(q, self.attention_kernel, onehot, 1)",
         ("tfjoint/layers/multi_behavior/behavior_pair_attention_test.py",),
         "MB-STR: A[i,j] uses W^att_(b_i,b_j) (swapped for W^att_(b_j,b_i))",
     ),
@@ -462,6 +464,38 @@ MUTATIONS: tuple[Mutation, ...] = (
         "logits = logits + 0.0",
         ("tfjoint/layers/multi_behavior/behavior_pair_attention_test.py",),
         "MB-STR: A[i,j] adds the pair relative-position bias P_(b_i,b_j)(j - i) (dropped)",
+    ),
+    Mutation(
+        "mbstr_ffn_shared_across_behaviors",
+        _MBSTR_BLOCKS,
+        'return ops.einsum("bltd,blt->bld", outer, onehot)',
+        "return ops.mean(outer, axis=2) * ops.sum(onehot, axis=-1, keepdims=True)",
+        _MBSTR_TESTS,
+        "MB-STR: FFN_(b_i) is the network of the position's behavior (mean of all of them)",
+    ),
+    Mutation(
+        "mbstr_head_gate_of_one_behavior",
+        _MBSTR_BLOCKS,
+        'return ops.einsum("tne,nt->ne", ops.softmax(ops.einsum("nd,tde->tne", inputs, self.gate_kernel), axis=-1), onehot)',
+        'return ops.softmax(ops.einsum("nd,tde->tne", inputs, self.gate_kernel), axis=-1)[0] * ops.sum(onehot, -1)[:, None]',
+        _MBSTR_TESTS,
+        "MB-STR CGC head: g_b = softmax(h W^g_b) with the row's behavior b (behavior 1's gate for all)",
+    ),
+    Mutation(
+        "mbstr_head_no_residual",
+        _MBSTR_BLOCKS,
+        "return inputs + self.norm(mixed)",
+        "return self.norm(mixed)",
+        _MBSTR_TESTS,
+        "MB-STR CGC head: o = h + LN(sum_e g_e expert_e(h)) (residual dropped)",
+    ),
+    Mutation(
+        "mbstr_query_not_target",
+        "tfjoint/layers/multi_behavior/multi_behavior_sequential_transformer.py",
+        "query_behavior = self.behaviors.index(self.target) + 1",
+        "query_behavior = 1",
+        _MBSTR_TESTS,
+        "MB-STR scoring: the appended mask token carries the target behavior (the first behavior)",
     ),
 )
 
