@@ -11,7 +11,7 @@
         [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]
     tfjoint bench serve [--model-base-path DIR] [--clients 4] [--seconds 5] [--max-requests 2000]
-    tfjoint bench serve-faults [--clients 4] [--requests-per-step 200] [--json FILE]
+    tfjoint bench serve-faults [--clients 4] [--rest-clients 2] [--requests-per-step 200] [--json FILE]
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_serve_faults(args: argparse.Namespace) -> int:
     from tfjoint.bench.serve_faults import format_report, passed, run_serve_faults
 
-    results = run_serve_faults(clients=args.clients, requests_per_step=args.requests_per_step,
+    results = run_serve_faults(clients=args.clients, rest_clients=args.rest_clients, requests_per_step=args.requests_per_step,
                                poll_seconds=args.poll_seconds, step_timeout=args.step_timeout)
     print(format_report(results))
     _write_json(args.json, results)
@@ -332,14 +332,16 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "serve-faults",
         help="closed-loop load on the model server while versions are pushed, copied half way, rolled back "
         "and reloaded; counts failed requests",
-        description="Serves a small toy model on 127.0.0.1 to N closed-loop gRPC Predict clients while a "
+        description="Serves a small toy model on 127.0.0.1 to closed-loop gRPC and REST Predict clients while a "
         "script pushes v2, copies v3 half way (saved_model.pb before variables/) and then completes it, "
         "deletes v3 (rollback), reloads the config pinned to v1 and back to latest, and finally deletes "
         "every version. Prints the requests sent, the failures (with reasons) while a complete version "
         "existed and after the last one was deleted, and the requests each version answered. Exit 1 if any "
         "request failed while a complete version existed or a step did not reach its version in time.",
     )
-    faults.add_argument("--clients", type=int, default=FAULTS.DEFAULT_CLIENTS, help="concurrent closed-loop clients")
+    faults.add_argument("--clients", type=int, default=FAULTS.DEFAULT_CLIENTS, help="closed-loop gRPC clients")
+    faults.add_argument("--rest-clients", type=int, default=FAULTS.DEFAULT_REST_CLIENTS,
+                        help="closed-loop REST clients besides them")
     faults.add_argument("--requests-per-step", type=int, default=FAULTS.DEFAULT_REQUESTS_PER_STEP,
                         help="requests sent after each step reached its expected version")
     faults.add_argument("--poll-seconds", type=float, default=FAULTS.DEFAULT_POLL_SECONDS,

@@ -1,12 +1,12 @@
 """``tfjoint bench serve-faults``: closed-loop load on the model server while its versions change.
 
-N client threads on loopback (127.0.0.1) each send their next gRPC Predict as soon as the
-previous one returns, to an in-process ``tfjoint serve`` of a small toy model (the serving
+N gRPC and M REST client threads on loopback (127.0.0.1) each send their next Predict as soon
+as the previous one returns, to an in-process ``tfjoint serve`` of a small toy model (the serving
 tests' export, tfjoint/serving/toy.py), while a script changes the model base path:
 
 1. ``push v2``: a complete copy, renamed into place as a Pusher does; v2 must serve.
 2. ``partial v3``: ``3/saved_model.pb`` written before ``variables/`` (the load fails and is
-   retried); v2 must keep serving. ``complete v3``: ``variables/`` copied in; v3 must serve.
+   retried, then re-read once the directory changes); v2 must keep serving. ``complete v3``: ``variables/`` copied in; v3 must serve.
 3. ``rollback``: the newest version (3) is deleted; v2 must serve again.
 4. ``reload pin v1`` and ``reload latest``: HandleReloadConfigRequest over gRPC with a
    ``specific {versions: 1}`` policy, then the default ``latest``; v1, then v2 must serve.
@@ -19,7 +19,7 @@ on for ``--requests-per-step`` more requests. It prints the requests sent, the f
 requests each version answered; the command exits 1 if any request failed while a complete
 version existed, or a step did not reach its expected version in time::
 
-    tfjoint bench serve-faults [--clients 4] [--requests-per-step 200] [--json FILE]
+    tfjoint bench serve-faults [--clients 4] [--rest-clients 2] [--requests-per-step 200] [--json FILE]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 DEFAULT_CLIENTS = 4
+DEFAULT_REST_CLIENTS = 2
 DEFAULT_REQUESTS_PER_STEP = 200
 DEFAULT_POLL_SECONDS = 0.05  # --file_system_poll_wait_seconds of the server under test
 DEFAULT_STEP_TIMEOUT_S = 20.0
@@ -42,20 +43,25 @@ BATCH = 4  # examples per request
 
 
 class _Load:
-    """The closed-loop clients and what they saw: counts per version, failures by reason."""
+    """The closed-loop clients and what they saw: requests per protocol, answers per version
+    (gRPC responses name it), failures by reason."""
 
-    def __init__(self, target: str, clients: int, examples: list[bytes]):
-        self.target, self.examples = target, examples
+    def __init__(self, target: str, rest_url: str | None, clients: int, rest_clients: int, examples: list[bytes]):
+        self.target, self.rest_url = target, rest_url
+        self.requests = [[examples[(i * BATCH + j) % len(examples)] for j in range(BATCH)] for i in range(16)]
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.sent = self.ok = 0
+        self.sent: collections.Counter = collections.Counter()  # per protocol
+        self.ok = 0
         self.by_version: collections.Counter = collections.Counter()
         self.failed: collections.Counter = collections.Counter()  # while a complete version existed
         self.failed_without_version: collections.Counter = collections.Counter()
-        self.no_complete_version_since: float | None = None  # monotonic time of "delete all"
+        self.no_complete_version_since: float | None = None  # monotonic time "delete all" began
         self.last_version = 0
-        self.threads = [threading.Thread(target=self._client, args=(k,), daemon=True, name=f"faults-client-{k}")
+        self.threads = [threading.Thread(target=self._grpc_client, args=(k,), daemon=True, name=f"faults-grpc-{k}")
                         for k in range(clients)]
+        self.threads += [threading.Thread(target=self._rest_client, args=(k,), daemon=True, name=f"faults-rest-{k}")
+                         for k in range(rest_clients)]
 
     def start(self) -> None:
         for t in self.threads:
@@ -66,45 +72,71 @@ class _Load:
         for t in self.threads:
             t.join(timeout)
 
-    def _client(self, k: int) -> None:
+    def _grpc_client(self, k: int) -> None:
         import grpc
 
         from tfjoint.serving.client import ServingClient
 
         client = ServingClient(self.target, MODEL_NAME, timeout=REQUEST_TIMEOUT_S, retries=0)
         try:
-            i = k
             while not self.stop.is_set():
-                batch = [self.examples[(i * BATCH + j) % len(self.examples)] for j in range(BATCH)]
-                i += len(self.threads)
+                k += 1
                 try:
-                    version = client.predict_full(batch).model_spec.version.value
+                    version = client.predict_full(self.requests[k % len(self.requests)]).model_spec.version.value
+                except grpc.RpcError as e:
+                    self._record("gRPC", None, f"{e.code().name}: {e.details()}")
                 except Exception as e:  # noqa: BLE001 - every failure is counted with its reason
-                    if isinstance(e, grpc.RpcError):
-                        reason = f"{e.code().name}: {e.details()}"
-                    else:
-                        reason = f"{type(e).__name__}: {e}"
-                    self._record(None, reason[:200])
+                    self._record("gRPC", None, f"{type(e).__name__}: {e}")
                 else:
-                    self._record(version, None)
+                    self._record("gRPC", version, None)
         finally:
             client.close()
 
-    def _record(self, version: int | None, reason: str | None) -> None:
+    def _rest_client(self, k: int) -> None:
+        import base64
+        import json
+        import urllib.error
+        import urllib.request
+
+        bodies = [json.dumps({"instances": [{"b64": base64.b64encode(b).decode("ascii")} for b in r]}).encode()
+                  for r in self.requests]
+        url = f"{self.rest_url}/v1/models/{MODEL_NAME}:predict"
+        while not self.stop.is_set():
+            k += 1
+            req = urllib.request.Request(url, data=bodies[k % len(bodies)], headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as resp:
+                    answered = len(json.loads(resp.read())["predictions"]) == BATCH
+            except urllib.error.HTTPError as e:
+                body = e.read().decode("utf-8", "replace")
+                try:
+                    body = json.loads(body)["error"]
+                except (ValueError, KeyError, TypeError):
+                    pass
+                self._record("REST", None, f"HTTP {e.code}: {' '.join(str(body).split())}")
+            except Exception as e:  # noqa: BLE001
+                self._record("REST", None, f"{type(e).__name__}: {e}")
+            else:
+                self._record("REST", 0 if answered else None, None if answered else "wrong number of predictions")
+
+    def _record(self, protocol: str, version: int | None, reason: str | None) -> None:
+        """version: the one that answered (0: an answer that does not say); reason: why it failed."""
+        when = time.monotonic()
         with self.lock:
-            self.sent += 1
+            self.sent[protocol] += 1
             if reason is None:
                 self.ok += 1
-                self.by_version[version] += 1
-                self.last_version = version
-            elif self.no_complete_version_since is not None:
-                self.failed_without_version[reason] += 1
+                if version:
+                    self.by_version[version] += 1
+                    self.last_version = version
+            elif self.no_complete_version_since is not None and when >= self.no_complete_version_since:
+                self.failed_without_version[f"{protocol} {reason}"[:240]] += 1
             else:
-                self.failed[reason] += 1
+                self.failed[f"{protocol} {reason}"[:240]] += 1
 
     def snapshot(self) -> tuple[int, int]:
         with self.lock:
-            return self.sent, self.last_version
+            return sum(self.sent.values()), self.last_version
 
 
 def _copy_partial(base: str, version: int, template: str) -> str:
@@ -193,6 +225,7 @@ def _run_step(load: _Load, action, expected: int | None, until, requests: int, t
 def run_serve_faults(
     *,
     clients: int = DEFAULT_CLIENTS,
+    rest_clients: int = DEFAULT_REST_CLIENTS,
     requests_per_step: int = DEFAULT_REQUESTS_PER_STEP,
     poll_seconds: float = DEFAULT_POLL_SECONDS,
     step_timeout: float = DEFAULT_STEP_TIMEOUT_S,
@@ -205,7 +238,9 @@ def run_serve_faults(
     from tfjoint.serving.toy import add_version, export_toy, serialized
 
     if clients < 1:
-        raise ValueError(f"--clients must be >= 1, got {clients}")
+        raise ValueError(f"--clients must be >= 1 (the gRPC answers name the serving version), got {clients}")
+    if rest_clients < 0:
+        raise ValueError(f"--rest-clients must be >= 0, got {rest_clients}")
     if requests_per_step < 1:
         raise ValueError(f"--requests-per-step must be >= 1, got {requests_per_step}")
     if poll_seconds <= 0:
@@ -221,13 +256,13 @@ def run_serve_faults(
         add_version(base, 1, template)
         steps: list[dict[str, Any]] = []
         with serve_in_background(model_name=MODEL_NAME, model_base_path=base, host="127.0.0.1", port=0,
-                                 rest_api_port=None, file_system_poll_wait_seconds=poll_seconds,
+                                 rest_api_port=0 if rest_clients else None, file_system_poll_wait_seconds=poll_seconds,
                                  max_num_load_retries=5, load_retry_interval_micros=int(poll_seconds * 1e6),
                                  ) as server:
             target = server.grpc_target
             probe = ServingClient(target, MODEL_NAME, retries=0)
             probe.wait_until_available(timeout=step_timeout)
-            load = _Load(target, clients, serialized(64))
+            load = _Load(target, server.rest_url if rest_clients else None, clients, rest_clients, serialized(64))
             load.start()
             try:
                 for name, action, expected, until in _script(base, template, probe, load):
@@ -245,12 +280,14 @@ def run_serve_faults(
     failed = sum(load.failed.values())
     return {
         "clients": clients,
+        "rest_clients": rest_clients,
         "requests_per_step": requests_per_step,
         "poll_seconds": poll_seconds,
         "examples_per_request": BATCH,
         "host": "127.0.0.1",
         "steps": steps,
-        "requests_sent": load.sent,
+        "requests_sent": sum(load.sent.values()),
+        "requests_sent_by_protocol": dict(load.sent),
         "requests_ok": load.ok,
         "failed_while_a_complete_version_existed": failed,
         "failure_reasons": dict(load.failed),
@@ -272,11 +309,14 @@ def _step_line(step: dict[str, Any]) -> str:
 def format_report(results: dict[str, Any]) -> str:
     lines = [_step_line(s) for s in results["steps"]]
     served = ", ".join(f"v{v}: {n}" for v, n in results["served_by_version"].items())
+    by_protocol = ", ".join(f"{p}: {n}" for p, n in sorted(results["requests_sent_by_protocol"].items()))
     lines += [
         "",
-        f"{results['clients']} closed-loop gRPC clients on 127.0.0.1 ({results['examples_per_request']} examples "
-        f"per Predict), file system poll every {results['poll_seconds']:g} s, {results['wall_seconds']:.1f} s:",
-        f"requests sent: {results['requests_sent']}; answered: {results['requests_ok']} ({served})",
+        f"{results['clients']} gRPC and {results['rest_clients']} REST closed-loop clients on 127.0.0.1 "
+        f"({results['examples_per_request']} examples per Predict), file system poll every "
+        f"{results['poll_seconds']:g} s, {results['wall_seconds']:.1f} s:",
+        f"requests sent: {results['requests_sent']} ({by_protocol}); answered: {results['requests_ok']} "
+        f"(gRPC by version: {served})",
         f"failed while a complete version existed: {results['failed_while_a_complete_version_existed']}",
     ]
     lines += [f"  {n} x {reason}" for reason, n in results["failure_reasons"].items()]

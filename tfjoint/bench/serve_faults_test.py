@@ -14,7 +14,7 @@ from tfjoint.serving import manager as manager_module
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 CASE_LIMIT_S = 90  # a hung run dumps every thread's stack and ends the test session
-SMALL = ["--clients", "2", "--requests-per-step", "30", "--poll-seconds", "0.05", "--step-timeout", "20"]
+SMALL = ["--clients", "2", "--rest-clients", "1", "--requests-per-step", "30", "--poll-seconds", "0.05", "--step-timeout", "20"]
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,9 @@ def test_no_request_fails_while_a_complete_version_exists(tmp_path, capsys):
     assert all(s["requests"] >= 30 for s in r["steps"][:-1])  # load during and after every step
     # once every version is gone, requests fail with NOT_FOUND and are counted apart
     assert r["failed_after_the_last_version_was_deleted"] > 0
-    assert all(k.startswith("NOT_FOUND") for k in r["failure_reasons_after_the_last_version_was_deleted"])
+    assert all(k.startswith(("gRPC NOT_FOUND", "REST HTTP 404"))
+               for k in r["failure_reasons_after_the_last_version_was_deleted"])
+    assert set(r["requests_sent_by_protocol"]) == {"gRPC", "REST"}
     assert r["requests_sent"] == r["requests_ok"] + r["failed_after_the_last_version_was_deleted"]
     assert "failed while a complete version existed: 0" in printed
     assert f"requests sent: {r['requests_sent']}" in printed
@@ -59,7 +61,7 @@ def test_a_manager_that_unloads_before_it_loads_fails_the_bench(tmp_path, capsys
     code, r, printed = _run(tmp_path, capsys)
     assert code == 1
     assert r["failed_while_a_complete_version_existed"] > 0
-    assert any(k.startswith("NOT_FOUND") for k in r["failure_reasons"])
+    assert any(k.startswith("gRPC NOT_FOUND") for k in r["failure_reasons"])
     assert f"failed while a complete version existed: {r['failed_while_a_complete_version_existed']}" in printed
 
 
