@@ -6,7 +6,8 @@ tests' export, tfjoint/serving/toy.py), while a script changes the model base pa
 
 1. ``push v2``: a complete copy, renamed into place as a Pusher does; v2 must serve.
 2. ``partial v3``: ``3/saved_model.pb`` written before ``variables/`` (the load fails and is
-   retried, then re-read once the directory changes); v2 must keep serving. ``complete v3``: ``variables/`` copied in; v3 must serve.
+   retried, then re-read once the directory changes); v2 must keep serving.
+   ``complete v3``: ``variables/`` copied in; v3 must serve.
 3. ``rollback``: the newest version (3) is deleted; v2 must serve again.
 4. ``reload pin v1`` and ``reload latest``: HandleReloadConfigRequest over gRPC with a
    ``specific {versions: 1}`` policy, then the default ``latest``; v1, then v2 must serve.
@@ -46,7 +47,8 @@ class _Load:
     """The closed-loop clients and what they saw: requests per protocol, answers per version
     (gRPC responses name it), failures by reason."""
 
-    def __init__(self, target: str, rest_url: str | None, clients: int, rest_clients: int, examples: list[bytes]):
+    def __init__(self, target: str, rest_url: str | None, clients: int, rest_clients: int,
+                 examples: list[bytes]):
         self.target, self.rest_url = target, rest_url
         self.requests = [[examples[(i * BATCH + j) % len(examples)] for j in range(BATCH)] for i in range(16)]
         self.lock = threading.Lock()
@@ -58,10 +60,10 @@ class _Load:
         self.failed_without_version: collections.Counter = collections.Counter()
         self.no_complete_version_since: float | None = None  # monotonic time "delete all" began
         self.last_version = 0
-        self.threads = [threading.Thread(target=self._grpc_client, args=(k,), daemon=True, name=f"faults-grpc-{k}")
-                        for k in range(clients)]
-        self.threads += [threading.Thread(target=self._rest_client, args=(k,), daemon=True, name=f"faults-rest-{k}")
-                         for k in range(rest_clients)]
+        kinds = [(self._grpc_client, "grpc", k) for k in range(clients)]
+        kinds += [(self._rest_client, "rest", k) for k in range(rest_clients)]
+        self.threads = [threading.Thread(target=fn, args=(k,), daemon=True, name=f"faults-{kind}-{k}")
+                        for fn, kind, k in kinds]
 
     def start(self) -> None:
         for t in self.threads:
@@ -82,13 +84,13 @@ class _Load:
             while not self.stop.is_set():
                 k += 1
                 try:
-                    version = client.predict_full(self.requests[k % len(self.requests)]).model_spec.version.value
+                    response = client.predict_full(self.requests[k % len(self.requests)])
                 except grpc.RpcError as e:
                     self._record("gRPC", None, f"{e.code().name}: {e.details()}")
                 except Exception as e:  # noqa: BLE001 - every failure is counted with its reason
                     self._record("gRPC", None, f"{type(e).__name__}: {e}")
                 else:
-                    self._record("gRPC", version, None)
+                    self._record("gRPC", response.model_spec.version.value, None)
         finally:
             client.close()
 
@@ -98,12 +100,13 @@ class _Load:
         import urllib.error
         import urllib.request
 
-        bodies = [json.dumps({"instances": [{"b64": base64.b64encode(b).decode("ascii")} for b in r]}).encode()
+        bodies = [json.dumps({"instances": [{"b64": base64.b64encode(b).decode("ascii")} for b in r]})
                   for r in self.requests]
         url = f"{self.rest_url}/v1/models/{MODEL_NAME}:predict"
         while not self.stop.is_set():
             k += 1
-            req = urllib.request.Request(url, data=bodies[k % len(bodies)], headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(url, data=bodies[k % len(bodies)].encode(),
+                                         headers={"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as resp:
                     answered = len(json.loads(resp.read())["predictions"]) == BATCH
@@ -117,7 +120,7 @@ class _Load:
             except Exception as e:  # noqa: BLE001
                 self._record("REST", None, f"{type(e).__name__}: {e}")
             else:
-                self._record("REST", 0 if answered else None, None if answered else "wrong number of predictions")
+                self._record("REST", 0, None if answered else "wrong number of predictions")
 
     def _record(self, protocol: str, version: int | None, reason: str | None) -> None:
         """version: the one that answered (0: an answer that does not say); reason: why it failed."""
@@ -200,7 +203,8 @@ def _script(base: str, template: str, probe, load: _Load) -> list[tuple[str, Any
     ]
 
 
-def _run_step(load: _Load, action, expected: int | None, until, requests: int, timeout: float) -> dict[str, Any]:
+def _run_step(load: _Load, action, expected: int | None, until, requests: int,
+              timeout: float) -> dict[str, Any]:
     """Runs ``action`` under load, waits until ``expected`` serves (and ``until()`` holds), then
     for ``requests`` more requests."""
     t0 = time.monotonic()
@@ -256,13 +260,15 @@ def run_serve_faults(
         add_version(base, 1, template)
         steps: list[dict[str, Any]] = []
         with serve_in_background(model_name=MODEL_NAME, model_base_path=base, host="127.0.0.1", port=0,
-                                 rest_api_port=0 if rest_clients else None, file_system_poll_wait_seconds=poll_seconds,
+                                 rest_api_port=0 if rest_clients else None,
+                                 file_system_poll_wait_seconds=poll_seconds,
                                  max_num_load_retries=5, load_retry_interval_micros=int(poll_seconds * 1e6),
                                  ) as server:
             target = server.grpc_target
             probe = ServingClient(target, MODEL_NAME, retries=0)
             probe.wait_until_available(timeout=step_timeout)
-            load = _Load(target, server.rest_url if rest_clients else None, clients, rest_clients, serialized(64))
+            rest_url = server.rest_url if rest_clients else None
+            load = _Load(target, rest_url, clients, rest_clients, serialized(64))
             load.start()
             try:
                 for name, action, expected, until in _script(base, template, probe, load):
@@ -322,9 +328,11 @@ def format_report(results: dict[str, Any]) -> str:
     lines += [f"  {n} x {reason}" for reason, n in results["failure_reasons"].items()]
     lines.append(f"failed after the last version was deleted (expected): "
                  f"{results['failed_after_the_last_version_was_deleted']}")
-    lines += [f"  {n} x {r}" for r, n in results["failure_reasons_after_the_last_version_was_deleted"].items()]
+    excused = results["failure_reasons_after_the_last_version_was_deleted"]
+    lines += [f"  {n} x {r}" for r, n in excused.items()]
     if results["steps_timed_out"]:
-        lines.append(f"steps that did not reach their version in time: {', '.join(results['steps_timed_out'])}")
+        late = ", ".join(results["steps_timed_out"])
+        lines.append(f"steps that did not reach their version in time: {late}")
     return "\n".join(lines)
 
 

@@ -14,7 +14,8 @@ from tfjoint.serving import manager as manager_module
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 CASE_LIMIT_S = 90  # a hung run dumps every thread's stack and ends the test session
-SMALL = ["--clients", "2", "--rest-clients", "1", "--requests-per-step", "30", "--poll-seconds", "0.05", "--step-timeout", "20"]
+SMALL = ["--clients", "2", "--rest-clients", "1", "--requests-per-step", "30", "--poll-seconds", "0.05",
+         "--step-timeout", "20"]
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +63,8 @@ def test_a_manager_that_unloads_before_it_loads_fails_the_bench(tmp_path, capsys
     assert code == 1
     assert r["failed_while_a_complete_version_existed"] > 0
     assert any(k.startswith("gRPC NOT_FOUND") for k in r["failure_reasons"])
-    assert f"failed while a complete version existed: {r['failed_while_a_complete_version_existed']}" in printed
+    failed = r["failed_while_a_complete_version_existed"]
+    assert f"failed while a complete version existed: {failed}" in printed
 
 
 @pytest.mark.parametrize("flag, value, says", [
