@@ -333,12 +333,13 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "serve-faults",
         help="closed-loop load on the model server while versions are pushed, copied half way, rolled back "
         "and reloaded; counts failed requests",
-        description="Serves a small toy model on 127.0.0.1 to closed-loop gRPC and REST Predict clients "
-        "while a script pushes v2, copies v3 half way (saved_model.pb before variables/) and then "
-        "completes it, deletes v3 (rollback), reloads the config pinned to v1 and back to latest, and finally deletes "
-        "every version. Prints the requests sent, the failures (with reasons) while a complete version "
-        "existed and after the last one was deleted, and the requests each version answered. Exit 1 if any "
-        "request failed while a complete version existed or a step did not reach its version in time.",
+        description="Serves a small toy model on 127.0.0.1 to closed-loop gRPC and REST Predict "
+        "clients while a script pushes v2, copies v3 half way (saved_model.pb before variables/) and "
+        "then completes it, deletes v3 (rollback), reloads the config pinned to v1 and back to latest, "
+        "and finally deletes every version. Prints the requests sent, the failures (with reasons) "
+        "while a complete version existed and after the last one was deleted, and the requests each "
+        "version answered. Exit 1 if any request failed while a complete version existed or a step "
+        "did not reach its version in time.",
     )
     faults.add_argument("--clients", type=int, default=FAULTS.DEFAULT_CLIENTS,
                         help="closed-loop gRPC clients")
