@@ -1,4 +1,5 @@
-"""Shared fixtures of the integration tests: one local pipeline run per dataset, reused."""
+"""Shared fixtures of the integration tests: one local pipeline run per dataset, reused; every
+test checks that its inputs (the shared samples, the data roots it passed) are unchanged."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from tfjoint.bench.joint import FULL
 from tfjoint.datasets import samples
 from tfjoint.pipeline import runners
+from tfjoint.pipeline.conftest import _inputs_unchanged, _shared_data_fingerprint  # noqa: F401 - autouse
 
 
 @pytest.fixture

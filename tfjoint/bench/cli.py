@@ -11,6 +11,8 @@
     tfjoint bench mtl-synthetic [--quick] [--seeds 3] [--correlations 1 0.9 0.5 0]
         [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]
+    tfjoint bench serve [--model-base-path DIR] [--clients 4] [--seconds 5] [--max-requests 2000]
+    tfjoint bench serve-faults [--clients 4] [--rest-clients 2] [--requests-per-step 200] [--json FILE]
 """
 
 from __future__ import annotations
@@ -164,6 +166,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(format_table(results))
     _write_json(args.json, results)
     return 0
+
+
+def cmd_serve_faults(args: argparse.Namespace) -> int:
+    from tfjoint.bench.serve_faults import format_report, passed, run_serve_faults
+
+    results = run_serve_faults(clients=args.clients, rest_clients=args.rest_clients,
+                               requests_per_step=args.requests_per_step, poll_seconds=args.poll_seconds,
+                               step_timeout=args.step_timeout)
+    print(format_report(results))
+    _write_json(args.json, results)
+    return 0 if passed(results) else 1
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -342,4 +355,30 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--no-rest", dest="rest", action="store_false", help="skip the REST row")
     serve.add_argument("--json", help="write the results to this JSON file")
     serve.set_defaults(func=cmd_serve)
+    from tfjoint.bench import serve_faults as FAULTS
+
+    faults = bench_sub.add_parser(
+        "serve-faults",
+        help="closed-loop load on the model server while versions are pushed, copied half way, rolled back "
+        "and reloaded; counts failed requests",
+        description="Serves a small toy model on 127.0.0.1 to closed-loop gRPC and REST Predict "
+        "clients while a script pushes v2, copies v3 half way (saved_model.pb before variables/) and "
+        "then completes it, deletes v3 (rollback), reloads the config pinned to v1 and back to latest, "
+        "and finally deletes every version. Prints the requests sent, the failures (with reasons) "
+        "while a complete version existed and after the last one was deleted, and the requests each "
+        "version answered. Exit 1 if any request failed while a complete version existed or a step "
+        "did not reach its version in time.",
+    )
+    faults.add_argument("--clients", type=int, default=FAULTS.DEFAULT_CLIENTS,
+                        help="closed-loop gRPC clients")
+    faults.add_argument("--rest-clients", type=int, default=FAULTS.DEFAULT_REST_CLIENTS,
+                        help="closed-loop REST clients besides them")
+    faults.add_argument("--requests-per-step", type=int, default=FAULTS.DEFAULT_REQUESTS_PER_STEP,
+                        help="requests sent after each step reached its expected version")
+    faults.add_argument("--poll-seconds", type=float, default=FAULTS.DEFAULT_POLL_SECONDS,
+                        help="the server's --file_system_poll_wait_seconds (and load retry interval)")
+    faults.add_argument("--step-timeout", type=float, default=FAULTS.DEFAULT_STEP_TIMEOUT_S,
+                        help="seconds a step may take to reach its expected version")
+    faults.add_argument("--json", help="write the results to this JSON file")
+    faults.set_defaults(func=cmd_serve_faults)
     return bench
