@@ -73,7 +73,7 @@ def resolve(kind: str, dataset: str) -> tuple[str, str]:
             fallback = "metadata" if dataset == TEXT_DATASET else "hashed"
             return fallback, f"item features: {fallback} ({describe(fallback)}), because the MiniLM weights are unavailable: {err}"
         return kind, f"item features: minilm ({describe(kind)}), weights found in {where}"
-    return kind, f"item features: {kind} ({describe(kind)}), as --item-features asked"
+    return kind, f"item features: {kind} ({describe(kind)}), by --item-features (default: minilm for feature models, else none)"
 
 
 def describe(kind: str) -> str:
