@@ -4,6 +4,7 @@
 
     tfjoint pipeline retrieval --dataset retailrocket --model bpr_mf --loss bpr --epochs 50 \\
         --patience 10 --threshold NDCG@10=0.001 --query-server
+    tfjoint pipeline retrieval --dataset movielens-100k --model vbpr --item-features minilm --query-server
 """
 
 from __future__ import annotations
