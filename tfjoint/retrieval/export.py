@@ -42,9 +42,11 @@ Signatures:
 
 Models and the cold-user rule:
 
-- BPR-MF, LightGCN (any :class:`~tfjoint.layers.retrieval.TwoTowerRecommender`): the
+- BPR-MF, LightGCN (any :class:`~tfjoint.layers.retrieval.TwoTowerRecommender`), VBPR: the
   final user and item tables are copied into the export as variables (LightGCN: the
-  propagated tables, so no graph is needed at serving). A cold user gets the mean of the
+  propagated tables, so no graph is needed at serving; VBPR: ``[γ_u, θ_u, 1]`` and
+  ``[γ_i, E f_i, β_i + β'·f_i]``, its item features thus fixed in the item table, cold items
+  as its ``cold_start`` says). A cold user gets the mean of the
   final user table, ``(1/|U|) sum_u e_u``: a fixed, non-personalized vector (its scores are
   the items' mean score over the training users); ``recent_items`` is ignored.
 - SASRec: the encoder runs in the graph on ``recent_items`` (+1, the last ``max_len``
@@ -86,12 +88,15 @@ from tfjoint.layers.retrieval import (
     TwoTowerRecommender,
 )
 from tfjoint.layers.multi_behavior.multi_behavior_sequential_transformer import MultiBehaviorSequentialTransformer
+from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking import VisualBayesianPersonalizedRanking
 
 SIGNATURE_INPUT = "examples"
 USER, RECENT_ITEMS, EXCLUDE_ITEMS, USER_ID = "user", "recent_items", "exclude_items", "user_id"
 RECENT_BEHAVIORS = "recent_behaviors"
 SUPPORTED = ("BPRMatrixFactorization", "LightGraphConvolutionNetwork", "SelfAttentiveSequentialRecommendation",
-             "MultiBehaviorSequentialTransformer", "ItemPopularity", "EmbarrassinglyShallowAutoencoder")
+             "MultiBehaviorSequentialTransformer", "ItemPopularity", "EmbarrassinglyShallowAutoencoder",
+             "VisualBayesianPersonalizedRanking")
+TWO_TOWER = (TwoTowerRecommender, VisualBayesianPersonalizedRanking)  # models with final_tables()
 
 
 def feature_spec() -> dict[str, Any]:
@@ -153,7 +158,7 @@ class TopKModule(tf.Module):
 
     def __init__(self, model: Any, sequence_length: int | None) -> None:
         super().__init__(name="topk")
-        if not isinstance(model, (TwoTowerRecommender, SelfAttentiveSequentialRecommendation, MultiBehaviorSequentialTransformer,
+        if not isinstance(model, (*TWO_TOWER, SelfAttentiveSequentialRecommendation, MultiBehaviorSequentialTransformer,
                                   ItemPopularity, EmbarrassinglyShallowAutoencoder)):
             raise ValueError(f"export_topk_model supports {', '.join(SUPPORTED)}. Received: {type(model).__name__}")
         self.num_items = int(model.num_items)
@@ -165,7 +170,7 @@ class TopKModule(tf.Module):
             self.init_behavior_sequence(model, sequence_length)
         elif sequence_length is not None:
             raise ValueError(f"sequence_length is for sequence models (SASRec, MB-STR). Received: sequence_length={sequence_length} for {type(model).__name__}")
-        elif isinstance(model, TwoTowerRecommender):
+        elif isinstance(model, TWO_TOWER):
             self.init_two_tower(model)
         elif isinstance(model, ItemPopularity):
             self.counts = tf.Variable(np.asarray(model.counts, np.float32), trainable=False, name="counts")
@@ -177,7 +182,7 @@ class TopKModule(tf.Module):
                 tf.cast(self.user_vector(features), tf.float32), tf.cast(self.item_table(), tf.float32), transpose_b=True
             )
 
-    def init_two_tower(self, model: TwoTowerRecommender) -> None:
+    def init_two_tower(self, model: Any) -> None:
         users, items = (np.asarray(t, np.float32) for t in model.final_tables())
         num_users = users.shape[0]
         self.user_table = tf.Variable(users, trainable=False, name="user_table")
@@ -276,7 +281,7 @@ def export_topk_model(
     the module docstring; they are valid for the real ``tensorflow/serving``.
 
     Args:
-        model: a fitted BPR-MF, LightGCN, SASRec, ItemPop or EASE.
+        model: a fitted BPR-MF, LightGCN, VBPR, SASRec, MB-STR, ItemPop or EASE.
         export_dir: the SavedModel directory (TF Serving: ``<base>/<name>/<version>``;
             :func:`push` picks it).
         k: items returned per request, ``1 <= k <= num_items``.

@@ -96,7 +96,19 @@ def sasrec(log):
     return model
 
 
-@pytest.mark.parametrize("name", ["bpr", "lightgcn", "cml"])
+@pytest.fixture(scope="module")
+def vbpr(log):
+    """VBPR fitted without the events of items 50..59: those are cold (scored by features only)."""
+    from tfjoint.layers.multi_modal import VisualBayesianPersonalizedRanking
+
+    features = np.random.default_rng(0).standard_normal((log.num_items, 6)).astype(np.float32)
+    model = VisualBayesianPersonalizedRanking(log.num_users, log.num_items, item_features=features,
+                                              embedding_dim=4, content_dim=3, seed=0)
+    model.fit(log.select(log.items < 50), epochs=2, batch_size=64)
+    return model
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "cml", "vbpr"])
 def test_two_tower_topk_embeddings_exclusion_and_cold_user(name, log, tmp_path, request):
     model = request.getfixturevalue(name)
     item_ids = np.array([f"item-{i}" for i in range(log.num_items)])
@@ -129,6 +141,17 @@ def test_two_tower_topk_embeddings_exclusion_and_cold_user(name, log, tmp_path, 
     table = serve(export_dir, "item_embeddings")([b""])
     np.testing.assert_allclose(table["item_embeddings"], model.item_embeddings(), atol=1e-6)
     np.testing.assert_array_equal(table["item_ids"].astype(str), item_ids)
+
+
+def test_vbpr_exports_its_features_as_a_fixed_item_table_and_cold_items_score_by_features(vbpr, tmp_path):
+    assert vbpr.warm_items.numpy()[50:].sum() == 0 and vbpr.warm_items.numpy()[:50].sum() > 0  # cold items exist
+    users = np.arange(vbpr.num_users)
+    got = serve(export_topk_model(vbpr, str(tmp_path / "1"), k=K), "scores")([example(u) for u in users])["scores"]
+    np.testing.assert_allclose(got, vbpr.score(users), atol=1e-5)
+    # a cold item's served score is the content part θ_u·(E f_i) + β'·f_i alone (cold_start="features")
+    f = vbpr.item_features.numpy()[50:]
+    content = vbpr.theta_user.numpy() @ (f @ vbpr.projection.numpy()).T + f @ vbpr.feature_bias.numpy()
+    np.testing.assert_allclose(got[:, 50:], content, atol=1e-5)
 
 
 def test_lightgcn_exports_the_propagated_tables(lightgcn, tmp_path):

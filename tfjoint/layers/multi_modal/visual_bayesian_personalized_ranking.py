@@ -232,6 +232,12 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
             [gamma, ops.matmul(self.item_features, self.projection), bias[:, None] + visual_bias], axis=-1
         )
 
+    def final_tables(self) -> tuple[Any, Any]:
+        """``([γ_u, θ_u, 1] for every user, [γ_i, E f_i, β_i + β'·f_i] for every item)``: the
+        two-tower form of ``x̂_ui`` (cold items as ``cold_start`` says), which
+        :func:`tfjoint.retrieval.export.export_topk_model` copies into the SavedModel."""
+        return self._user_table(ops.arange(self.num_users, dtype="int32")), self._item_table()
+
     def call(self, users: Any, training: bool | None = None) -> Any:
         users = ops.cast(users, "int32")
         return ops.matmul(self._user_table(users), ops.transpose(self._item_table()))

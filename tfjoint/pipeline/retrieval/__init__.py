@@ -11,6 +11,10 @@ ids of a user named by its original id).
   TFRecords of ``tf.Example`` and back;
 - :mod:`~tfjoint.pipeline.retrieval.transform`: the ``preprocessing_fn``;
 - :mod:`~tfjoint.pipeline.retrieval.trainer`: the ``run_fn``;
+- :mod:`~tfjoint.pipeline.retrieval.item_features`: fixed item features of feature models
+  (VBPR): MiniLM text embeddings from the ``ItemTextEmbeddings`` component (which then runs
+  before the Trainer), a hashed bag of tokens, or MovieLens genres and year, aligned to the
+  item vocabulary;
 - :mod:`~tfjoint.pipeline.retrieval.evaluator`: the ``RankingEvaluator`` component;
 - :mod:`~tfjoint.pipeline.retrieval.pipeline`: ``create_retrieval_pipeline`` and the local run.
 """

@@ -4,6 +4,7 @@
 
     tfjoint pipeline retrieval --dataset retailrocket --model bpr_mf --loss bpr --epochs 50 \\
         --patience 10 --threshold NDCG@10=0.001 --query-server
+    tfjoint pipeline retrieval --dataset movielens-100k --model vbpr --item-features minilm --query-server
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def add_parser(pipeline_sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=H["batch_size"])
     p.add_argument("--learning-rate", type=float, default=H["learning_rate"])
     p.add_argument("--patience", type=int, default=H["patience"], help="epochs without a better validation score")
+    p.add_argument("--item-features", choices=("minilm", "hashed", "metadata", "none"),
+                   help="fixed item features of feature models (vbpr): minilm title embeddings (ItemTextEmbeddings "
+                   "component; falls back to metadata on movielens-100k, else hashed, without the weights), hashed "
+                   "bag of tokens, metadata (movielens-100k genres + year), none (default: minilm for vbpr, else none)")
+    p.add_argument("--item-texts", default="", metavar="TSV",
+                   help="item_id<TAB>text lines for minilm/hashed features (default: movielens-100k's titles)")
     p.add_argument("--k", type=int, default=H["k"], help="items the served model returns")
     p.add_argument("--seed", type=int, default=H["seed"])
     p.add_argument("--threshold", action="append", default=[], metavar="METRIC=MIN",
@@ -56,9 +63,11 @@ def add_parser(pipeline_sub: Any) -> None:
 def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The Trainer's hparams; a bad value is one line naming the flag, before any work."""
     from tfjoint import catalog
+    from tfjoint.pipeline.retrieval import item_features
     from tfjoint.pipeline.retrieval.evaluator import parse_thresholds
 
     catalog.get(args.model, slot="retrieval_model")
+    features = item_features.check(args.item_features, args.model, args.dataset, args.item_texts)
     for flag in ("embedding_dim", "epochs", "batch_size", "patience", "k"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1. Received: {getattr(args, flag)}")
@@ -67,7 +76,7 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     parse_thresholds(",".join(args.threshold))
     return {"model": args.model, "loss": args.loss, "embedding_dim": args.embedding_dim, "epochs": args.epochs,
             "batch_size": args.batch_size, "learning_rate": args.learning_rate, "patience": args.patience,
-            "k": args.k, "seed": args.seed}
+            "k": args.k, "seed": args.seed, "item_features": features}
 
 
 def query_served_topk(
@@ -108,6 +117,7 @@ def query_served_topk(
 def cmd_retrieval(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from tfjoint.pipeline.retrieval import item_features
     from tfjoint.pipeline.retrieval.pipeline import run_retrieval_local
 
     try:
@@ -117,8 +127,11 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
         return 2
     name = args.model_name or f"{args.dataset.replace('-', '_')}_topk"
     start = time.time()
+    hparams["item_features"], features_line = item_features.resolve(hparams["item_features"], args.dataset)
+    print(features_line, flush=True)
     run = run_retrieval_local(dataset=args.dataset, pipeline_root=args.pipeline_root, serving_dir=args.serving_dir,
-                              model_name=name, hparams=hparams, thresholds=",".join(args.threshold))
+                              model_name=name, hparams=hparams, thresholds=",".join(args.threshold),
+                              item_texts=args.item_texts)
     m = run.metrics
     print(f"\n== {args.dataset} / {args.model}: RankingEvaluator (validation-selected epoch) ==")
     for stage in ("valid", "test"):
@@ -126,6 +139,7 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
             r = m[stage][protocol]
             print(f"{stage:>5} {protocol:>7}: HR@10 {r['HR@10']:.4f}  NDCG@10 {r['NDCG@10']:.4f}  "
                   f"MRR {r['MRR']:.4f}  users {r['users']}  ({r['protocol']})")
+    print(features_line)
     print(f"held-out events not rankable (user or item in no training event): {m.get('not_rankable', 0)}")
     print(f"\nblessed: {m['blessed']} (thresholds {m['thresholds'] or 'none'}, judged on {m['judged_on']})"
           f"    pipeline time: {time.time() - start:.0f} s")
@@ -144,7 +158,7 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
         print("the served top-K equals the in-process SavedModel's; server stopped")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"metrics": m, "pushed_dir": run.pushed_dir, "model_run_dir": run.model_run_dir}, f, indent=1)
+            json.dump({"metrics": m, "item_features": features_line, "pushed_dir": run.pushed_dir, "model_run_dir": run.model_run_dir}, f, indent=1)
     return 0
 
 

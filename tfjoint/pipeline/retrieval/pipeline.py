@@ -19,6 +19,7 @@ from tfx.proto import example_gen_pb2
 
 from tfjoint.features.interactions import InteractionSpec
 from tfjoint.features.schema import SCHEMA_DIR
+from tfjoint.pipeline.retrieval import item_features
 from tfjoint.pipeline.retrieval.evaluator import METRICS_FILENAME, RankingEvaluator, parse_thresholds
 from tfjoint.pipeline.retrieval.trainer import DEFAULT_HPARAMS
 from tfjoint.pipeline.runners import LOCAL_BEAM_ARGS, component_progress, latest_version
@@ -27,7 +28,7 @@ PREPROCESSING_FN = "tfjoint.pipeline.retrieval.transform.preprocessing_fn"
 RUN_FN = "tfjoint.pipeline.retrieval.trainer.run_fn"
 SCHEMA_FILE = SCHEMA_DIR / "interactions.pbtxt"
 COMPONENT_IDS = (
-    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+    "ItemTextEmbeddings", "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
     "Transform", "Trainer", "RankingEvaluator", "Pusher",
 )
 
@@ -45,6 +46,7 @@ def create_retrieval_pipeline(
     metadata_path: str | None = None,
     beam_pipeline_args: list[str] | None = None,
     schema_file: str | None = None,
+    item_texts: str = "",
 ) -> tfx.dsl.Pipeline:
     """Wires the retrieval pipeline (see :mod:`tfjoint.pipeline.retrieval`).
 
@@ -55,6 +57,10 @@ def create_retrieval_pipeline(
         serving_dir: the Pusher writes ``<serving_dir>/<model_name>/<version>/``.
         hparams: overrides of :data:`tfjoint.pipeline.retrieval.trainer.DEFAULT_HPARAMS`.
         thresholds: blessing thresholds, ``"NDCG@10=0.001"`` (judged on validation).
+        item_texts: a TSV of ``item_id<TAB>text`` for ``item_features`` ``minilm`` or ``hashed``
+            (default: MovieLens-100K's titles); those kinds add the ``ItemTextEmbeddings``
+            component, whose vectors the Trainer aligns to the item vocabulary
+            (:mod:`tfjoint.pipeline.retrieval.item_features`).
     """
     unknown = sorted(set(hparams or {}) - set(DEFAULT_HPARAMS))
     if unknown:
@@ -62,6 +68,7 @@ def create_retrieval_pipeline(
     parse_thresholds(thresholds)  # a malformed threshold fails before any component runs
     config = {**DEFAULT_HPARAMS, **(hparams or {}), "dataset": spec.name,
               "behaviors": list(spec.behaviors), "target": spec.target}
+    config["item_features"] = item_features.check(config["item_features"], config["model"], spec.name, item_texts)
     example_gen = tfx.components.ImportExampleGen(
         input_base=data_root,
         input_config=example_gen_pb2.Input(splits=[
@@ -80,6 +87,12 @@ def create_retrieval_pipeline(
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"behaviors": list(spec.behaviors)},
     )
+    embeddings = None
+    if config["item_features"] in item_features.TEXT_KINDS:
+        from tfjoint.pipeline.item_embeddings import ItemTextEmbeddings
+
+        embeddings = ItemTextEmbeddings(items_path=item_texts, encoder=config["item_features"]).with_id(item_features.COMPONENT_ID)
+        config["item_features_dir"] = os.path.join(pipeline_root, item_features.COMPONENT_ID, "embeddings")
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -89,6 +102,10 @@ def create_retrieval_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=config,
     )
+    components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer]
+    if embeddings is not None:
+        trainer.add_upstream_node(embeddings)  # the Trainer reads its newest output
+        components.insert(0, embeddings)
     evaluator = RankingEvaluator(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -106,7 +123,7 @@ def create_retrieval_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform, trainer, evaluator, pusher],
+        components=[*components, evaluator, pusher],
         enable_cache=False,
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path) if metadata_path else None
@@ -135,10 +152,12 @@ def run_retrieval_local(
     thresholds: str = "",
     signal: float = 1.0,
     split: Any = None,
+    item_texts: str = "",
 ) -> RetrievalRun:
     """Writes a built-in dataset's split (or ``split``, a :class:`~tfjoint.retrieval.LeaveOneOut`
     of your own log, named ``dataset``) under ``<pipeline_root>/data/<dataset>`` once, runs the
-    pipeline locally and returns where its outputs are."""
+    pipeline locally and returns where its outputs are (``item_texts``: see
+    :func:`create_retrieval_pipeline`)."""
     from tfjoint.pipeline.retrieval.data import write_split
     from tfjoint.retrieval import builtin
 
@@ -162,6 +181,7 @@ def run_retrieval_local(
                 thresholds=thresholds,
                 metadata_path=os.path.join(pipeline_root, "metadata.sqlite"),
                 beam_pipeline_args=LOCAL_BEAM_ARGS,
+                item_texts=item_texts,
             )
         )
     evaluation = latest_version(os.path.join(pipeline_root, "RankingEvaluator", "evaluation", "*"))

@@ -131,6 +131,44 @@ def test_a_pipeline_run_pushes_a_model_whose_grpc_top_k_matches_in_process(split
     assert summary["items"] == seen and scores.shape == (1, seen)
 
 
+def test_vbpr_runs_on_item_text_embeddings_blesses_pushes_and_its_grpc_top_k_matches_in_process(split, tmp_path):
+    from tfjoint.pipeline.retrieval.cli import query_served_topk
+    from tfjoint.pipeline.retrieval.pipeline import run_retrieval_local
+
+    texts = tmp_path / "items.tsv"  # item texts keyed by the log's item ids (decimal strings)
+    texts.write_text("".join(f"{i}\titem {i} shelf {i % 7}\n" for i in range(split.train.num_items)))
+    run = run_retrieval_local(
+        dataset="synthetic", pipeline_root=str(tmp_path / "pipeline"), serving_dir=str(tmp_path / "serving"),
+        model_name="topk", thresholds="NDCG@10=0.0", split=split, item_texts=str(texts),
+        hparams={"model": "vbpr", "item_features": "hashed", "epochs": 2, "embedding_dim": 8, "batch_size": 128},
+    )
+    assert run.metrics["blessed"] and run.pushed_dir is not None
+    summary = json.load(open(os.path.join(run.model_run_dir, "training_summary.json")))
+    features = summary["item_features"]
+    assert features["kind"] == "hashed" and features["dim"] == 384 and features["missing"] == 0
+    assert features["items"] == summary["items"] and "ItemTextEmbeddings" in features["source"]
+    users = [str(u).encode() for u in (0, 7, 42)] + [b"no-such-user"]
+    served, local = query_served_topk(run.pushed_dir, "topk", users)
+    assert served.shape == (4, 10)
+    np.testing.assert_array_equal(served, local)
+    # the served graph holds the features as a fixed table: no tf-text (or other custom) op in it
+    loaded = tf.saved_model.load(run.pushed_dir)
+    graph = loaded.signatures["serving_default"].graph.as_graph_def()
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert not [o for o in ops if "Sentencepiece" in o or "Wordpiece" in o or o.startswith("Regex")]
+
+
+def test_item_feature_flags_fail_in_one_line_naming_the_flag(capsys):
+    assert cli.main(["pipeline", "retrieval", "--model", "vbpr", "--item-features", "none"]) == 2
+    assert "--item-features none: model 'vbpr' needs item features" in capsys.readouterr().err
+    assert cli.main(["pipeline", "retrieval", "--model", "bpr_mf", "--item-features", "minilm"]) == 2
+    assert "takes no item features" in capsys.readouterr().err
+    assert cli.main(["pipeline", "retrieval", "--dataset", "synthetic", "--model", "vbpr"]) == 2
+    assert "--item-features minilm needs --item-texts" in capsys.readouterr().err
+    assert cli.main(["pipeline", "retrieval", "--dataset", "synthetic", "--model", "vbpr", "--item-features", "metadata"]) == 2
+    assert "--item-features metadata needs --dataset movielens-100k" in capsys.readouterr().err
+
+
 def _by_index(user):
     ex = tf.train.Example()
     ex.features.feature["user"].int64_list.value.append(user)

@@ -19,6 +19,7 @@ import tensorflow_transform as tft
 
 from tfjoint.features.interactions import InteractionSpec
 from tfjoint.pipeline.retrieval.data import ITEM_ID, STAGE, TRAIN, USER_ID, split_from_arrays
+from tfjoint.pipeline.retrieval.item_features import load_for_vocabulary
 from tfjoint.retrieval import LeaveOneOut, builtin, evaluate, history
 
 SELECTION_METRIC = "NDCG@10"
@@ -33,6 +34,7 @@ DEFAULT_HPARAMS: dict[str, Any] = {
     "patience": 10,
     "k": 10,
     "seed": 0,
+    "item_features": None,  # minilm | hashed | metadata | none; None: minilm for feature models (item_features.check)
 }
 
 
@@ -75,14 +77,17 @@ def validation_score(split: LeaveOneOut) -> Any:
     )
 
 
-def fit(split: LeaveOneOut, config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Builds and fits ``config["model"]`` on ``split.train``; the best validation epoch is kept."""
+def fit(split: LeaveOneOut, config: dict[str, Any], item_features: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Builds and fits ``config["model"]`` on ``split.train`` (with the fixed ``item_features``,
+    row ``i`` for item index ``i``, when given); the best validation epoch is kept."""
     import keras
 
     keras.utils.set_random_seed(int(config["seed"]))
+    dim = int(config["embedding_dim"])
     model = builtin.build_model(
         config["model"], split.train.num_users, split.train.num_items, int(config["seed"]),
-        optional={"embedding_dim": int(config["embedding_dim"]), "hidden_dim": int(config["embedding_dim"]), "loss": config["loss"]},
+        optional={"embedding_dim": dim, "hidden_dim": dim, "content_dim": dim, "loss": config["loss"]},
+        **({} if item_features is None else {"item_features": item_features}),
     )
     fitted = model.fit(
         split.train, validate=validation_score(split), epochs=int(config["epochs"]),
@@ -102,7 +107,10 @@ def run_fn(fn_args: Any) -> None:
     split, dropped = load_split(fn_args.train_files, fn_args.eval_files, tft_output, spec)
     logging.info("tfjoint: %s on %d users x %d items, %d training events (%d held-out events not rankable)",
                  config["model"], split.train.num_users, split.train.num_items, len(split.train), dropped)
-    model, fitted = fit(split, config)
+    features, features_summary = load_for_vocabulary(config, split.train.item_ids)
+    if features is not None:
+        logging.info("tfjoint: item features %s", features_summary)
+    model, fitted = fit(split, config, features)
     k = min(int(config["k"]), split.train.num_items)
     export_topk_model(model, fn_args.serving_model_dir, k=k, item_ids=split.train.item_ids, user_ids=split.train.user_ids)
     tf.io.gfile.makedirs(fn_args.model_run_dir)
@@ -111,6 +119,7 @@ def run_fn(fn_args: Any) -> None:
         "hparams": {k: config[k] for k in DEFAULT_HPARAMS},
         "users": split.train.num_users, "items": split.train.num_items, "training_events": len(split.train),
         "held_out_not_rankable": dropped,
+        "item_features": features_summary,
         "best_epoch": fitted.get("best_epoch"),
         "validation": {SELECTION_METRIC: [float(v) for v in fitted.get("validation", [])]},
         "loss": [float(v) for v in fitted.get("loss", [])],
