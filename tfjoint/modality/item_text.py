@@ -47,17 +47,21 @@ class HashedBagEncoder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def vocabulary_vectors(vocabulary, texts: dict[str, str], encoder, batch_size: int = 64) -> np.ndarray:
-    """``(len(vocabulary), dim)`` float32: row ``i`` encodes ``texts[vocabulary[i]]`` (ids as
-    str or bytes); a vocabulary entry without a text keeps a zero row (its modality is then
-    masked as missing)."""
-    keys = [v.decode() if isinstance(v, bytes) else str(v) for v in vocabulary]
-    rows = [i for i, k in enumerate(keys) if k in texts]
-    probe = encoder.encode([texts[keys[rows[0]]]]) if rows else encoder.encode(["probe"])
-    out = np.zeros((len(keys), probe.shape[1]), np.float32)
-    if rows:
-        out[rows] = encoder.encode([texts[keys[i]] for i in rows], batch_size=batch_size)
-    return out
+def aligned_vectors(vocabulary, ids, vectors: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(features (len(vocabulary), D), missing)``: row ``i`` is the vector of
+    ``vocabulary[i]`` among ``ids`` (keys compared as str; bytes decoded), zeros for an entry
+    without one (its modality is then masked as missing); ``missing`` counts those."""
+    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in np.asarray(ids).tolist()]
+    row = {k: n for n, k in enumerate(keys)}
+    out = np.zeros((len(vocabulary), vectors.shape[1]), np.float32)
+    missing = 0
+    for i, item in enumerate(np.asarray(vocabulary).tolist()):
+        n = row.get(item.decode() if isinstance(item, bytes) else str(item))
+        if n is None:
+            missing += 1
+        else:
+            out[i] = vectors[n]
+    return out, missing
 
 
 def dataset_item_texts(dataset: str) -> dict[str, str]:

@@ -73,15 +73,13 @@ def test_hashed_bag_signs_tokens_so_collisions_cancel_in_expectation():
     assert 10 < (signs < 0).sum() < 30  # about half negative, never all positive
 
 
-def test_vocabulary_vectors_follow_the_vocabulary_order_and_leave_unknown_items_zero():
-    from tfjoint.modality.item_text import HashedBagEncoder, vocabulary_vectors
+def test_aligned_vectors_follow_the_vocabulary_order_and_leave_unknown_items_zero():
+    from tfjoint.modality.item_text import aligned_vectors
 
-    encoder = HashedBagEncoder(dim=16)
-    texts = {"7": "toy story", "3": "heat"}
-    out = vocabulary_vectors([b"3", b"99", b"7"], texts, encoder)
-    np.testing.assert_allclose(out[0], encoder.encode(["heat"])[0])
-    np.testing.assert_allclose(out[2], encoder.encode(["toy story"])[0])
-    np.testing.assert_array_equal(out[1], 0.0)
+    vectors = np.arange(6, dtype=np.float32).reshape(3, 2)
+    out, missing = aligned_vectors([b"3", b"99", b"7"], ["7", "5", "3"], vectors)
+    np.testing.assert_array_equal(out, [[4, 5], [0, 0], [0, 1]])
+    assert missing == 1
 
 
 def test_item_texts_are_known_for_movielens_only():

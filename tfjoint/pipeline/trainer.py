@@ -147,10 +147,11 @@ def item_text_vectors(config: dict[str, Any], spec: DatasetSpec, tf_transform_ou
     if spec.sequence is None:
         raise ValueError(f"item_text_encoder needs an item feature; {spec.name} has none")
     vocabulary = tf_transform_output.vocabulary_by_name(spec.sequence.item_feature)
+    texts = item_text.dataset_item_texts(config["dataset"])
     encoder = item_text.text_encoder(kind)
-    vectors = item_text.vocabulary_vectors(vocabulary, item_text.dataset_item_texts(config["dataset"]), encoder)
-    logging.info("tfjoint: %s item vectors %s (%s) for %d items", ITEM_TEXT_MODALITY, vectors.shape,
-                 type(encoder).__name__, int((abs(vectors).sum(1) > 0).sum()))
+    vectors, missing = item_text.aligned_vectors(vocabulary, list(texts), encoder.encode(list(texts.values())))
+    logging.info("tfjoint: %s item vectors %s (%s), %d items without a text", ITEM_TEXT_MODALITY, vectors.shape,
+                 type(encoder).__name__, missing)
     return {ITEM_TEXT_MODALITY: vectors}
 
 

@@ -85,22 +85,6 @@ def describe(kind: str) -> str:
     }[kind]
 
 
-def aligned(item_ids: Any, ids: Any, vectors: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(features (len(item_ids), D), missing)``: row ``i`` is the vector of ``item_ids[i]``
-    (vocabulary entries, bytes or str) among ``ids`` (same kind of key), zeros when it has none."""
-    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in np.asarray(ids).tolist()]
-    row = {k: n for n, k in enumerate(keys)}
-    out = np.zeros((len(item_ids), vectors.shape[1]), np.float32)
-    missing = 0
-    for i, item in enumerate(np.asarray(item_ids).tolist()):
-        n = row.get(item.decode() if isinstance(item, bytes) else str(item))
-        if n is None:
-            missing += 1
-        else:
-            out[i] = vectors[n]
-    return out, missing
-
-
 def load_for_vocabulary(config: dict[str, Any], item_ids: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The Trainer's fixed item features for the vocabulary ``item_ids`` and a summary;
     ``(None, ...)`` for ``none``."""
@@ -121,7 +105,9 @@ def load_for_vocabulary(config: dict[str, Any], item_ids: Any) -> tuple[np.ndarr
         ids, vectors = load_item_vectors(source)
     else:
         raise ValueError(f"item_features must be one of {KINDS}. Received: {kind!r}")
-    features, missing = aligned(item_ids, ids, vectors)
+    from tfjoint.modality.item_text import aligned_vectors
+
+    features, missing = aligned_vectors(item_ids, ids, vectors)
     if missing == len(features):
         raise ValueError(f"no item of the vocabulary has a vector in {source} (item ids differ?)")
     if missing:

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tfjoint.modality import minilm
 from tfjoint.pipeline.retrieval import item_features
-
-
-def test_vectors_are_ordered_by_the_vocabulary_and_missing_items_get_zeros():
-    vectors = np.arange(6, dtype=np.float32).reshape(3, 2)
-    features, missing = item_features.aligned([b"30", b"10", b"99"], np.array([10, 20, 30]), vectors)
-    np.testing.assert_array_equal(features, [[4, 5], [0, 1], [0, 0]])
-    assert missing == 1
 
 
 def test_the_default_kind_follows_the_model():
