@@ -128,6 +128,49 @@ def test_nan_inf_and_out_of_domain_values_in_the_data_are_anomalies(tmp_path):
     assert Reason.INT_TYPE_BIG_INT in kinds["scenario"]
 
 
+def test_labels_outside_their_domain_are_refused_with_the_count_and_first_row(tmp_path, capsys, monkeypatch):
+    from tfjoint.features import SYNTHETIC
+    from tfjoint.pipeline import runners
+
+    built = []
+    monkeypatch.setattr(runners, "check_model", lambda *a: built.append(a))
+    user = tmp_path / "data"
+    for split, labels in (("train", [(1.0, 0.0, 2.5), (7.0, 1.0, 1.0), (1.0, 2.0, 0.5)]), ("eval", [(0.0, 0.0, 1.0)])):
+        (user / split).mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(user / split / "data.tfrecord")) as writer:
+            for values in labels:
+                ex = tf.train.Example()
+                for task, y in zip(SYNTHETIC.tasks, values):
+                    ex.features.feature[task.name].float_list.value.append(y)
+                writer.write(ex.SerializeToString())
+    before = _snapshot(tmp_path)
+    line = _failure(["pipeline", "run", "--dataset", "synthetic", "--data-root", str(user), "--pipeline-root",
+                     str(tmp_path / "p"), "--serving-dir", str(tmp_path / "s")], capsys)
+    assert "train/ has 2 labels outside their task's domain" in line
+    assert "first at row 1 of train/data.tfrecord, click=7.0" in line
+    assert built == [] and _snapshot(tmp_path) == before
+    # a regression label must be finite; the eval split is read too (direct call, another root)
+    import dataclasses
+
+    score_only = dataclasses.replace(SYNTHETIC, tasks=SYNTHETIC.tasks[2:])
+    runners.check_labels(str(user), score_only)
+    other = tmp_path / "other"
+    for split, y in (("train", 1.0), ("eval", float("nan"))):
+        (other / split).mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(other / split / "data.tfrecord")) as writer:
+            ex = tf.train.Example()
+            ex.features.feature["score"].float_list.value.append(y)
+            writer.write(ex.SerializeToString())
+    with pytest.raises(ValueError, match="eval/ has 1 labels outside"):
+        runners.check_labels(str(other), score_only)
+    broken = tmp_path / "broken"
+    for split in ("train", "eval"):
+        (broken / split).mkdir(parents=True)
+        (broken / split / "data.tfrecord").write_bytes(b"not a tfrecord at all\n" * 3)
+    with pytest.raises(ValueError, match="train/data.tfrecord is not a readable TFRecord file"):
+        runners.check_labels(str(broken), score_only)
+
+
 # ---- versions: partial copies and deletes during load never take the serving version down
 
 

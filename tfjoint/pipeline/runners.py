@@ -125,6 +125,13 @@ def check_model(spec: DatasetSpec, model: str, hparams: dict[str, Any] | None) -
                       **{slot: config[slot] for slot in slots})
 
 
+def check_labels(data_root: str, spec: DatasetSpec) -> None:
+    """Labels outside their task's domain are refused in one line (:mod:`tfjoint.pipeline.label_check`)."""
+    from tfjoint.pipeline.label_check import check_labels as check
+
+    check(data_root, spec)
+
+
 def check_data_root(data_root: str) -> str:
     """``data_root`` if it holds ``train/*`` and ``eval/*`` files; otherwise a
     FileNotFoundError that names what is missing. A data root the user gave is only read:
@@ -176,6 +183,7 @@ def run_local(
     pipeline_root = os.path.abspath(pipeline_root)
     if data_root is not None:  # the user's data: read, never written
         data_root = check_data_root(os.path.abspath(data_root))
+        check_labels(data_root, spec)
     else:
         data_root = prepare_data(dataset, os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {}))
     before = set(glob.glob(os.path.join(pipeline_root, "Evaluator", "evaluation", "*")))
