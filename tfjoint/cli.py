@@ -101,9 +101,6 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     spec = get_dataset_spec(args.dataset)
     start = time.time()
     try:
-        if args.data_root is not None:  # before the model is built: a bad path fails at once
-            runners.check_data_root(os.path.abspath(args.data_root))
-            runners.check_labels(os.path.abspath(args.data_root), spec)
         run = runners.run_local(
             dataset=args.dataset,
             model=args.model,

@@ -179,12 +179,12 @@ def run_local(
     from tfx import v1 as tfx
 
     spec = get_dataset_spec(dataset)
-    check_model(spec, model, hparams)
-    pipeline_root = os.path.abspath(pipeline_root)
-    if data_root is not None:  # the user's data: read, never written
+    if data_root is not None:  # the user's data: read, never written; checked before the model is built
         data_root = check_data_root(os.path.abspath(data_root))
         check_labels(data_root, spec)
-    else:
+    check_model(spec, model, hparams)
+    pipeline_root = os.path.abspath(pipeline_root)
+    if data_root is None:
         data_root = prepare_data(dataset, os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {}))
     before = set(glob.glob(os.path.join(pipeline_root, "Evaluator", "evaluation", "*")))
     with component_progress(pipeline_root, COMPONENT_IDS):

@@ -10,6 +10,7 @@ import numpy as np
 from keras import ops
 
 from tfjoint.layers.core.arguments import positive_int
+from tfjoint.layers.multi_behavior.behavior_pooling import behavior_selector
 
 MASKED_LOGIT = -1e30  # the authors' padding fill
 
@@ -102,7 +103,7 @@ class BehaviorPairAttention(keras.layers.Layer):
 
     def one_hot(self, behaviors: Any) -> Any:
         """``(batch, L, T)``: the behavior of each position, all zero on padding."""
-        return ops.one_hot(ops.cast(behaviors, "int32") - 1, self.num_behaviors)
+        return behavior_selector(behaviors, self.num_behaviors)
 
     def project(self, inputs: Any, onehot: Any, which: int) -> Any:
         """``x_i W_(b_i)`` per head: ``(batch, heads, L, width)``."""

@@ -11,13 +11,17 @@ from tfjoint.layers.core.arguments import positive_int
 from tfjoint.registry import register
 
 
-def behavior_one_hot(inputs: dict[str, Any], num_behaviors: int) -> Any:
-    """``1[b_j = b]`` as ``(batch, L, num_behaviors)`` float32, zero at masked positions.
+def behavior_selector(behaviors: Any, num_behaviors: int) -> Any:
+    """``1[b = t]`` as ``(..., num_behaviors)`` float32: behavior id ``b`` (1..num_behaviors)
+    is column ``b - 1``; padding (id 0) is all zero."""
+    return ops.one_hot(ops.cast(behaviors, "int32") - 1, num_behaviors)
 
-    Behavior id ``b`` (1..num_behaviors) is column ``b - 1``; padding (id 0) has no column.
-    """
+
+def behavior_one_hot(inputs: dict[str, Any], num_behaviors: int) -> Any:
+    """:func:`behavior_selector` of ``inputs["behaviors"]``, zero at masked positions:
+    ``(batch, L, num_behaviors)`` float32."""
     mask = ops.cast(inputs["sequence_mask"], "float32")
-    return ops.one_hot(ops.cast(inputs["behaviors"], "int32") - 1, num_behaviors) * mask[..., None]
+    return behavior_selector(inputs["behaviors"], num_behaviors) * mask[..., None]
 
 
 @register(

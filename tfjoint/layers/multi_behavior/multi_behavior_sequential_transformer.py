@@ -32,13 +32,13 @@ def event_windows(
     """Each user's events ``[end - length, end)`` of the time-sorted ``log`` (default ``end``:
     the user's last event), items and behaviors shifted by one, left-padded with 0:
     two ``(len(users), length)`` int64 arrays. ``log`` must be sorted (``log.sorted()``)."""
+    if not len(log.items):
+        return np.zeros((len(users), length), np.int64), np.zeros((len(users), length), np.int64)
     starts = np.searchsorted(log.users, users, "left")
     ends = np.searchsorted(log.users, users, "right") if ends is None else ends
     index = ends[:, None] - length + np.arange(length)[None, :]
     valid = index >= starts[:, None]
-    index = np.clip(index, 0, max(len(log.items) - 1, 0))
-    if not len(log.items):
-        return np.zeros(index.shape, np.int64), np.zeros(index.shape, np.int64)
+    index = np.clip(index, 0, len(log.items) - 1)
     return np.where(valid, log.items[index] + 1, 0), np.where(valid, log.behaviors[index] + 1, 0)
 
 

@@ -14,12 +14,8 @@ from keras import ops
 
 from tfjoint.layers.core.arguments import dropout_rate, positive_int
 from tfjoint.layers.multi_behavior.behavior_pair_attention import BehaviorPairAttention
+from tfjoint.layers.multi_behavior.behavior_pooling import behavior_selector
 from tfjoint.registry import register
-
-
-def behavior_selector(behaviors: Any, num_behaviors: int) -> Any:
-    """``1[b = t]`` as ``(..., T)`` float32; all zero for padding (id 0)."""
-    return ops.one_hot(ops.cast(behaviors, "int32") - 1, num_behaviors)
 
 
 def normal(seed: int | None) -> keras.initializers.Initializer:
