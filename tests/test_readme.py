@@ -15,7 +15,7 @@ def _block(after_heading: str) -> str:
 
 
 def test_your_own_component_example_runs(capsys):
-    code = _block("### Slot contracts and your own component")
+    code = _block("### Your own component")
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert capsys.readouterr().out.strip() == "['like', 'rating', 'watch']"
