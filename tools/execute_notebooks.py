@@ -16,7 +16,7 @@ import nbformat
 from nbclient import NotebookClient
 
 NOISE = ("cuda", "cuFFT", "cuDNN", "cuBLAS", "TensorRT", "cpu_feature_guard", "AVX2", "rebuild TensorFlow",
-         "WARNING:apache_beam", "local_rendezvous", "Unable to register")
+         "WARNING:apache_beam", "local_rendezvous", "Unable to register", "oneDNN", "INFO:tensorflow")
 
 
 def execute(path: Path) -> None:
