@@ -118,7 +118,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     blessed = evaluation.is_blessed(run.evaluation_dir)
     found = {split: lines for split, lines in run.anomalies.items() if lines}
     for split, lines in found.items():
-        print(f"\nExampleValidator anomalies in {split} (schemas/{spec.name}.pbtxt):", file=sys.stderr)
+        print(f"\nExampleValidator anomalies in {split} (tfjoint/schemas/{spec.name}.pbtxt):", file=sys.stderr)
         for line in lines:
             print(f"  {line}", file=sys.stderr)
     print(f"\n== {spec.name} / {args.model}: Evaluator metrics (eval split), per scenario and task ==")
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_bench_parser(sub)
 
-    schema = sub.add_parser("schema", help="write schemas/*.pbtxt from the specs in tfjoint/features/")
+    schema = sub.add_parser("schema", help="write tfjoint/schemas/*.pbtxt from the specs in tfjoint/features/")
     schema.add_argument("--check", action="store_true", help="only check that the files are up to date")
     schema.set_defaults(func=cmd_schema)
     return parser
