@@ -94,12 +94,15 @@ def test_runtime_overrides_reach_the_trainer_config(tmp_path):
 
 def test_the_wheel_carries_every_schema(tmp_path):
     """A non-editable install (what the Dockerfile does) has the schemas ImportSchemaGen reads."""
+    src = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info into the source
+    shutil.copytree(ROOT / "tfjoint", src / "tfjoint", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    str(ROOT), "-w", str(tmp_path)], check=True, cwd=tmp_path)
+                    str(src), "-w", str(tmp_path)], check=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("tfjoint-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"tfjoint/schemas/{name}.pbtxt" for name in DATASETS} <= names
-    shutil.rmtree(tmp_path / "build", ignore_errors=True)
 
 
 def _docker_unavailable() -> str | None:
