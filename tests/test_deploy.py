@@ -28,7 +28,8 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w:/.\\-])/(?:[\w.@+-]+/)*[\w.@*+-]+")
 def job(tmp_path_factory):
     output = tmp_path_factory.mktemp("kfp") / "pipeline.json"
     argv = ["pipeline", "compile", "--runner", "kubeflow", "--output", str(output), "--epochs", "3",
-            "--data-root", "gs://bucket/data", "--beam-arg=--runner=DataflowRunner"]
+            "--data-root", "gs://bucket/data", "--serving-dir", "gs://bucket/serving", "--model-name", "movielens",
+            "--beam-arg=--runner=DataflowRunner"]
     assert cli.main(argv) == 0
     return json.loads(output.read_text())
 
@@ -42,6 +43,12 @@ def test_the_compiled_job_names_no_local_path(job):
     assert all(p.startswith(IMAGE_PACKAGE_DIR + "/") for p in paths), sorted(paths)
     schema_gen = json.dumps(job["pipelineSpec"]["root"]["dag"]["tasks"]["ImportSchemaGen"])
     assert f"{IMAGE_PACKAGE_DIR}/schemas/movielens-100k.pbtxt" in schema_gen
+
+
+def test_the_pusher_writes_where_the_serving_configs_look(job):
+    """serving/models.config's movielens, under the compiled --serving-dir."""
+    pusher = json.dumps(job["pipelineSpec"]["root"]["dag"]["tasks"]["Pusher"])
+    assert "gs://bucket/serving/movielens" in pusher
 
 
 def test_every_step_runs_in_the_package_image(job):
