@@ -15,9 +15,11 @@ RUN python -m pip install --quiet --upgrade pip==24.2 \
 
 COPY pyproject.toml README.md /tmp/tfjoint-src/
 COPY tfjoint/ /tmp/tfjoint-src/tfjoint/
-# The compiled pipeline names the schemas under tfjoint.IMAGE_PACKAGE_DIR: check that the
-# package landed there, with every schema, before the sources are removed.
-RUN python -m pip install --quiet --no-deps /tmp/tfjoint-src \
+# The compiled pipeline names the schemas under tfjoint.IMAGE_PACKAGE_DIR: the build checks
+# that the package landed there, with every schema.
+# The wheel stays in the image for Dataflow workers: --beam-arg=--extra_package=/opt/tfjoint/<wheel>.
+RUN python -m pip wheel --quiet --no-deps /tmp/tfjoint-src -w /opt/tfjoint \
+ && python -m pip install --quiet --no-deps /opt/tfjoint/tfjoint-*.whl \
  && python -m pip check \
  && rm -rf /tmp/tfjoint-src \
  && cd / && python -c "import os, tfjoint; from tfjoint.features import DATASETS; \
