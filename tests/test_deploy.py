@@ -57,6 +57,19 @@ def test_every_step_runs_in_the_package_image(job):
     assert "--runner=DataflowRunner" in json.dumps(executors["Transform_executor"])
 
 
+def test_every_executor_class_the_job_names_is_importable(job):
+    """What the image's entry point imports, tfjoint's own step included."""
+    import importlib
+
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"].values()
+    paths = [args[args.index("--executor_class_path") + 1] for e in executors
+             if "--executor_class_path" in (args := e["container"].get("args", []))]
+    assert "tfjoint.pipeline.runtime.RuntimeOverrides_Executor" in paths
+    for path in paths:
+        module, _, name = path.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), path
+
+
 def test_data_root_epochs_and_model_are_runtime_parameters(job):
     spec = job["pipelineSpec"]
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == set(runtime.PARAMETER_NAMES)
