@@ -4,9 +4,10 @@
         --pipeline-root gs://BUCKET/root --data-root gs://BUCKET/data \
         --serving-dir gs://BUCKET/serving --image REGISTRY/tfjoint:0.1.0
 
-The image must have tfjoint installed (the Transform and Trainer import
-``tfjoint.pipeline.transform.preprocessing_fn`` and ``tfjoint.pipeline.trainer.run_fn``).
-Submit the JSON with the Kubeflow Pipelines or Vertex AI Pipelines client.
+The image is the repository's Dockerfile (``docker build -t tfjoint:0.1.0 .``): tfjoint with
+its schemas, which the job names at their path inside the image. ``data_root``, ``epochs``
+and ``model`` are runtime parameters. Submit with the Kubeflow Pipelines or Vertex AI
+Pipelines client (docs/deploy.md).
 """
 
 import sys

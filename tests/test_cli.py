@@ -49,7 +49,8 @@ def test_kubeflow_compile_names_every_component(tmp_path):
     assert set(COMPONENT_IDS) <= set(tasks), sorted(tasks)
     trainer = json.dumps(tasks["Trainer"])
     assert "tfjoint.pipeline.trainer.run_fn" in trainer and '\\"model\\": \\"mmoe\\"' in trainer
-    assert len(spec["deploymentSpec"]["executors"]) == len(COMPONENT_IDS)
+    # one executor per component, and the step that applies the runtime parameters
+    assert len(spec["deploymentSpec"]["executors"]) == len(COMPONENT_IDS) + 1
 
 
 def test_a_component_by_import_path_reaches_the_trainer(tmp_path):

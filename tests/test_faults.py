@@ -26,6 +26,7 @@ from tfjoint.serving import manager as manager_module
 from tfjoint.serving import servable as servable_module
 from tfjoint.serving.client import ServingClient
 from tfjoint.serving.conftest import add_version, serialized, toy_export  # noqa: F401 - a fixture
+from tfjoint.serving.flags import free_ports
 from tfjoint.serving.server import serve_in_background
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -89,7 +90,7 @@ def test_a_bad_data_root_is_one_line_and_nothing_is_written(tmp_path, capsys, mo
 
 @pytest.mark.parametrize("argv, says", [
     (["serve", "--model_base_path", "/nonexistent", "--port", "70000"], "70000 is outside [0, 65535]"),
-    (["serve", "--model_base_path", "/nonexistent", "--rest_api_port", "-2"], "-2 is outside [-1, 65535]"),
+    (["serve", "--model_base_path", "/nonexistent", "--rest_api_port", "-1"], "-1 is outside [0, 65535]"),
     (["serve", "--model_base_path", "/nonexistent", "--max_num_load_retries", "-1"], "must be >= 0"),
     (["pipeline", "compile", "--output", "x.json", "--epochs", "-3"], "--epochs must be an integer > 0"),
     (["pipeline", "run", "--dataset", "synthetic", "--batch-size", "0"],
@@ -255,7 +256,8 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path, toy_export, 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"--port": "0", "--rest_api_port": "0", flag: str(port)}
+        grpc_port, rest_port = free_ports(2)
+        ports = {"--port": str(grpc_port), "--rest_api_port": str(rest_port), flag: str(port)}
         t0 = time.monotonic()
         line = _failure(["serve", "--model_name", "toy", "--model_base_path", bp,
                                   *[x for kv in ports.items() for x in kv]], capsys)
@@ -280,10 +282,11 @@ sys.exit(main(sys.argv[2:]))
 
 
 def _serve_process(bp: str, slow_version: int) -> subprocess.Popen:
+    grpc_port, rest_port = free_ports(2)
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
         [sys.executable, "-c", _SLOW_LOAD, str(slow_version), "serve", "--model_name", "toy",
-         "--model_base_path", bp, "--port", "0", "--rest_api_port", "0",
+         "--model_base_path", bp, "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--file_system_poll_wait_seconds", "0.2"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -17,3 +17,6 @@ if int(_keras.__version__.split(".")[0]) < 3:
 __version__ = "0.1.0"
 # The container image the Kubeflow compile names by default (see the Kubeflow compile).
 DEFAULT_IMAGE = f"tfjoint:{__version__}"
+# Where that image (the repository's Dockerfile, on python:3.10) installs this package; the
+# compiled pipeline names the schemas there, and the Dockerfile's build checks the path.
+IMAGE_PACKAGE_DIR = "/usr/local/lib/python3.10/site-packages/tfjoint"

@@ -118,7 +118,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     blessed = evaluation.is_blessed(run.evaluation_dir)
     found = {split: lines for split, lines in run.anomalies.items() if lines}
     for split, lines in found.items():
-        print(f"\nExampleValidator anomalies in {split} (schemas/{spec.name}.pbtxt):", file=sys.stderr)
+        print(f"\nExampleValidator anomalies in {split} (tfjoint/schemas/{spec.name}.pbtxt):", file=sys.stderr)
         for line in lines:
             print(f"  {line}", file=sys.stderr)
     print(f"\n== {spec.name} / {args.model}: Evaluator metrics (eval split), per scenario and task ==")
@@ -187,6 +187,7 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
         pipeline_root=args.pipeline_root,
         data_root=args.data_root,
         serving_dir=args.serving_dir,
+        model_name=args.model_name,
         image=args.image,
         hparams=hparams,
         beam_args=args.beam_args,
@@ -264,14 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_retrieval_parser(pipeline_sub)
 
-    comp = pipeline_sub.add_parser("compile", help="compile the pipeline for an orchestrator")
+    comp = pipeline_sub.add_parser(
+        "compile", help="compile the pipeline for an orchestrator",
+        description="Writes a Kubeflow Pipelines V2 job for the image the repository's Dockerfile builds. "
+                    "data_root, epochs and model are runtime parameters (--data-root, --epochs and --model "
+                    "give their defaults); nothing of this machine's paths is embedded.")
     _add_pipeline_args(comp)
     comp.add_argument("--runner", default="kubeflow", help="only 'kubeflow' (Kubeflow Pipelines V2)")
     comp.add_argument("--output", required=True, help="PipelineJob JSON file to write")
     comp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/tfjoint/pipeline_root")
-    comp.add_argument("--data-root", default="gs://YOUR_BUCKET/tfjoint/data")
+    comp.add_argument("--data-root", default="gs://YOUR_BUCKET/tfjoint/data",
+                      help="train/ and eval/ TFRecords (default of the data_root runtime parameter)")
     comp.add_argument("--serving-dir", default="gs://YOUR_BUCKET/tfjoint/serving")
-    comp.add_argument("--image", default=DEFAULT_IMAGE, help="container image with tfjoint installed")
+    comp.add_argument("--model-name", help="served model name: the Pusher writes <serving-dir>/<name>/<version>/ "
+                      "(default: the dataset name)")
+    comp.add_argument("--image", default=DEFAULT_IMAGE,
+                      help="the image built from the repository's Dockerfile, pushed to your registry")
     comp.set_defaults(func=cmd_pipeline_compile)
 
     models = sub.add_parser("models", help="list the registered models and components")
@@ -291,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(sub)
     add_bench_parser(sub)
 
-    schema = sub.add_parser("schema", help="write schemas/*.pbtxt from the specs in tfjoint/features/")
+    schema = sub.add_parser("schema", help="write tfjoint/schemas/*.pbtxt from the specs in tfjoint/features/")
     schema.add_argument("--check", action="store_true", help="only check that the files are up to date")
     schema.set_defaults(func=cmd_schema)
     return parser

@@ -520,7 +520,7 @@ def run_mutation(m: Mutation, python: str, timeout: float) -> tuple[str, float, 
     """Applies ``m`` to a copy of the package and runs its tests: ``(verdict, seconds, tail)``."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"mutation-{m.name}-") as tmp:
-        for part in ("tfjoint", "tests", "tools", "schemas", "pyproject.toml"):
+        for part in ("tfjoint", "tests", "tools", "pyproject.toml"):
             src = ROOT / part
             if src.is_dir():
                 shutil.copytree(src, Path(tmp) / part, ignore=shutil.ignore_patterns("__pycache__"))

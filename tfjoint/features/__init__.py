@@ -5,7 +5,7 @@
   defined on (:meth:`TaskSpec.defined_rows`).
 - :mod:`tfjoint.features.builtin`: the built-in datasets, their Evaluator thresholds,
   :data:`DATASETS` and :func:`get_dataset_spec`.
-- :mod:`tfjoint.features.schema`: the curated ``schemas/*.pbtxt`` generated from the specs
+- :mod:`tfjoint.features.schema`: the curated ``tfjoint/schemas/*.pbtxt`` (package data) generated from the specs
   (imported on its own: it needs ``tensorflow_metadata``).
 
 Every name is re-exported here, so ``from tfjoint.features import MOVIELENS_100K, TaskSpec``

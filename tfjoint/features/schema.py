@@ -1,21 +1,24 @@
 """Curated TFMD schemas, generated from the dataset specs of :mod:`tfjoint.features`.
 
-``schemas/<dataset>.pbtxt`` is what ImportSchemaGen feeds to the pipeline; it is written by
-``tfjoint schema`` from the dataset spec, and a test checks that the committed files and
-the specs agree, so the keys have one source.
+``tfjoint/schemas/<dataset>.pbtxt`` (package data) is what ImportSchemaGen feeds to the
+pipeline; it is written by ``tfjoint schema`` from the dataset spec, and a test checks that
+the committed files and the specs agree, so the keys have one source.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import resources
+from pathlib import Path, PurePosixPath
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from tfjoint import IMAGE_PACKAGE_DIR
 from tfjoint.features.builtin import DATASETS
 from tfjoint.features.specs import SCENARIO_KEY, SEQUENCE_BEHAVIORS_KEY, SEQUENCE_ITEMS_KEY, DatasetSpec
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# Package data (pyproject.toml), found through the installed package, never a checkout path.
+SCHEMA_DIR = Path(str(resources.files("tfjoint").joinpath("schemas")))
 
 
 def _scalar(schema: schema_pb2.Schema, name: str, kind: int) -> schema_pb2.Feature:
@@ -70,6 +73,12 @@ def schema_text(spec: DatasetSpec) -> str:
 
 def schema_path(spec: DatasetSpec) -> Path:
     return SCHEMA_DIR / f"{spec.name}.pbtxt"
+
+
+def image_schema_path(spec: DatasetSpec) -> str:
+    """The same schema inside the container image the Dockerfile builds (where the package
+    is installed, :data:`tfjoint.IMAGE_PACKAGE_DIR`): what a Kubeflow compile embeds."""
+    return str(PurePosixPath(IMAGE_PACKAGE_DIR, "schemas", f"{spec.name}.pbtxt"))
 
 
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:

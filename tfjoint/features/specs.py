@@ -2,7 +2,7 @@
 
 Every dataset that tfjoint trains on is described by a :class:`DatasetSpec` (the built-in
 ones are in :mod:`tfjoint.features.builtin`). Loaders write ``tf.Example`` records with
-exactly these keys, ``schemas/<dataset>.pbtxt`` is generated from the specs by
+exactly these keys, ``tfjoint/schemas/<dataset>.pbtxt`` is generated from the specs by
 :mod:`tfjoint.features.schema` (and a test checks they agree), the tf.Transform
 ``preprocessing_fn`` and the model builder read them, and the Evaluator config is derived
 from them. No other module spells a feature key as a string literal.

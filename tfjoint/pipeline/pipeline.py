@@ -10,6 +10,7 @@ from tfx.proto import example_gen_pb2
 
 from tfjoint.features import get_dataset_spec
 from tfjoint.pipeline.evaluation import eval_config
+from tfjoint.pipeline.hparams import DEFAULT_HPARAMS
 from tfjoint.features.schema import schema_path
 
 PREPROCESSING_FN = "tfjoint.pipeline.transform.preprocessing_fn"
@@ -39,6 +40,7 @@ def create_pipeline(
     metadata_path: str | None = None,
     beam_pipeline_args: list[str] | None = None,
     schema_file: str | None = None,
+    runtime_parameters: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Wires ImportExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, Transform,
     Trainer, Evaluator and Pusher for one dataset and one task architecture.
@@ -56,7 +58,10 @@ def create_pipeline(
         metadata_path: SQLite ML Metadata file; ``None`` leaves the connection to the
             orchestrator (Kubeflow).
         beam_pipeline_args: passed to every Beam-based component.
-        schema_file: curated schema; defaults to ``schemas/<dataset>.pbtxt``.
+        schema_file: curated schema; defaults to ``tfjoint/schemas/<dataset>.pbtxt`` (package data).
+        runtime_parameters: make ``data_root``, ``epochs`` and ``model`` runtime parameters
+            of the compiled pipeline (their values here are the defaults), applied to the
+            Trainer by a :func:`tfjoint.pipeline.runtime.RuntimeOverrides` step.
     """
     spec = get_dataset_spec(dataset)
     served_name = model_name or spec.default_model_name
@@ -68,8 +73,17 @@ def create_pipeline(
         "warmup_examples": os.path.join(data_root, "eval", "*"),
         **(hparams or {}),
     }
+    overrides, input_base = None, data_root
+    if runtime_parameters:
+        from tfjoint.pipeline import runtime
+
+        params = runtime.runtime_parameters(
+            data_root=data_root, epochs=custom_config.get("epochs", DEFAULT_HPARAMS["epochs"]), model=model
+        )
+        overrides = runtime.RuntimeOverrides(data_root=params.data_root, epochs=params.epochs, model=params.model)
+        input_base = params.data_root
     example_gen = tfx.components.ImportExampleGen(
-        input_base=data_root,
+        input_base=input_base,
         input_config=example_gen_pb2.Input(
             splits=[
                 example_gen_pb2.Input.Split(name="train", pattern="train/*"),
@@ -96,6 +110,7 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=custom_config,
+        hyperparameters=overrides.outputs["overrides_file"] if overrides else None,
     )
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
@@ -116,6 +131,7 @@ def create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[
+            *([overrides] if overrides else []),
             example_gen,
             statistics_gen,
             schema_gen,

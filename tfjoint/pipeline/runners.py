@@ -248,12 +248,20 @@ def compile_kubeflow(
     pipeline_root: str,
     data_root: str,
     serving_dir: str,
+    model_name: str | None = None,
     image: str = DEFAULT_IMAGE,
     hparams: dict[str, Any] | None = None,
     beam_args: list[str] | None = None,
 ) -> str:
-    """Compiles the pipeline to a Kubeflow Pipelines V2 ``PipelineJob`` JSON file."""
+    """Compiles the pipeline to a Kubeflow Pipelines V2 ``PipelineJob`` JSON file.
+
+    Nothing of this machine is embedded: the schema is named where ``image`` (the
+    repository's Dockerfile) installs the package, and ``data_root``, epochs and ``model``
+    are runtime parameters (:mod:`tfjoint.pipeline.runtime`) with these values as defaults.
+    """
     from tfx import v1 as tfx
+
+    from tfjoint.features.schema import image_schema_path
 
     spec = get_dataset_spec(dataset)
     check_model(spec, model, hparams)
@@ -264,6 +272,7 @@ def compile_kubeflow(
         output_dir=str(out.parent),
         output_filename=out.name,
     )
+    epochs = int({**DEFAULT_HPARAMS, **(hparams or {})}["epochs"])
     runner.run(
         create_pipeline(
             pipeline_name=pipeline_name(spec, model),
@@ -272,8 +281,13 @@ def compile_kubeflow(
             dataset=dataset,
             model=model,
             serving_dir=serving_dir,
+            model_name=model_name,
             hparams=hparams,
             beam_pipeline_args=beam_args,
-        )
+            schema_file=image_schema_path(spec),
+            runtime_parameters=True,
+        ),
+        # The runtime parameters' defaults (runtimeConfig): a run may set any of them.
+        parameter_values={"data_root": data_root, "epochs": epochs, "model": model},
     )
     return str(out)

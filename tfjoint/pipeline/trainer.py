@@ -36,6 +36,7 @@ from tfjoint.layers.core import gate_monitor
 from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
 from tfjoint.pipeline.hparams import DEFAULT_HPARAMS
+from tfjoint.pipeline.runtime import merged_config
 from tfjoint.pipeline.transform import serving_feature_spec, vocabulary_sizes
 from tfjoint.serving.warmup import write_warmup_requests
 
@@ -157,9 +158,10 @@ def item_text_vectors(config: dict[str, Any], spec: DatasetSpec, tf_transform_ou
 
 def run_fn(fn_args: Any) -> None:
     """TFX Trainer entry point. ``fn_args.custom_config`` holds ``dataset``, ``model`` and
-    optional overrides of :data:`DEFAULT_HPARAMS`."""
+    optional overrides of :data:`DEFAULT_HPARAMS`; a compiled pipeline's runtime parameters
+    arrive as ``fn_args.hyperparameters`` and win (:mod:`tfjoint.pipeline.runtime`)."""
     check_keras3()
-    config = {**DEFAULT_HPARAMS, **(fn_args.custom_config or {})}
+    config = {**DEFAULT_HPARAMS, **merged_config(fn_args.custom_config, fn_args.hyperparameters)}
     spec = get_dataset_spec(config["dataset"])
     keras.utils.set_random_seed(int(config.get("seed", 0)))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)

@@ -1,11 +1,13 @@
 """``tfjoint serve`` and ``tfjoint predict``; wire with ``add_serve_parser(sub)``/``add_predict_parser(sub)``.
 
-    tfjoint serve --model_config_file serving/models.config --port 8500 --rest_api_port 8501
+    tfjoint serve --model_config_file serving/models.local.config --port 8500 --rest_api_port 8501
     tfjoint serve --model_name movielens --model_base_path runs/demo/serving/movielens
     tfjoint predict --target 127.0.0.1:8500 --model_name movielens --examples eval/data.tfrecord --limit 4
     tfjoint predict --target 127.0.0.1:8500 --model_name movielens --json examples.json
 
-Flags keep TF Serving's (underscored) names so commands port to ``tensorflow_model_server``.
+Flags keep TF Serving's (underscored) names and meanings, so commands port to
+``tensorflow_model_server``: ``--port 0`` turns gRPC over TCP off (then ``--grpc_socket_path``
+is required), ``--rest_api_port 0`` turns REST off. Flags TF Serving lacks are in EXTENSIONS.
 """
 
 from __future__ import annotations
@@ -16,6 +18,21 @@ import logging
 import sys
 from typing import Any
 
+from tfjoint.serving.flags import DEFAULT_REST_THREADS, parse_bool
+
+# Shown by `tfjoint serve --help`: what differs from tensorflow_model_server's flags.
+EXTENSIONS = """\
+extensions (flags tensorflow_model_server lacks):
+  --host                 address to bind (TF Serving binds 0.0.0.0; ours: 127.0.0.1)
+  --max_message_size     gRPC message and REST body limit (TF Serving: INT32_MAX, no flag)
+  --ssl_cert_file, --ssl_key_file, --ssl_ca_file
+                         PEM files instead of the PEM contents inside --ssl_config_file
+  --log_level            Python logging level
+defaults that differ: --rest_api_port 8501 (the tensorflow/serving image's entrypoint; the
+binary's default 0 turns REST off), --grpc_max_threads 32.
+models.config holds the container's paths (/models/...); after `make demo` use
+serving/models.local.config."""
+
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -24,9 +41,12 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
         description="A model server with TF Serving's gRPC/REST APIs, flags and config files. "
                     "Ports are bound before the models load (a port in use: one line, exit 1); "
                     "SIGTERM or SIGINT, during the load or while serving, exits 0.",
+        epilog=EXTENSIONS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_argument_group("models")
-    src.add_argument("--model_config_file", help="a ModelServerConfig text proto (e.g. serving/models.config)")
+    src.add_argument("--model_config_file", help="a ModelServerConfig text proto (after `make demo`: "
+                     "serving/models.local.config; serving/models.config has the container's paths)")
     src.add_argument("--model_name", default="default", help="model name with --model_base_path")
     src.add_argument("--model_base_path", help="directory holding <integer version>/ SavedModels")
     src.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
@@ -41,10 +61,19 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
                           "a failed version whose directory changes is re-read at the next poll")
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    net.add_argument("--port", type=port_number(0), default=8500, help="gRPC port (0: any free port)")
-    net.add_argument("--rest_api_port", type=port_number(-1), default=8501,
-                     help="REST port (0: any free port; -1: no REST)")
+    net.add_argument("--port", type=port_number(0), default=8500,
+                     help="TCP port to listen on for gRPC API. Disabled if port set to zero "
+                          "(then --grpc_socket_path is required, as in TF Serving)")
+    net.add_argument("--grpc_socket_path", help="if non-empty, listen to a UNIX socket for gRPC API on the given path")
+    net.add_argument("--rest_api_port", type=port_number(0), default=8501,
+                     help="port to listen on for HTTP/REST API. If set to zero HTTP/REST API will not be "
+                          "exported. This port must be different than the one specified in --port")
+    net.add_argument("--rest_api_num_threads", type=int, default=DEFAULT_REST_THREADS,
+                     help="number of threads for HTTP/REST API processing (default: 4 x CPUs)")
     net.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
+    net.add_argument("--grpc_channel_arguments", default="",
+                     help="a comma separated list of arguments to be passed to the grpc server "
+                          "(e.g. grpc.max_connection_age_ms=2000)")
     net.add_argument("--max_message_size", type=int, default=64 << 20, help="gRPC message and REST body size limit, bytes (an extension: TF Serving's "
                      "limit is INT32_MAX; ours defaults to 64 MiB, REST answers 413 above it)")
     net.add_argument("--grpc_max_threads", type=int, default=32)
@@ -53,6 +82,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     net.add_argument("--ssl_key_file", help="PEM server key")
     net.add_argument("--ssl_ca_file", help="PEM CA; when given, clients must present a certificate")
     net.add_argument("--monitoring_config_file", help="TF Serving MonitoringConfig (Prometheus on the REST port)")
+    src.add_argument("--enable_model_warmup", type=parse_bool, nargs="?", const=True, default=True,
+                     metavar="true|false", help="replay assets.extra/tf_serving_warmup_requests at load "
+                     "(default: true)")
     b = p.add_argument_group("batching")
     b.add_argument("--enable_batching", action="store_true")
     b.add_argument("--batching_parameters_file", help="TF Serving BatchingParameters text proto")
@@ -64,9 +96,13 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace):
     from tfjoint.serving.server import ServerOptions
 
-    return ServerOptions(
-        port=args.port,
-        rest_api_port=None if args.rest_api_port < 0 else args.rest_api_port,
+    return ServerOptions(  # a flag's 0 turns its server off: None in ServerOptions
+        port=args.port or None,
+        rest_api_port=args.rest_api_port or None,
+        grpc_socket_path=args.grpc_socket_path or None,
+        grpc_channel_arguments=args.grpc_channel_arguments,
+        rest_api_num_threads=args.rest_api_num_threads,
+        enable_model_warmup=args.enable_model_warmup,
         host=args.host,
         model_config_file=args.model_config_file,
         model_name=args.model_name,
@@ -114,6 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         options = options_from_args(args)
+        options.check_servers()
         options.resolve_config()
     except ValueError as e:
         raise SystemExit(f"tfjoint serve: {e}") from None

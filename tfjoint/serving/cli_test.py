@@ -19,6 +19,7 @@ import tensorflow as tf
 from tfjoint.serving.cli import add_predict_parser, add_serve_parser, options_from_args
 from tfjoint.serving.client import ServingClient, make_example
 from tfjoint.serving.conftest import add_version, raw_examples, serialized
+from tfjoint.serving.flags import free_ports
 from tfjoint.serving.server import serve_in_background
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -39,7 +40,7 @@ def test_serve_flags_have_tf_serving_names_and_safe_defaults():
     assert o.enable_batching is False and o.file_system_poll_wait_seconds == 1.0
     args = _parser().parse_args(
         ["serve", "--model_name", "m", "--model_base_path", "/x", "--enable_batching",
-         "--batching_parameters_file", "serving/batching_parameters.txt", "--rest_api_port", "-1",
+         "--batching_parameters_file", "serving/batching_parameters.txt", "--rest_api_port", "0",
          "--max_message_size", "1024", "--host", "0.0.0.0"]
     )
     o = options_from_args(args)
@@ -120,9 +121,10 @@ def test_tls(tmp_path, toy_export):
 def test_serve_stops_cleanly_on_sigterm(tmp_path, toy_export):
     bp = str(tmp_path / "toy")
     add_version(bp, 1, toy_export)
+    grpc_port, rest_port = free_ports(2)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfjoint.serving.cli", "serve", "--model_name", "toy", "--model_base_path", bp,
-         "--port", "0", "--rest_api_port", "0", "--log_level", "WARNING"],
+         "--port", str(grpc_port), "--rest_api_port", str(rest_port), "--log_level", "WARNING"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -132,7 +134,7 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path, toy_export):
             line = proc.stdout.readline()
             if not line and proc.poll() is not None:
                 break
-        assert line.startswith("serving toy: gRPC 127.0.0.1:"), line
+        assert line.startswith(f"serving toy: gRPC 127.0.0.1:{grpc_port}, REST http://127.0.0.1:{rest_port}"), line
         target = line.split("gRPC ", 1)[1].split(",", 1)[0]
         c = ServingClient(target, "toy", timeout=10)
         assert c.predict(serialized(1))["score"].shape == (1, 1)

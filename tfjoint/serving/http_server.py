@@ -5,9 +5,14 @@ TF Serving's REST server (net_http) accepts both framings and answers a malforme
 The size limit is our extension: TF Serving's own limit is INT32_MAX bytes; ours defaults to
 64 MiB (``--max_message_size``). A client that stops sending is cut off by the socket timeout
 the handler sets (``READ_TIMEOUT_S``), so it cannot hold a handler thread forever.
+:class:`PooledHTTPServer` bounds the handler threads (``--rest_api_num_threads``).
 """
 
 from __future__ import annotations
+
+import queue
+import threading
+from http.server import ThreadingHTTPServer
 
 READ_TIMEOUT_S = 30.0
 _MAX_LINE = 65536
@@ -74,4 +79,29 @@ def read_body(headers, rfile, max_body: int) -> bytes:
     return _read_exactly(rfile, length) if length else b""
 
 
-__all__ = ["READ_TIMEOUT_S", "BodyError", "read_body"]
+class PooledHTTPServer(ThreadingHTTPServer):
+    """Requests are handled by ``num_threads`` daemon threads (TF Serving's
+    ``--rest_api_num_threads``); more connections wait in a queue."""
+
+    def __init__(self, address, handler, num_threads: int):
+        super().__init__(address, handler)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers = [threading.Thread(target=self._work, name=f"rest-{i}", daemon=True)
+                         for i in range(num_threads)]
+        for worker in self._workers:
+            worker.start()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self.process_request_thread(*item)
+
+    def process_request(self, request, client_address) -> None:
+        self._queue.put((request, client_address))
+
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in self._workers:
+            self._queue.put(None)
+
+
+__all__ = ["READ_TIMEOUT_S", "BodyError", "PooledHTTPServer", "read_body"]

@@ -83,6 +83,7 @@ class ModelManager:
         allow_version_labels_for_unavailable_models: bool = False,
         max_num_load_retries: int = 5,
         load_retry_interval_micros: int = 60_000_000,
+        enable_model_warmup: bool = True,
     ):
         self._validate_config(config)
         self._lock = threading.RLock()
@@ -97,6 +98,7 @@ class ModelManager:
             raise ValueError("--max_num_load_retries and --load_retry_interval_micros must be >= 0")
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval = load_retry_interval_micros / 1e6
+        self.enable_model_warmup = enable_model_warmup  # --enable_model_warmup=false: no replay
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.metrics = Metrics()
@@ -224,7 +226,8 @@ class ModelManager:
         log.info("Loading servable: {name: %s version: %d} from %s", model.name, version, path)
         try:
             servable = Servable(model.name, version, path)
-            replay_warmup(servable)
+            if self.enable_model_warmup:
+                replay_warmup(servable)
         except Exception as exc:  # noqa: BLE001 - a broken version takes nothing else down
             code = exc.code if isinstance(exc, ServingError) else grpc.StatusCode.UNKNOWN
             msg = exc.message if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"

@@ -32,7 +32,7 @@ from tensorflow_serving.apis import (
 )
 
 from tfjoint.serving.errors import ServingError
-from tfjoint.serving.http_server import READ_TIMEOUT_S, BodyError, read_body
+from tfjoint.serving.http_server import READ_TIMEOUT_S, BodyError, PooledHTTPServer, read_body
 from tfjoint.serving.inference import DEFAULT_SIGNATURE
 from tfjoint.serving.manager import ModelManager
 from tfjoint.serving.tensors import ndarray_to_tensor_proto
@@ -431,14 +431,17 @@ class RestServer:
 
     def __init__(self, manager: ModelManager, host: str, port: int, *, timeout_s: float | None = 30.0,
                  max_body: int = 64 << 20, metrics_path: str | None = None,
-                 read_timeout_s: float = READ_TIMEOUT_S):
+                 read_timeout_s: float = READ_TIMEOUT_S, num_threads: int | None = None):
         handler = type(
             "Handler",
             (_Handler,),
             {"api": RestApi(manager, timeout_s), "max_body": max_body, "metrics_path": metrics_path,
              "timeout": read_timeout_s},
         )
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        if num_threads is None:
+            self.httpd = ThreadingHTTPServer((host, port), handler)
+        else:  # --rest_api_num_threads: at most this many requests are processed at once
+            self.httpd = PooledHTTPServer((host, port), handler, num_threads)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="rest", daemon=True)

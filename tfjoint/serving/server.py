@@ -5,8 +5,11 @@ with TF Serving's semantics, so any TF Serving client works against it and the r
 ``tensorflow_model_server`` can replace it unchanged (same config files and flags)::
 
     with serve_in_background(model_name="movielens", model_base_path="runs/demo/serving/movielens",
-                             port=0, rest_api_port=0) as server:
-        ServingClient(f"127.0.0.1:{server.grpc_port}", "movielens").predict([...])
+                             port=0, rest_api_port=0) as server:   # 0 here: any free port
+        ServingClient(server.grpc_target, "movielens").predict([...])
+
+The flags' 0 (``--port 0``: no gRPC over TCP; ``--rest_api_port 0``: no REST) is ``None`` in
+:class:`ServerOptions`; ``0`` there binds any free port, which the command line never asks for.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfjoint.serving import protos
 from tfjoint.serving.batching import BatchingOptions
 from tfjoint.serving.errors import ServingError
+from tfjoint.serving.flags import DEFAULT_REST_THREADS, parse_channel_arguments
 from tfjoint.serving.manager import ModelManager
 from tfjoint.serving.versions import single_model_config
 from tfjoint.serving.grpc_service import add_services
@@ -42,11 +46,16 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
 
 @dataclasses.dataclass
 class ServerOptions:
-    """TF Serving's flags (model_servers/main.cc) that apply here, same names and meanings."""
+    """TF Serving's flags (model_servers/main.cc) that apply here, same names and meanings,
+    except the ports: ``None`` is the flag's 0 (that server off) and 0 binds any free port."""
 
-    port: int = 8500  # 0: pick a free port
-    rest_api_port: int | None = 8501  # None: no REST server; 0: pick a free port
+    port: int | None = 8500  # None: no gRPC over TCP (then grpc_socket_path is required)
+    rest_api_port: int | None = 8501  # None: no REST server
     host: str = "127.0.0.1"
+    grpc_socket_path: str | None = None  # gRPC also (or only) on this UNIX socket
+    grpc_channel_arguments: str = ""  # "key=value,key=value", as --grpc_channel_arguments
+    rest_api_num_threads: int = DEFAULT_REST_THREADS
+    enable_model_warmup: bool = True
     model_config_file: str | None = None
     model_name: str | None = None
     model_base_path: str | None = None
@@ -76,6 +85,20 @@ class ServerOptions:
         if not cfg.prometheus_config.enable:
             return None
         return cfg.prometheus_config.path or "/monitoring/prometheus/metrics"
+
+    def check_servers(self) -> None:
+        """TF Serving's rules (server.cc): gRPC needs a TCP port or a UNIX socket; a REST port
+        equal to the gRPC port is logged as an error and REST is not exported."""
+        if self.port is None and not self.grpc_socket_path:
+            raise ValueError("--port 0 turns gRPC over TCP off and no --grpc_socket_path was given: "
+                             "at least one of them must be set (as in TF Serving)")
+        if self.rest_api_num_threads < 1:
+            raise ValueError(f"--rest_api_num_threads must be >= 1. Received: {self.rest_api_num_threads}")
+        parse_channel_arguments(self.grpc_channel_arguments)
+        if self.port and self.rest_api_port == self.port:
+            log.error("--rest_api_port cannot be same as --port. Please use a different port for "
+                      "HTTP/REST API. Skipped exporting HTTP/REST API.")
+            self.rest_api_port = None
 
     def resolve_config(self) -> model_server_config_pb2.ModelServerConfig:
         given = [self.model_config is not None, bool(self.model_config_file), bool(self.model_base_path)]
@@ -170,7 +193,7 @@ def check_port_free(flag: str, host: str, port: int) -> None:
             except OSError as e:
                 if e.errno == errno.EADDRINUSE:
                     raise BindError(f"{flag} {port}: {where} is already in use (another server?); "
-                                    f"pick a free port, or 0 for any free one") from None
+                                    "pick a free port") from None
                 raise BindError(f"{flag} {port}: cannot bind {where}: {e.strerror or e}") from None
 
 
@@ -182,6 +205,7 @@ class ModelServer:
         if options is not None and kwargs:
             self.options = dataclasses.replace(options, **kwargs)
         o = self.options
+        o.check_servers()
         self.manager = ModelManager(
             o.resolve_config(),
             poll_wait_seconds=o.file_system_poll_wait_seconds,
@@ -189,6 +213,7 @@ class ModelServer:
             allow_version_labels_for_unavailable_models=o.allow_version_labels_for_unavailable_models,
             max_num_load_retries=o.max_num_load_retries,
             load_retry_interval_micros=o.load_retry_interval_micros,
+            enable_model_warmup=o.enable_model_warmup,
         )
         self._credentials = o.server_credentials()
         self._metrics_path = o.metrics_path()
@@ -202,6 +227,8 @@ class ModelServer:
 
     @property
     def grpc_target(self) -> str:
+        if self.grpc_port is None:
+            return f"unix:{self.options.grpc_socket_path}"
         host = "127.0.0.1" if self.options.host in ("0.0.0.0", "") else self.options.host
         if host == "::":
             host = "::1"
@@ -221,29 +248,26 @@ class ModelServer:
         if self._grpc is not None:
             return self
         try:
-            check_port_free("--port", o.host, o.port)
+            if o.port is not None:
+                check_port_free("--port", o.host, o.port)
             if o.rest_api_port is not None:
                 check_port_free("--rest_api_port", o.host, o.rest_api_port)
             self._executor = futures.ThreadPoolExecutor(o.grpc_max_threads, thread_name_prefix="grpc")
-            self._grpc = grpc.server(
-                self._executor,
-                options=[
-                    ("grpc.max_receive_message_length", o.max_message_size),
-                    ("grpc.max_send_message_length", o.max_message_size),
-                    ("grpc.so_reuseport", 0),
-                ],
-            )
+            options = {
+                "grpc.max_receive_message_length": o.max_message_size,
+                "grpc.max_send_message_length": o.max_message_size,
+                "grpc.so_reuseport": 0,
+                **dict(parse_channel_arguments(o.grpc_channel_arguments)),  # the user's win
+            }
+            self._grpc = grpc.server(self._executor, options=list(options.items()))
             add_services(self._grpc, self.manager)
-            addr = _bind_address(o.host, o.port)
-            try:
-                if self._credentials is not None:
-                    self.grpc_port = self._grpc.add_secure_port(addr, self._credentials)
-                else:
-                    self.grpc_port = self._grpc.add_insecure_port(addr)
-            except RuntimeError:  # gRPC >= 1.5x raises where older ones return 0
-                self.grpc_port = 0
-            if not self.grpc_port:
-                raise BindError(f"--port {o.port}: could not bind gRPC to {addr}")
+            if o.port is not None:
+                addr = _bind_address(o.host, o.port)
+                self.grpc_port = self._add_port(addr)
+                if not self.grpc_port:
+                    raise BindError(f"--port {o.port}: could not bind gRPC to {addr}")
+            if o.grpc_socket_path and not self._add_port(f"unix:{o.grpc_socket_path}"):
+                raise BindError(f"--grpc_socket_path {o.grpc_socket_path}: could not listen on the UNIX socket")
             if o.rest_api_port is not None:
                 try:
                     self._rest = RestServer(
@@ -253,6 +277,7 @@ class ModelServer:
                         timeout_s=o.rest_api_timeout_in_ms / 1000 if o.rest_api_timeout_in_ms > 0 else None,
                         max_body=o.max_message_size,
                         metrics_path=self._metrics_path,
+                        num_threads=o.rest_api_num_threads,
                     )
                 except OSError as e:
                     raise BindError(f"--rest_api_port {o.rest_api_port}: cannot bind "
@@ -262,6 +287,15 @@ class ModelServer:
             self.stop()
             raise
         return self
+
+    def _add_port(self, address: str) -> int:
+        """The bound port (1 for a UNIX socket), 0 when gRPC cannot listen there."""
+        try:
+            if self._credentials is not None:
+                return self._grpc.add_secure_port(address, self._credentials)
+            return self._grpc.add_insecure_port(address)
+        except RuntimeError:  # gRPC >= 1.5x raises where older ones return 0
+            return 0
 
     def load(self) -> ModelServer:
         """Loads the initial versions (synchronously) and starts the file system poller."""
@@ -277,7 +311,10 @@ class ModelServer:
         o = self.options
         try:
             self._grpc.start()
-            log.info("Running gRPC ModelServer at %s ...", _bind_address(o.host, self.grpc_port))
+            if self.grpc_port is not None:
+                log.info("Running gRPC ModelServer at %s ...", _bind_address(o.host, self.grpc_port))
+            if o.grpc_socket_path:
+                log.info("Running gRPC ModelServer at UNIX socket %s ...", o.grpc_socket_path)
             if self._rest is not None:
                 self._rest.start()
                 log.info("Exporting HTTP/REST API at:%s ...", _bind_address(o.host, self.rest_port))
@@ -332,7 +369,8 @@ class ModelServer:
 
 @contextlib.contextmanager
 def serve_in_background(options: ServerOptions | None = None, **kwargs) -> Iterator[ModelServer]:
-    """Starts a ModelServer in this process (ports 0 pick free ports) and stops it on exit."""
+    """Starts a ModelServer in this process (ports 0 pick free ports, ``None`` turns a server
+    off) and stops it on exit."""
     server = ModelServer(options, **kwargs).start()
     try:
         yield server

@@ -1,6 +1,6 @@
 """The TFX pipeline of a top-K retrieval model, from an interaction log to TF Serving.
 
-ImportExampleGen -> StatisticsGen -> ImportSchemaGen (``schemas/interactions.pbtxt``) ->
+ImportExampleGen -> StatisticsGen -> ImportSchemaGen (``tfjoint/schemas/interactions.pbtxt``) ->
 ExampleValidator -> Transform (user and item vocabularies) -> Trainer (a registered
 ``retrieval_model``, its epoch chosen on the validation hold-out) -> RankingEvaluator (HR,
 NDCG, Recall, MRR under full ranking and sampled negatives; blessing thresholds judged on

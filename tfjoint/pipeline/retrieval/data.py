@@ -1,6 +1,6 @@
 """A leave-one-out split as TFRecords of ``tf.Example``, and back from transformed examples.
 
-Raw examples (what ImportExampleGen ingests and the schema ``schemas/interactions.pbtxt``
+Raw examples (what ImportExampleGen ingests and the schema ``tfjoint/schemas/interactions.pbtxt``
 describes), one per event:
 
 - ``user_id``, ``item_id``: bytes, the original ids (the log's ``user_ids``/``item_ids``, or
