@@ -22,7 +22,7 @@ PYTHON ?= $(shell \
     if "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then echo "$$p"; break; fi; \
   done)
 
-.PHONY: demo test venv clean
+.PHONY: demo joint test venv clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,14 @@ demo: $(STAMP)
 	$(VENV)/bin/tfjoint pipeline run --dataset movielens-100k --model mmoe \
 	  --pipeline-root $(RUNS)/demo/pipeline --serving-dir $(RUNS)/demo/serving --model-name movielens \
 	  --json $(RUNS)/demo/result.json --query-server
+
+# The full joint model through the same pipeline: MB-STR as E^B, gating fusion over title, genres and
+# MiniLM title vectors as E^M, STAR, PLE and uncertainty weighting; served and queried over gRPC.
+joint: $(STAMP)
+	$(VENV)/bin/tfjoint pipeline run --dataset movielens-100k --model ple --sequence-encoder mbstr_encoder \
+	  --modality-encoder gating_fusion --item-text-encoder minilm --scenario-adapter star --balancer uncertainty \
+	  --pipeline-root $(RUNS)/joint/pipeline --serving-dir $(RUNS)/joint/serving --model-name movielens_joint \
+	  --json $(RUNS)/joint/result.json --query-server
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
