@@ -105,3 +105,15 @@ def test_the_shipped_csv_becomes_typed_examples_split_the_same_way_each_time(tmp
     # A purchase left empty where there was no click is 0: undefined there, and never a positive.
     clicks, purchases = np.concatenate([train["click"], held["click"]]), np.concatenate([train["purchase"], held["purchase"]])
     assert np.all(purchases[clicks == 0] == 0) and purchases.sum() > 0
+
+
+def test_a_parquet_file_reads_like_the_csv_with_typed_columns(tmp_path):
+    import pandas as pd
+
+    frame = pd.read_csv(DATA / "shop.csv", keep_default_na=False)  # ids as strings, prices and labels as numbers
+    frame["purchase"] = pd.to_numeric(frame["purchase"])  # the empty child labels are NaN in Parquet
+    frame.to_parquet(tmp_path / "shop.parquet")
+    from_csv = _records(write_user_data(str(DATA / "shop.csv"), SPEC, SOURCE, str(tmp_path / "a")), "train")
+    from_parquet = _records(write_user_data(str(tmp_path / "shop.parquet"), SPEC, SOURCE, str(tmp_path / "b")), "train")
+    for key in ("user_id", "scenario", "price", "click", "purchase", "dwell"):
+        np.testing.assert_array_equal(from_csv[key].numpy(), from_parquet[key].numpy())
