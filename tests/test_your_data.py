@@ -104,3 +104,26 @@ def test_a_csv_with_a_user_written_spec_trains_pushes_and_serves(tmp_path, capsy
         np.testing.assert_allclose(served[task], local[task].numpy(), atol=1e-6)
     clicks = np.ravel(served["click"])
     assert np.all((clicks > 0) & (clicks < 1)) and np.ptp(clicks) > 0  # probabilities that depend on the row
+
+
+def test_the_schema_is_generated_from_the_spec_or_given_and_checked(tmp_path):
+    from tfjoint.features import SYNTHETIC
+    from tfjoint.features.schema import build_schema, schema_path
+    from tfjoint.pipeline.runners import pipeline_schema
+
+    spec, _ = load_spec_file(SPEC_FILE)
+    generated = pipeline_schema(spec, None, str(tmp_path))
+    assert generated == str(tmp_path / "schema" / "shop.pbtxt")
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    assert text_format.Parse(pathlib.Path(generated).read_text(), schema_pb2.Schema()) == build_schema(spec)
+    assert pipeline_schema(SYNTHETIC, None, str(tmp_path)) == str(schema_path(SYNTHETIC))
+    assert pipeline_schema(spec, generated, str(tmp_path / "other")) == generated
+    partial = tmp_path / "partial.pbtxt"
+    partial.write_text('feature { name: "user_id" type: BYTES }\n')
+    with pytest.raises(ValueError, match=r"--schema .*partial\.pbtxt lacks the spec's feature\(s\) \['click', "):
+        pipeline_schema(spec, str(partial), str(tmp_path))
+    partial.write_text("feature { nme: 1 }\n")
+    with pytest.raises(ValueError, match=r"is not a TFMD Schema in text format"):
+        pipeline_schema(spec, str(partial), str(tmp_path))

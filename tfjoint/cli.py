@@ -253,6 +253,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from tfjoint.features import schema
     from tfjoint.features import DATASETS as specs
 
+    if args.spec:  # a user's spec: its schema on stdout, to curate and pass to `pipeline run --schema`
+        from tfjoint.features.spec_file import load_spec_file
+
+        print(schema.schema_text(load_spec_file(args.spec)[0]), end="")
+        return 0
     if args.check:
         stale = [s.name for s in specs.values()
                  if not schema.schema_path(s).exists() or schema.schema_path(s).read_text() != schema.schema_text(s)]
@@ -325,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="write schemas/*.pbtxt from the specs in tfjoint/features/")
     schema.add_argument("--check", action="store_true", help="only check that the files are up to date")
+    schema.add_argument("--spec", help="print the schema of your own spec file instead (YAML or JSON)")
     schema.set_defaults(func=cmd_schema)
     return parser
 
