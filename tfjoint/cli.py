@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-name", help="served model name (default: the dataset name)")
     run.add_argument("--data-root", help="existing train/ and eval/ TFRecords (default: written under the pipeline root)")
     run.add_argument("--spec", help="your own dataset spec file, YAML or JSON (docs/your_data.md); instead of --dataset")
-    run.add_argument("--data", metavar="GLOB", help="your CSV or Parquet files, e.g. 'data/*.csv', read and checked with --spec "
+    run.add_argument("--data", metavar="GLOB", help="your CSV, Parquet or TFRecord (tf.Example) files, e.g. 'data/*.csv', checked against the spec "
                      "and converted to tf.Example under the pipeline root before any component runs")
     run.add_argument("--schema", help="a curated TFMD schema (.pbtxt) for ImportSchemaGen (default: generated from the spec)")
     run.set_defaults(dataset=None)  # --dataset and --spec exclude each other; movielens-100k when neither

@@ -1,5 +1,6 @@
-"""A user's CSV or Parquet files, checked against their dataset spec and written as the raw
-``tf.Example`` TFRecords that the pipeline's ImportExampleGen reads.
+"""A user's CSV, Parquet or TFRecord files, checked against their dataset spec and written as
+the raw ``tf.Example`` TFRecords (split into train and eval) that the pipeline's
+ImportExampleGen reads.
 
 Every value is typed by the :class:`~tfjoint.features.DatasetSpec` (not guessed from the
 file, as TFX's CsvExampleGen would: a numeric id column would become ``int64`` where the
@@ -7,7 +8,8 @@ schema wants ``bytes``, and a list cell one string): categorical cells are strin
 cells and labels numbers, the scenario cell a scenario name (or its index), the sequence
 and token cells ``|``-separated lists (token features listed in ``source.text`` are free
 text, lowercased and split on whitespace). How the file's columns map onto the spec's keys
-is the spec file's :class:`~tfjoint.features.spec_file.SourceSpec`.
+is the spec file's :class:`~tfjoint.features.spec_file.SourceSpec`. TFRecord files of
+``tf.Example`` already carry the spec's keys and types; they get the same checks.
 
 Data that does not match the spec fails here, before any pipeline component runs, in one
 line that names the file, the column, the row and the value, e.g.::
@@ -34,17 +36,19 @@ from tfjoint.datasets.examples import write_tfrecords
 from tfjoint.features.spec_file import SourceSpec
 
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+RECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrecord.gz")
 SPLIT_SEED = 0
 
 
 def input_files(pattern: str) -> list[str]:
-    """The files ``pattern`` (a glob) matches, all CSV or Parquet; a one-line error otherwise."""
+    """The files ``pattern`` (a glob) matches, all CSV, Parquet or TFRecord; a one-line error otherwise."""
     files = sorted(p for p in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(p))
     if not files:
         raise FileNotFoundError(f"--data {pattern} matches no file")
-    odd = [p for p in files if not p.endswith(TABLE_SUFFIXES)]
+    odd = [p for p in files if not p.endswith(TABLE_SUFFIXES + RECORD_SUFFIXES)]
     if odd:
-        raise ValueError(f"--data {pattern}: {odd[0]} is not CSV or Parquet (the names must end in {list(TABLE_SUFFIXES)})")
+        raise ValueError(f"--data {pattern}: {odd[0]} is not CSV, Parquet or TFRecord "
+                         f"(the names must end in {list(TABLE_SUFFIXES + RECORD_SUFFIXES)})")
     return files
 
 
@@ -59,12 +63,35 @@ def read_table(path: str) -> pd.DataFrame:
                          f"{' '.join(str(e).split())}") from None
 
 
+def read_records(path: str, spec: features.DatasetSpec) -> pd.DataFrame:
+    """The spec's keys of every ``tf.Example`` in a TFRecord file (``.gz``: GZIP) as a table
+    that :func:`table_to_frame` checks: one value per scalar cell, a list per list cell; a key
+    that no record has is no column."""
+    import tensorflow as tf
+    from tensorflow.core.example import example_pb2
+
+    keys = list(spec.feature_keys) + list(spec.label_keys)
+    lists = {features.SEQUENCE_ITEMS_KEY, features.SEQUENCE_BEHAVIORS_KEY, *(t.name for t in spec.tokens)}
+    columns: dict[str, list] = {k: [] for k in keys}
+    try:
+        for record in tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "").as_numpy_iterator():
+            feature = example_pb2.Example.FromString(record).features.feature
+            for key in keys:
+                kind = feature[key].WhichOneof("kind") if key in feature else None
+                values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                          for v in (getattr(feature[key], kind).value if kind else [])]
+                columns[key].append(values if key in lists else ("|".join(map(str, values)) if values else None))
+    except Exception as e:  # tf.errors.OpError, DecodeError: not a TFRecord file of tf.Example
+        raise ValueError(f"{path}: is not a readable TFRecord file of tf.Example ({' '.join(str(e).split())[:200]})") from None
+    return pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in columns.items() if any(x is not None for x in v)})
+
+
 class _Cells:
     """One file's cells by spec key, and the one-line errors that name column and row."""
 
     def __init__(self, table: pd.DataFrame, path: str, spec: features.DatasetSpec, source: SourceSpec):
         self.table, self.path, self.spec, self.source = table, path, spec, source
-        self.line_offset = 2 if not path.endswith((".parquet", ".pq")) else None
+        self.line_offset = 2 if path.endswith((".csv", ".csv.gz")) else None  # a CSV's header is line 1
 
     def row(self, index: int) -> str:
         line = f" (line {index + self.line_offset})" if self.line_offset else ""
@@ -85,14 +112,16 @@ class _Cells:
         values = self.strings(key)
         empty = np.array([v == "" for v in values])
         if empty.any():
-            raise self.fail(key, "categorical", empty, "empty values", values)
+            raise self.fail(key, "categorical", empty, "empty or missing values", values)
         return values
 
     def numbers(self, key: str, role: str, allow_empty: bool = False) -> np.ndarray:
         values = self.strings(key)
         parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64")
         empty = np.array([v == "" for v in values], dtype=bool)
-        bad = ~np.isfinite(parsed) & ~(empty if allow_empty else np.zeros_like(empty))
+        if empty.any() and not allow_empty:
+            raise self.fail(key, role, empty, "empty or missing values", values)
+        bad = ~np.isfinite(parsed) & ~empty
         if bad.any():
             raise self.fail(key, role, bad, "values that are not finite numbers", values)
         return parsed
@@ -193,7 +222,11 @@ def table_to_frame(table: pd.DataFrame, path: str, spec: features.DatasetSpec, s
 def write_user_data(pattern: str, spec: features.DatasetSpec, source: SourceSpec, output_dir: str) -> str:
     """Reads every file of ``pattern``, checks it against ``spec`` and writes
     ``output_dir/{train,eval}/data.tfrecord``; returns ``output_dir``."""
-    frames = [table_to_frame(read_table(path), path, spec, source) for path in input_files(pattern)]
+    frames = [
+        table_to_frame(read_records(path, spec), path, spec, SourceSpec(eval_fraction=source.eval_fraction))
+        if path.endswith(RECORD_SUFFIXES) else table_to_frame(read_table(path), path, spec, source)
+        for path in input_files(pattern)
+    ]
     frame = pd.concat(frames, ignore_index=True)
     held_out = np.random.default_rng(SPLIT_SEED).random(len(frame)) < source.eval_fraction
     if held_out.all() or not held_out.any():

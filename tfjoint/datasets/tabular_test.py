@@ -38,13 +38,13 @@ def _row(**changes):
 
 BAD = [
     (dict(price="abc"), r"column 'price' \(dense\) has 1 values that are not finite numbers: first at row 3 \(line 4\), 'abc'"),
-    (dict(price=""), r"column 'price' \(dense\) .* row 3 \(line 4\), ''"),
+    (dict(price=""), r"column 'price' \(dense\) has 1 empty or missing values: first at row 3 \(line 4\), ''"),
     (dict(click="7"), r"column 'click' \(binary label: 0 or 1\) has 1 values outside the task's domain: first at row 3 \(line 4\), 7\.0"),
     (dict(dwell="inf"), r"column 'dwell' \(regression label\) .* row 3 \(line 4\), 'inf'"),
     (dict(page="cart"), r"column 'page' \(scenario: one of \['home', 'search', 'detail'\] or its index 0\.\.2\) .* row 3 \(line 4\), 'cart'"),
     (dict(history_behaviors="view|like"), r"column 'history_behaviors' \(behaviors: .*\) has 1 rows with an unknown behavior: first at row 3"),
     (dict(history_behaviors="view"), r"columns 'history_items' and 'history_behaviors' differ in length on 1 rows: first at row 3 \(line 4\), 2 items and 1 behaviors"),
-    (dict(user_id=""), r"column 'user_id' \(categorical\) has 1 empty values: first at row 3"),
+    (dict(user_id=""), r"column 'user_id' \(categorical\) has 1 empty or missing values: first at row 3"),
     (dict(purchase=""), r"column 'purchase' \(label of a child of 'click'\) has 1 empty values where 'click' is not 0: first at row 3"),
 ]
 
@@ -69,7 +69,7 @@ def test_no_file_and_a_foreign_file_are_one_line(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--data .*\*\.csv matches no file"):
         write_user_data(str(tmp_path / "*.csv"), SPEC, SOURCE, str(tmp_path / "out"))
     (tmp_path / "x.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"x\.json is not CSV or Parquet"):
+    with pytest.raises(ValueError, match=r"x\.json is not CSV, Parquet or TFRecord"):
         write_user_data(str(tmp_path / "*"), SPEC, SOURCE, str(tmp_path / "out"))
 
 
@@ -117,3 +117,30 @@ def test_a_parquet_file_reads_like_the_csv_with_typed_columns(tmp_path):
     from_parquet = _records(write_user_data(str(tmp_path / "shop.parquet"), SPEC, SOURCE, str(tmp_path / "b")), "train")
     for key in ("user_id", "scenario", "price", "click", "purchase", "dwell"):
         np.testing.assert_array_equal(from_csv[key].numpy(), from_parquet[key].numpy())
+
+
+def test_tfrecords_of_tf_example_get_the_same_checks_and_the_same_rows(tmp_path):
+    from tensorflow.core.example import example_pb2
+
+    root = write_user_data(str(DATA / "shop.csv"), SPEC, SOURCE, str(tmp_path / "csv"))
+    records = os.path.join(root, "train", "data.tfrecord")
+    again = _records(write_user_data(records, SPEC, SOURCE, str(tmp_path / "again")), "train")
+    first = _records(root, "train")
+    in_train = np.random.default_rng(0).random(int(first["click"].shape[0])) >= 0.25
+    for key in ("user_id", "scenario", "price", "purchase", "dwell"):
+        np.testing.assert_array_equal(again[key].numpy(), first[key].numpy()[in_train])
+    # A record without a price, and one with a click of 7: named by row.
+    examples = [example_pb2.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(records).take(4)]
+    del examples[2].features.feature["price"]
+    with tf.io.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
+        for e in examples:
+            writer.write(e.SerializeToString())
+    with pytest.raises(ValueError, match=r"bad\.tfrecord: column 'price' \(dense\) has 1 empty or missing values: first at row 3, ''"):
+        write_user_data(str(tmp_path / "bad.tfrecord"), SPEC, SOURCE, str(tmp_path / "out"))
+    examples[2].features.feature["price"].float_list.value.append(1.0)
+    examples[1].features.feature["click"].float_list.value[:] = [7.0]
+    with tf.io.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
+        for e in examples:
+            writer.write(e.SerializeToString())
+    with pytest.raises(ValueError, match=r"column 'click' \(binary label: 0 or 1\) .* first at row 2, 7\.0"):
+        write_user_data(str(tmp_path / "bad.tfrecord"), SPEC, SOURCE, str(tmp_path / "out"))

@@ -206,7 +206,7 @@ def run_local(
     """Runs the whole pipeline locally and returns where its outputs are.
 
     ``dataset`` is a built-in name or a spec of the user's own; its data is ``data_root``
-    (train/ and eval/ TFRecords), or ``data`` (a glob of CSV or Parquet files read with
+    (train/ and eval/ TFRecords), or ``data`` (a glob of CSV, Parquet or TFRecord files read with
     ``source``, checked row by row and written under the pipeline root before any component
     runs, :mod:`tfjoint.datasets.tabular`), or a built-in dataset written by tfjoint.
     ``schema_file`` overrides the schema generated from the spec (:func:`pipeline_schema`).
