@@ -71,11 +71,14 @@ def test_the_spec_travels_to_transform_and_trainer_as_a_dict_not_a_name(tmp_path
         assert config["dataset_spec"] == spec_to_dict(spec), component
 
 
-def test_a_csv_with_a_user_written_spec_trains_pushes_and_serves(tmp_path, capsys):
+def test_a_csv_with_a_user_written_spec_trains_pushes_and_serves(tmp_path, capsys, _inputs_unchanged):
     """The worked example of docs/your_data.md: `tfjoint pipeline run --spec --data`, 1 epoch;
-    the pushed model answers over gRPC as its signature does in-process."""
+    the pushed model answers over gRPC as its signature does in-process; the user's files are
+    only read."""
     from tfjoint.serving.client import ServingClient
     from tfjoint.serving.server import serve_in_background
+
+    _inputs_unchanged.watch(DATA)
 
     summary = tmp_path / "run.json"
     code = cli.main(["pipeline", "run", "--spec", SPEC_FILE, "--data", CSV, "--epochs", "1", "--batch-size", "64",
