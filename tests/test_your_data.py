@@ -130,3 +130,10 @@ def test_the_schema_is_generated_from_the_spec_or_given_and_checked(tmp_path):
     partial.write_text("feature { nme: 1 }\n")
     with pytest.raises(ValueError, match=r"is not a TFMD Schema in text format"):
         pipeline_schema(spec, str(partial), str(tmp_path))
+
+
+def test_hparams_cannot_replace_the_spec_that_travels_to_the_components():
+    from tfjoint.pipeline.hparams import check_hparams
+
+    with pytest.raises(ValueError, match=r"--hparams may not set \['dataset_spec'\]"):
+        check_hparams({"dataset_spec": {"name": "other"}})
