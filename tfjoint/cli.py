@@ -3,6 +3,7 @@
 ::
 
     tfjoint pipeline run --dataset movielens-100k --model mmoe --pipeline-root runs/demo --serving-dir serving/models
+    tfjoint pipeline run --spec my.yaml --data 'my/*.csv' [--schema my.pbtxt]
     tfjoint pipeline compile --runner kubeflow --output build/pipeline.json
     tfjoint pipeline retrieval --dataset retailrocket --model bpr_mf --threshold NDCG@10=0.001 --query-server
     tfjoint models --json
@@ -92,17 +93,40 @@ def _check_model(name: str) -> None:
     _check_component(name, "task_architecture")
 
 
+def _run_spec(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The dataset spec (built-in ``--dataset`` or the user's ``--spec`` file) and its column
+    mapping; the flags' conflicts and a bad spec file are one line each."""
+    from tfjoint.features import get_dataset_spec
+    from tfjoint.features.spec_file import SpecError, load_spec_file
+
+    def fail(message: str) -> SystemExit:
+        return SystemExit(f"tfjoint pipeline run: error: {message}")
+
+    if args.spec and args.dataset:
+        raise fail(f"--dataset and --spec are mutually exclusive. Received: --dataset {args.dataset} --spec {args.spec}")
+    if args.data and args.data_root:
+        raise fail(f"--data and --data-root are mutually exclusive. Received: --data {args.data} --data-root {args.data_root}")
+    if not args.spec:
+        args.dataset = args.dataset or "movielens-100k"
+        return get_dataset_spec(args.dataset), None
+    if not (args.data or args.data_root):
+        raise fail(f"--spec {args.spec} needs its data: --data 'FILES*.csv' or --data-root DIR")
+    try:
+        return load_spec_file(args.spec)
+    except (SpecError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+
+
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
     _check_model(args.model)
+    spec, source = _run_spec(args)
     hparams = _hparams(args)
-    from tfjoint.features import get_dataset_spec
     from tfjoint.pipeline import evaluation, runners
 
-    spec = get_dataset_spec(args.dataset)
     start = time.time()
     try:
         run = runners.run_local(
-            dataset=args.dataset,
+            dataset=spec,
             model=args.model,
             pipeline_root=args.pipeline_root,
             serving_dir=args.serving_dir,
@@ -110,6 +134,9 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
             data_root=args.data_root,
             hparams=hparams,
             beam_args=args.beam_args,
+            data=args.data,
+            source=source,
+            schema_file=args.schema,
         )
     except (FileNotFoundError, ValueError) as e:  # checked before any component runs
         print(f"tfjoint pipeline run: error: {e}", file=sys.stderr)
@@ -118,7 +145,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     blessed = evaluation.is_blessed(run.evaluation_dir)
     found = {split: lines for split, lines in run.anomalies.items() if lines}
     for split, lines in found.items():
-        print(f"\nExampleValidator anomalies in {split} (tfjoint/schemas/{spec.name}.pbtxt):", file=sys.stderr)
+        print(f"\nExampleValidator anomalies in {split} ({run.schema_file}):", file=sys.stderr)
         for line in lines:
             print(f"  {line}", file=sys.stderr)
     print(f"\n== {spec.name} / {args.model}: Evaluator metrics (eval split), per scenario and task ==")
@@ -227,6 +254,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from tfjoint.features import schema
     from tfjoint.features import DATASETS as specs
 
+    if args.spec:  # a user's spec: its schema on stdout, to curate and pass to `pipeline run --schema`
+        from tfjoint.features.spec_file import load_spec_file
+
+        print(schema.schema_text(load_spec_file(args.spec)[0]), end="")
+        return 0
     if args.check:
         stale = [s.name for s in specs.values()
                  if not schema.schema_path(s).exists() or schema.schema_path(s).read_text() != schema.schema_text(s)]
@@ -253,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--serving-dir", default="runs/serving")
     run.add_argument("--model-name", help="served model name (default: the dataset name)")
     run.add_argument("--data-root", help="existing train/ and eval/ TFRecords (default: written under the pipeline root)")
+    run.add_argument("--spec", help="your own dataset spec file, YAML or JSON (docs/your_data.md); instead of --dataset")
+    run.add_argument("--data", metavar="GLOB", help="your CSV, Parquet or TFRecord (tf.Example) files, e.g. 'data/*.csv', checked against the spec "
+                     "and converted to tf.Example under the pipeline root before any component runs")
+    run.add_argument("--schema", help="a curated TFMD schema (.pbtxt) for ImportSchemaGen (default: generated from the spec)")
+    run.set_defaults(dataset=None)  # --dataset and --spec exclude each other; movielens-100k when neither
     run.add_argument("--score", type=int, default=5, help="held-out examples to score through the pushed model")
     run.add_argument("--json", help="also write the metrics and paths to this JSON file")
     run.add_argument("--fail-on-anomalies", action="store_true",
@@ -302,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="write tfjoint/schemas/*.pbtxt from the specs in tfjoint/features/")
     schema.add_argument("--check", action="store_true", help="only check that the files are up to date")
+    schema.add_argument("--spec", help="print the schema of your own spec file instead (YAML or JSON)")
     schema.set_defaults(func=cmd_schema)
     return parser
 

@@ -5,6 +5,8 @@
   defined on (:meth:`TaskSpec.defined_rows`).
 - :mod:`tfjoint.features.builtin`: the built-in datasets, their Evaluator thresholds,
   :data:`DATASETS` and :func:`get_dataset_spec`.
+- :mod:`tfjoint.features.spec_file`: a spec as a dict (:func:`spec_to_dict`,
+  :func:`spec_from_dict`) and a user's spec file, YAML or JSON (:func:`load_spec_file`).
 - :mod:`tfjoint.features.schema`: the curated ``tfjoint/schemas/*.pbtxt`` (package data) generated from the specs
   (imported on its own: it needs ``tensorflow_metadata``).
 
@@ -22,6 +24,7 @@ from tfjoint.features.builtin import (
     SYNTHETIC,
     get_dataset_spec,
 )
+from tfjoint.features.spec_file import SourceSpec, SpecError, load_spec_file, spec_from_dict, spec_to_dict
 from tfjoint.features.specs import (
     PAD_INDEX,
     SCENARIO_FALLBACK_KEY,
@@ -51,9 +54,14 @@ __all__ = [
     "SEQUENCE_ITEMS_KEY",
     "SYNTHETIC",
     "SequenceSpec",
+    "SourceSpec",
+    "SpecError",
     "TIMESTAMP_KEY",
     "TaskSpec",
     "TaskType",
     "TokenFeature",
     "get_dataset_spec",
+    "load_spec_file",
+    "spec_from_dict",
+    "spec_to_dict",
 ]

@@ -120,6 +120,12 @@ class TaskSpec:
         flat = ops.cast(ops.reshape(column, (-1,)), "float32")
         return flat if self.row_weight_key else ops.ones_like(flat)
 
+    def outside_domain(self, values: Any) -> np.ndarray:
+        """A boolean mask of the label ``values`` outside this task's domain: a binary label
+        must be 0 or 1, a regression label finite."""
+        values = np.asarray(values, dtype="float64")
+        return ~np.isin(values, (0.0, 1.0)) if self.type == "binary" else ~np.isfinite(values)
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -25,8 +25,8 @@ DEFAULT_HPARAMS: dict[str, Any] = {
 # Read by the Trainer when given, absent by default.
 OPTIONAL_HPARAMS = ("seed", "tpu_address")
 
-# Set by the pipeline from --dataset, --model and --model-name, already checked there.
-RESERVED = ("dataset", "model", "model_name", "warmup_examples")
+# Set by the pipeline from --dataset (or --spec), --model and --model-name, already checked there.
+RESERVED = ("dataset", "dataset_spec", "model", "model_name", "warmup_examples")
 
 _POSITIVE_INTS = ("epochs", "batch_size", "embedding_dim")
 _COMPONENT_SLOTS = ("sequence_encoder", "modality_encoder", "scenario_adapter", "balancer")
@@ -63,12 +63,12 @@ def _problem(key: str, value: Any) -> str | None:
 def check_hparams(hparams: Any) -> dict[str, Any]:
     """``hparams`` (overrides of :data:`DEFAULT_HPARAMS`) if every key is known and every
     value has the right type and range; otherwise a ValueError naming the key and what is
-    allowed. ``dataset``, ``model`` and ``model_name`` are refused: their flags set them."""
+    allowed. ``dataset``, ``dataset_spec``, ``model`` and ``model_name`` are refused: their flags set them."""
     if not isinstance(hparams, dict):
         raise ValueError(f"--hparams must be a JSON object of {{name: value}}. Received: {hparams!r}")
     reserved = sorted(set(hparams) & set(RESERVED))
     if reserved:
-        raise ValueError(f"--hparams may not set {reserved}: use --dataset, --model and --model-name")
+        raise ValueError(f"--hparams may not set {reserved}: use --dataset or --spec, --model and --model-name")
     unknown = sorted(set(hparams) - set(DEFAULT_HPARAMS) - set(OPTIONAL_HPARAMS))
     if unknown:
         raise ValueError(f"unknown hparams {unknown}; known: {sorted([*DEFAULT_HPARAMS, *OPTIONAL_HPARAMS])}")

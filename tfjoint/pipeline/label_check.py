@@ -36,15 +36,15 @@ def bad_labels(path: str, spec: DatasetSpec, max_rows: int = MAX_ROWS) -> tuple[
     import tensorflow as tf
 
     compression = "GZIP" if path.endswith(".gz") else ""
-    keys = {t.name: t.type for t in spec.tasks}
+    keys = {t.name: t for t in spec.tasks}
     parse = {k: tf.io.VarLenFeature(tf.float32) for k in keys}
     bad, rows, first, first_row = 0, 0, "", -1
     for records in tf.data.TFRecordDataset(path, compression_type=compression).batch(BATCH).take(-(-max_rows // BATCH)):
         parsed = tf.io.parse_example(records, parse)
-        for key, kind in keys.items():
+        for key, task in keys.items():
             sparse = parsed[key]
             values, row_ids = sparse.values.numpy(), sparse.indices.numpy()[:, 0]
-            wrong = ~np.isin(values, (0.0, 1.0)) if kind == "binary" else ~np.isfinite(values)
+            wrong = task.outside_domain(values)
             if wrong.any():
                 bad += int(wrong.sum())
                 at = int(row_ids[np.argmax(wrong)]) + rows

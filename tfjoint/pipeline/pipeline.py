@@ -8,7 +8,8 @@ from typing import Any
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
-from tfjoint.features import get_dataset_spec
+from tfjoint.features import DatasetSpec, get_dataset_spec
+from tfjoint.features.spec_file import spec_to_dict
 from tfjoint.pipeline.evaluation import eval_config
 from tfjoint.pipeline.hparams import DEFAULT_HPARAMS
 from tfjoint.features.schema import schema_path
@@ -32,7 +33,7 @@ def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
     data_root: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     model: str,
     serving_dir: str,
     model_name: str | None = None,
@@ -50,7 +51,9 @@ def create_pipeline(
         pipeline_root: where artifacts are written.
         data_root: folder with ``train/*`` and ``eval/*`` TFRecord files of ``tf.Example``
             (see :func:`tfjoint.datasets.write_dataset`).
-        dataset: a name in :data:`tfjoint.features.DATASETS`.
+        dataset: a name in :data:`tfjoint.features.DATASETS`, or a user's own spec
+            (:func:`tfjoint.features.spec_file.load_spec_file`). Either way the spec itself, as a
+            dict, travels to Transform and Trainer in ``custom_config["dataset_spec"]``.
         model: a registered task architecture (``tfjoint models``).
         serving_dir: the Pusher writes ``<serving_dir>/<model_name>/<version>/``.
         model_name: defaults to ``dataset`` with dashes turned into underscores.
@@ -58,15 +61,18 @@ def create_pipeline(
         metadata_path: SQLite ML Metadata file; ``None`` leaves the connection to the
             orchestrator (Kubeflow).
         beam_pipeline_args: passed to every Beam-based component.
-        schema_file: curated schema; defaults to ``tfjoint/schemas/<dataset>.pbtxt`` (package data).
+        schema_file: curated schema; defaults to ``tfjoint/schemas/<dataset>.pbtxt`` (package
+            data; built-in datasets).
         runtime_parameters: make ``data_root``, ``epochs`` and ``model`` runtime parameters
             of the compiled pipeline (their values here are the defaults), applied to the
             Trainer by a :func:`tfjoint.pipeline.runtime.RuntimeOverrides` step.
     """
-    spec = get_dataset_spec(dataset)
+    spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset_spec(dataset)
     served_name = model_name or spec.default_model_name
+    # The spec itself, not its name: the components never look a dataset up in the source.
+    spec_config = {"dataset": spec.name, "dataset_spec": spec_to_dict(spec)}
     custom_config = {
-        "dataset": spec.name,
+        **spec_config,
         "model": model,
         "model_name": served_name,
         # Raw held-out records for the SavedModel's TF Serving warmup file.
@@ -100,7 +106,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"dataset": spec.name},
+        custom_config=spec_config,
     )
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,

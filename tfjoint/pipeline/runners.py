@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tfjoint import DEFAULT_IMAGE
-from tfjoint.features import DatasetSpec, get_dataset_spec
+from tfjoint.features import DATASETS, DatasetSpec, get_dataset_spec
+from tfjoint.features.spec_file import SourceSpec
 from tfjoint.pipeline.hparams import DEFAULT_HPARAMS, check_hparams
 from tfjoint.pipeline.pipeline import COMPONENT_IDS, create_pipeline
 
@@ -31,6 +32,7 @@ class LocalRun:
     model_run_dir: str
     pushed_dir: str | None
     anomalies: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    schema_file: str = ""
 
     @property
     def keras_model_path(self) -> str:
@@ -158,9 +160,37 @@ def prepare_data(dataset: str, data_root: str, **dataset_kwargs: Any) -> str:
     return data_root
 
 
+def pipeline_schema(spec: DatasetSpec, schema_file: str | None, pipeline_root: str) -> str:
+    """The schema ImportSchemaGen reads: ``schema_file`` when given (it must parse and hold
+    every key of ``spec``), the packaged ``tfjoint/schemas/<name>.pbtxt`` of a built-in spec, or
+    else one generated from ``spec`` under ``<pipeline root>/schema/``."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from tfjoint.features import schema
+
+    if schema_file is None:
+        if DATASETS.get(spec.name) == spec:
+            return str(schema.schema_path(spec))
+        path = os.path.join(pipeline_root, "schema", f"{spec.name}.pbtxt")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Path(path).write_text(schema.schema_text(spec))
+        return path
+    if not os.path.isfile(schema_file):
+        raise FileNotFoundError(f"--schema {schema_file} is not a file")
+    try:
+        given = text_format.Parse(Path(schema_file).read_text(), schema_pb2.Schema())
+    except text_format.ParseError as e:
+        raise ValueError(f"--schema {schema_file} is not a TFMD Schema in text format: {e}") from None
+    missing = sorted(set(spec.feature_keys + spec.label_keys) - {f.name for f in given.feature})
+    if missing:
+        raise ValueError(f"--schema {schema_file} lacks the spec's feature(s) {missing} (spec {spec.name!r})")
+    return os.path.abspath(schema_file)
+
+
 def run_local(
     *,
-    dataset: str,
+    dataset: str | DatasetSpec,
     model: str,
     pipeline_root: str,
     serving_dir: str,
@@ -169,8 +199,17 @@ def run_local(
     hparams: dict[str, Any] | None = None,
     dataset_kwargs: dict[str, Any] | None = None,
     beam_args: list[str] | None = None,
+    data: str | None = None,
+    source: SourceSpec | None = None,
+    schema_file: str | None = None,
 ) -> LocalRun:
     """Runs the whole pipeline locally and returns where its outputs are.
+
+    ``dataset`` is a built-in name or a spec of the user's own; its data is ``data_root``
+    (train/ and eval/ TFRecords), or ``data`` (a glob of CSV, Parquet or TFRecord files read with
+    ``source``, checked row by row and written under the pipeline root before any component
+    runs, :mod:`tfjoint.datasets.tabular`), or a built-in dataset written by tfjoint.
+    ``schema_file`` overrides the schema generated from the spec (:func:`pipeline_schema`).
 
     ``beam_args`` are Beam pipeline options for every Beam-based component, after (so they
     override) :data:`LOCAL_BEAM_ARGS`, e.g. ``["--direct_num_workers=2",
@@ -178,14 +217,23 @@ def run_local(
     """
     from tfx import v1 as tfx
 
-    spec = get_dataset_spec(dataset)
+    spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset_spec(dataset)
+    pipeline_root = os.path.abspath(pipeline_root)
+    if data is not None and data_root is not None:
+        raise ValueError(f"give --data or --data-root, not both. Received: --data {data} --data-root {data_root}")
     if data_root is not None:  # the user's data: read, never written; checked before the model is built
         data_root = check_data_root(os.path.abspath(data_root))
         check_labels(data_root, spec)
+    elif data is not None:  # the user's files, checked against the spec and converted once
+        from tfjoint.datasets.tabular import write_user_data
+
+        data_root = write_user_data(data, spec, source or SourceSpec(), os.path.join(pipeline_root, "data", spec.name))
+    elif DATASETS.get(spec.name) != spec:
+        raise ValueError(f"spec {spec.name!r} is not a built-in dataset: give its data with --data FILES or --data-root DIR")
     check_model(spec, model, hparams)
-    pipeline_root = os.path.abspath(pipeline_root)
+    schema_file = pipeline_schema(spec, schema_file, pipeline_root)
     if data_root is None:
-        data_root = prepare_data(dataset, os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {}))
+        data_root = prepare_data(spec.name, os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {}))
     before = set(glob.glob(os.path.join(pipeline_root, "Evaluator", "evaluation", "*")))
     with component_progress(pipeline_root, COMPONENT_IDS):
         tfx.orchestration.LocalDagRunner().run(
@@ -193,13 +241,14 @@ def run_local(
                 pipeline_name=pipeline_name(spec, model),
                 pipeline_root=pipeline_root,
                 data_root=os.path.abspath(data_root),
-                dataset=dataset,
+                dataset=spec,
                 model=model,
                 serving_dir=os.path.abspath(serving_dir),
                 model_name=model_name,
                 hparams=hparams,
                 metadata_path=os.path.join(pipeline_root, "metadata.sqlite"),
                 beam_pipeline_args=[*LOCAL_BEAM_ARGS, *(beam_args or [])],
+                schema_file=schema_file,
             )
         )
     evaluation_dir = latest_version(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
@@ -212,7 +261,7 @@ def run_local(
     if is_blessed(evaluation_dir):
         name = model_name or spec.default_model_name
         pushed = latest_version(os.path.join(os.path.abspath(serving_dir), name, "*"))
-    return LocalRun(spec, data_root, evaluation_dir, model_run_dir, pushed, read_anomalies(pipeline_root))
+    return LocalRun(spec, data_root, evaluation_dir, model_run_dir, pushed, read_anomalies(pipeline_root), schema_file)
 
 
 def score_examples(saved_model_dir: str, data_root: str, spec: DatasetSpec, count: int = 5) -> list[dict[str, Any]]:

@@ -30,7 +30,8 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from tfjoint import features
-from tfjoint.features import DatasetSpec, get_dataset_spec
+from tfjoint.features import DatasetSpec
+from tfjoint.features.spec_file import spec_from_dict
 from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
 from tfjoint.layers.core import gate_monitor
 from tfjoint.layers.core.scenarios import is_known
@@ -157,12 +158,13 @@ def item_text_vectors(config: dict[str, Any], spec: DatasetSpec, tf_transform_ou
 
 
 def run_fn(fn_args: Any) -> None:
-    """TFX Trainer entry point. ``fn_args.custom_config`` holds ``dataset``, ``model`` and
-    optional overrides of :data:`DEFAULT_HPARAMS`; a compiled pipeline's runtime parameters
+    """TFX Trainer entry point. ``fn_args.custom_config`` holds ``dataset_spec`` (the spec as a
+    dict, :func:`tfjoint.features.spec_file.spec_to_dict`), ``dataset`` (its name), ``model``
+    and optional overrides of :data:`DEFAULT_HPARAMS`; a compiled pipeline's runtime parameters
     arrive as ``fn_args.hyperparameters`` and win (:mod:`tfjoint.pipeline.runtime`)."""
     check_keras3()
     config = {**DEFAULT_HPARAMS, **merged_config(fn_args.custom_config, fn_args.hyperparameters)}
-    spec = get_dataset_spec(config["dataset"])
+    spec = spec_from_dict(config["dataset_spec"])
     keras.utils.set_random_seed(int(config.get("seed", 0)))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = vocabulary_sizes(tf_transform_output, spec)

@@ -16,6 +16,7 @@ import tensorflow_transform as tft
 
 from tfjoint import features
 from tfjoint.features import DatasetSpec, get_dataset_spec
+from tfjoint.features.spec_file import spec_from_dict
 from tfjoint.layers.core.scenarios import map_unknown, unknown_scenario
 
 
@@ -79,8 +80,9 @@ def preprocess(inputs: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
 
 
 def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
-    """TFX Transform entry point; ``custom_config["dataset"]`` names the dataset spec."""
-    return preprocess(inputs, get_dataset_spec(custom_config["dataset"]))
+    """TFX Transform entry point; ``custom_config["dataset_spec"]`` is the dataset spec as a
+    dict (:func:`tfjoint.features.spec_file.spec_to_dict`)."""
+    return preprocess(inputs, spec_from_dict(custom_config["dataset_spec"]))
 
 
 def vocabulary_sizes(tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec) -> dict[str, int]:
