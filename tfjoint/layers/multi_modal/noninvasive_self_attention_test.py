@@ -27,7 +27,6 @@ def test_passes_the_shared_layer_test(fusion):
         expected_output_shape=(3, 5, 8),
         # E_c only enters the candidate table (scoring), not the hidden states the call returns
         frozen_weights=lambda path: "content_projection" in path,
-        check_mixed_precision=False,  # as SASRec: the authors' -2^32 + 1 mask logit overflows float16
     )
 
 
