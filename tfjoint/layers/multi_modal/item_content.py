@@ -28,7 +28,9 @@ def check_item_features(features: Any, num_items: int, feature_dim: int | None) 
     """``features`` as a finite float32 ``(num_items, F)`` array (``F = feature_dim`` if given)."""
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[0] != num_items or features.shape[1] < 1:
-        raise ValueError(f"item_features must have shape (num_items={num_items}, F >= 1). Received: shape={features.shape}")
+        raise ValueError(
+            f"item_features must have shape (num_items={num_items}, F >= 1). Received: shape={features.shape}"
+        )
     if feature_dim is not None and int(feature_dim) != features.shape[1]:
         raise ValueError(f"feature_dim must equal item_features.shape[1]={features.shape[1]}. Received: feature_dim={feature_dim}")
     if not np.isfinite(features).all():

@@ -74,7 +74,8 @@ class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
 
     Example:
     >>> import numpy as np
-    >>> model = NoninvasiveSelfAttention(num_items=9, item_features=np.eye(9, 4, dtype="float32"), max_len=4, hidden_dim=8, seed=0)
+    >>> features = np.eye(9, 4, dtype="float32")
+    >>> model = NoninvasiveSelfAttention(num_items=9, item_features=features, max_len=4, hidden_dim=8, seed=0)
     >>> tuple(model(np.array([[0, 0, 3, 5]])).shape)
     (1, 4, 8)
 
@@ -116,7 +117,9 @@ class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
         )
         self.feature_dim, self.fusion, self.cold_start = feature_dim, fusion, cold_start
         d, init = self.hidden_dim, keras.initializers.GlorotUniform(seed)
-        self.item_features = self.add_weight(shape=(num_items, feature_dim), initializer="zeros", trainable=False, name="item_features")
+        self.item_features = self.add_weight(
+            shape=(num_items, feature_dim), initializer="zeros", trainable=False, name="item_features"
+        )
         self.warm_items = self.add_weight(shape=(num_items,), initializer="ones", trainable=False, name="warm_items")
         if item_features is not None:
             self.item_features.assign(item_features)
@@ -168,7 +171,9 @@ class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
         """The warm items (index + 1): a cold item is never a negative."""
         return np.flatnonzero(np.asarray(self.warm_items) > 0) + 1
 
-    def fit(self, train: InteractionLog, *, item_features: Any = None, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+    def fit(  # type: ignore[override]
+        self, train: InteractionLog, *, item_features: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
         """Sets the warm items (and ``item_features`` when given), then SASRec's training."""
         check_catalog(train, self.num_items)
         if item_features is not None:
@@ -182,4 +187,5 @@ class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
     def get_config(self) -> dict[str, Any]:
         """SASRec's arguments and ``feature_dim``, ``fusion``, ``cold_start`` (the features
         are saved as a weight)."""
-        return {**super().get_config(), "feature_dim": self.feature_dim, "fusion": self.fusion, "cold_start": self.cold_start}
+        own = {"feature_dim": self.feature_dim, "fusion": self.fusion, "cold_start": self.cold_start}
+        return {**super().get_config(), **own}

@@ -22,7 +22,8 @@ def small(fusion="gating", **kwargs):
 def test_passes_the_shared_layer_test(fusion):
     run_layer_test(
         NoninvasiveSelfAttention,
-        {"num_items": 6, "item_features": FEATURES, "fusion": fusion, "max_len": 5, "hidden_dim": 8, "num_heads": 2, "dropout": 0.1, "seed": 0},
+        {"num_items": 6, "item_features": FEATURES, "fusion": fusion, "max_len": 5, "hidden_dim": 8, "num_heads": 2,
+         "dropout": 0.1, "seed": 0},
         SEQUENCES,
         expected_output_shape=(3, 5, 8),
         # E_c only enters the candidate table (scoring), not the hidden states the call returns
@@ -72,7 +73,8 @@ def test_the_first_block_is_the_papers_attention_on_id_values():
     seq = np.array([[0, 0, 3, 1, 2]])
     ids = model.item_embedding.embeddings.numpy()[seq[0]] * 2.0 * (seq[0] > 0)[:, None]
     ids_t = ids[None].astype(np.float32)
-    side = model.position_embedding.embeddings.numpy() + model.side_projection(FEATURES[np.maximum(seq[0] - 1, 0)]).numpy() * (seq[0] > 0)[:, None]
+    content = model.side_projection(FEATURES[np.maximum(seq[0] - 1, 0)]).numpy() * (seq[0] > 0)[:, None]
+    side = model.position_embedding.embeddings.numpy() + content
     c = (ids + side)[None].astype(np.float32)
     q = model.queries[0](model.attention_norms[0](c)).numpy()[0]
     k = model.keys[0](c).numpy()[0]
@@ -102,37 +104,39 @@ def test_gating_and_concat_fusions_follow_their_equations():
 
 
 def test_cold_items_score_by_their_features_and_are_never_trained():
+    model = small()
+    before = model.item_embedding.embeddings.numpy().copy()
+    model.fit(LOG, epochs=3, batch_size=3, learning_rate=0.05)  # one batch shape: one trace
+    np.testing.assert_array_equal(model.warm_items.numpy(), [1, 1, 1, 1, 0, 0])
+    table = model.item_embedding.embeddings.numpy()
+    np.testing.assert_array_equal(table[5:], before[5:])  # cold rows: never a positive nor a negative
+    assert not np.allclose(table[1:5], before[1:5])
+    hidden = model(model.sequences(np.arange(3), None), training=False).numpy()[:, -1]
+    content = FEATURES @ model.content_projection.kernel.numpy()
     scores = {}
     for mode in ("features", "mean", "none"):
-        model = small(cold_start=mode)
-        before = model.item_embedding.embeddings.numpy().copy()
-        model.fit(LOG, epochs=3, batch_size=2, learning_rate=0.05)
-        np.testing.assert_array_equal(model.warm_items.numpy(), [1, 1, 1, 1, 0, 0])
-        table = model.item_embedding.embeddings.numpy()
-        np.testing.assert_array_equal(table[5:], before[5:])  # cold rows: never a positive nor a negative
-        assert not np.allclose(table[1:5], before[1:5])
+        model.cold_start = mode  # read at scoring time only
         ids = table[1:].copy()
         if mode == "features":
             ids[4:] = 0.0
         elif mode == "mean":
             ids[4:] = ids[:4].mean(0)
-        candidates = ids + FEATURES @ model.content_projection.kernel.numpy()
-        hidden = model(model.sequences(np.arange(3), None), training=False).numpy()[:, -1]
         scores[mode] = model.score(np.arange(3))
-        np.testing.assert_allclose(scores[mode], hidden @ candidates.T, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(scores[mode], hidden @ (ids + content).T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(scores["features"][:, :4], scores["none"][:, :4], rtol=1e-5)
+    assert not np.allclose(scores["features"][:, 4:], scores["none"][:, 4:])
 
 
 def test_learns_to_rank_cold_items_from_the_features_that_carry_the_signal():
     train, features, cold, side = clustered()
     model = NoninvasiveSelfAttention(60, item_features=features, max_len=8, hidden_dim=8, dropout=0.0, seed=0)
-    model.fit(train, epochs=20, batch_size=16, learning_rate=0.01, seed=0)
+    model.fit(train, epochs=20, batch_size=20, learning_rate=0.01, seed=0)
     assert cold_auc(model.score(np.arange(40)), cold, side) > 0.9
 
 
 def test_keras_save_and_reload_restore_features_warm_items_and_scores(tmp_path):
     model = small(cold_start="mean", dropout=0.2)
-    model.fit(LOG, epochs=2, batch_size=2)
+    model.fit(LOG, epochs=2, batch_size=3)
     path = tmp_path / "nova.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
