@@ -52,14 +52,15 @@ BASELINES = ("bpr_mf", "sasrec", FLOOR)
 # signal 0: VBPR .204 / .096 / .006 (noise features cost it warm accuracy), BPR-MF .250 / .090 / 0;
 # MovieLens-100K: VBPR .136 / .106 / 0, BPR-MF .131 / .025 / 0 (chance on cold: .100, .030).
 _SEQUENCE = {**topk.BUDGET["sasrec"][0], "max_len": 10}
+_SEQUENCE_FIT = {**topk.BUDGET["sasrec"][1], "learning_rate": 5e-3}
 BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "vbpr": ({"embedding_dim": 64, "content_dim": 64}, dict(topk.BUDGET["bpr_mf"][1])),
     "bpr_mf": topk.BUDGET["bpr_mf"],
     "item_pop": topk.BUDGET["item_pop"],
     # SASRec with topk's optimizer budget and the paper's sizes (d = 50, 2 blocks, dropout 0.5), but
     # max_len 10: a synthetic user has at most 10 events; NOVA the same, gating fusion, untuned
-    "sasrec": (_SEQUENCE, dict(topk.BUDGET["sasrec"][1])),
-    "nova": ({**_SEQUENCE, "fusion": "gating"}, dict(topk.BUDGET["sasrec"][1])),
+    "sasrec": (_SEQUENCE, dict(_SEQUENCE_FIT)),
+    "nova": ({**_SEQUENCE, "fusion": "gating"}, dict(_SEQUENCE_FIT)),
 }
 
 
