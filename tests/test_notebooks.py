@@ -25,6 +25,8 @@ def test_notebook_executes(path, synthetic_run, monkeypatch):
         assert "tasks: ['click', 'conversion', 'score']" in outputs
     if path.stem == "multi_behavior":
         assert "test: full ranking, training buys masked, validation-selected epoch" in outputs
+    if path.stem == "multi_modal":
+        assert "chance on cold items: HR@10 =" in outputs and "cold HR@10" in outputs
 
 
 def test_there_is_a_quickstart():
