@@ -61,7 +61,7 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # most 10 events) and lr 5e-3: at topk's 1e-3 validation plateaus for 10 epochs and early stopping
     # ends 3 of 6 runs near epoch 15 (NOVA warm .423/.434/.111). NOVA the same, gating fusion, untuned.
     # Measured (3 seeds, HR@10, warm / cold / mixed), synthetic signal 1: NOVA .437 / .626 / .235,
-    # SASRec .384 / .095 / 0.
+    # SASRec .384 / .095 / 0; signal 0: NOVA .173 / .109 / 0 (noise side information), SASRec the same.
     "sasrec": (_SEQUENCE, dict(_SEQUENCE_FIT)),
     "nova": ({**_SEQUENCE, "fusion": "gating"}, dict(_SEQUENCE_FIT)),
 }
