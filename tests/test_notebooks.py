@@ -14,6 +14,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 EXPECTED_TEXT = {
     "quickstart": "tasks: ['click', 'conversion', 'score']",
     "multi_behavior": "test: full ranking, training buys masked, validation-selected epoch",
+    "multi_modal": "chance on cold items: HR@10 =",
     "joint": "gRPC Predict matches the in-process signature",
 }
 

@@ -52,6 +52,8 @@ _ADI = "tfjoint/layers/multi_scenario/adaptive_domain_interest.py"
 _CML = "tfjoint/layers/multi_behavior/contrastive_meta_learning.py"
 _CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",)
 _MBSTR_BLOCKS = "tfjoint/layers/multi_behavior/multi_behavior_transformer.py"
+_SASREC = "tfjoint/layers/retrieval/self_attentive_sequential_recommendation.py"
+_NOVA_TEST = "tfjoint/layers/multi_modal/noninvasive_self_attention_test.py"
 _MBSTR_TESTS = ("tfjoint/layers/multi_behavior/multi_behavior_sequential_transformer_test.py",)
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -496,6 +498,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "query_behavior = 1",
         _MBSTR_TESTS,
         "MB-STR scoring: the appended mask token carries the target behavior (the first behavior)",
+    ),
+    Mutation(
+        "nova_side_information_in_values",
+        _SASREC,
+        "v = split_heads(self.values[block](seq), self.num_heads)",
+        "v = split_heads(self.values[block](seq if context is None else context), self.num_heads)",
+        (f"{_NOVA_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",),
+        "NOVA: V = R W^V from the item ids only (the fused id + side information fed into V)",
+    ),
+    Mutation(
+        "nova_keys_without_side_information",
+        _SASREC,
+        "k = split_heads(self.keys[block](c), heads)",
+        "k = split_heads(self.keys[block](seq), heads)",
+        (f"{_NOVA_TEST}::test_the_first_block_is_the_papers_attention_on_id_values",),
+        "NOVA: K = F(R, S) W^K reads the fused side information (the id stream only)",
     ),
 )
 

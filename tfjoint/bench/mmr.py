@@ -1,7 +1,8 @@
 """``tfjoint bench mmr``: multi-modal retrieval models on warm and on cold items.
 
-Every registered ``retrieval_model`` of family ``multi_modal`` (VBPR) is fitted with the
-item features next to BPR-MF (the model VBPR extends) and ItemPop, per seed, on the
+Every registered ``retrieval_model`` of family ``multi_modal`` (VBPR, NOVA) is fitted with
+the item features next to its id-only *counterpart* (:data:`COUNTERPARTS`: VBPR extends
+BPR-MF, NOVA extends SASRec) and ItemPop, per seed, on the
 cold-start split of :mod:`tfjoint.retrieval.cold_start`: cold items are held out of training
 entirely, the warm items are split leave-one-out. The epoch is chosen on the warm
 validation items (full ranking among warm items, NDCG@10); that model is scored on the
@@ -14,9 +15,15 @@ determine the preferences, at signal 0 they are noise, so a model's cold-item nu
 should fall to chance (``HR@10 = 10 / #cold items``) at signal 0. The bench runs each
 ``--signals`` value. BPR-MF and ItemPop never saw a cold item: they give every cold item the
 same score (ItemPop: 0) or one learned only from being sampled as a negative (BPR-MF, which
-pushes every cold item down), so their cold numbers are the floor VBPR is compared to. The last columns give each multi-modal model's warm and cold HR@10 gap to
-BPR-MF with its standard error ``sqrt(s_m^2 / n_m + s_c^2 / n_c)`` over seeds, marked when
-above 2 SE.
+pushes every cold item down; SASRec likewise), so their cold numbers are the floor the
+multi-modal models are compared to. The last columns give each multi-modal model's warm and
+cold HR@10 gap to its counterpart, and its cold gap to ItemPop, with the standard error
+``sqrt(s_m^2 / n_m + s_c^2 / n_c)`` over seeds, marked when above 2 SE.
+
+Sequence models (SASRec, NOVA) read each user's latest training events in time order
+(:func:`tfjoint.retrieval.history`: the training log at validation, plus the validation
+item at test). The synthetic log's timestamps are uniform at random, so there its order
+carries no signal and a sequence model learns from the set of items.
 """
 
 from __future__ import annotations
@@ -35,25 +42,35 @@ from tfjoint.retrieval.cold_start import DATASETS, PARTS, ColdStartSplit, evalua
 
 DEFAULT_SIGNALS = (1.0, 0.0)
 METRICS = ("HR@10", "NDCG@10")
-BASELINES = ("bpr_mf", "item_pop")
-COUNTERPART = "bpr_mf"  # the model VBPR extends
+COUNTERPARTS = {"vbpr": "bpr_mf", "nova": "sasrec"}  # the id-only model each extends
+FLOOR = "item_pop"
+BASELINES = ("bpr_mf", "sasrec", FLOOR)
 
 # (constructor kwargs, fit kwargs): topk's budget for BPR-MF and ItemPop; VBPR gets BPR-MF's
 # optimizer budget and sizes (K = D = 64), Cornac's λ_E = 0, untuned. Measured (3 seeds, HR@10,
 # warm / cold / mixed), synthetic signal 1: VBPR .441 / .675 / .360, BPR-MF .250 / .090 / 0;
 # signal 0: VBPR .204 / .096 / .006 (noise features cost it warm accuracy), BPR-MF .250 / .090 / 0;
 # MovieLens-100K: VBPR .136 / .106 / 0, BPR-MF .131 / .025 / 0 (chance on cold: .100, .030).
+_SEQUENCE = {**topk.BUDGET["sasrec"][0], "max_len": 10}
+_SEQUENCE_FIT = {**topk.BUDGET["sasrec"][1], "learning_rate": 5e-3}
 BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "vbpr": ({"embedding_dim": 64, "content_dim": 64}, dict(topk.BUDGET["bpr_mf"][1])),
     "bpr_mf": topk.BUDGET["bpr_mf"],
     "item_pop": topk.BUDGET["item_pop"],
+    # SASRec with the paper's sizes (d = 50, 2 blocks, dropout 0.5), max_len 10 (a synthetic user has at
+    # most 10 events) and lr 5e-3: at topk's 1e-3 validation plateaus for 10 epochs and early stopping
+    # ends 3 of 6 runs near epoch 15 (NOVA warm .423/.434/.111). NOVA the same, gating fusion, untuned.
+    # Measured (3 seeds, HR@10, warm / cold / mixed), synthetic signal 1: NOVA .437 / .626 / .235,
+    # SASRec .384 / .095 / 0; signal 0: NOVA .173 / .109 / 0 (noise side information), SASRec the same.
+    "sasrec": (_SEQUENCE, dict(_SEQUENCE_FIT)),
+    "nova": ({**_SEQUENCE, "fusion": "gating"}, dict(_SEQUENCE_FIT)),
 }
 
 
 def default_models() -> list[str]:
-    """Every registered multi-modal retrieval model, then :data:`BASELINES`."""
+    """Every registered multi-modal retrieval model, then their counterparts, then ItemPop."""
     names = [e.name for e in catalog.entries(slot="retrieval_model") if e.family == "multi_modal"]
-    return names + list(BASELINES)
+    return list(dict.fromkeys(names + [COUNTERPARTS[n] for n in names if n in COUNTERPARTS] + [FLOOR]))
 
 
 def check_arguments(dataset: str, models: Sequence[str] | None, seeds: int, signals: Sequence[float]) -> list[str]:
@@ -102,20 +119,20 @@ def fit_and_score(name: str, split: ColdStartSplit, seed: int) -> dict[str, Any]
 
 
 def compare(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per model other than :data:`COUNTERPART`, when both ran: its warm and cold HR@10 gap
-    to BPR-MF, the standard error over seeds, and whether it exceeds 2 standard errors."""
+    """Per multi-modal model of :data:`COUNTERPARTS` whose counterpart ran: its warm and cold
+    HR@10 gap to the counterpart and (when ItemPop ran) its cold gap to ItemPop, each with
+    the standard error over seeds and whether it exceeds 2 standard errors."""
+
+    def gap(model_runs: list[dict[str, Any]], other: list[dict[str, Any]], part: str) -> dict[str, Any]:
+        value, se = standard_error_gap([r[part]["HR@10"] for r in model_runs], [r[part]["HR@10"] for r in other])
+        return {"gap": value, "se": se, "beats": bool(value > 2 * se)}
+
     out: dict[str, dict[str, Any]] = {}
-    if COUNTERPART not in runs:
-        return out
-    for name, model_runs in runs.items():
-        if name in (COUNTERPART, *BASELINES):
-            continue
-        out[name] = {}
-        for part in ("warm", "cold"):
-            gap, se = standard_error_gap(
-                [r[part]["HR@10"] for r in model_runs], [r[part]["HR@10"] for r in runs[COUNTERPART]]
-            )
-            out[name][part] = {"gap": gap, "se": se, "beats": bool(gap > 2 * se)}
+    for name, counterpart in COUNTERPARTS.items():
+        if name in runs and counterpart in runs:
+            out[name] = {"counterpart": counterpart} | {p: gap(runs[name], runs[counterpart], p) for p in ("warm", "cold")}
+            if FLOOR in runs:
+                out[name]["cold_vs_floor"] = gap(runs[name], runs[FLOOR], "cold")
     return out
 
 
@@ -171,7 +188,7 @@ def _cell(values: list[float]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """One markdown table per signal: warm and cold HR@10 / NDCG@10 per model, fit time."""
     header = ["model"] + [f"{p}/{m}" for p in PARTS for m in METRICS] + ["fit seconds", "best epoch"]
-    header += [f"vs {COUNTERPART}: {p} HR@10 gap (SE)" for p in ("warm", "cold")]
+    header += [f"vs counterpart: {p} HR@10 gap (SE)" for p in ("warm", "cold")] + [f"vs {FLOOR}: cold HR@10 gap (SE)"]
     lines: list[str] = []
     for result in report["results"]:
         title = report["dataset"] + ("" if result["signal"] is None else f", signal {result['signal']:g}")
@@ -181,10 +198,11 @@ def format_report(report: dict[str, Any]) -> str:
             cells.append(f"{np.mean([r['seconds'] for r in runs]):.0f}")
             cells.append(",".join(str(r["best_epoch"]) for r in runs))
             c = result.get("comparison", {}).get(name)
-            for part in ("warm", "cold"):
-                cells.append(
-                    "" if c is None else f"{c[part]['gap']:+.4f} ({c[part]['se']:.4f}){' > 2 SE' if c[part]['beats'] else ''}"
-                )
+            for key in ("warm", "cold", "cold_vs_floor"):
+                g = None if c is None else c.get(key)
+                cells.append("" if g is None else f"{g['gap']:+.4f} ({g['se']:.4f}){' > 2 SE' if g['beats'] else ''}")
+            if c is not None:
+                cells[-3] += f" vs {c['counterpart']}"
             lines.append("| " + " | ".join(cells) + " |")
         users = result["users"]
         lines += [

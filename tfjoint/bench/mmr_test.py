@@ -5,8 +5,10 @@ from tfjoint.datasets.multimodal import synthetic_multimodal
 from tfjoint.retrieval import cold_start
 
 
-def test_default_models_are_the_multi_modal_ones_then_the_baselines():
-    assert mmr.default_models()[0] == "vbpr" and mmr.default_models()[-2:] == ["bpr_mf", "item_pop"]
+def test_default_models_are_the_multi_modal_ones_then_their_counterparts_then_item_pop():
+    names = mmr.default_models()
+    assert set(names[:2]) == {"vbpr", "nova"} and set(names[2:4]) == {"bpr_mf", "sasrec"} and names[-1] == "item_pop"
+    assert [mmr.COUNTERPARTS[n] for n in names[:2]] == names[2:4]
 
 
 def test_one_table_per_signal_with_warm_and_cold_columns(monkeypatch):
@@ -19,7 +21,7 @@ def test_one_table_per_signal_with_warm_and_cold_columns(monkeypatch):
     monkeypatch.setattr(mmr, "load_cold_start_split", load)
     monkeypatch.setitem(mmr.BUDGET, "vbpr", ({"embedding_dim": 4, "content_dim": 4}, {"epochs": 2, "batch_size": 64}))
     monkeypatch.setitem(mmr.BUDGET, "bpr_mf", ({"embedding_dim": 4}, {"epochs": 2, "batch_size": 64}))
-    report = mmr.run_mmr("synthetic", seeds=2, signals=[1.0, 0.0], verbose=False)
+    report = mmr.run_mmr("synthetic", models=["vbpr", "bpr_mf", "item_pop"], seeds=2, signals=[1.0, 0.0], verbose=False)
     assert seen == [1.0, 0.0] and [r["signal"] for r in report["results"]] == [1.0, 0.0]
     for result in report["results"]:
         assert list(result["runs"]) == ["vbpr", "bpr_mf", "item_pop"] and result["cold_items"] == 16
@@ -28,9 +30,10 @@ def test_one_table_per_signal_with_warm_and_cold_columns(monkeypatch):
             assert all(0.0 <= r[p][m] <= 1.0 for r in runs for p in ("warm", "cold") for m in ("HR@10", "NDCG@10"))
         # ItemPop scores every cold item 0: ties count against the target
         assert all(r["cold"]["HR@10"] == 0.0 for r in result["runs"]["item_pop"])
-        assert set(result["comparison"]) == {"vbpr"} and set(result["comparison"]["vbpr"]) == {"warm", "cold"}
+        assert set(result["comparison"]) == {"vbpr"}
+        assert set(result["comparison"]["vbpr"]) == {"counterpart", "warm", "cold", "cold_vs_floor"}
     table = mmr.format_report(report)
-    assert "vs bpr_mf: cold HR@10 gap (SE)" in table
+    assert "vs counterpart: cold HR@10 gap (SE)" in table and "vs item_pop: cold HR@10 gap (SE)" in table
     assert "**synthetic, signal 1**" in table and "**synthetic, signal 0**" in table
     assert "cold/HR@10" in table and "Chance on cold items: HR@10 = 0.6250" in table
 
@@ -62,6 +65,20 @@ def test_the_command_line_runs_the_bench(monkeypatch, capsys):
     assert calls == {"dataset": "synthetic", "models": ["vbpr"], "seeds": 1, "signals": [0.5]}
 
 
+def test_sequence_models_read_the_event_order_and_nova_gets_the_item_features(monkeypatch):
+    data = synthetic_multimodal(40, 50, signal=1.0, seed=0, feature_dim=8, buys_per_user=6)
+    split = cold_start.cold_start_split(data)
+    monkeypatch.setitem(mmr.BUDGET, "nova", ({"max_len": 6, "hidden_dim": 8}, {"epochs": 1, "batch_size": 64}))
+    monkeypatch.setitem(mmr.BUDGET, "sasrec", ({"max_len": 6, "hidden_dim": 8}, {"epochs": 1, "batch_size": 64}))
+    seen = {}
+    for name in ("nova", "sasrec"):
+        out = mmr.fit_and_score(name, split, seed=0)
+        seen[name] = out
+        assert out["epochs_run"] == 1 and 0.0 <= out["cold"]["HR@10"] <= 1.0
+    report = {"nova": [seen["nova"]] * 2, "sasrec": [seen["sasrec"]] * 2}
+    assert mmr.compare(report)["nova"]["counterpart"] == "sasrec"
+
+
 def test_compare_gives_the_hr_gap_to_bpr_mf_in_standard_errors():
     def run(warm, cold):
         return {"warm": {"HR@10": warm}, "cold": {"HR@10": cold}}
@@ -72,7 +89,8 @@ def test_compare_gives_the_hr_gap_to_bpr_mf_in_standard_errors():
         "item_pop": [run(0.1, 0.0)] * 2,
     }
     out = mmr.compare(runs)
-    assert set(out) == {"vbpr"}
+    assert set(out) == {"vbpr"} and out["vbpr"]["counterpart"] == "bpr_mf"
+    assert out["vbpr"]["cold_vs_floor"]["gap"] == pytest.approx(0.7) and out["vbpr"]["cold_vs_floor"]["beats"]
     # warm: means 0.6 vs 0.5, sample variance 0.01 and 0: SE sqrt(0.01 / 3)
     assert out["vbpr"]["warm"]["gap"] == pytest.approx(0.1) and not out["vbpr"]["warm"]["beats"]
     assert out["vbpr"]["warm"]["se"] == pytest.approx((0.01 / 3) ** 0.5)

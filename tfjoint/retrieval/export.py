@@ -208,7 +208,7 @@ class TopKModule(tf.Module):
             return model(sequences, training=False)[:, -1]
 
         self.user_vector = user_vector
-        self.item_table = lambda: tf.convert_to_tensor(model.item_embedding.embeddings)[1:]
+        self.item_table = lambda: tf.convert_to_tensor(model.output_table())[1:]  # NOVA: M_i + E_c f_i
 
     def init_behavior_sequence(self, model: MultiBehaviorSequentialTransformer, sequence_length: int | None) -> None:
         model.require_behaviors()

@@ -14,6 +14,8 @@ Recommenders (slot ``retrieval_model``):
 
 - :class:`VisualBayesianPersonalizedRanking` (``vbpr``): BPR-MF plus a linear embedding of
   fixed item features, which also scores cold items.
+- :class:`NoninvasiveSelfAttention` (``nova``): SASRec whose attention reads the item
+  modality vectors (and positions) in its queries and keys only, the values from item ids.
 """
 
 from tfjoint.layers.multi_modal.attention_fusion import AttentionFusion
@@ -21,6 +23,7 @@ from tfjoint.layers.multi_modal.early_fusion import EarlyFusion
 from tfjoint.layers.multi_modal.gating_fusion import GatingFusion
 from tfjoint.layers.multi_modal.late_fusion import LateFusion
 from tfjoint.layers.multi_modal.modality_fusion import ModalityFusion
+from tfjoint.layers.multi_modal.noninvasive_self_attention import NoninvasiveSelfAttention
 from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking import VisualBayesianPersonalizedRanking
 
 __all__ = [
@@ -29,5 +32,6 @@ __all__ = [
     "GatingFusion",
     "LateFusion",
     "ModalityFusion",
+    "NoninvasiveSelfAttention",
     "VisualBayesianPersonalizedRanking",
 ]

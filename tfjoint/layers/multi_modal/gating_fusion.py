@@ -11,6 +11,13 @@ from tfjoint.layers.multi_modal.modality_fusion import ModalityFusion
 from tfjoint.registry import register
 
 
+def gated_sum(gate: keras.layers.Layer, encodings: list[Any]) -> Any:
+    """``sum_i G^(i) * f_i`` with ``G = gate([f_1; ...; f_m])`` split into one ``G^(i)`` per
+    encoding (``gate``: a sigmoid Dense of width ``m * d``); any leading shape."""
+    g = ops.split(gate(ops.concatenate(encodings, axis=-1)), len(encodings), axis=-1)
+    return sum(gi * fi for gi, fi in zip(g, encodings))
+
+
 @register(
     "gating_fusion",
     slot="modality_encoder",
@@ -43,7 +50,4 @@ class GatingFusion(ModalityFusion):
         self.gate.build((None, width))
 
     def call(self, inputs: dict[str, Any]) -> Any:
-        f = self.encode(inputs)
-        gates = self.gate(ops.concatenate(f, axis=-1))
-        g = ops.split(gates, len(self.modalities), axis=-1)
-        return sum(gi * fi for gi, fi in zip(g, f))
+        return gated_sum(self.gate, self.encode(inputs))

@@ -12,6 +12,12 @@ from keras import ops
 
 from tfjoint.features.interactions import InteractionLog
 from tfjoint.layers.core.arguments import non_negative, positive, positive_int
+from tfjoint.layers.multi_modal.item_content import (
+    check_cold_start,
+    check_item_features,
+    cold_adjusted,
+    warm_flags,
+)
 from tfjoint.layers.retrieval.base import (
     Recommender,
     behavior_names,
@@ -23,8 +29,6 @@ from tfjoint.layers.retrieval.base import (
 )
 from tfjoint.layers.retrieval.two_tower import bpr_loss, sample_negatives
 from tfjoint.registry import register
-
-COLD_START = ("features", "mean", "none")
 
 
 @register(
@@ -151,9 +155,7 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
         self.l2_reg = non_negative("l2_reg", l2_reg)
         self.bias_reg = non_negative("bias_reg", bias_reg)
         self.projection_reg = non_negative("projection_reg", projection_reg)
-        if cold_start not in COLD_START:
-            raise ValueError(f"cold_start must be one of {COLD_START}. Received: cold_start={cold_start!r}")
-        self.cold_start = cold_start
+        self.cold_start = check_cold_start(cold_start)
         self.use_item_bias = bool(use_item_bias)
         self.behaviors = None if behaviors is None else list(behaviors)
         self.seed = seed
@@ -175,16 +177,7 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
         self.built = True  # every weight exists: a .keras file restores them without a call
 
     def _check_features(self, features: Any, feature_dim: int | None) -> np.ndarray:
-        features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or features.shape[0] != self.num_items or features.shape[1] < 1:
-            raise ValueError(
-                f"item_features must have shape (num_items={self.num_items}, F >= 1). Received: shape={features.shape}"
-            )
-        if feature_dim is not None and int(feature_dim) != features.shape[1]:
-            raise ValueError(f"feature_dim must equal item_features.shape[1]={features.shape[1]}. Received: feature_dim={feature_dim}")
-        if not np.isfinite(features).all():
-            raise ValueError("item_features must be finite. Received: NaN or inf entries")
-        return features
+        return check_item_features(features, self.num_items, feature_dim)
 
     # -- the predictor ---------------------------------------------------------------
     def pair_scores(self, users: Any, items: Any) -> Any:
@@ -203,19 +196,8 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
 
     def _cold_adjusted(self) -> tuple[Any, Any]:
         """``(γ_i, β_i)`` of every item, the cold ones replaced as ``cold_start`` says."""
-        bias = self._item_bias()
-        if self.cold_start == "none":
-            return self.gamma_item, bias
-        warm = self.warm_items
-        if self.cold_start == "features":
-            return self.gamma_item * warm[:, None], bias * warm
-        count = ops.maximum(ops.sum(warm), 1.0)
-        mean_gamma = ops.sum(self.gamma_item * warm[:, None], axis=0) / count
-        mean_bias = ops.sum(bias * warm) / count
-        return (
-            self.gamma_item * warm[:, None] + (1.0 - warm[:, None]) * mean_gamma[None, :],
-            bias * warm + (1.0 - warm) * mean_bias,
-        )
+        gamma, bias = cold_adjusted(self.cold_start, self.warm_items, self.gamma_item, self._item_bias())
+        return gamma, bias
 
     def _user_table(self, users: Any) -> Any:
         """``[γ_u, θ_u, 1]``: with :meth:`_item_table` its dot product is ``x̂_ui``."""
@@ -298,7 +280,7 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
         if not len(users):
             raise ValueError("the training log has no rows of the trained behaviors")
         warm = np.unique(items)
-        self.warm_items.assign(np.isin(np.arange(self.num_items), warm).astype(np.float32))
+        self.warm_items.assign(warm_flags(warm, self.num_items))
         # Negatives are drawn among the warm items: index them 0..len(warm)-1 for the sampler.
         seen = users * np.int64(len(warm)) + np.searchsorted(warm, items)
         rng = np.random.default_rng(seed)

@@ -27,6 +27,12 @@ from tfjoint.registry import register
 PAD_LOGIT = -(2.0**32) + 1  # the authors' masking value
 
 
+def split_heads(x: Any, heads: int) -> Any:
+    """``(B, L, d) -> (B, heads, L, d / heads)``."""
+    length, width = ops.shape(x)[1], ops.shape(x)[2] // heads
+    return ops.transpose(ops.reshape(x, (-1, length, heads, width)), (0, 2, 1, 3))
+
+
 def last_events(log: InteractionLog, users: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Two ``(len(users), max_len)`` int arrays: each user's latest ``max_len`` events of
     ``log`` in time order, items and behaviors each shifted by one (0 is padding) and
@@ -157,36 +163,57 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
         self.dropout_layer = keras.layers.Dropout(self.dropout, seed=seed, name="dropout")
         self.built = True  # every weight exists: a .keras file restores them without a call
 
-    def attend(self, block: int, seq: Any, pad: Any, training: bool | None) -> Any:
-        """One causal self-attention sublayer (``multihead_attention`` of modules.py)."""
-        queries = self.attention_norms[block](seq)
+    def attention_weights(self, block: int, seq: Any, pad: Any, training: bool | None, context: Any = None) -> Any:
+        """``(batch, heads, L, L)`` causal, padding-masked ``softmax(Q Kᵀ / sqrt(d/h))`` of
+        ``block`` with ``Q = LN(c) W^Q``, ``K = c W^K`` and ``c = seq`` (SASRec) or
+        ``c = context`` (NOVA's fused id and side information); dropout applied."""
+        c = seq if context is None else context
         length, heads, width = ops.shape(seq)[1], self.num_heads, self.hidden_dim // self.num_heads
-
-        def split(x: Any) -> Any:  # (B, L, d) -> (B, h, L, d/h)
-            return ops.transpose(ops.reshape(x, (-1, length, heads, width)), (0, 2, 1, 3))
-
-        q, k, v = split(self.queries[block](queries)), split(self.keys[block](seq)), split(self.values[block](seq))
+        q = split_heads(self.queries[block](self.attention_norms[block](c)), heads)
+        k = split_heads(self.keys[block](c), heads)
         logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(width)
         causal = ops.tril(ops.ones((length, length), "bool"))
         allowed = ops.logical_and(causal[None, None], ops.cast(pad, "bool")[:, None, None, :])
         weights = ops.softmax(ops.where(allowed, logits, PAD_LOGIT), axis=-1)
         weights = weights * ops.cast(pad, weights.dtype)[:, None, :, None]  # query masking
-        weights = self.dropout_layer(weights, training=training)
-        out = ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (-1, length, self.hidden_dim))
-        return out + queries
+        return self.dropout_layer(weights, training=training)
 
-    def call(self, sequences: Any, training: bool | None = None) -> Any:
+    def attend(self, block: int, seq: Any, pad: Any, training: bool | None, context: Any = None) -> Any:
+        """One causal self-attention sublayer (``multihead_attention`` of modules.py): the
+        weights of :meth:`attention_weights` times the values ``seq W^V``, plus ``LN(seq)``.
+        The values and the residual always read ``seq``, whatever ``context`` is."""
+        weights = self.attention_weights(block, seq, pad, training, context)
+        v = split_heads(self.values[block](seq), self.num_heads)
+        out = ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (-1, ops.shape(seq)[1], self.hidden_dim))
+        return out + self.attention_norms[block](seq)
+
+    def embed(self, sequences: Any, training: bool | None, positions: bool = True) -> tuple[Any, Any]:
+        """``(E_seq * sqrt(d) [+ P], pad)``: the input of the blocks (dropout, padding zeroed)
+        and the float ``(batch, L)`` padding mask."""
         sequences = ops.cast(sequences, "int32")
         pad = ops.cast(ops.not_equal(sequences, 0), "float32")
         seq = self.item_embedding(sequences) * math.sqrt(self.hidden_dim)
-        seq = seq + self.position_embedding(ops.arange(ops.shape(sequences)[1]))[None]
-        seq = self.dropout_layer(seq, training=training) * pad[..., None]
+        if positions:
+            seq = seq + self.position_embedding(ops.arange(ops.shape(sequences)[1]))[None]
+        return self.dropout_layer(seq, training=training) * pad[..., None], pad
+
+    def encode(self, seq: Any, pad: Any, training: bool | None, context: Callable[[int, Any], Any] | None = None) -> Any:
+        """The blocks and the final LN; ``context(block, seq)`` (NOVA) gives each block's
+        query/key input, None (SASRec) uses ``seq`` itself."""
         for b in range(self.num_blocks):
-            seq = self.attend(b, seq, pad, training)
+            seq = self.attend(b, seq, pad, training, None if context is None else context(b, seq))
             x = self.ffn_norms[b](seq)
             h = self.dropout_layer(self.ffn_inner[b](x), training=training)
             seq = (self.dropout_layer(self.ffn_outer[b](h), training=training) + x) * pad[..., None]
         return self.final_norm(seq)
+
+    def call(self, sequences: Any, training: bool | None = None) -> Any:
+        seq, pad = self.embed(sequences, training)
+        return self.encode(seq, pad, training)
+
+    def output_table(self) -> Any:
+        """The candidate item table ``M`` with its padding row 0: ``r_{i,t} = F_t · M_i``."""
+        return self.item_embedding.embeddings
 
     # -- the Recommender protocol ----------------------------------------------------
     def sequences(self, users: Any, history: InteractionLog | None) -> np.ndarray:
@@ -201,8 +228,8 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
         return np.asarray(self(self.sequences(users, history), training=False)[:, -1], np.float32)
 
     def item_embeddings(self) -> np.ndarray:
-        """``M`` without the padding row: ``(num_items, hidden_dim)``."""
-        return np.asarray(self.item_embedding.embeddings[1:], np.float32)
+        """``M`` (:meth:`output_table`) without the padding row: ``(num_items, hidden_dim)``."""
+        return np.asarray(self.output_table()[1:], np.float32)
 
     def score(self, users: Any, history: InteractionLog | None = None) -> np.ndarray:
         return self.user_embeddings(users, history) @ self.item_embeddings().T
@@ -237,14 +264,21 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
 
         step = training_step(self, optimizer, lambda seq, pos, neg: self.sequence_loss(seq, pos, neg, training=True))
 
+        pool = self.negative_pool(rows)
+
+        def draw(size: Any) -> np.ndarray:
+            if pool is None:
+                return rng.integers(1, self.num_items + 1, size=size)
+            return pool[rng.integers(0, len(pool), size=size)]
+
         def negatives(batch: np.ndarray) -> np.ndarray:
-            neg = rng.integers(1, self.num_items + 1, size=targets[batch].shape)
+            neg = draw(targets[batch].shape)
             for _ in range(100):  # redraw the items of the user's own sequence
                 key = users[batch][:, None] * np.int64(self.num_items + 1) + neg
                 hit = (keys[np.minimum(np.searchsorted(keys, key), len(keys) - 1)] == key) & (targets[batch] > 0)
                 if not hit.any():
                     break
-                neg[hit] = rng.integers(1, self.num_items + 1, size=hit.sum())
+                neg[hit] = draw(hit.sum())
             return np.where(targets[batch] > 0, neg, 0)
 
         def run_epoch(epoch: int) -> float:
@@ -260,10 +294,14 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
             get_weights=self.get_weights, set_weights=self.set_weights,
         )
 
+    def negative_pool(self, rows: InteractionLog) -> np.ndarray | None:
+        """The items (index + 1) negatives are drawn from; None: every item, as the code."""
+        return None
+
     def sequence_loss(self, seq: Any, pos: Any, neg: Any, training: bool | None = None) -> Any:
         """Eq. 8: ``-mean_t [log σ(r_{o_t}) + log(1 - σ(r_{j_t}))]`` over non-padding targets."""
         hidden = self(seq, training=training)
-        table = self.item_embedding.embeddings
+        table = self.output_table()
         pos_logits = ops.sum(hidden * ops.take(table, pos, axis=0), axis=-1)
         neg_logits = ops.sum(hidden * ops.take(table, neg, axis=0), axis=-1)
         is_target = ops.cast(ops.not_equal(pos, 0), "float32")
@@ -271,7 +309,7 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
         per_position = ops.softplus(-pos_logits) + ops.softplus(neg_logits)
         loss = ops.sum(per_position * is_target) / ops.maximum(ops.sum(is_target), 1.0)
         if self.l2_emb:
-            loss = loss + self.l2_emb * (ops.sum(ops.square(table)) + ops.sum(ops.square(self.position_embedding.embeddings))) / 2
+            loss = loss + self.l2_emb * (ops.sum(ops.square(self.item_embedding.embeddings)) + ops.sum(ops.square(self.position_embedding.embeddings))) / 2
         return loss
 
     def get_config(self) -> dict[str, Any]:

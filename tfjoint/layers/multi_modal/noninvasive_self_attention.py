@@ -1,0 +1,191 @@
+"""NOVA: SASRec whose attention reads side information in its queries and keys only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfjoint.features.interactions import InteractionLog
+from tfjoint.layers.core.arguments import positive_int
+from tfjoint.layers.multi_modal.gating_fusion import gated_sum
+from tfjoint.layers.multi_modal.item_content import check_cold_start, check_item_features, cold_adjusted, warm_flags
+from tfjoint.layers.retrieval.base import check_catalog, training_rows
+from tfjoint.layers.retrieval.self_attentive_sequential_recommendation import SelfAttentiveSequentialRecommendation
+from tfjoint.registry import register
+
+FUSIONS = ("sum", "concat", "gating")
+
+
+@register(
+    "nova",
+    slot="retrieval_model",
+    family="multi_modal",
+    reference="Liu et al., Noninvasive Self-attention for Side Information Fusion in Sequential Recommendation, AAAI 2021",
+)
+class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
+    """NOVA-SASRec: ``NOVA(R, S) = σ(Q Kᵀ / sqrt(d_k)) V`` with ``Q, K`` from ``F(R, S)`` and
+    ``V`` from ``R`` alone (Liu et al., AAAI 2021, Sec. "Non-invasive Self-attention").
+
+    The blocks, masks, loss and training of :class:`SelfAttentiveSequentialRecommendation`
+    (reused, not copied), with the side information fused into the attention's queries and
+    keys of every block instead of into the input:
+
+    - ``R^(0) = E_seq * sqrt(d)``: the item-id stream, no position (the paper treats the
+      position as side information); it is the only input of the values ``R W^V``, of the
+      residual ``LN(R)`` and of the FFN, so the id representation is never mixed with side
+      information (*non-invasive*);
+    - side information per position ``t``: ``S_t = [P_t, E_s f_{i_t}]``, the learned position
+      embedding and the projected item modality vector ``f_i`` (``side_projection``);
+    - fusion ``C = F(R^(b), S)`` per block ``b`` (``fusion``): ``"sum"`` ``R + P + E_s f``
+      (the paper's additive fusion); ``"concat"`` ``W^F [R; P; E_s f] + b``; ``"gating"``
+      ``sum_j G^(j) c_j`` over ``c = (R, P, E_s f)`` with ``G = σ([R; P; E_s f] W^F)``
+      (the paper's gating fusion, :func:`~tfjoint.layers.multi_modal.gating_fusion.gated_sum`);
+    - attention: ``Q = LN(C) W^Q``, ``K = C W^K``, ``V = R W^V`` (causal, padding-masked,
+      :meth:`attention_weights`), then SASRec's residual and FFN on the id stream.
+
+    Scoring and cold items (beyond the paper, which scores with the id table only): the
+    candidate table is ``M_i + E_c f_i`` (``content_projection``, no bias), so an item is also
+    known by its features; ``r_{i,t} = F_t · (M_i + E_c f_i)``. Negatives are drawn among the
+    *warm* items (training rows of the trained behaviors, set by :meth:`fit` and saved as
+    ``warm_items``), as VBPR does, so a cold item's id row never receives a gradient.
+    ``cold_start`` says what replaces it at scoring (shared with VBPR,
+    :mod:`tfjoint.layers.multi_modal.item_content`): ``"features"`` (default) ``M_i = 0``, the
+    score is ``F_t · E_c f_i``; ``"mean"`` the mean warm row; ``"none"`` the untrained row.
+
+    Args:
+        num_items: size of the item index space.
+        item_features: ``(num_items, F)`` float modality vectors ``f_i`` (MiniLM or hashed
+            text, image vectors, the synthetic features); or None and ``feature_dim`` (then
+            pass them to :meth:`fit`; a ``.keras`` file restores them as a weight).
+        feature_dim: ``F``; inferred from ``item_features`` when it is given.
+        fusion: ``"sum"``, ``"concat"`` or ``"gating"`` (see above).
+        cold_start: ``"features"``, ``"mean"`` or ``"none"`` (see above).
+        max_len, hidden_dim, num_blocks, num_heads, dropout, l2_emb, behaviors, seed: as
+            :class:`SelfAttentiveSequentialRecommendation`.
+
+    Call arguments:
+        sequences: int ``(batch, max_len)`` of item index + 1, 0 for padding.
+
+    Returns:
+        The hidden states ``F`` ``(batch, max_len, hidden_dim)``.
+
+    Example:
+    >>> import numpy as np
+    >>> features = np.eye(9, 4, dtype="float32")
+    >>> model = NoninvasiveSelfAttention(num_items=9, item_features=features, max_len=4, hidden_dim=8, seed=0)
+    >>> tuple(model(np.array([[0, 0, 3, 5]])).shape)
+    (1, 4, 8)
+
+    Reference:
+        Liu, Li, Wang, Wang, Xu, Zeng, Zhang. Noninvasive Self-attention for Side Information
+        Fusion in Sequential Recommendation. AAAI 2021.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        item_features: Any = None,
+        feature_dim: int | None = None,
+        fusion: str = "gating",
+        cold_start: str = "features",
+        max_len: int = 50,
+        hidden_dim: int = 50,
+        num_blocks: int = 2,
+        num_heads: int = 1,
+        dropout: float = 0.5,
+        l2_emb: float = 0.0,
+        behaviors: list[str] | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        num_items = positive_int("num_items", num_items)
+        if item_features is None and feature_dim is None:
+            raise ValueError("NOVA needs item_features or feature_dim. Received: both None")
+        if item_features is not None:
+            item_features = check_item_features(item_features, num_items, feature_dim)
+            feature_dim = item_features.shape[1]
+        feature_dim = positive_int("feature_dim", feature_dim)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}. Received: fusion={fusion!r}")
+        cold_start = check_cold_start(cold_start)
+        super().__init__(
+            num_items, max_len=max_len, hidden_dim=hidden_dim, num_blocks=num_blocks, num_heads=num_heads,
+            dropout=dropout, l2_emb=l2_emb, behaviors=behaviors, seed=seed, **kwargs,
+        )
+        self.feature_dim, self.fusion, self.cold_start = feature_dim, fusion, cold_start
+        d, init = self.hidden_dim, keras.initializers.GlorotUniform(seed)
+        self.item_features = self.add_weight(
+            shape=(num_items, feature_dim), initializer="zeros", trainable=False, name="item_features"
+        )
+        self.warm_items = self.add_weight(shape=(num_items,), initializer="ones", trainable=False, name="warm_items")
+        if item_features is not None:
+            self.item_features.assign(item_features)
+        self.side_projection = keras.layers.Dense(d, kernel_initializer=init, name="side_projection")
+        self.content_projection = keras.layers.Dense(d, use_bias=False, kernel_initializer=init, name="content_projection")
+        for layer in (self.side_projection, self.content_projection):
+            layer.build((None, feature_dim))
+        self.fusions: list[keras.layers.Dense] = []
+        if fusion != "sum":
+            activation = "sigmoid" if fusion == "gating" else None
+            width = 3 * d if fusion == "gating" else d
+            for b in range(self.num_blocks):
+                layer = keras.layers.Dense(width, activation=activation, kernel_initializer=init, name=f"fusion_{b}")
+                layer.build((None, 3 * d))
+                self.fusions.append(layer)
+        self.built = True
+
+    # -- the non-invasive attention ---------------------------------------------------
+    def side_information(self, sequences: Any) -> list[Any]:
+        """``S = [P, E_s f]``, each ``(batch, L, d)``; ``E_s f`` is 0 at padding."""
+        sequences = ops.cast(sequences, "int32")
+        pad = ops.cast(ops.not_equal(sequences, 0), "float32")[..., None]
+        features = ops.take(self.item_features, ops.maximum(sequences - 1, 0), axis=0)
+        content = self.side_projection(features) * pad
+        positions = self.position_embedding(ops.arange(ops.shape(sequences)[1]))[None] + ops.zeros_like(content)
+        return [positions, content]
+
+    def fuse(self, block: int, ids: Any, side: list[Any]) -> Any:
+        """``C = F(R, S)``, the query and key input of ``block`` (``fusion``, class docstring)."""
+        if self.fusion == "sum":
+            return ids + sum(side)
+        if self.fusion == "concat":
+            return self.fusions[block](ops.concatenate([ids, *side], axis=-1))
+        return gated_sum(self.fusions[block], [ids, *side])
+
+    def call(self, sequences: Any, training: bool | None = None) -> Any:
+        ids, pad = self.embed(sequences, training, positions=False)
+        side = self.side_information(sequences)
+        return self.encode(ids, pad, training, context=lambda block, seq: self.fuse(block, seq, side))
+
+    # -- candidates, cold items, training ---------------------------------------------
+    def output_table(self) -> Any:
+        """``M_i + E_c f_i`` per item (cold id rows per ``cold_start``), padding row 0."""
+        (ids,) = cold_adjusted(self.cold_start, self.warm_items, self.item_embedding.embeddings[1:])
+        rows = ids + self.content_projection(self.item_features)
+        return ops.concatenate([ops.zeros_like(rows[:1]), rows], axis=0)
+
+    def negative_pool(self, rows: InteractionLog) -> np.ndarray:
+        """The warm items (index + 1): a cold item is never a negative."""
+        return np.flatnonzero(np.asarray(self.warm_items) > 0) + 1
+
+    def fit(  # type: ignore[override]
+        self, train: InteractionLog, *, item_features: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Sets the warm items (and ``item_features`` when given), then SASRec's training."""
+        check_catalog(train, self.num_items)
+        if item_features is not None:
+            self.item_features.assign(check_item_features(item_features, self.num_items, self.feature_dim))
+        rows = training_rows(train, self.behaviors)
+        if not len(rows.items):
+            raise ValueError("the training log has no rows of the trained behaviors")
+        self.warm_items.assign(warm_flags(rows.items, self.num_items))
+        return super().fit(train, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        """SASRec's arguments and ``feature_dim``, ``fusion``, ``cold_start`` (the features
+        are saved as a weight)."""
+        own = {"feature_dim": self.feature_dim, "fusion": self.fusion, "cold_start": self.cold_start}
+        return {**super().get_config(), **own}
