@@ -26,6 +26,7 @@ import warnings
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
@@ -133,6 +134,9 @@ def item_text_vectors(config: dict[str, Any], spec: DatasetSpec, tf_transform_ou
     texts = item_text.dataset_item_texts(config["dataset"])
     encoder = item_text.text_encoder(kind)
     vectors, missing = item_text.aligned_vectors(vocabulary, list(texts), encoder.encode(list(texts.values())))
+    # OOV buckets of a vocabulary budget have no text: zero rows, masked as missing.
+    buckets = vocabulary_sizes(tf_transform_output, spec)[spec.sequence.item_feature] - len(vocabulary)
+    vectors = np.pad(vectors, ((0, buckets), (0, 0)))
     logging.info("tfjoint: %s item vectors %s (%s), %d items without a text", ITEM_TEXT_MODALITY, vectors.shape,
                  type(encoder).__name__, missing)
     return {ITEM_TEXT_MODALITY: vectors}
