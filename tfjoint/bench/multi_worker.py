@@ -175,9 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.in_process:
         train(args.output, args.rows, args.batch_size, args.epochs, args.learning_rate, args.balancer, args.optimizer)
         return
-    start = time.perf_counter()
+    began = time.perf_counter()
     wait(start(args.workers, train_args))
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - began
     reports = [json.loads((pathlib.Path(args.output) / f"worker{i}.json").read_text()) for i in range(args.workers)]
     fit = max(r["fit_seconds"] for r in reports)
     print(json.dumps({"workers": args.workers, "strategy": reports[0]["strategy"], "wall_seconds": round(wall, 1),

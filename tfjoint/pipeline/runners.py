@@ -251,12 +251,22 @@ def compile_kubeflow(
     image: str = DEFAULT_IMAGE,
     hparams: dict[str, Any] | None = None,
     beam_args: list[str] | None = None,
+    trainer_workers: int | None = None,
+    vertex_project: str | None = None,
+    vertex_region: str = "us-central1",
 ) -> str:
-    """Compiles the pipeline to a Kubeflow Pipelines V2 ``PipelineJob`` JSON file."""
+    """Compiles the pipeline to a Kubeflow Pipelines V2 ``PipelineJob`` JSON file; with
+    ``trainer_workers`` the Trainer runs as a Vertex AI job of that many workers
+    (:func:`~tfjoint.pipeline.pipeline.vertex_trainer_job`)."""
     from tfx import v1 as tfx
+
+    from tfjoint.pipeline.pipeline import vertex_trainer_job
 
     spec = get_dataset_spec(dataset)
     check_model(spec, model, hparams)
+    trainer_job = (
+        vertex_trainer_job(trainer_workers, vertex_project, vertex_region, image) if trainer_workers else None
+    )
     out = Path(output).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -274,6 +284,7 @@ def compile_kubeflow(
             serving_dir=serving_dir,
             hparams=hparams,
             beam_pipeline_args=beam_args,
+            trainer_job=trainer_job,
         )
     )
     return str(out)
