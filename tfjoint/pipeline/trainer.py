@@ -33,7 +33,7 @@ from tfx_bsl.public import tfxio
 
 from tfjoint import features
 from tfjoint.features import DatasetSpec, get_dataset_spec
-from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
+from tfjoint.joint import JointModel, build_joint_model, fit_joint_model, resolve_component
 from tfjoint.layers.core import gate_monitor
 from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
@@ -61,7 +61,10 @@ def _dataset(fn_args: Any, files: list[str], tf_transform_output: tft.TFTransfor
         tf_transform_output.transformed_metadata.schema,
     )
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = shard_policy(len(files), cluster_workers())
+    workers = cluster_workers()
+    # fn_args lists file patterns: count the files they match (only a cluster needs it).
+    num_files = sum(len(tf.io.gfile.glob(p)) for p in files) if workers > 1 else len(files)
+    options.experimental_distribute.auto_shard_policy = shard_policy(num_files, workers)
     return dataset.map(_split_labels(spec, model_keys)).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
@@ -142,12 +145,22 @@ def item_text_vectors(config: dict[str, Any], spec: DatasetSpec, tf_transform_ou
     return {ITEM_TEXT_MODALITY: vectors}
 
 
+def _check_multi_worker_balancer(balancer: str) -> None:
+    """Gradient-level balancers combine per-task gradients inside each replica; under
+    MultiWorkerMirroredStrategy that step fails (no gradient reaches the optimizer), so a
+    cluster refuses them before any work."""
+    if cluster_workers() > 1 and getattr(resolve_component("balancer", balancer), "uses_task_gradients", False):
+        raise ValueError(f"balancer {balancer!r} combines per-task gradients, which multi-worker training does "
+                         f"not support; use 'fixed', 'dwa' or 'uncertainty'. Received: balancer={balancer!r}")
+
+
 def run_fn(fn_args: Any) -> None:
     """TFX Trainer entry point. ``fn_args.custom_config`` holds ``dataset``, ``model`` and
     optional overrides of :data:`DEFAULT_HPARAMS`."""
     check_keras3()
     config = {**DEFAULT_HPARAMS, **(fn_args.custom_config or {})}
     spec = get_dataset_spec(config["dataset"])
+    _check_multi_worker_balancer(config["balancer"])
     # First: a multi-worker strategy configures collective ops, best before any other op.
     strategy = pick_strategy(config.get("tpu_address"))
     keras.utils.set_random_seed(int(config.get("seed", 0)))
