@@ -22,8 +22,9 @@ Transformed format (what the Keras model consumes), produced by
 :func:`tfjoint.pipeline.transform.preprocessing_fn`:
 
 - categorical ids and token/sequence ids become ``int64`` indices with ``0`` = padding,
-  ``1..V`` = vocabulary entries and ``V + 1`` = out-of-vocabulary, so an unknown id always
-  takes a defined path;
+  ``1..V`` = vocabulary entries and ``V + 1`` = out-of-vocabulary (``V + 1..V + b``, hashed,
+  with a :class:`VocabularyBudget` of ``b`` buckets), so an unknown id always takes a
+  defined path;
 - sequences and token lists are padded or truncated to their fixed ``max_len``;
 - dense features are z-scored; ``scenario`` is clipped to ``[0, num_scenarios]`` where
   ``num_scenarios`` is the unknown-scenario fallback;
