@@ -14,3 +14,10 @@ def test_memory_is_the_table_and_two_adam_moments_per_row():
 def test_arguments_are_checked_first():
     with pytest.raises(ValueError, match="must be >= 1"):
         vocab.measure(0)
+
+
+def test_sgd_keeps_no_optimizer_state():
+    row = vocab.measure(1000, dim=4, batch_size=32, steps=1, optimizer="sgd")
+    assert row["optimizer_bytes"] == 0 and row["table_bytes"] == 1000 * 4 * 4
+    with pytest.raises(ValueError, match="optimizer must be 'adam' or 'sgd'"):
+        vocab.measure(10, optimizer="adagrad")
