@@ -39,7 +39,7 @@ from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
 from tfjoint.pipeline.distribute import cluster_workers, is_chief, pick_strategy, shard_policy, write_dir
 from tfjoint.pipeline.hparams import DEFAULT_HPARAMS
-from tfjoint.pipeline.transform import serving_feature_spec, vocabulary_sizes
+from tfjoint.pipeline.transform import oov_rates, serving_feature_spec, vocabulary_sizes
 from tfjoint.serving.warmup import write_warmup_requests
 
 KERAS_MODEL_FILENAME = "model.keras"
@@ -166,7 +166,8 @@ def run_fn(fn_args: Any) -> None:
     keras.utils.set_random_seed(int(config.get("seed", 0)))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = vocabulary_sizes(tf_transform_output, spec)
-    logging.info("tfjoint: training %s on %s with %s", config["model"], spec.name, type(strategy).__name__)
+    logging.info("tfjoint: training %s on %s with %s; OOV rates %s", config["model"], spec.name,
+                 type(strategy).__name__, oov_rates(tf_transform_output, spec))
     with strategy.scope():
         model = build_joint_model(
             spec,
@@ -224,6 +225,8 @@ def _save(model: JointModel, histories: dict[str, Any], config: dict[str, Any], 
         "dataset": spec.name,
         "model": config["model"],
         "parameters": int(model.count_params()),
+        # Per feature with a vocabulary budget: the fraction of training values hashed.
+        "oov_rates": oov_rates(tf_transform_output, spec),
         "history": {
             f"{stage}/{k}" if stage else k: [float(v) for v in vs]
             for stage, history in histories.items()
