@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import pytest
 import subprocess
 import sys
 
@@ -51,6 +53,21 @@ def test_kubeflow_compile_names_every_component(tmp_path):
     assert "tfjoint.pipeline.trainer.run_fn" in trainer and '\\"model\\": \\"mmoe\\"' in trainer
     # one executor per component, and the step that applies the runtime parameters
     assert len(spec["deploymentSpec"]["executors"]) == len(COMPONENT_IDS) + 1
+
+
+def test_kubeflow_compile_runs_the_trainer_on_n_vertex_workers(tmp_path, capsys):
+    output = tmp_path / "pipeline.json"
+    args = ["pipeline", "compile", "--output", str(output), "--trainer-workers", "3"]
+    assert cli.main([*args, "--vertex-project", "my-project"]) == 0
+    job = json.loads(output.read_text())
+    trainer = json.loads(json.dumps(job.get("pipelineSpec", job)["root"]["dag"]["tasks"]["Trainer"]))
+    text = json.dumps(trainer).replace("\\", "")
+    # The Vertex extension's Trainer: a chief pool of 1 and a worker pool of 2 replicas.
+    assert '"replica_count": 1' in text and '"replica_count": 2' in text and "my-project" in text
+    executors = json.dumps(job.get("pipelineSpec", job)["deploymentSpec"]["executors"])
+    assert "google_cloud_ai_platform" in executors
+    assert cli.main(args) == 2
+    assert "--vertex-project is needed" in capsys.readouterr().err
 
 
 def test_a_component_by_import_path_reaches_the_trainer(tmp_path):

@@ -218,6 +218,9 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
         image=args.image,
         hparams=hparams,
         beam_args=args.beam_args,
+        trainer_workers=args.trainer_workers,
+        vertex_project=args.vertex_project,
+        vertex_region=args.vertex_region,
     )
     print(f"wrote {path}")
     return 0
@@ -318,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: the dataset name)")
     comp.add_argument("--image", default=DEFAULT_IMAGE,
                       help="the image built from the repository's Dockerfile, pushed to your registry")
+    comp.add_argument("--trainer-workers", type=int, help="run the Trainer as a Vertex AI job of N workers "
+                      "(MultiWorkerMirroredStrategy); needs --vertex-project")
+    comp.add_argument("--vertex-project", help="GCP project of the Vertex AI training job")
+    comp.add_argument("--vertex-region", default="us-central1", help="region of the Vertex AI training job")
     comp.set_defaults(func=cmd_pipeline_compile)
 
     models = sub.add_parser("models", help="list the registered models and components")

@@ -22,8 +22,9 @@ Transformed format (what the Keras model consumes), produced by
 :func:`tfjoint.pipeline.transform.preprocessing_fn`:
 
 - categorical ids and token/sequence ids become ``int64`` indices with ``0`` = padding,
-  ``1..V`` = vocabulary entries and ``V + 1`` = out-of-vocabulary, so an unknown id always
-  takes a defined path;
+  ``1..V`` = vocabulary entries and ``V + 1`` = out-of-vocabulary (``V + 1..V + b``, hashed,
+  with a :class:`VocabularyBudget` of ``b`` buckets), so an unknown id always takes a
+  defined path;
 - sequences and token lists are padded or truncated to their fixed ``max_len``;
 - dense features are z-scored; ``scenario`` is clipped to ``[0, num_scenarios]`` where
   ``num_scenarios`` is the unknown-scenario fallback;
@@ -156,6 +157,28 @@ class TokenFeature:
 
 
 @dataclasses.dataclass(frozen=True)
+class VocabularyBudget:
+    """A cap on one id feature's vocabulary, for ids too many to embed one by one.
+
+    Transform keeps the ``top_k`` most frequent training values (indices ``1..V``, ``V <=
+    top_k``) and hashes every other value into one of ``num_oov_buckets`` buckets (indices
+    ``V + 1..V + num_oov_buckets``): the hashing trick (Weinberger et al., Feature Hashing
+    for Large Scale Multitask Learning, ICML 2009) for the long tail only. The model's
+    table then has ``V + num_oov_buckets + 1`` rows whatever the number of raw ids, and
+    Transform reports the fraction of training values that fell outside the ``top_k``.
+    """
+
+    top_k: int
+    num_oov_buckets: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "num_oov_buckets"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"VocabularyBudget {name} must be an integer >= 1. Received: {name}={value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """Every key of one joint dataset, and how its Evaluator judges a model."""
 
@@ -174,6 +197,9 @@ class DatasetSpec:
     # Calibration (mean prediction / mean label) bounds of binary tasks; None skips the check
     # (the tiny real samples have too few positives for it to mean anything).
     calibration_bounds: tuple[float, float] | None = (0.5, 2.0)
+    # Per categorical or token feature, a cap on its vocabulary (see VocabularyBudget); a
+    # feature not named keeps every training value and one out-of-vocabulary index.
+    vocabulary_budgets: Mapping[str, VocabularyBudget] = dataclasses.field(default_factory=dict)
 
     @property
     def default_model_name(self) -> str:
@@ -187,6 +213,14 @@ class DatasetSpec:
     @property
     def label_keys(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tasks)
+
+    def vocabulary_budget(self, key: str) -> VocabularyBudget | None:
+        """The budget of id feature ``key`` in ``vocabulary_budgets``; None (every training
+        value, one out-of-vocabulary index) when it has none."""
+        unknown = sorted(set(self.vocabulary_budgets) - set(self.categorical) - {t.name for t in self.tokens})
+        if unknown:
+            raise ValueError(f"vocabulary_budgets names {unknown}, not categorical or token features of {self.name}")
+        return self.vocabulary_budgets.get(key)
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:

@@ -269,6 +269,25 @@ class JointModel(keras.Model):
         ``balancer.combine_gradients`` of the per-task gradients and every task-specific
         parameter the plain gradient of the objective (the balancing contract of
         :mod:`tfjoint.balancing.task_gradients`)."""
+        return self._for_reduction(self._update(data))
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        return self._for_reduction(super().test_step(data))
+
+    def _for_reduction(self, logs: dict[str, Any]) -> dict[str, Any]:
+        """Across workers Keras 3 reduces each step's logs with ``strategy.reduce("MEAN", v,
+        axis=0)``, which fails on a scalar (tensorflow/tensorflow#72388): under a multi-worker
+        strategy the logs go out as ``(1,)`` vectors, which that reduce turns back into
+        scalars."""
+        strategy = self.distribute_strategy
+        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+            strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+        )
+        if not multi_worker:
+            return logs
+        return {k: ops.reshape(v, (1,)) if len(v.shape) == 0 else v for k, v in logs.items()}
+
+    def _update(self, data: Any) -> dict[str, Any]:
         if not self.balancer.uses_task_gradients:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -295,6 +314,22 @@ class JointModel(keras.Model):
         grads = combine_task_gradients(self.balancer, per_task, grads, regularization_grads, variables, indices, terms)
         self.optimizer.apply(grads, variables)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        """Keras 3's TF trainer builds the model on the first batch, which under a strategy it
+        gets with ``strategy.reduce("MEAN", batch)``; ``MultiWorkerMirroredStrategy`` cannot
+        reduce a dict of inputs (keras-team/keras#20329, #20585). The build only needs shapes
+        and dtypes, so this takes the first local replica's share of that batch instead."""
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and strategy is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v,
+                    next(batches),
+                )
+                break
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _variable_owners(self, variables: list[Any]) -> list[int | None]:
         """Per variable, the index of the task that owns it by the architecture (its head, or

@@ -42,6 +42,7 @@ def create_pipeline(
     beam_pipeline_args: list[str] | None = None,
     schema_file: str | None = None,
     runtime_parameters: bool = False,
+    trainer_job: dict[str, Any] | None = None,
 ) -> tfx.dsl.Pipeline:
     """Wires ImportExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, Transform,
     Trainer, Evaluator and Pusher for one dataset and one task architecture.
@@ -66,6 +67,9 @@ def create_pipeline(
         runtime_parameters: make ``data_root``, ``epochs`` and ``model`` runtime parameters
             of the compiled pipeline (their values here are the defaults), applied to the
             Trainer by a :func:`tfjoint.pipeline.runtime.RuntimeOverrides` step.
+        trainer_job: a Vertex AI training job (:func:`vertex_trainer_job`): the Trainer
+            then runs as that CustomJob (e.g. N workers under MultiWorkerMirroredStrategy,
+            which Vertex configures through ``TF_CONFIG``) instead of in the component's pod.
     """
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset_spec(dataset)
     served_name = model_name or spec.default_model_name
@@ -108,7 +112,11 @@ def create_pipeline(
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=spec_config,
     )
-    trainer = tfx.components.Trainer(
+    trainer_class = tfx.components.Trainer
+    if trainer_job:
+        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+        custom_config = {**custom_config, **trainer_job}
+    trainer = trainer_class(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -155,3 +163,29 @@ def create_pipeline(
         ),
         beam_pipeline_args=beam_pipeline_args or [],
     )
+
+
+def vertex_trainer_job(workers: int, project: str, region: str, image: str,
+                       machine_type: str = "n1-standard-8") -> dict[str, Any]:
+    """The Trainer ``custom_config`` entries that run it as a Vertex AI CustomJob of
+    ``workers`` replicas (pool 0: the chief; pool 1: ``workers - 1`` workers), through TFX's
+    ``google_cloud_ai_platform`` Trainer extension. Vertex sets each replica's
+    ``TF_CONFIG``, from which the module file picks ``MultiWorkerMirroredStrategy``."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"--trainer-workers must be an integer >= 1. Received: {workers!r}")
+    if not project:
+        raise ValueError(f"--vertex-project is needed to run the Trainer on Vertex AI. Received: {project!r}")
+    from tfx.extensions.google_cloud_ai_platform import constants
+    from tfx.extensions.google_cloud_ai_platform.trainer import executor
+
+    def pool(replicas: int) -> dict[str, Any]:
+        return {"machine_spec": {"machine_type": machine_type}, "replica_count": replicas,
+                "container_spec": {"image_uri": image}}
+
+    pools = [pool(1)] + ([pool(workers - 1)] if workers > 1 else [])
+    return {
+        constants.ENABLE_VERTEX_KEY: True,
+        constants.VERTEX_REGION_KEY: region,
+        executor.TRAINING_ARGS_KEY: {"project": project, "job_spec": {"worker_pool_specs": pools}},
+    }
+

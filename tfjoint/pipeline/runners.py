@@ -301,19 +301,28 @@ def compile_kubeflow(
     image: str = DEFAULT_IMAGE,
     hparams: dict[str, Any] | None = None,
     beam_args: list[str] | None = None,
+    trainer_workers: int | None = None,
+    vertex_project: str | None = None,
+    vertex_region: str = "us-central1",
 ) -> str:
     """Compiles the pipeline to a Kubeflow Pipelines V2 ``PipelineJob`` JSON file.
 
     Nothing of this machine is embedded: the schema is named where ``image`` (the
     repository's Dockerfile) installs the package, and ``data_root``, epochs and ``model``
     are runtime parameters (:mod:`tfjoint.pipeline.runtime`) with these values as defaults.
+    With ``trainer_workers`` the Trainer runs as a Vertex AI job of that many workers
+    (:func:`~tfjoint.pipeline.pipeline.vertex_trainer_job`).
     """
     from tfx import v1 as tfx
 
     from tfjoint.features.schema import image_schema_path
+    from tfjoint.pipeline.pipeline import vertex_trainer_job
 
     spec = get_dataset_spec(dataset)
     check_model(spec, model, hparams)
+    trainer_job = (
+        vertex_trainer_job(trainer_workers, vertex_project, vertex_region, image) if trainer_workers else None
+    )
     out = Path(output).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -335,6 +344,7 @@ def compile_kubeflow(
             beam_pipeline_args=beam_args,
             schema_file=image_schema_path(spec),
             runtime_parameters=True,
+            trainer_job=trainer_job,
         ),
         # The runtime parameters' defaults (runtimeConfig): a run may set any of them.
         parameter_values={"data_root": data_root, "epochs": epochs, "model": model},

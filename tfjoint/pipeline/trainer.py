@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import warnings
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
@@ -32,39 +34,19 @@ from tfx_bsl.public import tfxio
 from tfjoint import features
 from tfjoint.features import DatasetSpec
 from tfjoint.features.spec_file import spec_from_dict
-from tfjoint.joint import JointModel, build_joint_model, fit_joint_model
+from tfjoint.joint import JointModel, build_joint_model, fit_joint_model, resolve_component
 from tfjoint.layers.core import gate_monitor
 from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
+from tfjoint.pipeline.distribute import cluster_workers, is_chief, pick_strategy, shard_policy, write_dir
 from tfjoint.pipeline.hparams import DEFAULT_HPARAMS
 from tfjoint.pipeline.runtime import merged_config
-from tfjoint.pipeline.transform import serving_feature_spec, vocabulary_sizes
+from tfjoint.pipeline.transform import oov_rates, serving_feature_spec, vocabulary_sizes
 from tfjoint.serving.warmup import write_warmup_requests
 
 KERAS_MODEL_FILENAME = "model.keras"
 WARMUP_EXAMPLES = 16
 TRAINING_SUMMARY_FILENAME = "training_summary.json"
-
-
-def pick_strategy(tpu_address: str | None = None) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy for the hardware this process finds.
-
-    A TPU address (argument or ``TPU_NAME``) gives ``TPUStrategy``; several GPUs give
-    ``MirroredStrategy``; one GPU gives ``OneDeviceStrategy`` on it; otherwise the default
-    (CPU) strategy. The same module file therefore runs unchanged on any Trainer.
-    """
-    tpu = tpu_address or os.environ.get("TPU_NAME")
-    if tpu:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    if len(gpus) == 1:
-        return tf.distribute.OneDeviceStrategy(gpus[0].name)
-    return tf.distribute.get_strategy()
 
 
 def _split_labels(spec: DatasetSpec, model_keys: list[str]):
@@ -80,7 +62,12 @@ def _dataset(fn_args: Any, files: list[str], tf_transform_output: tft.TFTransfor
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=1, shuffle=True, shuffle_seed=0),
         tf_transform_output.transformed_metadata.schema,
     )
-    return dataset.map(_split_labels(spec, model_keys)).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    workers = cluster_workers()
+    # fn_args lists file patterns: count the files they match (only a cluster needs it).
+    num_files = sum(len(tf.io.gfile.glob(p)) for p in files) if workers > 1 else len(files)
+    options.experimental_distribute.auto_shard_policy = shard_policy(num_files, workers)
+    return dataset.map(_split_labels(spec, model_keys)).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _raw_examples(pattern: str | None, count: int) -> list[bytes]:
@@ -152,9 +139,21 @@ def item_text_vectors(config: dict[str, Any], spec: DatasetSpec, tf_transform_ou
     texts = item_text.dataset_item_texts(config["dataset"])
     encoder = item_text.text_encoder(kind)
     vectors, missing = item_text.aligned_vectors(vocabulary, list(texts), encoder.encode(list(texts.values())))
+    # OOV buckets of a vocabulary budget have no text: zero rows, masked as missing.
+    buckets = vocabulary_sizes(tf_transform_output, spec)[spec.sequence.item_feature] - len(vocabulary)
+    vectors = np.pad(vectors, ((0, buckets), (0, 0)))
     logging.info("tfjoint: %s item vectors %s (%s), %d items without a text", ITEM_TEXT_MODALITY, vectors.shape,
                  type(encoder).__name__, missing)
     return {ITEM_TEXT_MODALITY: vectors}
+
+
+def _check_multi_worker_balancer(balancer: str) -> None:
+    """Gradient-level balancers combine per-task gradients inside each replica; under
+    MultiWorkerMirroredStrategy that step fails (no gradient reaches the optimizer), so a
+    cluster refuses them before any work."""
+    if cluster_workers() > 1 and getattr(resolve_component("balancer", balancer), "uses_task_gradients", False):
+        raise ValueError(f"balancer {balancer!r} combines per-task gradients, which multi-worker training does "
+                         f"not support; use 'fixed', 'dwa' or 'uncertainty'. Received: balancer={balancer!r}")
 
 
 def run_fn(fn_args: Any) -> None:
@@ -165,11 +164,14 @@ def run_fn(fn_args: Any) -> None:
     check_keras3()
     config = {**DEFAULT_HPARAMS, **merged_config(fn_args.custom_config, fn_args.hyperparameters)}
     spec = spec_from_dict(config["dataset_spec"])
+    _check_multi_worker_balancer(config["balancer"])
+    # First: a multi-worker strategy configures collective ops, best before any other op.
+    strategy = pick_strategy(config.get("tpu_address"))
     keras.utils.set_random_seed(int(config.get("seed", 0)))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     sizes = vocabulary_sizes(tf_transform_output, spec)
-    strategy = pick_strategy(config.get("tpu_address"))
-    logging.info("tfjoint: training %s on %s with %s", config["model"], spec.name, type(strategy).__name__)
+    logging.info("tfjoint: training %s on %s with %s; OOV rates %s", config["model"], spec.name,
+                 type(strategy).__name__, oov_rates(tf_transform_output, spec))
     with strategy.scope():
         model = build_joint_model(
             spec,
@@ -191,6 +193,10 @@ def run_fn(fn_args: Any) -> None:
     evaluation = _dataset(fn_args, fn_args.eval_files, tf_transform_output, spec, batch_size, model_keys)
     # The TFXIO datasets are finite with unknown cardinality: the end of each epoch is expected.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
+    # Every worker writes logs and saves (saving may run collectives); only the chief's
+    # copies are kept.
+    serving_dir = write_dir(fn_args.serving_model_dir, strategy)
+    run_dir = write_dir(fn_args.model_run_dir, strategy)
     # A component with its own training schedule (M-LoRA: pre-train, then fine-tune each
     # scenario) spends the same number of epochs its own way; any other model fits once.
     with strategy.scope():
@@ -200,24 +206,36 @@ def run_fn(fn_args: Any) -> None:
             epochs=int(config["epochs"]),
             verbose=2,
             validation_data=evaluation,
-            callbacks=[keras.callbacks.TensorBoard(os.path.join(fn_args.model_run_dir, "logs"))],
+            callbacks=[keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"))],
         )
-    export_serving_model(model, tf_transform_output, spec, fn_args.serving_model_dir)
+    _save(model, histories, config, spec, tf_transform_output, serving_dir, run_dir)
+    if not is_chief(strategy):
+        shutil.rmtree(serving_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _save(model: JointModel, histories: dict[str, Any], config: dict[str, Any], spec: DatasetSpec,
+          tf_transform_output: tft.TFTransformOutput, serving_model_dir: str, model_run_dir: str) -> None:
+    """The serving SavedModel (with warmup requests), the ``.keras`` model and the training
+    summary."""
+    export_serving_model(model, tf_transform_output, spec, serving_model_dir)
     # TF Serving replays these on load, so the first real request does not pay for tracing.
     warmup = _raw_examples(config.get("warmup_examples"), WARMUP_EXAMPLES)
     if warmup:
-        write_warmup_requests(fn_args.serving_model_dir, warmup, model_name=config["model_name"])
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    model.save(os.path.join(fn_args.model_run_dir, KERAS_MODEL_FILENAME))
+        write_warmup_requests(serving_model_dir, warmup, model_name=config["model_name"])
+    tf.io.gfile.makedirs(model_run_dir)
+    model.save(os.path.join(model_run_dir, KERAS_MODEL_FILENAME))
     summary = {
         "dataset": spec.name,
         "model": config["model"],
         "parameters": int(model.count_params()),
+        # Per feature with a vocabulary budget: the fraction of training values hashed.
+        "oov_rates": oov_rates(tf_transform_output, spec),
         "history": {
             f"{stage}/{k}" if stage else k: [float(v) for v in vs]
             for stage, history in histories.items()
             for k, vs in history.history.items()
         },
     }
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILENAME), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, TRAINING_SUMMARY_FILENAME), "w") as f:
         json.dump(summary, f, indent=1)

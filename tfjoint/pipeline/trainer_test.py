@@ -81,3 +81,14 @@ def test_serving_default_returns_tasks_only_and_serves_requests_missing_features
         np.testing.assert_allclose(served[task][1], served[task][2], rtol=1e-6)
         np.testing.assert_allclose(served[task], direct[task], rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(auxiliary[task].numpy(), served[task])
+
+
+def test_a_cluster_refuses_gradient_level_balancers(monkeypatch):
+    import json
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(ValueError, match="balancer 'pcgrad' combines per-task gradients"):
+        trainer._check_multi_worker_balancer("pcgrad")
+    trainer._check_multi_worker_balancer("fixed")
+    monkeypatch.delenv("TF_CONFIG")
+    trainer._check_multi_worker_balancer("pcgrad")  # one worker: every balancer

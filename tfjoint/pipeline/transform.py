@@ -20,12 +20,54 @@ from tfjoint.features.spec_file import spec_from_dict
 from tfjoint.layers.core.scenarios import map_unknown, unknown_scenario
 
 
-def _to_index(ids: Any, vocabulary: Any) -> Any:
-    # Vocabulary entries map to 1..V and unknown values to V + 1, so 0 stays free for padding.
-    index = tft.apply_vocabulary(ids, vocabulary, num_oov_buckets=1)
+def _to_index(ids: Any, vocabulary: Any, num_oov_buckets: int = 1) -> Any:
+    # Vocabulary entries map to 1..V and unknown values to V + 1 (or, with a vocabulary
+    # budget, hash into V + 1..V + num_oov_buckets), so 0 stays free for padding.
+    index = tft.apply_vocabulary(ids, vocabulary, num_oov_buckets=num_oov_buckets)
     if isinstance(index, tf.SparseTensor):
         return tf.sparse.map_values(tf.add, index, tf.constant(1, index.dtype))
     return index + 1
+
+
+def _vocabulary(ids: Any, key: str, spec: DatasetSpec) -> Any:
+    """The vocabulary of ``key``: every training value, or the ``top_k`` most frequent of
+    its :class:`~tfjoint.features.VocabularyBudget`."""
+    budget = spec.vocabulary_budget(key)
+    return tft.vocabulary(ids, vocab_filename=key, top_k=budget.top_k if budget else None)
+
+
+def _buckets(spec: DatasetSpec, key: str) -> int:
+    budget = spec.vocabulary_budget(key)
+    return budget.num_oov_buckets if budget else 1
+
+
+OOV_COUNTS_SUFFIX = "__oov_counts"
+"""Vocabulary file ``<feature>__oov_counts`` of a budgeted feature: the training counts of
+``in`` (values in its ``top_k``) and ``oov`` (values hashed into a bucket)."""
+
+
+def _report_oov_rate(ids: Any, vocabulary: Any, spec: DatasetSpec, key: str) -> None:
+    """For a budgeted feature, counts its training values inside and outside the ``top_k``
+    (a frequency vocabulary of the in/out indicator: a second analysis pass, after the
+    vocabulary), written as a Transform asset; :func:`oov_rates` reads it."""
+    if spec.vocabulary_budget(key) is None:
+        return
+    raw = tft.apply_vocabulary(ids, vocabulary, default_value=-1)
+    values = raw.values if isinstance(raw, tf.SparseTensor) else tf.reshape(raw, (-1,))
+    tft.vocabulary(tf.where(values < 0, "oov", "in"), vocab_filename=key + OOV_COUNTS_SUFFIX, store_frequency=True)
+
+
+def oov_rates(tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec) -> dict[str, float]:
+    """``{feature: fraction of its training values hashed into OOV buckets}`` of every
+    feature with a vocabulary budget (the collision-prone tail), from the Transform output."""
+    rates = {}
+    for key in spec.vocabulary_budgets:
+        counts = {}
+        for line in tf_transform_output.vocabulary_by_name(key + OOV_COUNTS_SUFFIX):
+            count, label = line.split(b" ", 1)
+            counts[label.decode()] = float(count)
+        rates[key] = counts.get("oov", 0.0) / max(sum(counts.values()), 1.0)
+    return rates
 
 
 def _pad(sparse: tf.SparseTensor, max_len: int) -> tf.Tensor:
@@ -58,22 +100,26 @@ def robust_z_score(values: Any, clip: float = DENSE_CLIP) -> Any:
 def preprocess(inputs: dict[str, Any], spec: DatasetSpec) -> dict[str, Any]:
     """Transforms raw features of ``spec``; see :mod:`tfjoint.features` for the format."""
     outputs: dict[str, Any] = {}
-    vocabularies = {key: tft.vocabulary(inputs[key], vocab_filename=key) for key in spec.categorical}
+    vocabularies = {key: _vocabulary(inputs[key], key, spec) for key in spec.categorical}
     for key in spec.categorical:
-        outputs[key] = _to_index(inputs[key], vocabularies[key])
+        outputs[key] = _to_index(inputs[key], vocabularies[key], _buckets(spec, key))
+        _report_oov_rate(inputs[key], vocabularies[key], spec, key)
     for key in spec.dense:
         outputs[key] = robust_z_score(inputs[key])
     # An unseen scenario becomes the unknown id, served through each model's fallback path.
     outputs[features.SCENARIO_KEY] = map_unknown(tf.cast(inputs[features.SCENARIO_KEY], tf.int64), spec.num_scenarios)
     if spec.sequence:
         max_len = spec.sequence.max_len
-        items = _to_index(inputs[features.SEQUENCE_ITEMS_KEY], vocabularies[spec.sequence.item_feature])
+        item = spec.sequence.item_feature
+        items = _to_index(inputs[features.SEQUENCE_ITEMS_KEY], vocabularies[item], _buckets(spec, item))
         outputs[features.SEQUENCE_ITEMS_KEY] = _pad(items, max_len)
         behaviors = tf.cast(inputs[features.SEQUENCE_BEHAVIORS_KEY], tf.int64)
         outputs[features.SEQUENCE_BEHAVIORS_KEY] = _pad(behaviors, max_len)
     for token in spec.tokens:
-        vocabulary = tft.vocabulary(inputs[token.name], vocab_filename=token.name)
-        outputs[token.name] = _pad(_to_index(inputs[token.name], vocabulary), token.max_len)
+        vocabulary = _vocabulary(inputs[token.name], token.name, spec)
+        index = _to_index(inputs[token.name], vocabulary, _buckets(spec, token.name))
+        outputs[token.name] = _pad(index, token.max_len)
+        _report_oov_rate(inputs[token.name], vocabulary, spec, token.name)
     for task in spec.tasks:
         outputs[task.name] = tf.cast(inputs[task.name], tf.float32)
     return outputs
@@ -86,9 +132,11 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
 
 
 def vocabulary_sizes(tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec) -> dict[str, int]:
-    """``V`` of every categorical and token feature, read from the Transform output."""
+    """``V`` of every categorical and token feature, read from the Transform output. With
+    ``b`` OOV buckets (a vocabulary budget) it is ``V + b - 1``: the model's ``V + 2``-row
+    tables then cover padding, the entries and every bucket."""
     keys = list(spec.categorical) + [t.name for t in spec.tokens]
-    return {key: int(tf_transform_output.vocabulary_size_by_name(key)) for key in keys}
+    return {key: int(tf_transform_output.vocabulary_size_by_name(key)) + _buckets(spec, key) - 1 for key in keys}
 
 
 def serving_feature_spec(tf_transform_output: tft.TFTransformOutput, spec: DatasetSpec) -> dict[str, Any]:

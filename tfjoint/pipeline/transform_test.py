@@ -115,3 +115,50 @@ def test_dense_z_scores_ignore_non_finite_values_impute_them_and_clip_outliers(t
     # Mean 2 and std sqrt(2/3) over the finite training values only; non-finite -> the mean.
     std = np.sqrt(2.0 / 3.0)
     np.testing.assert_allclose(z, [-1 / std, 0, 1 / std, 0, 0, 0, DENSE_CLIP, -DENSE_CLIP], rtol=1e-5)
+
+
+def test_a_vocabulary_budget_hashes_the_tail_into_oov_buckets_and_reports_its_rate(tmp_path):
+    import dataclasses
+
+    from tfjoint.datasets.examples import write_tfrecords
+    from tfjoint.features import VocabularyBudget
+    from tfjoint.pipeline.conftest import synthetic_frame
+    from tfjoint.pipeline.transform import fit_transform_graph, oov_rates
+
+    # u1 is the only user seen twice: top_k=1 keeps it, u2 and u3 (half the rows) hash.
+    spec = dataclasses.replace(SYNTHETIC, vocabulary_budgets={"user_id": VocabularyBudget(top_k=1, num_oov_buckets=4)})
+    users = ["u1", "u2", "u1", "u3"]
+    train = synthetic_frame(users, ["a", "b", "a", "c"], [0, 1, 2, 0], [[], [], [], []], [[], [], [], []])
+    write_tfrecords({"train": train, "eval": train}, spec, tmp_path / "data")
+    output = fit_transform_graph(str(tmp_path / "data"), spec, str(tmp_path / "tft"))
+    assert output.vocabulary_by_name("user_id") == [b"u1"]
+    sizes = vocabulary_sizes(output, spec)
+    assert sizes["user_id"] == 1 + 4 - 1 and sizes["item_id"] == 3  # unbudgeted: unchanged
+    assert oov_rates(output, spec) == {"user_id": pytest.approx(0.5)}
+    import pandas as pd
+
+    served = users + [f"new{i}" for i in range(40)]
+    serving = pd.concat([synthetic_frame(served[i : i + 4], ["a"] * 4, [0] * 4, [[]] * 4, [[]] * 4) for i in range(0, 44, 4)])
+    path = tmp_path / "serve.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in frame_to_examples(serving, spec):
+            writer.write(record)
+    x, _ = next(iter(transformed_dataset(output, [str(path)], spec, batch_size=44)))
+    ids = x["user_id"].numpy()[:, 0]
+    assert ids[0] == ids[2] == 1
+    # The tail lands in the buckets 2..5, the rows of a (sizes + 2)-row table; 40 new ids
+    # use more than one bucket (a single OOV index would put them all on 2).
+    tail = [ids[1], ids[3], *ids[4:]]
+    assert set(tail) <= {2, 3, 4, 5} and len(set(tail)) > 1
+
+
+def test_a_vocabulary_budget_must_name_an_id_feature():
+    import dataclasses
+
+    from tfjoint.features import VocabularyBudget
+
+    spec = dataclasses.replace(SYNTHETIC, vocabulary_budgets={"x0": VocabularyBudget(top_k=5)})
+    with pytest.raises(ValueError, match=r"vocabulary_budgets names \['x0'\]"):
+        spec.vocabulary_budget("user_id")
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
+        VocabularyBudget(top_k=0)
