@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tfjoint.features import DatasetSpec, TaskSpec
+from tfjoint.serving.flags import free_ports
 
 SPEC = DatasetSpec(
     name="multi-worker-check",
@@ -104,21 +104,9 @@ def train(output: str, rows: int, batch_size: int, epochs: int, learning_rate: f
     return report
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on loopback (bound, read, released together)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def tf_config(ports: list[int], index: int) -> str:
     """The ``TF_CONFIG`` of worker ``index`` of a loopback cluster on ``ports``."""
-    return json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}})
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}})
 
 
 def start(workers: int, args: list[str]) -> list[subprocess.Popen]:
