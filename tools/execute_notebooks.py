@@ -28,14 +28,14 @@ def execute(path: Path) -> None:
 
 
 def clean(notebook: nbformat.NotebookNode) -> None:
-    """Drops TensorFlow's and Beam's start-up noise from the stderr outputs."""
+    """Drops TensorFlow's and Beam's start-up and INFO noise from the stream outputs."""
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
         for output in cell.get("outputs", []):
-            if output.get("name") == "stderr":
+            if output.get("output_type") == "stream":
                 output["text"] = "".join(line for line in output["text"].splitlines(True) if not any(n in line for n in NOISE))
-        cell["outputs"] = [o for o in cell["outputs"] if not (o.get("name") == "stderr" and not o["text"].strip())]
+        cell["outputs"] = [o for o in cell["outputs"] if not (o.get("output_type") == "stream" and not o["text"].strip())]
 
 
 if __name__ == "__main__":
