@@ -126,7 +126,9 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
         counterfactual_weight = non_negative("counterfactual_weight", counterfactual_weight)
         if not 0.0 < propensity_clip <= 1.0:
             raise ValueError(f"propensity_clip must be in (0, 1]. Received: propensity_clip={propensity_clip}")
-        super().__init__(task_names, tower_units=tower_units, dropout=dropout, batch_norm=batch_norm, **kwargs)
+        super().__init__(
+            task_names, tower_units=tower_units, dropout=dropout, batch_norm=batch_norm, **kwargs
+        )
         self.variant = variant
         self.counterfactual_weight = counterfactual_weight
         self.propensity_clip = float(propensity_clip)

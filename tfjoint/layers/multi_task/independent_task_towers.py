@@ -67,7 +67,10 @@ class IndependentTaskTowers(keras.layers.Layer):
         self.towers = {name: self._tower(name, input_shape) for name in self.task_names}
 
     def _tower(self, task: str, input_shape: tuple[int | None, ...]) -> MLP:
-        tower = MLP(self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm, name=f"tower_{task}", dtype=self.dtype_policy)
+        tower = MLP(
+            self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm,
+            name=f"tower_{task}", dtype=self.dtype_policy
+        )
         tower.build(input_shape)
         return tower
 

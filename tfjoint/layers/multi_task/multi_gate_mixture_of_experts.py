@@ -78,7 +78,10 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         self.experts = []
         for i in range(self.num_experts):
-            expert = MLP(self.expert_units, dropout=self.dropout, batch_norm=self.batch_norm, name=f"expert_{i}", dtype=self.dtype_policy)
+            expert = MLP(
+                self.expert_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                name=f"expert_{i}", dtype=self.dtype_policy
+            )
             expert.build(input_shape)
             self.experts.append(expert)
         self.gates = {}
@@ -86,7 +89,10 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
             self.gates[name] = build_gate(self.num_experts, f"gate_{name}", input_shape)
         self.towers = {}
         for name in self.task_names:
-            tower = MLP(self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm, name=f"tower_{name}", dtype=self.dtype_policy)
+            tower = MLP(
+                self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                name=f"tower_{name}", dtype=self.dtype_policy
+            )
             tower.build((None, self.expert_units[-1]))
             self.towers[name] = tower
         create_gate_trackers(self, {name: self.num_experts for name in self.task_names})

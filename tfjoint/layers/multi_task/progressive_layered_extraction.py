@@ -104,7 +104,10 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
             level_shape = tuple(input_shape) if level == 0 else (None, self.expert_units[-1])
             for task in [*self.task_names, None]:
                 for name in self._expert_names(level, task):
-                    expert = MLP(self.expert_units, dropout=self.dropout, batch_norm=self.batch_norm, name=name, dtype=self.dtype_policy)
+                    expert = MLP(
+                        self.expert_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                        name=name, dtype=self.dtype_policy
+                    )
                     expert.build(level_shape)
                     self.experts[name] = expert
             gate_sizes = {
@@ -117,7 +120,10 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
                 self.gates[name] = build_gate(size, name, level_shape)
         self.towers = {}
         for task in self.task_names:
-            tower = MLP(self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm, name=f"tower_{task}", dtype=self.dtype_policy)
+            tower = MLP(
+                self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                name=f"tower_{task}", dtype=self.dtype_policy
+            )
             tower.build((None, self.expert_units[-1]))
             self.towers[task] = tower
         create_gate_trackers(self, {t: self.num_task_experts + self.num_shared_experts for t in self.task_names})

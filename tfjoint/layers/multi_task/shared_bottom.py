@@ -52,11 +52,17 @@ class SharedBottom(keras.layers.Layer):
         self.batch_norm = batch_norm
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        self.bottom = MLP(self.bottom_units, dropout=self.dropout, batch_norm=self.batch_norm, name="bottom", dtype=self.dtype_policy)
+        self.bottom = MLP(
+            self.bottom_units, dropout=self.dropout, batch_norm=self.batch_norm,
+            name="bottom", dtype=self.dtype_policy
+        )
         self.bottom.build(input_shape)
         self.towers = {}
         for name in self.task_names:
-            tower = MLP(self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm, name=f"tower_{name}", dtype=self.dtype_policy)
+            tower = MLP(
+                self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                name=f"tower_{name}", dtype=self.dtype_policy
+            )
             tower.build((None, self.bottom_units[-1]))
             self.towers[name] = tower
 
