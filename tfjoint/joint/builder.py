@@ -82,6 +82,9 @@ def build_joint_model(
     component_kwargs: dict[str, dict[str, Any]] | None = None,
     unknown_scenario_rate: float = 0.05,
     item_vectors: dict[str, Any] | None = None,
+    numeric: str = "embedded",
+    scenario_field: bool | str = True,
+    batch_norm: bool = False,
 ) -> JointModel:
     """Builds the joint model of ``spec`` with one component per slot.
 
@@ -103,6 +106,19 @@ def build_joint_model(
     with no text op), projects each to ``embedding_dim`` and passes it to the modality
     encoder as one more modality, beside the token features.
 
+    Three options give the model DeepCTR's and torch-rechub's shape (issue 17):
+    ``numeric="raw"`` (or ``"normalized"``, through a BatchNormalization) feeds the dense
+    features beside the categorical embeddings instead of as ``x_j v_j`` fields (the
+    first layer reads ``C d + n`` values instead of ``(C + 1 + n) d``);
+    ``scenario_field=False`` leaves the scenario out of the embedded fields (``"auto"``:
+    only when the dataset has more than one scenario); ``batch_norm=True`` puts a
+    BatchNormalization in every expert, bottom and tower layer of the task architecture
+    (which must take a ``batch_norm`` argument: MMoE, OMoE, PLE, CGC, shared bottom,
+    ESMM, ESCM2, independent towers). The defaults (embedded numerics, the scenario
+    field, no BatchNorm) are the model every tfjoint result was measured with; see
+    :class:`~tfjoint.layers.core.feature_embedding.FeatureEmbedding` and
+    docs/training_speed.md for the speed each option buys.
+
     Example:
     >>> from tfjoint.features import SYNTHETIC
     >>> sizes = {k: 10 for k in SYNTHETIC.categorical + ("item_tags",)}
@@ -120,6 +136,10 @@ def build_joint_model(
         if isinstance(task_architecture, keras.layers.Layer)
         else resolve_component("task_architecture", task_architecture)
     )
+    if scenario_field == "auto":
+        scenario_field = spec.num_scenarios > 1
+    options = {"numeric": numeric, "scenario_field": scenario_field}
+    requested = {k: v for k, v in options.items() if v != {"numeric": "embedded", "scenario_field": True}[k]}
     embedding_context: dict[str, Any] = {
         "vocab_sizes": vocab_sizes,
         "categorical": list(spec.categorical),
@@ -149,6 +169,11 @@ def build_joint_model(
                 f"{embedding_cls.__name__} takes no `task_tables` argument. Received: embedding={embedding!r}"
             )
         embedding_context["task_tables"] = [t.name for t in task_specs]
+    if requested:
+        if isinstance(embedding, keras.layers.Layer):
+            raise ValueError(f"{sorted(requested)} apply to a named embedding; build the given layer with them")
+        _check_takes("embedding", resolve_component("embedding", embedding), requested)
+        embedding_context.update(requested)
     embedding_layer = _component("embedding", embedding, embedding_context, overrides.get("embedding", {}))
     seq = None
     if sequence_encoder is not None and spec.sequence is not None:
@@ -180,6 +205,11 @@ def build_joint_model(
         arch_context["num_scenarios"] = spec.num_scenarios
     if named_arch and issubclass(arch_cls, ImputesCascadeSteps):
         arch_context["imputed_tasks"] = cascade_steps(task_specs)
+    if batch_norm:
+        if not named_arch:
+            raise ValueError("batch_norm applies to a named task_architecture; build the given layer with it")
+        _check_takes("task_architecture", arch_cls, {"batch_norm": batch_norm})
+        arch_context["batch_norm"] = batch_norm
     arch = _component(
         "task_architecture",
         task_architecture,
@@ -202,6 +232,16 @@ def build_joint_model(
     for name, table in vectors.items():
         embedding_layer.set_item_vectors(name, table)
     return model
+
+
+def _check_takes(slot: str, cls: type, arguments: dict[str, Any]) -> None:
+    """A one-line error when ``cls``'s constructor lacks one of ``arguments``."""
+    # Every constructor along the MRO: a mixin first in the bases hides the real one.
+    parameters = {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
+    missing = sorted(k for k in arguments if k not in parameters)
+    if missing:
+        received = ", ".join(f"{k}={arguments[k]!r}" for k in missing)
+        raise ValueError(f"{slot} {cls.__name__} takes no {missing} argument. Received: {received}")
 
 
 def check_combination(spec: DatasetSpec, **slots: Any) -> None:

@@ -38,6 +38,7 @@ from tfjoint.balancing.task_gradients import combine_task_gradients, combined_va
 from tfjoint.features import TaskSpec
 from tfjoint.joint.cascade import add_cascade_outputs
 from tfjoint.layers.core.contracts import (
+    DENSE_INPUTS_KEY,
     AddsToLogits,
     CascadeArchitecture,
     NeedsEmbeddings,
@@ -138,6 +139,8 @@ class JointModel(keras.Model):
             inputs = {**inputs, features.SCENARIO_KEY: masking(inputs[features.SCENARIO_KEY])}
         embedded = embedding(inputs)
         parts = [keras.layers.Flatten(name="flatten_fields")(embedded["fields"])]
+        if DENSE_INPUTS_KEY in embedded:  # dense features fed raw, beside the fields
+            parts.append(embedded[DENSE_INPUTS_KEY])
         if sequence_encoder is not None:
             parts.append(sequence_encoder(embedded))
         if modality_encoder is not None:

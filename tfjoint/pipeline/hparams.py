@@ -20,7 +20,16 @@ DEFAULT_HPARAMS: dict[str, Any] = {
     "balancer": "fixed",
     "unknown_scenario_rate": 0.05,
     "item_text_encoder": None,
+    # The peer-shaped model options of build_joint_model (issue 17, docs/training_speed.md).
+    "numeric": "embedded",
+    "scenario_field": True,
+    "batch_norm": False,
+    # Embedding tables updated row-wise (tfjoint.joint.optimizers.LazyAdam) instead of Adam.
+    "lazy_adam": False,
 }
+
+# Passed to build_joint_model as they are.
+MODEL_OPTIONS = ("numeric", "scenario_field", "batch_norm")
 
 # Read by the Trainer when given, absent by default.
 OPTIONAL_HPARAMS = ("seed", "tpu_address")
@@ -53,6 +62,12 @@ def _problem(key: str, value: Any) -> str | None:
         return None if isinstance(value, str) and value else "must be a component name (`tfjoint models`)"
     if key == "item_text_encoder":
         return None if value in (None, "minilm", "hashed") else "must be null, 'minilm' or 'hashed'"
+    if key == "numeric":
+        return None if value in ("embedded", "raw", "normalized") else "must be 'embedded', 'raw' or 'normalized'"
+    if key == "scenario_field":
+        return None if value in (True, False, "auto") else "must be true, false or 'auto'"
+    if key in ("batch_norm", "lazy_adam"):
+        return None if isinstance(value, bool) else "must be true or false"
     if key == "seed":
         return None if _is_int(value) and value >= 0 else "must be an integer >= 0"
     if key == "tpu_address":

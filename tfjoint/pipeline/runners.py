@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from tfjoint import DEFAULT_IMAGE
 from tfjoint.features import DATASETS, DatasetSpec, get_dataset_spec
 from tfjoint.features.spec_file import SourceSpec
-from tfjoint.pipeline.hparams import DEFAULT_HPARAMS, check_hparams
+from tfjoint.pipeline.hparams import DEFAULT_HPARAMS, MODEL_OPTIONS, check_hparams
 from tfjoint.pipeline.pipeline import COMPONENT_IDS, create_pipeline
 
 LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -124,7 +124,7 @@ def check_model(spec: DatasetSpec, model: str, hparams: dict[str, Any] | None) -
     config = {**DEFAULT_HPARAMS, **check_hparams(hparams or {})}
     slots = ("sequence_encoder", "modality_encoder", "scenario_adapter", "balancer", "component_kwargs")
     check_combination(spec, task_architecture=model, embedding_dim=int(config["embedding_dim"]),
-                      **{slot: config[slot] for slot in slots})
+                      **{slot: config[slot] for slot in (*slots, *MODEL_OPTIONS)})
 
 
 def check_labels(data_root: str, spec: DatasetSpec) -> None:

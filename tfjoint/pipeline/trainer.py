@@ -34,12 +34,12 @@ from tfx_bsl.public import tfxio
 from tfjoint import features
 from tfjoint.features import DatasetSpec
 from tfjoint.features.spec_file import spec_from_dict
-from tfjoint.joint import JointModel, build_joint_model, fit_joint_model, resolve_component
+from tfjoint.joint import JointModel, LazyAdam, build_joint_model, fit_joint_model, resolve_component
 from tfjoint.layers.core import gate_monitor
 from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
 from tfjoint.pipeline.distribute import cluster_workers, is_chief, pick_strategy, shard_policy, write_dir
-from tfjoint.pipeline.hparams import DEFAULT_HPARAMS
+from tfjoint.pipeline.hparams import DEFAULT_HPARAMS, MODEL_OPTIONS
 from tfjoint.pipeline.runtime import merged_config
 from tfjoint.pipeline.transform import oov_rates, serving_feature_spec, vocabulary_sizes
 from tfjoint.serving.warmup import write_warmup_requests
@@ -185,8 +185,10 @@ def run_fn(fn_args: Any) -> None:
             component_kwargs=config["component_kwargs"],
             unknown_scenario_rate=float(config["unknown_scenario_rate"]),
             item_vectors=item_text_vectors(config, spec, tf_transform_output),
+            **{k: config[k] for k in MODEL_OPTIONS},
         )
-        model.compile(optimizer=keras.optimizers.Adam(float(config["learning_rate"])))
+        adam = LazyAdam if config["lazy_adam"] else keras.optimizers.Adam
+        model.compile(optimizer=adam(float(config["learning_rate"])))
     model_keys = list(model.inputs_spec)
     batch_size = int(config["batch_size"])
     train = _dataset(fn_args, fn_args.train_files, tf_transform_output, spec, batch_size, model_keys)

@@ -66,6 +66,12 @@ class NeedsTaskEmbeddings(NeedsEmbeddings):
     """
 
 
+DENSE_INPUTS_KEY = "dense_inputs"
+"""The key of the raw dense features, ``(batch, num_dense)``, in an embedding's output dict:
+the joint model concatenates them beside the flattened ``fields`` (an embedding built with
+``numeric="raw"`` or ``"normalized"``)."""
+
+
 def task_fields_key(task: str) -> str:
     """The key of task ``task``'s own field embeddings in the embedding's output dict."""
     return f"fields_{task}"

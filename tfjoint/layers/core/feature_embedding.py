@@ -10,9 +10,12 @@ from keras import ops
 
 from tfjoint import features
 from tfjoint.layers.core.arguments import positive_int
-from tfjoint.layers.core.contracts import task_fields_key
+from tfjoint.layers.core.contracts import DENSE_INPUTS_KEY, task_fields_key
+from tfjoint.layers.core.raw_inputs import dense_values
 from tfjoint.layers.core.scenarios import map_unknown
 from tfjoint.registry import register
+
+NUMERIC_MODES = ("embedded", "raw", "normalized")
 
 
 @register(
@@ -27,8 +30,18 @@ class FeatureEmbedding(keras.layers.Layer):
 
     Ids use the transformed-index convention of :mod:`tfjoint.features` (``0`` = padding,
     ``V + 1`` = out of vocabulary), so a table has ``V + 2`` rows. A dense feature ``x_j``
-    becomes ``x_j * v_j`` with a learned vector ``v_j``. The scenario has its own table
-    with one extra row: the unknown-scenario fallback. Behavior-sequence items share the
+    becomes ``x_j * v_j`` with a learned vector ``v_j`` (``numeric="embedded"``, the
+    default), or is output as it is beside the fields (``numeric="raw"``), or after a
+    ``BatchNormalization`` (``numeric="normalized"``), as DeepCTR and torch-rechub feed
+    dense features. The embedded form multiplies the first layer's input width by
+    ``embedding_dim`` per dense feature, but a ``Dense`` over ``x_j v_j`` is a linear map
+    of ``x_j``: the first layer has the same capacity, at about ``embedding_dim`` times its
+    FLOPs for those inputs. It stays the default because it is what every tfjoint result
+    was measured with (the profile of issue 17 found AUCs within +-0.013 either way); the
+    raw form is the fast one (docs/training_speed.md). The scenario has its own table
+    with one extra row: the unknown-scenario fallback; ``scenario_field=False`` leaves it
+    out of the fields (the scenario input stays, for scenario-aware components; on a
+    dataset with one scenario the field is a constant). Behavior-sequence items share the
     table of the item feature, and each position adds the embedding of its behavior type.
 
     With ``task_tables`` (asked for by a
@@ -60,6 +73,9 @@ class FeatureEmbedding(keras.layers.Layer):
             out of vocabulary, or no vector given).
         item_vector_feature: the categorical feature the vectors index (default:
             ``sequence_item_feature``).
+        numeric: how dense features enter: ``"embedded"`` (``x_j v_j`` fields, default),
+            ``"raw"`` or ``"normalized"`` (``(batch, len(dense))`` under ``dense_inputs``).
+        scenario_field: whether the scenario is an embedded field (default True).
 
     Call arguments:
         inputs: dict of transformed features keyed as in :mod:`tfjoint.features`.
@@ -71,7 +87,9 @@ class FeatureEmbedding(keras.layers.Layer):
         ``target`` ``(batch, embedding_dim)``, the candidate item; and for each token
         feature ``tokens_<name>`` and ``tokens_mask_<name>``; for each task of
         ``task_tables``, ``fields_<task>`` shaped like ``fields``; for each item vector
-        ``tokens_<name>`` ``(batch, 1, embedding_dim)`` and ``tokens_mask_<name>``.
+        ``tokens_<name>`` ``(batch, 1, embedding_dim)`` and ``tokens_mask_<name>``; with
+        ``numeric`` raw or normalized, ``dense_inputs`` ``(batch, len(dense))``
+        (:data:`~tfjoint.layers.core.contracts.DENSE_INPUTS_KEY`) instead of dense fields.
     """
 
     def __init__(
@@ -88,9 +106,26 @@ class FeatureEmbedding(keras.layers.Layer):
         task_tables: list[str] | tuple[str, ...] = (),
         item_vectors: dict[str, int] | None = None,
         item_vector_feature: str | None = None,
+        numeric: str = "embedded",
+        scenario_field: bool = True,
         **kwargs: Any,
     ) -> None:
+        if numeric not in NUMERIC_MODES:
+            raise ValueError(f"numeric must be one of {NUMERIC_MODES}. Received: numeric={numeric!r}")
+        if not isinstance(scenario_field, bool):
+            raise ValueError(f"scenario_field must be True or False. Received: scenario_field={scenario_field!r}")
+        if not categorical and not scenario_field and (numeric != "embedded" or not dense):
+            raise ValueError(
+                "FeatureEmbedding needs at least one field: categorical features, the scenario field or "
+                f"embedded dense features. Received: categorical=[], scenario_field=False, numeric={numeric!r}"
+            )
+        if task_tables and numeric != "embedded":
+            raise ValueError(
+                f"task_tables embed every field per task, so numeric must be 'embedded'. Received: numeric={numeric!r}"
+            )
         super().__init__(**kwargs)
+        self.numeric = numeric
+        self.scenario_field = scenario_field
         self.embedding_dim = positive_int("embedding_dim", embedding_dim)
         self.num_scenarios = positive_int("num_scenarios", num_scenarios)
         missing = [k for k in [*categorical, *tokens] if k not in vocab_sizes]
@@ -142,10 +177,14 @@ class FeatureEmbedding(keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         self.tables = {k: self._table(f"embedding_{k}", self.vocab_sizes[k] + 2) for k in self.categorical}
         self.token_tables = {k: self._table(f"embedding_{k}", self.vocab_sizes[k] + 2) for k in self.tokens}
-        self.scenario_table = self._table("embedding_scenario", self.num_scenarios + 1)
+        if self.scenario_field:
+            self.scenario_table = self._table("embedding_scenario", self.num_scenarios + 1)
         if self.sequence_item_feature is not None:
             self.behavior_table = self._table("embedding_behavior", self.num_behaviors + 1)
-        if self.dense:
+        if self.dense and self.numeric == "normalized":
+            self.dense_norm = keras.layers.BatchNormalization(name="dense_batch_norm", dtype=self.dtype_policy)
+            self.dense_norm.build((None, len(self.dense)))
+        if self.dense and self.numeric == "embedded":
             self.dense_vectors = self.add_weight(
                 shape=(len(self.dense), self.embedding_dim),
                 initializer="glorot_uniform",
@@ -169,9 +208,10 @@ class FeatureEmbedding(keras.layers.Layer):
                 self.task_field_tables[f"{task}/{k}"] = self._table(
                     f"embedding_{k}_{task}", self.vocab_sizes[k] + 2, self._fresh_initializer()
                 )
-            self.task_scenario_tables[task] = self._table(
-                f"embedding_scenario_{task}", self.num_scenarios + 1, self._fresh_initializer()
-            )
+            if self.scenario_field:
+                self.task_scenario_tables[task] = self._table(
+                    f"embedding_scenario_{task}", self.num_scenarios + 1, self._fresh_initializer()
+                )
             if self.dense:
                 self.task_dense_vectors[task] = self.add_weight(
                     shape=(len(self.dense), self.embedding_dim),
@@ -204,30 +244,34 @@ class FeatureEmbedding(keras.layers.Layer):
     def _fields(
         self, inputs: dict[str, Any], tables: list[Any], scenario_table: Any, dense_vectors: Any
     ) -> Any:
-        """``(batch, num_fields, d)``: the categorical fields, the scenario, the dense fields."""
+        """``(batch, num_fields, d)``: the categorical fields, the scenario, the embedded dense fields."""
         # Categorical ids: 0 = padding, 1..V vocabulary, V + 1 = OOV (anything larger too).
         fields = [
             table(self._ids(inputs[k][:, 0], self.vocab_sizes[k] + 1))
             for k, table in zip(self.categorical, tables)
         ]
-        # Scenario ids: 0..P-1 known, P = unknown (any id outside [0, P) too).
-        scenario = map_unknown(ops.cast(inputs[features.SCENARIO_KEY][:, 0], "int32"), self.num_scenarios)
-        fields.append(scenario_table(scenario))
-        stacked = ops.stack(fields, axis=1)
-        if self.dense:
-            values = ops.concatenate([ops.cast(inputs[k], self.compute_dtype) for k in self.dense], axis=1)
-            dense = values[:, :, None] * ops.cast(dense_vectors, self.compute_dtype)[None]
-            stacked = ops.concatenate([stacked, dense], axis=1)
-        return stacked
+        if self.scenario_field:
+            # Scenario ids: 0..P-1 known, P = unknown (any id outside [0, P) too).
+            scenario = map_unknown(ops.cast(inputs[features.SCENARIO_KEY][:, 0], "int32"), self.num_scenarios)
+            fields.append(scenario_table(scenario))
+        if not self.dense or self.numeric != "embedded":
+            return ops.stack(fields, axis=1)
+        values = dense_values(inputs, self.dense, self.compute_dtype)
+        dense = values[:, :, None] * ops.cast(dense_vectors, self.compute_dtype)[None]
+        return ops.concatenate([ops.stack(fields, axis=1), dense], axis=1) if fields else dense
 
-    def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def call(self, inputs: dict[str, Any], training: bool | None = None) -> dict[str, Any]:
         shared = [self.tables[k] for k in self.categorical]
-        vectors = self.dense_vectors if self.dense else None
-        out: dict[str, Any] = {"fields": self._fields(inputs, shared, self.scenario_table, vectors)}
+        vectors = self.dense_vectors if self.dense and self.numeric == "embedded" else None
+        scenario_table = self.scenario_table if self.scenario_field else None
+        out: dict[str, Any] = {"fields": self._fields(inputs, shared, scenario_table, vectors)}
+        if self.dense and self.numeric != "embedded":
+            values = dense_values(inputs, self.dense, self.compute_dtype)
+            out[DENSE_INPUTS_KEY] = self.dense_norm(values, training=training) if self.numeric == "normalized" else values
         for task in self.task_tables:
             tables = [self.task_field_tables[f"{task}/{k}"] for k in self.categorical]
             vectors = self.task_dense_vectors.get(task)
-            scenario_table = self.task_scenario_tables[task]
+            scenario_table = self.task_scenario_tables.get(task)
             out[task_fields_key(task)] = self._fields(inputs, tables, scenario_table, vectors)
         if self.sequence_item_feature is not None:
             table = self.tables[self.sequence_item_feature]
@@ -267,7 +311,8 @@ class FeatureEmbedding(keras.layers.Layer):
 
     @property
     def num_fields(self) -> int:
-        return len(self.categorical) + 1 + len(self.dense)
+        dense = len(self.dense) if self.numeric == "embedded" else 0
+        return len(self.categorical) + int(self.scenario_field) + dense
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -284,5 +329,7 @@ class FeatureEmbedding(keras.layers.Layer):
             task_tables=self.task_tables,
             item_vectors=self.item_vectors,
             item_vector_feature=self.item_vector_feature,
+            numeric=self.numeric,
+            scenario_field=self.scenario_field,
         )
         return config

@@ -11,7 +11,11 @@ from tfjoint.layers.core.arguments import dropout_rate, layer_units
 
 @keras.saving.register_keras_serializable(package="tfjoint")
 class MLP(keras.layers.Layer):
-    """Stack of ``Dense -> activation -> dropout`` layers.
+    """Stack of ``Dense -> activation -> dropout`` layers, or, with ``batch_norm``,
+    ``Dense -> BatchNormalization -> activation -> dropout`` (Ioffe and Szegedy, Batch
+    Normalization, ICML 2015, eq. of Algorithm 1 applied to the pre-activation ``W x``; the
+    ``Dense`` then has no bias, which the normalization's ``beta`` replaces). The
+    ``batch_norm`` layout is DeepCTR's and torch-rechub's ``DNN``/``MLP``.
 
     Args:
         units: hidden sizes, one per layer; must be non-empty and positive.
@@ -19,6 +23,9 @@ class MLP(keras.layers.Layer):
         dropout: dropout rate after every layer, in ``[0, 1)``.
         kernel_initializer: initializer of every kernel.
         seed: seed of the dropout layers.
+        batch_norm: normalize every layer's pre-activation over the batch (default off:
+            the models of the catalog are specified without it, and batch statistics make
+            a row's output depend on its batch in training).
 
     Call arguments:
         inputs: tensor of shape ``(batch, d)``.
@@ -39,6 +46,7 @@ class MLP(keras.layers.Layer):
         dropout: float = 0.0,
         kernel_initializer: Any = "glorot_uniform",
         seed: int | None = None,
+        batch_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -47,15 +55,20 @@ class MLP(keras.layers.Layer):
         self.dropout = dropout_rate(dropout)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
+        if not isinstance(batch_norm, bool):
+            raise ValueError(f"batch_norm must be True or False. Received: batch_norm={batch_norm!r}")
+        self.batch_norm = batch_norm
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         self.dense_layers = []
         self.dropout_layers = []
+        self.norm_layers = []
         shape = input_shape
         for i, width in enumerate(self.units):
             dense = keras.layers.Dense(
                 width,
-                activation=self.activation,
+                activation=None if self.batch_norm else self.activation,
+                use_bias=not self.batch_norm,
                 kernel_initializer=self.kernel_initializer,
                 name=f"dense_{i}",
                 dtype=self.dtype_policy,
@@ -63,14 +76,21 @@ class MLP(keras.layers.Layer):
             dense.build(shape)
             shape = dense.compute_output_shape(shape)
             self.dense_layers.append(dense)
+            if self.batch_norm:
+                norm = keras.layers.BatchNormalization(name=f"batch_norm_{i}", dtype=self.dtype_policy)
+                norm.build(shape)
+                self.norm_layers.append(norm)
             self.dropout_layers.append(
                 keras.layers.Dropout(self.dropout, seed=self.seed, name=f"dropout_{i}", dtype=self.dtype_policy)
             )
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x = inputs
-        for dense, dropout in zip(self.dense_layers, self.dropout_layers):
-            x = dropout(dense(x), training=training)
+        for i, (dense, dropout) in enumerate(zip(self.dense_layers, self.dropout_layers)):
+            x = dense(x)
+            if self.batch_norm:
+                x = keras.activations.get(self.activation)(self.norm_layers[i](x, training=training))
+            x = dropout(x, training=training)
         return x
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
@@ -84,5 +104,6 @@ class MLP(keras.layers.Layer):
             dropout=self.dropout,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             seed=self.seed,
+            batch_norm=self.batch_norm,
         )
         return config

@@ -25,3 +25,18 @@ def test_equals_relu_affine_stack():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="Received"):
         MLP(**kwargs)
+
+
+def test_batch_norm_normalizes_every_pre_activation_over_the_batch():
+    layer = MLP([3, 2], batch_norm=True)
+    x = np.random.RandomState(0).rand(16, 5).astype("float32")
+    out = np.asarray(layer(x, training=True))
+    h = x
+    for dense, norm in zip(layer.dense_layers, layer.norm_layers):
+        assert len(dense.weights) == 1  # no bias: the normalization's beta replaces it
+        z = h @ dense.weights[0].numpy()
+        z = (z - z.mean(0)) / np.sqrt(z.var(0) + norm.epsilon)
+        h = np.maximum(z, 0.0)
+    np.testing.assert_allclose(out, h, rtol=1e-4, atol=1e-5)
+    assert MLP.from_config(layer.get_config()).batch_norm is True
+    assert not MLP([3]).batch_norm

@@ -11,6 +11,11 @@ from keras import ops
 from tfjoint.registry import register
 
 
+def dense_values(inputs: dict[str, Any], dense: Sequence[str], dtype: str) -> Any:
+    """``(batch, len(dense))``: the dense features side by side, in ``dense`` order."""
+    return ops.concatenate([ops.cast(inputs[k], dtype) for k in dense], axis=1)
+
+
 @register(
     "raw_inputs",
     slot="embedding",
@@ -77,8 +82,7 @@ class RawInputs(keras.layers.Layer):
         self.dense = list(dense)
 
     def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        values = ops.concatenate([ops.cast(inputs[k], self.compute_dtype) for k in self.dense], axis=1)
-        return {"fields": values[:, :, None]}
+        return {"fields": dense_values(inputs, self.dense, self.compute_dtype)[:, :, None]}
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dense": self.dense}

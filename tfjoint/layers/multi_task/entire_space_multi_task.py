@@ -37,6 +37,7 @@ class EntireSpaceMultiTask(CascadeArchitecture, IndependentTaskTowers):
         task_names: names of the tasks, one tower each.
         tower_units: hidden sizes of every tower.
         dropout: dropout rate inside the towers.
+        batch_norm: BatchNormalization in every tower layer (:class:`MLP`); off by default.
 
     Call arguments:
         inputs: the merged representation, ``(batch, d)``.
@@ -94,6 +95,7 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
         propensity_clip: lower bound of ``p_hat``.
         tower_units: hidden sizes of every tower.
         dropout: dropout rate inside the towers.
+        batch_norm: BatchNormalization in every tower layer (:class:`MLP`); off by default.
         imputed_tasks: the tasks that get an imputation tower with ``variant="dr"``: the
             cascade steps, which the joint model passes; ``None``: every task.
         imputation_activation: the activation of the imputation tower's output unit
@@ -116,6 +118,7 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
         dropout: float = 0.0,
         imputed_tasks: list[str] | None = None,
         imputation_activation: str = "sigmoid",
+        batch_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         if variant not in ("ips", "dr"):
@@ -123,7 +126,9 @@ class EntireSpaceCounterfactualMultiTask(ImputesCascadeSteps, EntireSpaceMultiTa
         counterfactual_weight = non_negative("counterfactual_weight", counterfactual_weight)
         if not 0.0 < propensity_clip <= 1.0:
             raise ValueError(f"propensity_clip must be in (0, 1]. Received: propensity_clip={propensity_clip}")
-        super().__init__(task_names, tower_units=tower_units, dropout=dropout, **kwargs)
+        super().__init__(
+            task_names, tower_units=tower_units, dropout=dropout, batch_norm=batch_norm, **kwargs
+        )
         self.variant = variant
         self.counterfactual_weight = counterfactual_weight
         self.propensity_clip = float(propensity_clip)

@@ -34,6 +34,7 @@ class IndependentTaskTowers(keras.layers.Layer):
         task_names: the tasks; each gets its own tower and nothing else.
         tower_units: hidden sizes of each tower (ESMM's by default).
         dropout: dropout rate after each tower layer.
+        batch_norm: BatchNormalization in every tower layer (:class:`MLP`); off by default.
 
     Call arguments:
         inputs: ``(batch, d)``, the representation that every tower reads.
@@ -53,18 +54,23 @@ class IndependentTaskTowers(keras.layers.Layer):
         task_names: Sequence[str],
         tower_units: Sequence[int] = (64, 32),
         dropout: float = 0.0,
+        batch_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.task_names = check_tasks(task_names)
         self.tower_units = layer_units("tower_units", tower_units)
         self.dropout = dropout_rate(dropout)
+        self.batch_norm = batch_norm
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         self.towers = {name: self._tower(name, input_shape) for name in self.task_names}
 
     def _tower(self, task: str, input_shape: tuple[int | None, ...]) -> MLP:
-        tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{task}", dtype=self.dtype_policy)
+        tower = MLP(
+            self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm,
+            name=f"tower_{task}", dtype=self.dtype_policy
+        )
         tower.build(input_shape)
         return tower
 
@@ -77,4 +83,5 @@ class IndependentTaskTowers(keras.layers.Layer):
             "task_names": self.task_names,
             "tower_units": self.tower_units,
             "dropout": self.dropout,
+            "batch_norm": self.batch_norm,
         }

@@ -35,6 +35,7 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
         tower_units: hidden sizes of every task tower.
         dropout: dropout rate inside experts and towers.
         gate_temperature: the gate logits are divided by it before the softmax.
+        batch_norm: BatchNormalization in every expert and tower layer (:class:`MLP`); off by default.
 
     Call arguments:
         inputs: the merged representation, ``(batch, d)``.
@@ -59,6 +60,7 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
         tower_units: list[int] | tuple[int, ...] = (32,),
         dropout: float = 0.0,
         gate_temperature: float = 1.0,
+        batch_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -68,6 +70,7 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
         self.expert_units = list(expert_units)
         self.tower_units = list(tower_units)
         self.dropout = dropout
+        self.batch_norm = batch_norm
 
     def _gate_names(self) -> list[str]:
         return ["shared"] if self.shared_gate else self.task_names
@@ -75,7 +78,10 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         self.experts = []
         for i in range(self.num_experts):
-            expert = MLP(self.expert_units, dropout=self.dropout, name=f"expert_{i}", dtype=self.dtype_policy)
+            expert = MLP(
+                self.expert_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                name=f"expert_{i}", dtype=self.dtype_policy
+            )
             expert.build(input_shape)
             self.experts.append(expert)
         self.gates = {}
@@ -83,7 +89,10 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
             self.gates[name] = build_gate(self.num_experts, f"gate_{name}", input_shape)
         self.towers = {}
         for name in self.task_names:
-            tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{name}", dtype=self.dtype_policy)
+            tower = MLP(
+                self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                name=f"tower_{name}", dtype=self.dtype_policy
+            )
             tower.build((None, self.expert_units[-1]))
             self.towers[name] = tower
         create_gate_trackers(self, {name: self.num_experts for name in self.task_names})
@@ -114,6 +123,7 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
             tower_units=self.tower_units,
             dropout=self.dropout,
             gate_temperature=self.gate_temperature,
+            batch_norm=self.batch_norm,
         )
         return config
 

@@ -47,6 +47,7 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
         tower_units: hidden sizes of every task tower.
         dropout: dropout rate inside experts and towers.
         gate_temperature: the gate logits are divided by it before the softmax.
+        batch_norm: BatchNormalization in every expert and tower layer (:class:`MLP`); off by default.
 
     Call arguments:
         inputs: the merged representation, ``(batch, d)``.
@@ -75,6 +76,7 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
         tower_units: list[int] | tuple[int, ...] = (32,),
         dropout: float = 0.0,
         gate_temperature: float = 1.0,
+        batch_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,6 +86,7 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
         self.expert_units = layer_units("expert_units", expert_units)
         self.tower_units = layer_units("tower_units", tower_units)
         self.dropout = dropout_rate(dropout)
+        self.batch_norm = batch_norm
         self.gate_temperature = positive("gate_temperature", gate_temperature)
         self.task_names = check_tasks(task_names)
 
@@ -101,7 +104,10 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
             level_shape = tuple(input_shape) if level == 0 else (None, self.expert_units[-1])
             for task in [*self.task_names, None]:
                 for name in self._expert_names(level, task):
-                    expert = MLP(self.expert_units, dropout=self.dropout, name=name, dtype=self.dtype_policy)
+                    expert = MLP(
+                        self.expert_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                        name=name, dtype=self.dtype_policy
+                    )
                     expert.build(level_shape)
                     self.experts[name] = expert
             gate_sizes = {
@@ -114,7 +120,10 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
                 self.gates[name] = build_gate(size, name, level_shape)
         self.towers = {}
         for task in self.task_names:
-            tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{task}", dtype=self.dtype_policy)
+            tower = MLP(
+                self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                name=f"tower_{task}", dtype=self.dtype_policy
+            )
             tower.build((None, self.expert_units[-1]))
             self.towers[task] = tower
         create_gate_trackers(self, {t: self.num_task_experts + self.num_shared_experts for t in self.task_names})
@@ -167,6 +176,7 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
             expert_units=self.expert_units,
             tower_units=self.tower_units,
             dropout=self.dropout,
+            batch_norm=self.batch_norm,
             gate_temperature=self.gate_temperature,
         )
         return config
@@ -203,6 +213,7 @@ class CustomizedGateControl(ProgressiveLayeredExtraction):
         tower_units: list[int] | tuple[int, ...] = (32,),
         dropout: float = 0.0,
         gate_temperature: float = 1.0,
+        batch_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -214,6 +225,7 @@ class CustomizedGateControl(ProgressiveLayeredExtraction):
             tower_units=tower_units,
             dropout=dropout,
             gate_temperature=gate_temperature,
+            batch_norm=batch_norm,
             **kwargs,
         )
 

@@ -25,6 +25,7 @@ class SharedBottom(keras.layers.Layer):
         bottom_units: hidden sizes of the shared bottom.
         tower_units: hidden sizes of every task tower.
         dropout: dropout rate inside the bottom and the towers.
+        batch_norm: BatchNormalization in every bottom and tower layer (:class:`MLP`); off by default.
 
     Call arguments:
         inputs: the merged representation, ``(batch, d)``.
@@ -40,6 +41,7 @@ class SharedBottom(keras.layers.Layer):
         bottom_units: list[int] | tuple[int, ...] = (64,),
         tower_units: list[int] | tuple[int, ...] = (32,),
         dropout: float = 0.0,
+        batch_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -47,13 +49,20 @@ class SharedBottom(keras.layers.Layer):
         self.bottom_units = list(bottom_units)
         self.tower_units = list(tower_units)
         self.dropout = dropout
+        self.batch_norm = batch_norm
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        self.bottom = MLP(self.bottom_units, dropout=self.dropout, name="bottom", dtype=self.dtype_policy)
+        self.bottom = MLP(
+            self.bottom_units, dropout=self.dropout, batch_norm=self.batch_norm,
+            name="bottom", dtype=self.dtype_policy
+        )
         self.bottom.build(input_shape)
         self.towers = {}
         for name in self.task_names:
-            tower = MLP(self.tower_units, dropout=self.dropout, name=f"tower_{name}", dtype=self.dtype_policy)
+            tower = MLP(
+                self.tower_units, dropout=self.dropout, batch_norm=self.batch_norm,
+                name=f"tower_{name}", dtype=self.dtype_policy
+            )
             tower.build((None, self.bottom_units[-1]))
             self.towers[name] = tower
 
@@ -68,5 +77,6 @@ class SharedBottom(keras.layers.Layer):
             bottom_units=self.bottom_units,
             tower_units=self.tower_units,
             dropout=self.dropout,
+            batch_norm=self.batch_norm,
         )
         return config
