@@ -87,6 +87,14 @@ def test_a_csv_with_a_user_written_spec_trains_pushes_and_serves(tmp_path, capsy
     out = capsys.readouterr().out
     assert code == 0, out
     assert "== shop / mmoe: Evaluator metrics" in out and "pushed SavedModel" in out
+    # Observability: a short epoch line per epoch without the gate metrics, which TensorBoard
+    # gets, a gate summary, the heatmap and the model card next to the Evaluator's table.
+    epoch_lines = [line for line in out.splitlines() if line.startswith("epoch 1/1")]
+    assert len(epoch_lines) == 1 and "click loss" in epoch_lines[0] and "gate_" not in epoch_lines[0], out
+    assert len(epoch_lines[0]) < 400 and "tensorboard --logdir" in out and "mean gate weight per expert" in out
+    assert (tmp_path / "pipeline" / "evaluation_heatmap.png").stat().st_size > 0
+    card = (tmp_path / "pipeline" / "model_card.md").read_text()
+    assert "# Model card: shop / mmoe" in card and "blessed: True" in card and "click/AUC" in card
     run = json.loads(summary.read_text())
     pushed = run["pushed_dir"]
     assert os.path.basename(os.path.dirname(pushed)) == "shop"

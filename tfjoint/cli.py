@@ -121,7 +121,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     _check_model(args.model)
     spec, source = _run_spec(args)
     hparams = _hparams(args)
-    from tfjoint.pipeline import evaluation, runners
+    from tfjoint.pipeline import evaluation, reporting, runners
+    from tfjoint.pipeline.hparams import DEFAULT_HPARAMS
 
     start = time.time()
     try:
@@ -149,9 +150,16 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         for line in lines:
             print(f"  {line}", file=sys.stderr)
     print(f"\n== {spec.name} / {args.model}: Evaluator metrics (eval split), per scenario and task ==")
-    print(evaluation.format_table(table, spec))
+    text = evaluation.format_table(table, spec)
+    print(text)
     print(f"\nblessed: {blessed}    pipeline time: {time.time() - start:.0f} s")
     print(f"evaluation: {run.evaluation_dir}")
+    heatmap = reporting.plot_metric_heatmap(table, spec, os.path.join(args.pipeline_root, "evaluation_heatmap.png"))
+    card = reporting.write_model_card(
+        os.path.join(args.pipeline_root, "model_card.md"), spec=spec, model=args.model,
+        hparams={**DEFAULT_HPARAMS, **hparams}, table=table, metric_text=text, blessed=blessed,
+        pushed_dir=run.pushed_dir, heatmap=heatmap)
+    print(f"per scenario x task heatmap: {heatmap}\nmodel card: {card}")
     print(f"keras model (for notebooks): {run.keras_model_path}")
     if found and args.fail_on_anomalies:
         print("the data has anomalies and --fail-on-anomalies was given", file=sys.stderr)

@@ -40,6 +40,7 @@ from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
 from tfjoint.pipeline.distribute import cluster_workers, is_chief, pick_strategy, shard_policy, write_dir
 from tfjoint.pipeline.hparams import DEFAULT_HPARAMS, MODEL_OPTIONS
+from tfjoint.pipeline.reporting import EpochSummary
 from tfjoint.pipeline.runtime import merged_config
 from tfjoint.pipeline.transform import oov_rates, serving_feature_spec, vocabulary_sizes
 from tfjoint.serving.warmup import write_warmup_requests
@@ -201,14 +202,21 @@ def run_fn(fn_args: Any) -> None:
     run_dir = write_dir(fn_args.model_run_dir, strategy)
     # A component with its own training schedule (M-LoRA: pre-train, then fine-tune each
     # scenario) spends the same number of epochs its own way; any other model fits once.
+    # One readable line per epoch (per-task loss and AUC); every metric, gates included, goes
+    # to TensorBoard.
+    logs = os.path.join(run_dir, "logs")
+    if is_chief(strategy):
+        print(f"[tfjoint] TensorBoard (losses, AUCs, gate weights): tensorboard --logdir {logs}", flush=True)
+    epochs = int(config["epochs"])
+    summary = EpochSummary([t.name for t in model.tasks], epochs, print_fn=lambda line: print(line, flush=True))
     with strategy.scope():
         histories = fit_joint_model(
             model,
             train,
-            epochs=int(config["epochs"]),
-            verbose=2,
+            epochs=epochs,
+            verbose=0,
             validation_data=evaluation,
-            callbacks=[keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"))],
+            callbacks=[keras.callbacks.TensorBoard(logs), summary],
         )
     _save(model, histories, config, spec, tf_transform_output, serving_dir, run_dir)
     if not is_chief(strategy):
