@@ -92,7 +92,7 @@ def create_pipeline(
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"dataset": spec.name},
         # Nothing reads Transform's pre/post-transform statistics (StatisticsGen and
-        # ExampleValidator judge the raw data): computing them was about a third of its time.
+        # ExampleValidator judge the raw data): on MovieLens-100K they were a fifth of its CPU.
         disable_statistics=True,
     )
     trainer = tfx.components.Trainer(

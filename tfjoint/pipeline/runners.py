@@ -77,17 +77,20 @@ def component_progress(pipeline_root: str, component_ids: tuple[str, ...], every
             print(f"[tfjoint] {name} ...", flush=True)
         clock.update(name=name, start=when, said=time.time(), cpu=cpu)
 
+    def scan() -> None:
+        started = []
+        for name in component_ids:
+            new = executions(name) - before[name] if name not in seen else set()
+            if new:
+                seen.add(name)
+                started.append((min(os.path.getmtime(p) for p in new), name))
+        # Several quick components can start within one poll: report them in start order.
+        for when, name in sorted(started):
+            report(name, when)
+
     def watch() -> None:
         while not stop.wait(0.5):
-            started = []
-            for name in component_ids:
-                new = executions(name) - before[name] if name not in seen else set()
-                if new:
-                    seen.add(name)
-                    started.append((min(os.path.getmtime(p) for p in new), name))
-            # Several quick components can start within one poll: report them in start order.
-            for when, name in sorted(started):
-                report(name, when)
+            scan()
             now = time.time()
             if clock["name"] and now - clock["said"] >= every_s:
                 print(f"[tfjoint] {clock['name']} running, {now - clock['start']:.0f} s", flush=True)
@@ -100,6 +103,7 @@ def component_progress(pipeline_root: str, component_ids: tuple[str, ...], every
     finally:
         stop.set()
         thread.join()
+        scan()  # a last component that ran within the final poll
         report(None, time.time())
 
 

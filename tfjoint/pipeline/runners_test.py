@@ -20,6 +20,15 @@ def test_progress_reports_components_in_start_order(tmp_path, capsys):
     assert lines[4] == "[tfjoint] A ..." and lines[5].startswith("[tfjoint] A done in")
 
 
+def test_progress_reports_a_component_that_starts_just_before_the_end(tmp_path, capsys):
+    with component_progress(str(tmp_path), ("A", "B")):
+        os.makedirs(os.path.join(tmp_path, "A", "out", "1"))
+        time.sleep(1.2)
+        os.makedirs(os.path.join(tmp_path, "B", "out", "1"))  # then the pipeline returns at once
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[tfjoint]")]
+    assert lines[-2:] == ["[tfjoint] B ...", lines[-1]] and lines[-1].startswith("[tfjoint] B done in 0 s"), lines
+
+
 def test_progress_says_a_long_component_is_still_running(tmp_path, capsys):
     with component_progress(str(tmp_path), ("A",), every_s=0.6):
         os.makedirs(os.path.join(tmp_path, "A", "out", "1"))
