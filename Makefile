@@ -13,7 +13,8 @@ REQS := requirements/base.txt requirements/lock.txt pyproject.toml
 REQS_HASH := $(shell (cat $(REQS); echo "$(CURDIR)") | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.tfjoint-installed-$(REQS_HASH)
 RUNS ?= runs
-PYTEST_ARGS ?=
+# The 25 slowest tests are listed at the end of every run (and so of every CI log).
+PYTEST_ARGS ?= --durations=25
 
 # Python 3.10, found robustly: PYTHON=..., then pyenv's 3.10 builds, then python3.10 on PATH.
 PYTHON ?= $(shell \

@@ -21,17 +21,26 @@ def shared_data():
 
 
 @pytest.fixture(scope="session")
-def synthetic_run(tmp_path_factory):
-    """The full joint model (every family's slot filled, as ``tfjoint bench joint``'s ``full``)
-    through the whole pipeline: behavior-aware E^B, E^M over the item tags, STAR, PLE and
-    uncertainty weighting. The Evaluator, the Pusher and the serving tests judge it."""
+def synthetic_run_args(tmp_path_factory):
+    """``run_local``'s arguments for :func:`synthetic_run`: the full joint model (every
+    family's slot filled, as ``tfjoint bench joint``'s ``full``), with TFX caching on so a test
+    can rerun it with only the Trainer's arguments changed."""
     root = tmp_path_factory.mktemp("synthetic")
     slots = {slot: name for slot, name in FULL.items() if slot != "task_architecture"}
-    return runners.run_local(
+    return dict(
         dataset="synthetic",
         model=FULL["task_architecture"],
         pipeline_root=str(root / "pipeline"),
         serving_dir=str(root / "serving"),
         dataset_kwargs={"n": 6000},
         hparams={"epochs": 3, **slots},
+        enable_cache=True,
     )
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(synthetic_run_args):
+    """The full joint model through the whole pipeline: behavior-aware E^B, E^M over the item
+    tags, STAR, PLE and uncertainty weighting. The Evaluator, the Pusher and the serving tests
+    judge it."""
+    return runners.run_local(**synthetic_run_args)

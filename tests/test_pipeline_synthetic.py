@@ -133,3 +133,27 @@ def test_the_pipeline_trains_the_full_joint_model_with_every_family(synthetic_ru
     }
     for slot, layer in layers.items():
         assert type(layer) is catalog.get(FULL[slot], slot=slot).cls, slot
+
+
+def test_a_rerun_with_only_the_trainer_changed_reuses_every_component_before_it(
+        synthetic_run, synthetic_run_args, tmp_path, capsys):
+    """TFX caching (``enable_cache``): the data, statistics, schema and Transform of the first
+    run are reused; the Trainer, Evaluator and Pusher run again, and run_local returns this
+    run's outputs, not the newest folders on disk."""
+    metadata = os.path.join(synthetic_run_args["pipeline_root"], "metadata.sqlite")
+    first = runners.run_outputs(metadata)
+    assert first["evaluation"] == synthetic_run.evaluation_dir
+    capsys.readouterr()
+    args = {**synthetic_run_args, "serving_dir": str(tmp_path / "serving"),
+            "hparams": {**synthetic_run_args["hparams"], "epochs": 1}}
+    rerun = runners.run_local(**args)
+    again = runners.run_outputs(metadata)
+    for key in ("examples", "statistics", "schema", "anomalies", "transform_graph", "transformed_examples"):
+        assert again[key] == first[key], key
+    assert rerun.model_run_dir == again["model_run"] != first["model_run"]
+    assert rerun.evaluation_dir == again["evaluation"] != first["evaluation"]
+    started = [line for line in capsys.readouterr().out.splitlines() if line.endswith(" ...")]
+    assert started == ["[tfjoint] Trainer ...", "[tfjoint] Evaluator ...", "[tfjoint] Pusher ..."], started
+    # A third run of the first run's arguments reuses the first run's model and evaluation.
+    third = runners.run_local(**{**synthetic_run_args, "serving_dir": str(tmp_path / "serving")})
+    assert (third.model_run_dir, third.evaluation_dir) == (synthetic_run.model_run_dir, synthetic_run.evaluation_dir)

@@ -138,6 +138,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
             data=args.data,
             source=source,
             schema_file=args.schema,
+            enable_cache=args.enable_cache,
         )
     except (FileNotFoundError, ValueError) as e:  # checked before any component runs
         print(f"tfjoint pipeline run: error: {e}", file=sys.stderr)
@@ -305,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", help="also write the metrics and paths to this JSON file")
     run.add_argument("--fail-on-anomalies", action="store_true",
                      help="exit 1 when ExampleValidator found anomalies (they are always printed)")
+    run.add_argument("--enable-cache", action="store_true",
+                     help="TFX caching: components whose inputs are unchanged since a run in the same "
+                     "--pipeline-root reuse its outputs (off by default: an edit of tfjoint's code is not seen)")
     run.add_argument("--query-server", action="store_true",
                      help="serve the pushed model over the TF Serving API and query it with the gRPC client")
     run.set_defaults(func=cmd_pipeline_run)

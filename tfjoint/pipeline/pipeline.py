@@ -43,6 +43,7 @@ def create_pipeline(
     schema_file: str | None = None,
     runtime_parameters: bool = False,
     trainer_job: dict[str, Any] | None = None,
+    enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Wires ImportExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, Transform,
     Trainer, Evaluator and Pusher for one dataset and one task architecture.
@@ -70,6 +71,9 @@ def create_pipeline(
         trainer_job: a Vertex AI training job (:func:`vertex_trainer_job`): the Trainer
             then runs as that CustomJob (e.g. N workers under MultiWorkerMirroredStrategy,
             which Vertex configures through ``TF_CONFIG``) instead of in the component's pod.
+        enable_cache: TFX caching: a component whose inputs and properties are unchanged
+            reuses its last outputs. Off by default: the cache key names ``preprocessing_fn``
+            and ``run_fn`` by import path, so an edit of tfjoint's code is not a change.
     """
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset_spec(dataset)
     served_name = model_name or spec.default_model_name
@@ -111,6 +115,9 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=spec_config,
+        # Nothing reads Transform's pre/post-transform statistics (StatisticsGen and
+        # ExampleValidator judge the raw data): on MovieLens-100K they were a fifth of its CPU.
+        disable_statistics=True,
     )
     trainer_class = tfx.components.Trainer
     if trainer_job:
@@ -155,7 +162,7 @@ def create_pipeline(
             evaluator,
             pusher,
         ],
-        enable_cache=False,
+        enable_cache=enable_cache,
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
             if metadata_path

@@ -49,10 +49,18 @@ def pipeline_name(spec: DatasetSpec, model: str) -> str:
     return name[:63].rstrip("-")
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its finished child processes: the
+    work a component did, which wall time only shows when the cores are not shared."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 @contextlib.contextmanager
-def component_progress(pipeline_root: str, component_ids: tuple[str, ...]) -> Iterator[None]:
+def component_progress(pipeline_root: str, component_ids: tuple[str, ...], every_s: float = 30.0) -> Iterator[None]:
     """Prints a line as each component starts (a new execution folder appears under
-    ``<pipeline root>/<component>/<output>/``) with the time the previous one took."""
+    ``<pipeline root>/<component>/<output>/``) with the time the previous one took, and one
+    every ``every_s`` seconds while a component runs, so a long Evaluator is never silent."""
     stop = threading.Event()
 
     def executions(name: str) -> set[str]:
@@ -60,26 +68,35 @@ def component_progress(pipeline_root: str, component_ids: tuple[str, ...]) -> It
 
     before = {name: executions(name) for name in component_ids}
     seen: set[str] = set()
-    clock: dict[str, Any] = {"name": None, "start": time.time()}
+    clock: dict[str, Any] = {"name": None, "start": time.time(), "said": time.time(), "cpu": cpu_seconds()}
 
     def report(name: str | None, when: float) -> None:
+        cpu = cpu_seconds()
         if clock["name"]:
-            print(f"[tfjoint] {clock['name']} done in {when - clock['start']:.0f} s", flush=True)
+            print(f"[tfjoint] {clock['name']} done in {when - clock['start']:.0f} s "
+                  f"(CPU {cpu - clock['cpu']:.0f} s)", flush=True)
         if name:
             print(f"[tfjoint] {name} ...", flush=True)
-        clock.update(name=name, start=when)
+        clock.update(name=name, start=when, said=time.time(), cpu=cpu)
+
+    def scan() -> None:
+        started = []
+        for name in component_ids:
+            new = executions(name) - before[name] if name not in seen else set()
+            if new:
+                seen.add(name)
+                started.append((min(os.path.getmtime(p) for p in new), name))
+        # Several quick components can start within one poll: report them in start order.
+        for when, name in sorted(started):
+            report(name, when)
 
     def watch() -> None:
         while not stop.wait(0.5):
-            started = []
-            for name in component_ids:
-                new = executions(name) - before[name] if name not in seen else set()
-                if new:
-                    seen.add(name)
-                    started.append((min(os.path.getmtime(p) for p in new), name))
-            # Several quick components can start within one poll: report them in start order.
-            for when, name in sorted(started):
-                report(name, when)
+            scan()
+            now = time.time()
+            if clock["name"] and now - clock["said"] >= every_s:
+                print(f"[tfjoint] {clock['name']} running, {now - clock['start']:.0f} s", flush=True)
+                clock["said"] = now
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -88,6 +105,7 @@ def component_progress(pipeline_root: str, component_ids: tuple[str, ...]) -> It
     finally:
         stop.set()
         thread.join()
+        scan()  # a last component that ran within the final poll
         report(None, time.time())
 
 
@@ -98,13 +116,47 @@ def latest_version(pattern: str) -> str:
     return max(paths, key=lambda p: int(os.path.basename(p)))
 
 
-def read_anomalies(pipeline_root: str) -> dict[str, list[str]]:
+def run_outputs(metadata_path: str) -> dict[str, str]:
+    """``{output key: URI}`` of the newest pipeline run recorded in the ML Metadata file
+    ``metadata_path``: ``evaluation``, ``model_run``, ``anomalies``, ``pushed_model`` and the
+    others. A component TFX caching skipped counts with the outputs it reused, so they are the
+    run's own even when a newer folder on disk belongs to another run; the Pusher's entry is
+    the pushed version's directory (absent when it did not push)."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = metadata_store.MetadataStore(config)
+    runs = store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        return {}
+    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    executions = store.get_executions_by_context(run.id)
+    events = [e for e in store.get_events_by_execution_ids([x.id for x in executions])
+              if e.type == metadata_store_pb2.Event.OUTPUT and e.path.steps]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id(sorted({e.artifact_id for e in events}))}
+    out = {}
+    for event in events:
+        artifact, key = artifacts[event.artifact_id], event.path.steps[0].key
+        if key == "pushed_model":
+            pushed = artifact.custom_properties.get("pushed")
+            if not (pushed and pushed.int_value):
+                continue
+            out[key] = artifact.custom_properties["pushed_destination"].string_value
+        else:
+            out[key] = artifact.uri
+    return out
+
+
+def read_anomalies(pipeline_root: str, anomalies_dir: str | None = None) -> dict[str, list[str]]:
     """The newest ExampleValidator run's anomalies, ``{split: ["feature: description", ...]}``
     (an empty list for a clean split): NaN or inf in a dense feature, a label outside its
     domain, a missing feature, as the curated schema defines them."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-    run = latest_version(os.path.join(pipeline_root, "ExampleValidator", "anomalies", "*"))
+    run = anomalies_dir or latest_version(os.path.join(pipeline_root, "ExampleValidator", "anomalies", "*"))
     out: dict[str, list[str]] = {}
     for path in sorted(glob.glob(os.path.join(run, "Split-*", "SchemaDiff.pb"))):
         with open(path, "rb") as f:
@@ -202,8 +254,12 @@ def run_local(
     data: str | None = None,
     source: SourceSpec | None = None,
     schema_file: str | None = None,
+    enable_cache: bool = False,
 ) -> LocalRun:
-    """Runs the whole pipeline locally and returns where its outputs are.
+    """Runs the whole pipeline locally and returns where its outputs are (those of this run,
+    read from its ML Metadata: with ``enable_cache`` (TFX caching, see
+    :func:`~tfjoint.pipeline.pipeline.create_pipeline`) a component whose inputs did not
+    change reuses its last outputs instead of running).
 
     ``dataset`` is a built-in name or a spec of the user's own; its data is ``data_root``
     (train/ and eval/ TFRecords), or ``data`` (a glob of CSV, Parquet or TFRecord files read with
@@ -234,7 +290,7 @@ def run_local(
     schema_file = pipeline_schema(spec, schema_file, pipeline_root)
     if data_root is None:
         data_root = prepare_data(spec.name, os.path.join(pipeline_root, "data", spec.name), **(dataset_kwargs or {}))
-    before = set(glob.glob(os.path.join(pipeline_root, "Evaluator", "evaluation", "*")))
+    metadata_path = os.path.join(pipeline_root, "metadata.sqlite")
     with component_progress(pipeline_root, COMPONENT_IDS):
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(
@@ -246,22 +302,18 @@ def run_local(
                 serving_dir=os.path.abspath(serving_dir),
                 model_name=model_name,
                 hparams=hparams,
-                metadata_path=os.path.join(pipeline_root, "metadata.sqlite"),
+                metadata_path=metadata_path,
                 beam_pipeline_args=[*LOCAL_BEAM_ARGS, *(beam_args or [])],
                 schema_file=schema_file,
+                enable_cache=enable_cache,
             )
         )
-    evaluation_dir = latest_version(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
-    if evaluation_dir in before:
-        raise RuntimeError(f"the pipeline wrote no new evaluation under {pipeline_root}")
-    model_run_dir = latest_version(os.path.join(pipeline_root, "Trainer", "model_run", "*"))
-    from tfjoint.pipeline.evaluation import is_blessed
-
-    pushed = None
-    if is_blessed(evaluation_dir):
-        name = model_name or spec.default_model_name
-        pushed = latest_version(os.path.join(os.path.abspath(serving_dir), name, "*"))
-    return LocalRun(spec, data_root, evaluation_dir, model_run_dir, pushed, read_anomalies(pipeline_root), schema_file)
+    outputs = run_outputs(metadata_path)
+    missing = [key for key in ("evaluation", "model_run", "anomalies") if key not in outputs]
+    if missing:
+        raise RuntimeError(f"the pipeline run recorded no {', '.join(missing)} in {metadata_path}")
+    return LocalRun(spec, data_root, outputs["evaluation"], outputs["model_run"], outputs.get("pushed_model"),
+                    read_anomalies(pipeline_root, outputs["anomalies"]), schema_file)
 
 
 def score_examples(saved_model_dir: str, data_root: str, spec: DatasetSpec, count: int = 5) -> list[dict[str, Any]]:

@@ -15,9 +15,28 @@ def test_progress_reports_components_in_start_order(tmp_path, capsys):
             os.utime(path, (started, started))
         time.sleep(1.2)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[tfjoint]")]
-    assert lines[0] == "[tfjoint] C ..." and lines[1] == "[tfjoint] C done in 1 s"
-    assert lines[2] == "[tfjoint] B ..." and lines[3] == "[tfjoint] B done in 1 s"
+    assert lines[0] == "[tfjoint] C ..." and lines[1].startswith("[tfjoint] C done in 1 s (CPU ")
+    assert lines[2] == "[tfjoint] B ..." and lines[3].startswith("[tfjoint] B done in 1 s (CPU ")
     assert lines[4] == "[tfjoint] A ..." and lines[5].startswith("[tfjoint] A done in")
+
+
+def test_progress_reports_a_component_that_starts_just_before_the_end(tmp_path, capsys):
+    with component_progress(str(tmp_path), ("A", "B")):
+        os.makedirs(os.path.join(tmp_path, "A", "out", "1"))
+        time.sleep(1.2)
+        os.makedirs(os.path.join(tmp_path, "B", "out", "1"))  # then the pipeline returns at once
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[tfjoint]")]
+    assert lines[-2:] == ["[tfjoint] B ...", lines[-1]] and lines[-1].startswith("[tfjoint] B done in 0 s"), lines
+
+
+def test_progress_says_a_long_component_is_still_running(tmp_path, capsys):
+    with component_progress(str(tmp_path), ("A",), every_s=0.6):
+        os.makedirs(os.path.join(tmp_path, "A", "out", "1"))
+        time.sleep(3.2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[tfjoint]")]
+    assert lines[0] == "[tfjoint] A ..." and lines[-1].startswith("[tfjoint] A done in")
+    running = lines[1:-1]
+    assert len(running) >= 2 and all(line.startswith("[tfjoint] A running, ") for line in running), lines
 
 
 def test_score_examples_leaves_a_label_undefined_where_the_parent_label_is_0(tmp_path):

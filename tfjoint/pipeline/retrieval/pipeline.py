@@ -86,6 +86,7 @@ def create_retrieval_pipeline(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"behaviors": list(spec.behaviors)},
+        disable_statistics=True,  # nothing reads Transform's own statistics (docs/pipeline_speed.md)
     )
     embeddings = None
     if config["item_features"] in item_features.TEXT_KINDS:
