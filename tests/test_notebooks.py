@@ -45,6 +45,7 @@ def output_kinds(notebook: nbformat.NotebookNode) -> list[list[str]]:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes_and_its_committed_outputs_are_current(path, synthetic_run, monkeypatch):
     monkeypatch.setenv("TFJOINT_KERAS_MODEL", synthetic_run.keras_model_path)
+    monkeypatch.setenv("TFJOINT_EVALUATION_DIR", synthetic_run.evaluation_dir)
     committed = nbformat.read(path, as_version=4)
     counts = [c.get("execution_count") for c in committed.cells if c.cell_type == "code"]
     assert counts == list(range(1, len(counts) + 1)), (
@@ -60,6 +61,7 @@ def test_notebook_executes_and_its_committed_outputs_are_current(path, synthetic
     )
     if path.stem == "quickstart":
         assert synthetic_run.keras_model_path in outputs
+        assert f"{synthetic_run.evaluation_dir} blessed: True" in outputs  # the TFMA result, read back
     if path.stem in EXPECTED_TEXT:
         assert EXPECTED_TEXT[path.stem] in outputs
 
