@@ -146,3 +146,21 @@ def test_the_dockerfile_builds_the_image_the_pipeline_names():
     out = subprocess.run(["docker", "run", "--rm", DEFAULT_IMAGE, "python", "-c", probe],
                          capture_output=True, text=True, check=True, timeout=600).stdout
     assert out.strip().endswith("True")
+
+
+def test_a_users_spec_compiles_into_the_job_with_its_schema(tmp_path, capsys):
+    """`compile --spec`: the spec itself travels in the job (as in a local run) and
+    ImportSchemaGen reads the schema the user staged; without one, one line and exit 2."""
+    spec_file = str(ROOT / "tests" / "data" / "shop.yaml")
+    output = tmp_path / "shop.json"
+    base = ["pipeline", "compile", "--output", str(output), "--spec", spec_file, "--data-root", "gs://b/shop"]
+    assert cli.main(base) == 2
+    assert "needs its schema where the job runs: --schema" in capsys.readouterr().err
+    assert not output.exists()
+    assert cli.main([*base, "--schema", "gs://b/shop.pbtxt"]) == 0
+    text = output.read_text()
+    assert "gs://b/shop.pbtxt" in text and str(ROOT) not in text and "/tmp" not in text
+    job = json.loads(text)["pipelineSpec"]
+    assert "gs://b/shop.pbtxt" in json.dumps(job["root"]["dag"]["tasks"]["ImportSchemaGen"])
+    # The Transform and Trainer configs carry the spec itself (its categorical columns).
+    assert text.count('\\"categorical\\": [\\"user_id\\", \\"item_id\\", \\"device\\"]') >= 2, text[:2000]

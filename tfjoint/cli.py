@@ -93,14 +93,14 @@ def _check_model(name: str) -> None:
     _check_component(name, "task_architecture")
 
 
-def _run_spec(args: argparse.Namespace) -> tuple[Any, Any]:
+def _run_spec(args: argparse.Namespace, command: str = "run") -> tuple[Any, Any]:
     """The dataset spec (built-in ``--dataset`` or the user's ``--spec`` file) and its column
     mapping; the flags' conflicts and a bad spec file are one line each."""
     from tfjoint.features import get_dataset_spec
     from tfjoint.features.spec_file import SpecError, load_spec_file
 
     def fail(message: str) -> SystemExit:
-        return SystemExit(f"tfjoint pipeline run: error: {message}")
+        return SystemExit(f"tfjoint pipeline {command}: error: {message}")
 
     if args.spec and args.dataset:
         raise fail(f"--dataset and --spec are mutually exclusive. Received: --dataset {args.dataset} --spec {args.spec}")
@@ -109,7 +109,7 @@ def _run_spec(args: argparse.Namespace) -> tuple[Any, Any]:
     if not args.spec:
         args.dataset = args.dataset or "movielens-100k"
         return get_dataset_spec(args.dataset), None
-    if not (args.data or args.data_root):
+    if command == "run" and not (args.data or args.data_root):
         raise fail(f"--spec {args.spec} needs its data: --data 'FILES*.csv' or --data-root DIR")
     try:
         return load_spec_file(args.spec)
@@ -213,24 +213,31 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
     if args.runner != "kubeflow":
         raise SystemExit(f"--runner must be 'kubeflow'. Received: {args.runner!r}")
     _check_model(args.model)
+    args.data = args.data_root = None  # a compiled job reads its data root at run time
+    spec = _run_spec(args, command="compile")[0] if args.spec else (args.dataset or "movielens-100k")
     hparams = _hparams(args)
     from tfjoint.pipeline import runners
 
-    path = runners.compile_kubeflow(
-        output=args.output,
-        dataset=args.dataset,
-        model=args.model,
-        pipeline_root=args.pipeline_root,
-        data_root=args.data_root,
-        serving_dir=args.serving_dir,
-        model_name=args.model_name,
-        image=args.image,
-        hparams=hparams,
-        beam_args=args.beam_args,
-        trainer_workers=args.trainer_workers,
-        vertex_project=args.vertex_project,
-        vertex_region=args.vertex_region,
-    )
+    try:
+        path = runners.compile_kubeflow(
+            output=args.output,
+            dataset=spec,
+            model=args.model,
+            pipeline_root=args.pipeline_root,
+            data_root=args.job_data_root,
+            serving_dir=args.serving_dir,
+            model_name=args.model_name,
+            image=args.image,
+            hparams=hparams,
+            beam_args=args.beam_args,
+            trainer_workers=args.trainer_workers,
+            vertex_project=args.vertex_project,
+            vertex_region=args.vertex_region,
+            schema_file=args.schema,
+        )
+    except ValueError as e:  # checked before anything is compiled
+        print(f"tfjoint pipeline compile: error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path}")
     return 0
 
@@ -326,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--runner", default="kubeflow", help="only 'kubeflow' (Kubeflow Pipelines V2)")
     comp.add_argument("--output", required=True, help="PipelineJob JSON file to write")
     comp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/tfjoint/pipeline_root")
-    comp.add_argument("--data-root", default="gs://YOUR_BUCKET/tfjoint/data",
+    comp.add_argument("--data-root", dest="job_data_root", default="gs://YOUR_BUCKET/tfjoint/data",
                       help="train/ and eval/ TFRecords (default of the data_root runtime parameter)")
     comp.add_argument("--serving-dir", default="gs://YOUR_BUCKET/tfjoint/serving")
     comp.add_argument("--model-name", help="served model name: the Pusher writes <serving-dir>/<name>/<version>/ "
@@ -337,7 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
                       "(MultiWorkerMirroredStrategy); needs --vertex-project")
     comp.add_argument("--vertex-project", help="GCP project of the Vertex AI training job")
     comp.add_argument("--vertex-region", default="us-central1", help="region of the Vertex AI training job")
-    comp.set_defaults(func=cmd_pipeline_compile)
+    comp.add_argument("--spec", help="your own dataset spec file (docs/your_data.md); it travels in the job, "
+                      "whose data root holds its train/ and eval/ TFRecords; needs --schema")
+    comp.add_argument("--schema", help="the schema ImportSchemaGen reads where the job runs (gs://...; "
+                      "`tfjoint schema --spec FILE` writes it); default: the image's, for built-in datasets")
+    comp.set_defaults(func=cmd_pipeline_compile, dataset=None)
 
     models = sub.add_parser("models", help="list the registered models and components")
     models.add_argument("--json", action="store_true", help="print a JSON list of {name, family, reference, ...}")

@@ -344,7 +344,7 @@ def score_examples(saved_model_dir: str, data_root: str, spec: DatasetSpec, coun
 def compile_kubeflow(
     *,
     output: str,
-    dataset: str,
+    dataset: str | DatasetSpec,
     model: str,
     pipeline_root: str,
     data_root: str,
@@ -356,12 +356,16 @@ def compile_kubeflow(
     trainer_workers: int | None = None,
     vertex_project: str | None = None,
     vertex_region: str = "us-central1",
+    schema_file: str | None = None,
 ) -> str:
     """Compiles the pipeline to a Kubeflow Pipelines V2 ``PipelineJob`` JSON file.
 
     Nothing of this machine is embedded: the schema is named where ``image`` (the
-    repository's Dockerfile) installs the package, and ``data_root``, epochs and ``model``
+    repository's Dockerfile) installs the package (or ``schema_file``, a path the job reads,
+    e.g. ``gs://``, required for a user's spec), and ``data_root``, epochs and ``model``
     are runtime parameters (:mod:`tfjoint.pipeline.runtime`) with these values as defaults.
+    ``dataset`` is a built-in name or a :class:`DatasetSpec` (a user's spec file), which
+    travels in the job's ``custom_config`` as the local run's does.
     With ``trainer_workers`` the Trainer runs as a Vertex AI job of that many workers
     (:func:`~tfjoint.pipeline.pipeline.vertex_trainer_job`).
     """
@@ -370,7 +374,10 @@ def compile_kubeflow(
     from tfjoint.features.schema import image_schema_path
     from tfjoint.pipeline.pipeline import vertex_trainer_job
 
-    spec = get_dataset_spec(dataset)
+    spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset_spec(dataset)
+    if schema_file is None and DATASETS.get(spec.name) != spec:
+        raise ValueError(f"a job for the spec {spec.name!r} needs its schema where the job runs: --schema "
+                         f"gs://.../{spec.name}.pbtxt (write it with `tfjoint schema --spec FILE`)")
     check_model(spec, model, hparams)
     trainer_job = (
         vertex_trainer_job(trainer_workers, vertex_project, vertex_region, image) if trainer_workers else None
@@ -394,7 +401,7 @@ def compile_kubeflow(
             model_name=model_name,
             hparams=hparams,
             beam_pipeline_args=beam_args,
-            schema_file=image_schema_path(spec),
+            schema_file=schema_file or image_schema_path(spec),
             runtime_parameters=True,
             trainer_job=trainer_job,
         ),
