@@ -126,16 +126,23 @@ def test_the_wheel_carries_every_schema(tmp_path):
 
 
 def _docker_unavailable() -> str | None:
+    """Why no image can be built here (no docker, or no reachable daemon), or None."""
     if shutil.which("docker") is None:
         return "docker is not installed"
-    info = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "the docker daemon did not answer `docker info` within 30 s"
     if info.returncode != 0:
         said = [line.strip() for line in info.stderr.splitlines() if line.strip()]
         return f"the docker daemon is not reachable ({said[-1] if said else f'docker info: exit {info.returncode}'})"
     return None
 
 
-@pytest.mark.skipif(_docker_unavailable() is not None, reason=str(_docker_unavailable()))
+DOCKER_UNAVAILABLE = _docker_unavailable()
+
+
+@pytest.mark.skipif(DOCKER_UNAVAILABLE is not None, reason=f"cannot build the image here: {DOCKER_UNAVAILABLE}")
 def test_the_dockerfile_builds_the_image_the_pipeline_names():
     """Builds the image (the Dockerfile checks the package path and the schemas) and runs the
     compile's schema path inside it."""

@@ -38,6 +38,7 @@ from tfjoint.joint import JointModel, LazyAdam, build_joint_model, fit_joint_mod
 from tfjoint.layers.core import gate_monitor
 from tfjoint.layers.core.scenarios import is_known
 from tfjoint.joint.model import check_keras3
+from tfjoint.joint.staged import staged_component
 from tfjoint.pipeline.distribute import cluster_workers, is_chief, pick_strategy, shard_policy, write_dir
 from tfjoint.pipeline.hparams import DEFAULT_HPARAMS, MODEL_OPTIONS
 from tfjoint.pipeline.reporting import EpochSummary
@@ -214,7 +215,9 @@ def run_fn(fn_args: Any) -> None:
             model,
             train,
             epochs=epochs,
-            verbose=0,
+            # A staged component (M-LoRA) runs its own fits without these callbacks: Keras's
+            # per-epoch line there, so that its stages are not silent.
+            verbose=2 if staged_component(model) else 0,
             validation_data=evaluation,
             callbacks=[keras.callbacks.TensorBoard(logs), summary],
         )
