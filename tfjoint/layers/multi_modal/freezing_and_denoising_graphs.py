@@ -254,6 +254,14 @@ class FreezingAndDenoisingGraphs(LightGraphConvolutionNetwork):
             self.training_users = users  # the batch loss's modality terms read it (same trace)
         return users, items + h
 
+    def call(self, users: Any, training: bool | None = None) -> Any:
+        """Scores from the cached tables; with ``training=True`` propagated live (over the
+        epoch's pruned graph), so that a Keras training step reaches the embeddings."""
+        if not training:
+            return super().call(users, training=training)
+        user_table, item_table = self.propagate(training=True)
+        return ops.matmul(ops.take(user_table, ops.cast(users, "int32"), axis=0), ops.transpose(item_table))
+
     # -- training -------------------------------------------------------------------
     def prepare(self, pairs: tuple[np.ndarray, np.ndarray]) -> None:
         users, items = pairs
