@@ -39,7 +39,7 @@ def knn_item_graph(features: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.
 
 
 def item_graph(modalities: list[np.ndarray], weights: list[float], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``S = sum_m w_m S̃^m`` (FREEDOM Eq. 3) as ``(neighbors, values)`` ``(num_items, M k)``: the
+    """``S = sum_m w_m S̃^m`` (the paper's weighted sum of the modality graphs) as ``(neighbors, values)`` ``(num_items, M k)``: the
     modalities' neighbour lists side by side (an item in two lists counts twice: a sparse
     product sums duplicate entries)."""
     parts = [knn_item_graph(f, k) for f in modalities]
@@ -51,7 +51,7 @@ def item_graph(modalities: list[np.ndarray], weights: list[float], k: int) -> tu
 def prune_edges(
     users: np.ndarray, items: np.ndarray, keep_ratio: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Degree-sensitive edge pruning (FREEDOM Eq. 5): ``round_down(|E| keep_ratio)`` distinct
+    """Degree-sensitive edge pruning (the authors' ``pre_epoch_processing``): ``round_down(|E| keep_ratio)`` distinct
     edges drawn without replacement with probability ``p_e ∝ 1 / sqrt(d_u d_i)`` (degrees of
     the full training graph), so edges between popular nodes are dropped first."""
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
@@ -90,21 +90,23 @@ class FreezingAndDenoisingGraphs(LightGraphConvolutionNetwork):
 
     Zhou & Shen (ACM MM 2023), after the authors' ``models/freedom.py`` (enoche/FREEDOM, MMRec):
 
-    - *Frozen item graph* (Eq. 1-3): per modality ``m`` the kNN graph of the raw features'
+    Equation by equation, with the authors' functions (the paper's own numbering is not cited):
+
+    - *Frozen item graph* (``get_knn_adj_mat``): per modality ``m`` the kNN graph of the raw features'
       cosine similarity (``knn_k`` = 10 neighbours, the item itself among them), normalized
       ``S̃^m = D^-1/2 S^m D^-1/2``, summed ``S = sum_m w_m S̃^m`` with ``modality_weights``
       (default equal, summing to 1; the authors' two-modality ``α_v``, ``1 - α_v``); built
       once from the features (:func:`item_graph`) and stored as the non-trainable weights
       ``item_graph_neighbors`` and ``item_graph_values``.
-    - *Item-item convolution* (Eq. 4): ``h = S^L E_i^(0)`` over the item id embeddings,
+    - *Item-item convolution* (``forward``): ``h = S^L E_i^(0)`` over the item id embeddings,
       ``L = item_graph_layers`` (1).
-    - *Denoised user-item graph* (Eq. 5-6): before every epoch ``(1 - dropout)`` of the
+    - *Denoised user-item graph* (``pre_epoch_processing``): before every epoch ``(1 - dropout)`` of the
       training edges are kept, drawn without replacement with ``p ∝ 1/sqrt(d_u d_i)``
       (:func:`prune_edges`, ``dropout`` 0.8 as the authors' config), renormalized
       ``D^-1/2 A D^-1/2`` on the kept graph (:func:`normalized_adjacency`); LightGCN
       (:func:`propagate_layers`, ``num_layers`` = 2) propagates over it in training and over
       the full graph when scoring.
-    - *Prediction and loss* (Eq. 7-9): ``e_i = ē_i + h_i``, ``ŷ_ui = e_u · e_i``; BPR plus
+    - *Prediction and loss* (``forward``, ``calculate_loss``): ``e_i = ē_i + h_i``, ``ŷ_ui = e_u · e_i``; BPR plus
       ``λ sum_m BPR(e_u, W_m f^m_i + b_m, W_m f^m_j + b_m)`` (``modality_weight`` = λ, the
       authors' ``reg_weight``), the projections ``W_m`` entering the loss only. No L2 term
       (``l2_reg`` 0 by default, as the authors' loss).
@@ -243,7 +245,7 @@ class FreezingAndDenoisingGraphs(LightGraphConvolutionNetwork):
         return self.pruned.tensor() if training and self.pruned is not None else self.adjacency
 
     def propagate(self, training: bool = False) -> tuple[Any, Any]:
-        """``(e_u, ē_i + h_i)`` with ``h = S^L E_i^(0)`` (Eq. 4 and 7)."""
+        """``(e_u, ē_i + h_i)`` with ``h = S^L E_i^(0)``."""
         users, items = super().propagate(training)
         h = self.ego_item_table()
         if self.item_graph_layers:
