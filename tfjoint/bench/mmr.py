@@ -58,7 +58,10 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "bpr_mf": topk.BUDGET["bpr_mf"],
     "lightgcn": topk.BUDGET["lightgcn"],
     # FREEDOM with the authors' config (2 user-item layers, 1 item-graph layer, k = 10, 80 % of the
-    # edges pruned per epoch, λ = 1e-4) and LightGCN's optimizer budget, untuned.
+    # edges pruned per epoch, λ = 1e-4) and LightGCN's optimizer budget, untuned. Measured (3 seeds,
+    # HR@10, warm / cold / mixed), synthetic signal 1: FREEDOM .421 / .481 / 0, LightGCN .417 / .112 / 0;
+    # signal 0: FREEDOM .348 / .093 / 0 (noise kNN graph); MovieLens-100K: FREEDOM .152 / .105 / 0,
+    # LightGCN .143 / .022 / 0.
     "freedom": ({"embedding_dim": 64}, dict(topk.BUDGET["lightgcn"][1])),
     "item_pop": topk.BUDGET["item_pop"],
     # SASRec with the paper's sizes (d = 50, 2 blocks, dropout 0.5), max_len 10 (a synthetic user has at
