@@ -6,7 +6,6 @@ from tfjoint import catalog
 from tfjoint.layers.multi_modal import FreezingAndDenoisingGraphs
 from tfjoint.layers.multi_modal.freezing_and_denoising_graphs import item_graph, knn_item_graph, prune_edges
 from tfjoint.layers.retrieval.conftest import make_log
-from tfjoint.layers.retrieval.light_graph_convolution_network import normalized_adjacency
 from tfjoint.testing import run_layer_test
 
 RNG = np.random.default_rng(0)
@@ -131,7 +130,6 @@ def test_passes_the_shared_layer_test():
         expected_output_shape=(3, 8),
         # the projections enter the training loss only; call() reads the cached tables
         frozen_weights=lambda path: "projection" in path,
-        check_mixed_precision=False,
     )
 
 
