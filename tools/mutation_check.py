@@ -54,6 +54,8 @@ _CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",
 _MBSTR_BLOCKS = "tfjoint/layers/multi_behavior/multi_behavior_transformer.py"
 _SASREC = "tfjoint/layers/retrieval/self_attentive_sequential_recommendation.py"
 _NOVA_TEST = "tfjoint/layers/multi_modal/noninvasive_self_attention_test.py"
+_FREEDOM = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs.py"
+_FREEDOM_TEST = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs_test.py"
 _MBSTR_TESTS = ("tfjoint/layers/multi_behavior/multi_behavior_sequential_transformer_test.py",)
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -514,6 +516,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         "k = split_heads(self.keys[block](seq), heads)",
         (f"{_NOVA_TEST}::test_the_first_block_is_the_papers_attention_on_id_values",),
         "NOVA: K = F(R, S) W^K reads the fused side information (the id stream only)",
+    ),
+    Mutation(
+        "freedom_knn_unnormalized",
+        _FREEDOM,
+        "values = inv_sqrt[:, None] * inv_sqrt[neighbors]",
+        "values = np.ones(neighbors.shape)",
+        (_FREEDOM_TEST,),
+        "FREEDOM: the kNN item graph normalized S̃ = D^-1/2 S D^-1/2 (the raw 0/1 graph instead)",
+    ),
+    Mutation(
+        "freedom_pruning_prefers_hubs",
+        _FREEDOM,
+        "p = 1.0 / np.sqrt(d_u * d_i)",
+        "p = np.sqrt(d_u * d_i)",
+        (f"{_FREEDOM_TEST}::test_pruning_keeps_the_fraction_and_prefers_edges_of_low_degree_nodes",),
+        "FREEDOM: edges kept with p ∝ 1/sqrt(d_u d_i) (∝ sqrt(d_u d_i): hub edges kept first)",
+    ),
+    Mutation(
+        "freedom_cold_rows_kept",
+        _FREEDOM,
+        "return cold_adjusted(self.cold_start, self.warm_items, self.item_embedding.embeddings)[0]",
+        "return self.item_embedding.embeddings",
+        (f"{_FREEDOM_TEST}::test_a_cold_item_scores_through_its_modality_neighbours_only",),
+        "FREEDOM: a cold item's untrained id row never counts (cold_start='features')",
     ),
 )
 

@@ -7,7 +7,7 @@
     tfjoint bench topk --dataset retailrocket [--models item_pop bpr_mf ...] [--seeds 3]
     tfjoint bench joint --dataset movielens-100k [--configs full no_behavior ...] [--seeds 3] [--plot PNG]
     tfjoint bench mbr --dataset synthetic [--models nmtr bpr_mf ...] [--seeds 3] [--signals 1 0]
-    tfjoint bench mmr --dataset synthetic [--models vbpr nova bpr_mf sasrec item_pop] [--seeds 3] [--signals 1 0]
+    tfjoint bench mmr --dataset synthetic [--models vbpr nova freedom bpr_mf sasrec lightgcn item_pop] [--seeds 3] [--signals 1 0]
     tfjoint bench mtl-synthetic [--quick] [--seeds 3] [--correlations 1 0.9 0.5 0]
         [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]
@@ -341,7 +341,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "items, and reports test HR@10 and NDCG@10 on warm items (ranked among warm items) and on cold items "
         "(ranked among cold items), mean +- std over seeds. On synthetic data it runs once per --signals value.",
     )
-    _add_retrieval_args(mmr, "synthetic", "default: every multi-modal model, its id-only counterpart (bpr_mf, sasrec) and item_pop", MMR_DATASETS)
+    _add_retrieval_args(mmr, "synthetic", "default: every multi-modal model, its id-only counterpart (bpr_mf, sasrec, lightgcn) and item_pop", MMR_DATASETS)
     mmr.add_argument("--signals", nargs="+", type=float, default=[1.0, 0.0],
                      help="synthetic only: how much of the preference signal the item features carry, in [0, 1]")
     mmr.set_defaults(func=cmd_mmr)

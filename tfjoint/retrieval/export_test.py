@@ -108,7 +108,19 @@ def vbpr(log):
     return model
 
 
-@pytest.mark.parametrize("name", ["bpr", "lightgcn", "cml", "vbpr"])
+@pytest.fixture(scope="module")
+def freedom(log):
+    """FREEDOM fitted without the events of items 50..59: those are cold (scored through h_i)."""
+    from tfjoint.layers.multi_modal import FreezingAndDenoisingGraphs
+
+    features = np.random.default_rng(0).standard_normal((log.num_items, 6)).astype(np.float32)
+    model = FreezingAndDenoisingGraphs(log.num_users, log.num_items, item_features=features, knn_k=5,
+                                       embedding_dim=4, seed=0)
+    model.fit(log.select(log.items < 50), epochs=2, batch_size=64)
+    return model
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "cml", "vbpr", "freedom"])
 def test_two_tower_topk_embeddings_exclusion_and_cold_user(name, log, tmp_path, request):
     model = request.getfixturevalue(name)
     item_ids = np.array([f"item-{i}" for i in range(log.num_items)])

@@ -14,12 +14,16 @@ Recommenders (slot ``retrieval_model``):
 
 - :class:`VisualBayesianPersonalizedRanking` (``vbpr``): BPR-MF plus a linear embedding of
   fixed item features, which also scores cold items.
+- :class:`FreezingAndDenoisingGraphs` (``freedom``): LightGCN on a degree-pruned user-item
+  graph beside a frozen kNN item-item graph of the modality features; cold items score
+  through their modality neighbours.
 - :class:`NoninvasiveSelfAttention` (``nova``): SASRec whose attention reads the item
   modality vectors (and positions) in its queries and keys only, the values from item ids.
 """
 
 from tfjoint.layers.multi_modal.attention_fusion import AttentionFusion
 from tfjoint.layers.multi_modal.early_fusion import EarlyFusion
+from tfjoint.layers.multi_modal.freezing_and_denoising_graphs import FreezingAndDenoisingGraphs
 from tfjoint.layers.multi_modal.gating_fusion import GatingFusion
 from tfjoint.layers.multi_modal.late_fusion import LateFusion
 from tfjoint.layers.multi_modal.modality_fusion import ModalityFusion
@@ -29,6 +33,7 @@ from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking import Visu
 __all__ = [
     "AttentionFusion",
     "EarlyFusion",
+    "FreezingAndDenoisingGraphs",
     "GatingFusion",
     "LateFusion",
     "ModalityFusion",

@@ -93,12 +93,21 @@ class LightGraphConvolutionNetwork(TwoTowerRecommender):
     def prepare(self, pairs: tuple[np.ndarray, np.ndarray]) -> None:
         self.set_graph(*pairs)
 
+    def ego_item_table(self) -> Any:
+        """``E_i^(0)``: the item rows propagation starts from (FREEDOM masks its cold rows)."""
+        return self.item_embedding.embeddings
+
+    def graph(self, training: bool = False) -> tf.SparseTensor | None:
+        """The adjacency propagated over (FREEDOM prunes it in training)."""
+        return self.adjacency
+
     def propagate(self, training: bool = False) -> tuple[Any, Any]:
-        ego = ops.concatenate([self.user_embedding.embeddings, self.item_embedding.embeddings], axis=0)
-        if self.adjacency is None:  # no graph yet: every node isolated, E^(k) = 0 for k >= 1
+        ego = ops.concatenate([self.user_embedding.embeddings, self.ego_item_table()], axis=0)
+        adjacency = self.graph(training)
+        if adjacency is None:  # no graph yet: every node isolated, E^(k) = 0 for k >= 1
             final = ego / float(self.num_layers + 1)
         else:
-            final = propagate_layers(self.adjacency, ego, self.num_layers)
+            final = propagate_layers(adjacency, ego, self.num_layers)
         return final[: self.num_users], final[self.num_users :]
 
     def finish_epoch(self) -> None:

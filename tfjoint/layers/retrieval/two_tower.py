@@ -146,6 +146,11 @@ class TwoTowerRecommender(Recommender, keras.Model):
     def finish_epoch(self) -> None:
         """Called after every epoch, before validation (LightGCN caches its tables)."""
 
+    def negative_items(self, items: np.ndarray) -> np.ndarray | None:
+        """The sorted items BPR negatives are drawn from, given the training pairs' items;
+        None: every item (FREEDOM draws among the warm items, as VBPR)."""
+        return None
+
     def final_tables(self) -> tuple[Any, Any]:
         """The tables :meth:`score` uses."""
         return self.propagate(training=False)
@@ -231,6 +236,9 @@ class TwoTowerRecommender(Recommender, keras.Model):
         counts = np.bincount(items, minlength=self.num_items).astype(np.float32)
         log_q = tf.constant(np.log(np.maximum(counts, 1.0) / counts.sum()), tf.float32)
         self.prepare((users, items))
+        pool = self.negative_items(items)
+        if pool is not None:  # negatives among `pool`: index it 0..len(pool)-1 for the sampler
+            pool_seen = users * np.int64(len(pool)) + np.searchsorted(pool, items)
         optimizer = keras.optimizers.Adam(learning_rate=positive("learning_rate", learning_rate))
         optimizer.build(self.optimized_variables())
 
@@ -245,6 +253,8 @@ class TwoTowerRecommender(Recommender, keras.Model):
                 batch = order[start : start + batch_size]
                 if self.loss_name == "sampled_softmax":
                     negatives = rng.integers(self.num_items, size=self.num_negatives)
+                elif pool is not None:
+                    negatives = pool[sample_negatives(rng, users[batch], len(pool), pool_seen)]
                 else:
                     negatives = sample_negatives(rng, users[batch], self.num_items, seen)
                 loss = step(tf.constant(users[batch], tf.int32), tf.constant(items[batch], tf.int32), tf.constant(negatives, tf.int32))
