@@ -14,11 +14,16 @@ Recommenders (slot ``retrieval_model``):
 
 - :class:`VisualBayesianPersonalizedRanking` (``vbpr``): BPR-MF plus a linear embedding of
   fixed item features, which also scores cold items.
+- :class:`BootstrapMultiModal` (``bm3``): LightGCN id views aligned with projected modality
+  views by BM3's bootstrap loss (or InfoNCE, ``alignment="infonce"``), without negatives;
+  :mod:`~tfjoint.layers.multi_modal.contrastive_alignment` holds the two losses.
 - :class:`NoninvasiveSelfAttention` (``nova``): SASRec whose attention reads the item
   modality vectors (and positions) in its queries and keys only, the values from item ids.
 """
 
 from tfjoint.layers.multi_modal.attention_fusion import AttentionFusion
+from tfjoint.layers.multi_modal.bootstrap_multi_modal import BootstrapMultiModal
+from tfjoint.layers.multi_modal.contrastive_alignment import ContrastiveAlignment
 from tfjoint.layers.multi_modal.early_fusion import EarlyFusion
 from tfjoint.layers.multi_modal.gating_fusion import GatingFusion
 from tfjoint.layers.multi_modal.late_fusion import LateFusion
@@ -28,6 +33,8 @@ from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking import Visu
 
 __all__ = [
     "AttentionFusion",
+    "BootstrapMultiModal",
+    "ContrastiveAlignment",
     "EarlyFusion",
     "GatingFusion",
     "LateFusion",

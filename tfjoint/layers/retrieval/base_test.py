@@ -17,6 +17,7 @@ SMALL = {
     "cml": {"embedding_dim": 4, "num_behaviors": 2},
     "mbstr": {"max_len": 4, "hidden_dim": 4, "num_blocks": 1, "num_heads": 1},
     "vbpr": {"embedding_dim": 4, "content_dim": 2, "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
+    "bm3": {"embedding_dim": 4, "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
     "nova": {"max_len": 4, "hidden_dim": 4, "num_blocks": 1,
              "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
 }
