@@ -54,6 +54,9 @@ _CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",
 _MBSTR_BLOCKS = "tfjoint/layers/multi_behavior/multi_behavior_transformer.py"
 _SASREC = "tfjoint/layers/retrieval/self_attentive_sequential_recommendation.py"
 _NOVA_TEST = "tfjoint/layers/multi_modal/noninvasive_self_attention_test.py"
+_ALIGN = "tfjoint/layers/multi_modal/contrastive_alignment.py"
+_ALIGN_TEST = "tfjoint/layers/multi_modal/contrastive_alignment_test.py"
+_BM3_TEST = "tfjoint/layers/multi_modal/bootstrap_multi_modal_test.py"
 _MBSTR_TESTS = ("tfjoint/layers/multi_behavior/multi_behavior_sequential_transformer_test.py",)
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -514,6 +517,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         "k = split_heads(self.keys[block](seq), heads)",
         (f"{_NOVA_TEST}::test_the_first_block_is_the_papers_attention_on_id_values",),
         "NOVA: K = F(R, S) W^K reads the fused side information (the id stream only)",
+    ),
+    Mutation(
+        "bm3_gradient_through_target",
+        _ALIGN,
+        "target = ops.stop_gradient(target)",
+        "target = ops.convert_to_tensor(target)",
+        (_ALIGN_TEST,),
+        "BM3 Eq. 5-7: 1 - cos(q(h), sg(h~)), the target branch gets no gradient (stop-gradient removed)",
+    ),
+    Mutation(
+        "infonce_positive_off_diagonal",
+        _ALIGN,
+        "labels = ops.arange(ops.shape(logits)[0])",
+        "labels = (ops.arange(ops.shape(logits)[0]) + 1) % ops.shape(logits)[0]",
+        (_ALIGN_TEST,),
+        "InfoNCE: the positive of anchor n is row n of the other view (shifted to row n + 1)",
+    ),
+    Mutation(
+        "bm3_no_item_residual",
+        "tfjoint/layers/multi_modal/bootstrap_multi_modal.py",
+        "return users, items + self.item_embedding.embeddings",
+        "return users, items",
+        (f"{_BM3_TEST}::test_batch_loss_is_bm3s_equation",),
+        "BM3 item id view: mean_k E_i^(k) + E_i^(0) (the ego residual dropped)",
     ),
 )
 
