@@ -528,11 +528,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "infonce_positive_off_diagonal",
-        _ALIGN,
-        "labels = ops.arange(ops.shape(logits)[0])",
-        "labels = (ops.arange(ops.shape(logits)[0]) + 1) % ops.shape(logits)[0]",
+        _CML,
+        "return ops.logsumexp(logits, axis=-1) - ops.diagonal(logits)",
+        "return ops.logsumexp(logits, axis=-1) - ops.diagonal(ops.roll(logits, 1, axis=1))",
         (_ALIGN_TEST,),
-        "InfoNCE: the positive of anchor n is row n of the other view (shifted to row n + 1)",
+        "InfoNCE (BM3's variant and CML): the positive of anchor n is row n of the other view (shifted)",
     ),
     Mutation(
         "bm3_no_item_residual",

@@ -8,7 +8,8 @@ Two losses over row-aligned views ``a`` (online) and ``b`` (target) of the same 
   online representation) and ``sg`` the stop-gradient, so nothing flows into the target
   branch and no negative is needed. The predictor ``q`` is applied by the caller (or by
   :class:`ContrastiveAlignment`).
-- :func:`info_nce_loss` (van den Oord et al., 2018; the in-batch form of SimCLR / CLIP):
+- :func:`~tfjoint.layers.multi_behavior.contrastive_meta_learning.info_nce` (the one InfoNCE
+  of the package, shared with CML; van den Oord et al., 2018, in-batch as SimCLR / CLIP):
   ``-log exp(s_nn / τ) / sum_m exp(s_nm / τ)`` per row with ``s_nm = cos(a_n, b_m)``: the
   other rows of the batch are the negatives, so the rows must be distinct nodes. Both
   views receive the gradient.
@@ -28,6 +29,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import positive, positive_int
+from tfjoint.layers.multi_behavior.contrastive_meta_learning import info_nce
 
 ALIGNMENTS = ("bootstrap", "infonce")
 
@@ -44,20 +46,12 @@ def bootstrap_loss(prediction: Any, target: Any) -> Any:
     return 1.0 - ops.sum(_normalize(prediction) * _normalize(target), axis=-1)
 
 
-def info_nce_loss(anchors: Any, positives: Any, temperature: float) -> Any:
-    """``-log softmax_m(cos(anchor_n, positive_m) / τ)_n`` per row ``n``: row ``n`` of
-    ``positives`` is the positive of anchor ``n``, the other rows its in-batch negatives."""
-    logits = ops.matmul(_normalize(anchors), ops.transpose(_normalize(positives))) / temperature
-    labels = ops.arange(ops.shape(logits)[0])
-    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-
-
 @keras.saving.register_keras_serializable(package="tfjoint")
 class ContrastiveAlignment(keras.layers.Layer):
     """Per-row alignment loss of an online view to a target view (see the module docstring).
 
     ``alignment="bootstrap"``: ``1 - cos(q(a), sg(dropout(b)))`` (dropout only when
-    ``training``); ``"infonce"``: :func:`info_nce_loss` of ``q(a)`` against ``b`` with
+    ``training``); ``"infonce"``: InfoNCE (:func:`info_nce`) of ``q(a)`` against ``b`` with
     temperature ``τ``.
 
     Args:
@@ -121,7 +115,7 @@ class ContrastiveAlignment(keras.layers.Layer):
 
     def info_nce(self, online: Any, target: Any) -> Any:
         """InfoNCE of ``q(online)`` against ``target`` (rows distinct nodes)."""
-        return info_nce_loss(self.predict_view(online), target, self.temperature)
+        return info_nce(self.predict_view(online), target, self.temperature)
 
     def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
         if self.alignment == "bootstrap":
@@ -142,4 +136,4 @@ class ContrastiveAlignment(keras.layers.Layer):
         }
 
 
-__all__ = ["ALIGNMENTS", "ContrastiveAlignment", "bootstrap_loss", "info_nce_loss"]
+__all__ = ["ALIGNMENTS", "ContrastiveAlignment", "bootstrap_loss", "info_nce"]

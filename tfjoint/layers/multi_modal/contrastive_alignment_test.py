@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfjoint.layers.multi_modal.contrastive_alignment import ContrastiveAlignment, bootstrap_loss, info_nce_loss
+from tfjoint.layers.multi_modal.contrastive_alignment import ContrastiveAlignment, bootstrap_loss, info_nce
 from tfjoint.testing import run_layer_test
 
 RNG = np.random.default_rng(0)
@@ -52,12 +52,12 @@ def test_layer_bootstrap_is_predictor_then_stop_gradient_dropout_target():
 
 
 def test_info_nce_matches_numpy_logsumexp_and_reaches_both_views():
-    np.testing.assert_allclose(info_nce_loss(A, B, 0.2), numpy_info_nce(A, B, 0.2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(info_nce(A, B, 0.2), numpy_info_nce(A, B, 0.2), rtol=1e-5, atol=1e-5)
     # aligned views (b = 3 a) score lower than shuffled ones
-    assert float(np.mean(info_nce_loss(A, 3 * A, 0.2))) < float(np.mean(info_nce_loss(A, A[::-1], 0.2)))
+    assert float(np.mean(info_nce(A, 3 * A, 0.2))) < float(np.mean(info_nce(A, A[::-1], 0.2)))
     a, b = tf.Variable(A), tf.Variable(B)
     with tf.GradientTape(persistent=True) as tape:
-        loss = tf.reduce_sum(info_nce_loss(a, b, 0.5))
+        loss = tf.reduce_sum(info_nce(a, b, 0.5))
     assert np.abs(tape.gradient(loss, a).numpy()).max() > 1e-3
     assert np.abs(tape.gradient(loss, b).numpy()).max() > 1e-3
     layer = ContrastiveAlignment(4, alignment="infonce", temperature=0.5, seed=0)
