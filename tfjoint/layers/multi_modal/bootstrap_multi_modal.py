@@ -106,8 +106,9 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
-        for name in _UNUSED:
-            kwargs.pop(name, None)
+        given = sorted(set(kwargs) & set(_UNUSED))
+        if given:
+            raise ValueError(f"BM3 trains with its own loss and regularizer (see reg_weight). Received: {given}")
         if item_features is None and feature_dim is None:
             raise ValueError("BM3 needs item_features or feature_dim. Received: both None")
         if item_features is not None:

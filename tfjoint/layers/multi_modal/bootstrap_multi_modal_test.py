@@ -124,6 +124,7 @@ def test_registered_as_a_multi_modal_retrieval_model():
         ({"feature_dim": 3, "alignment": "mse"}, "alignment must be one of"),
         ({"feature_dim": 3, "reg_weight": -1.0}, "reg_weight must be >= 0"),
         ({"feature_dim": 3, "cold_start": "zero"}, "cold_start must be one of"),
+        ({"feature_dim": 3, "loss": "bpr"}, r"BM3 trains with its own loss .* Received: \['loss'\]"),
     ],
 )
 def test_bad_arguments_raise_one_line_errors(kwargs, message):
