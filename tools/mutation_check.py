@@ -56,6 +56,9 @@ _SASREC = "tfjoint/layers/retrieval/self_attentive_sequential_recommendation.py"
 _NOVA_TEST = "tfjoint/layers/multi_modal/noninvasive_self_attention_test.py"
 _FREEDOM = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs.py"
 _FREEDOM_TEST = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs_test.py"
+_ALIGN = "tfjoint/layers/multi_modal/contrastive_alignment.py"
+_ALIGN_TEST = "tfjoint/layers/multi_modal/contrastive_alignment_test.py"
+_BM3_TEST = "tfjoint/layers/multi_modal/bootstrap_multi_modal_test.py"
 _MBSTR_TESTS = ("tfjoint/layers/multi_behavior/multi_behavior_sequential_transformer_test.py",)
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -540,6 +543,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return self.item_embedding.embeddings",
         (f"{_FREEDOM_TEST}::test_a_cold_item_scores_through_its_modality_neighbours_only",),
         "FREEDOM: a cold item's untrained id row never counts (cold_start='features')",
+    ),
+    Mutation(
+        "bm3_gradient_through_target",
+        _ALIGN,
+        "target = ops.stop_gradient(target)",
+        "target = ops.convert_to_tensor(target)",
+        (_ALIGN_TEST,),
+        "BM3 Eq. 5-7: 1 - cos(q(h), sg(h~)), the target branch gets no gradient (stop-gradient removed)",
+    ),
+    Mutation(
+        "infonce_positive_off_diagonal",
+        _CML,
+        "return ops.logsumexp(logits, axis=-1) - ops.diagonal(logits)",
+        "return ops.logsumexp(logits, axis=-1) - ops.diagonal(ops.roll(logits, 1, axis=1))",
+        (_ALIGN_TEST,),
+        "InfoNCE (BM3's variant and CML): the positive of anchor n is row n of the other view (shifted)",
+    ),
+    Mutation(
+        "bm3_no_item_residual",
+        "tfjoint/layers/multi_modal/bootstrap_multi_modal.py",
+        "return users, items + self.item_embedding.embeddings",
+        "return users, items",
+        (f"{_BM3_TEST}::test_batch_loss_is_bm3s_equation",),
+        "BM3 item id view: mean_k E_i^(k) + E_i^(0) (the ego residual dropped)",
     ),
 )
 

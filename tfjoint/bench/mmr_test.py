@@ -7,8 +7,27 @@ from tfjoint.retrieval import cold_start
 
 def test_default_models_are_the_multi_modal_ones_then_their_counterparts_then_item_pop():
     names = mmr.default_models()
-    assert set(names[:3]) == {"vbpr", "nova", "freedom"} and set(names[3:6]) == {"bpr_mf", "sasrec", "lightgcn"}
-    assert [mmr.COUNTERPARTS[n] for n in names[:3]] == names[3:6] and names[-1] == "item_pop"
+    multi = [n for n in names if n in mmr.COUNTERPARTS]
+    assert {"vbpr", "nova", "freedom", "bm3"} <= set(multi) and names[: len(multi)] == multi
+    counterparts = names[len(multi):-1]
+    assert counterparts == list(dict.fromkeys(mmr.COUNTERPARTS[n] for n in multi))
+    assert set(counterparts) == {"bpr_mf", "sasrec", "lightgcn"}
+    assert names[-1] == "item_pop"
+
+
+def test_the_infonce_variant_is_bm3_with_the_infonce_alignment(monkeypatch):
+    built = {}
+
+    def build(name, *args, **kwargs):
+        built.update(kwargs, name=name)
+        raise StopIteration
+
+    monkeypatch.setattr(mmr.builtin, "build_model", build)
+    split = cold_start.cold_start_split(synthetic_multimodal(20, 30, signal=1.0, seed=0, feature_dim=4, buys_per_user=4))
+    with pytest.raises(StopIteration):
+        mmr.fit_and_score("bm3_infonce", split, seed=0)
+    assert built["name"] == "bm3" and built["alignment"] == "infonce" and mmr.COUNTERPARTS["bm3_infonce"] == "lightgcn"
+    assert mmr.check_arguments("synthetic", ["bm3_infonce"], 1, [1.0]) == ["bm3_infonce"]
 
 
 def test_one_table_per_signal_with_warm_and_cold_columns(monkeypatch):

@@ -120,7 +120,17 @@ def freedom(log):
     return model
 
 
-@pytest.mark.parametrize("name", ["bpr", "lightgcn", "cml", "vbpr", "freedom"])
+def bm3(log):
+    """BM3 fitted without the events of items 50..59: those are cold (scored by features only)."""
+    from tfjoint.layers.multi_modal import BootstrapMultiModal
+
+    features = np.random.default_rng(0).standard_normal((log.num_items, 6)).astype(np.float32)
+    model = BootstrapMultiModal(log.num_users, log.num_items, item_features=features, embedding_dim=4, seed=0)
+    model.fit(log.select(log.items < 50), epochs=2, batch_size=64, learning_rate=0.05)
+    return model
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "cml", "vbpr", "freedom", "bm3"])
 def test_two_tower_topk_embeddings_exclusion_and_cold_user(name, log, tmp_path, request):
     model = request.getfixturevalue(name)
     item_ids = np.array([f"item-{i}" for i in range(log.num_items)])
@@ -164,6 +174,17 @@ def test_vbpr_exports_its_features_as_a_fixed_item_table_and_cold_items_score_by
     f = vbpr.item_features.numpy()[50:]
     content = vbpr.theta_user.numpy() @ (f @ vbpr.projection.numpy()).T + f @ vbpr.feature_bias.numpy()
     np.testing.assert_allclose(got[:, 50:], content, atol=1e-5)
+
+
+def test_bm3_exports_predicted_tables_and_cold_items_score_by_their_modality_view(bm3, tmp_path):
+    assert bm3.warm_items.numpy()[50:].sum() == 0 and bm3.warm_items.numpy()[:50].sum() > 0  # cold items exist
+    users = np.arange(bm3.num_users)
+    got = serve(export_topk_model(bm3, str(tmp_path / "1"), k=K), "scores")([example(u) for u in users])["scores"]
+    np.testing.assert_allclose(got, bm3.score(users), atol=1e-5)
+    q = bm3.alignment.predictor
+    predict = lambda x: x @ q.kernel.numpy() + q.bias.numpy()  # noqa: E731
+    modality = bm3.item_features.numpy()[50:] @ bm3.projection.kernel.numpy() + bm3.projection.bias.numpy()
+    np.testing.assert_allclose(got[:, 50:], predict(bm3.propagated_users.numpy()) @ predict(modality).T, atol=1e-4)
 
 
 def test_lightgcn_exports_the_propagated_tables(lightgcn, tmp_path):

@@ -17,11 +17,16 @@ Recommenders (slot ``retrieval_model``):
 - :class:`FreezingAndDenoisingGraphs` (``freedom``): LightGCN on a degree-pruned user-item
   graph beside a frozen kNN item-item graph of the modality features; cold items score
   through their modality neighbours.
+- :class:`BootstrapMultiModal` (``bm3``): LightGCN id views aligned with projected modality
+  views by BM3's bootstrap loss (or InfoNCE, ``alignment="infonce"``), without negatives;
+  :mod:`~tfjoint.layers.multi_modal.contrastive_alignment` holds the two losses.
 - :class:`NoninvasiveSelfAttention` (``nova``): SASRec whose attention reads the item
   modality vectors (and positions) in its queries and keys only, the values from item ids.
 """
 
 from tfjoint.layers.multi_modal.attention_fusion import AttentionFusion
+from tfjoint.layers.multi_modal.bootstrap_multi_modal import BootstrapMultiModal
+from tfjoint.layers.multi_modal.contrastive_alignment import ContrastiveAlignment
 from tfjoint.layers.multi_modal.early_fusion import EarlyFusion
 from tfjoint.layers.multi_modal.freezing_and_denoising_graphs import FreezingAndDenoisingGraphs
 from tfjoint.layers.multi_modal.gating_fusion import GatingFusion
@@ -32,6 +37,8 @@ from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking import Visu
 
 __all__ = [
     "AttentionFusion",
+    "BootstrapMultiModal",
+    "ContrastiveAlignment",
     "EarlyFusion",
     "FreezingAndDenoisingGraphs",
     "GatingFusion",

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from tfjoint.layers.retrieval.base import check_catalog, training_rows
+
 COLD_START = ("features", "mean", "none")
 
 
@@ -41,6 +43,18 @@ def check_item_features(features: Any, num_items: int, feature_dim: int | None) 
 def warm_flags(items: np.ndarray, num_items: int) -> np.ndarray:
     """``(num_items,)`` float32: 1 for the items of ``items`` (those with training rows)."""
     return np.isin(np.arange(num_items), np.unique(items)).astype(np.float32)
+
+
+def set_item_content(model: Any, train: Any, item_features: Any = None) -> None:
+    """Before ``model.fit(train)``: checks the catalog, assigns ``item_features`` (when given)
+    to ``model.item_features`` and marks the items with rows of ``model.behaviors`` warm."""
+    check_catalog(train, model.num_items)
+    if item_features is not None:
+        model.item_features.assign(check_item_features(item_features, model.num_items, model.feature_dim))
+    rows = training_rows(train, model.behaviors)
+    if not len(rows.items):
+        raise ValueError("the training log has no rows of the trained behaviors")
+    model.warm_items.assign(warm_flags(rows.items, model.num_items))
 
 
 def cold_adjusted(cold_start: str, warm: Any, *tables: Any) -> tuple[Any, ...]:

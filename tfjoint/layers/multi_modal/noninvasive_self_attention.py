@@ -11,8 +11,7 @@ from keras import ops
 from tfjoint.features.interactions import InteractionLog
 from tfjoint.layers.core.arguments import positive_int
 from tfjoint.layers.multi_modal.gating_fusion import gated_sum
-from tfjoint.layers.multi_modal.item_content import check_cold_start, check_item_features, cold_adjusted, warm_flags
-from tfjoint.layers.retrieval.base import check_catalog, training_rows
+from tfjoint.layers.multi_modal.item_content import check_cold_start, check_item_features, cold_adjusted, set_item_content
 from tfjoint.layers.retrieval.self_attentive_sequential_recommendation import SelfAttentiveSequentialRecommendation
 from tfjoint.registry import register
 
@@ -175,13 +174,7 @@ class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
         self, train: InteractionLog, *, item_features: Any = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Sets the warm items (and ``item_features`` when given), then SASRec's training."""
-        check_catalog(train, self.num_items)
-        if item_features is not None:
-            self.item_features.assign(check_item_features(item_features, self.num_items, self.feature_dim))
-        rows = training_rows(train, self.behaviors)
-        if not len(rows.items):
-            raise ValueError("the training log has no rows of the trained behaviors")
-        self.warm_items.assign(warm_flags(rows.items, self.num_items))
+        set_item_content(self, train, item_features)
         return super().fit(train, **kwargs)
 
     def get_config(self) -> dict[str, Any]:

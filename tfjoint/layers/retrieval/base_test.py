@@ -19,6 +19,7 @@ SMALL = {
     "vbpr": {"embedding_dim": 4, "content_dim": 2, "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
     "freedom": {"embedding_dim": 4, "knn_k": 2, "dropout": 0.5,
                 "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
+    "bm3": {"embedding_dim": 4, "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
     "nova": {"max_len": 4, "hidden_dim": 4, "num_blocks": 1,
              "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
 }

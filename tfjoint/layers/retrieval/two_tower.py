@@ -101,6 +101,8 @@ class TwoTowerRecommender(Recommender, keras.Model):
         Scores ``(batch, num_items)``.
     """
 
+    uses_negatives = True  # False: fit passes no negatives to batch_loss (BM3 needs none)
+
     def __init__(
         self,
         num_users: int,
@@ -251,7 +253,9 @@ class TwoTowerRecommender(Recommender, keras.Model):
             total = 0.0
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                if self.loss_name == "sampled_softmax":
+                if not self.uses_negatives:
+                    negatives = np.zeros(0, np.int64)
+                elif self.loss_name == "sampled_softmax":
                     negatives = rng.integers(self.num_items, size=self.num_negatives)
                 elif pool is not None:
                     negatives = pool[sample_negatives(rng, users[batch], len(pool), pool_seen)]
