@@ -54,6 +54,8 @@ _CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",
 _MBSTR_BLOCKS = "tfjoint/layers/multi_behavior/multi_behavior_transformer.py"
 _SASREC = "tfjoint/layers/retrieval/self_attentive_sequential_recommendation.py"
 _NOVA_TEST = "tfjoint/layers/multi_modal/noninvasive_self_attention_test.py"
+_MMMLP = "tfjoint/layers/multi_modal/multi_modal_multilayer_perceptron.py"
+_MMMLP_TEST = "tfjoint/layers/multi_modal/multi_modal_multilayer_perceptron_test.py"
 _MBSTR_TESTS = ("tfjoint/layers/multi_behavior/multi_behavior_sequential_transformer_test.py",)
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -514,6 +516,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         "k = split_heads(self.keys[block](seq), heads)",
         (f"{_NOVA_TEST}::test_the_first_block_is_the_papers_attention_on_id_values",),
         "NOVA: K = F(R, S) W^K reads the fused side information (the id stream only)",
+    ),
+    Mutation(
+        "mmmlp_token_mixing_skipped",
+        _MMMLP,
+        "x = x + self.mix_tokens(x, pad, training)",
+        "x = x + 0.0 * self.mix_tokens(x, pad, training)",
+        (f"{_MMMLP_TEST}::test_token_mixing_carries_earlier_modality_vectors_to_the_last_position_and_never_back",),
+        "MMMLP Feature Mixer: U = X + TokenMLP(LN(X)) across the positions (token mixing dropped)",
+    ),
+    Mutation(
+        "mmmlp_token_mixing_not_causal",
+        _MMMLP,
+        "ops.matmul(columns, self.token_inner * first)",
+        "ops.matmul(columns, self.token_inner)",
+        (f"{_MMMLP_TEST}::test_one_feature_mixer_layer_matches_the_reference",),
+        "MMMLP token mixing: hidden unit j reads the positions s <= j // e (the future read)",
+    ),
+    Mutation(
+        "mmmlp_fusion_without_norm",
+        _MMMLP,
+        "self.fusion(self.fusion_norm(ops.concatenate(outputs, axis=-1)))",
+        "self.fusion(ops.concatenate(outputs, axis=-1))",
+        (f"{_MMMLP_TEST}::test_the_forward_pass_is_feature_mixers_per_modality_then_the_fusion_mixer",),
+        "MMMLP Fusion Mixer: F = LN(W^F LN([X^(0); X^(1); ...]) + b^F) (inner LN dropped)",
     ),
 )
 

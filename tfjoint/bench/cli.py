@@ -7,7 +7,7 @@
     tfjoint bench topk --dataset retailrocket [--models item_pop bpr_mf ...] [--seeds 3]
     tfjoint bench joint --dataset movielens-100k [--configs full no_behavior ...] [--seeds 3] [--plot PNG]
     tfjoint bench mbr --dataset synthetic [--models nmtr bpr_mf ...] [--seeds 3] [--signals 1 0]
-    tfjoint bench mmr --dataset synthetic [--models vbpr nova bpr_mf sasrec item_pop] [--seeds 3] [--signals 1 0]
+    tfjoint bench mmr --dataset synthetic [--models vbpr nova mmmlp bpr_mf sasrec item_pop] [--seeds 3] [--signals 1 0]
     tfjoint bench mtl-synthetic [--quick] [--seeds 3] [--correlations 1 0.9 0.5 0]
         [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]

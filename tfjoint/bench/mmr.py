@@ -2,7 +2,7 @@
 
 Every registered ``retrieval_model`` of family ``multi_modal`` (VBPR, NOVA) is fitted with
 the item features next to its id-only *counterpart* (:data:`COUNTERPARTS`: VBPR extends
-BPR-MF, NOVA extends SASRec) and ItemPop, per seed, on the
+BPR-MF, NOVA and MMMLP extend SASRec) and ItemPop, per seed, on the
 cold-start split of :mod:`tfjoint.retrieval.cold_start`: cold items are held out of training
 entirely, the warm items are split leave-one-out. The epoch is chosen on the warm
 validation items (full ranking among warm items, NDCG@10); that model is scored on the
@@ -42,7 +42,7 @@ from tfjoint.retrieval.cold_start import DATASETS, PARTS, ColdStartSplit, evalua
 
 DEFAULT_SIGNALS = (1.0, 0.0)
 METRICS = ("HR@10", "NDCG@10")
-COUNTERPARTS = {"vbpr": "bpr_mf", "nova": "sasrec"}  # the id-only model each extends
+COUNTERPARTS = {"vbpr": "bpr_mf", "nova": "sasrec", "mmmlp": "sasrec"}  # the id-only model each extends
 FLOOR = "item_pop"
 BASELINES = ("bpr_mf", "sasrec", FLOOR)
 
@@ -64,6 +64,8 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # SASRec .384 / .095 / 0; signal 0: NOVA .173 / .109 / 0 (noise side information), SASRec the same.
     "sasrec": (_SEQUENCE, dict(_SEQUENCE_FIT)),
     "nova": ({**_SEQUENCE, "fusion": "gating"}, dict(_SEQUENCE_FIT)),
+    # MMMLP: SASRec's d = 50 and budget, 2 mixer layers per modality, expansion 4 (the authors'), dropout 0.2, untuned.
+    "mmmlp": ({**_SEQUENCE, "hidden_dim": 50, "num_blocks": 2, "dropout": 0.2}, dict(_SEQUENCE_FIT)),
 }
 
 

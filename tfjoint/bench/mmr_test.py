@@ -7,8 +7,8 @@ from tfjoint.retrieval import cold_start
 
 def test_default_models_are_the_multi_modal_ones_then_their_counterparts_then_item_pop():
     names = mmr.default_models()
-    assert set(names[:2]) == {"vbpr", "nova"} and set(names[2:4]) == {"bpr_mf", "sasrec"} and names[-1] == "item_pop"
-    assert [mmr.COUNTERPARTS[n] for n in names[:2]] == names[2:4]
+    assert set(names[:3]) == {"vbpr", "nova", "mmmlp"} and set(names[3:5]) == {"bpr_mf", "sasrec"} and names[-1] == "item_pop"
+    assert list(dict.fromkeys(mmr.COUNTERPARTS[n] for n in names[:3])) == names[3:5]
 
 
 def test_one_table_per_signal_with_warm_and_cold_columns(monkeypatch):

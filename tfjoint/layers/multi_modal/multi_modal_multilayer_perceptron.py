@@ -196,9 +196,9 @@ class MultiModalMultilayerPerceptron(ContentSequenceModel, SelfAttentiveSequenti
             layer.build((None, width))
             self.modality_projections.append(layer)
         self.input_norms = [norm(f"input_norm_{m}", d) for m in range(branches)]
-        self.mixers = [
-            [FeatureMixer(self.max_len, d, self.expansion, self.dropout, seed, name=f"feature_mixer_{m}_{b}") for b in range(self.num_blocks)]
-            for m in range(branches)
+        self.mixers = [  # flat (a nested list is not tracked by tf.saved_model): branch m, layer b at m * num_blocks + b
+            FeatureMixer(self.max_len, d, self.expansion, self.dropout, seed, name=f"feature_mixer_{m}_{b}")
+            for m in range(branches) for b in range(self.num_blocks)
         ]
         self.fusion_norm = norm("fusion_norm", branches * d)
         self.fusion = keras.layers.Dense(d, kernel_initializer=init, name="fusion")
@@ -221,6 +221,10 @@ class MultiModalMultilayerPerceptron(ContentSequenceModel, SelfAttentiveSequenti
             start += width
         return [norm(x) * pad[..., None] for norm, x in zip(self.input_norms, inputs)], pad
 
+    def branch_mixers(self, branch: int) -> list[FeatureMixer]:
+        """The Feature Mixer layers of ``branch`` (0: the item ids, ``m``: modality ``m``)."""
+        return self.mixers[branch * self.num_blocks : (branch + 1) * self.num_blocks]
+
     def fuse(self, outputs: list[Any]) -> Any:
         """The Fusion Mixer: ``LN(W^F LN([X^(0); X^(1); ...]) + b^F)``."""
         return self.final_norm(self.fusion(self.fusion_norm(ops.concatenate(outputs, axis=-1))))
@@ -231,8 +235,8 @@ class MultiModalMultilayerPerceptron(ContentSequenceModel, SelfAttentiveSequenti
             raise ValueError(f"sequences must have max_len={self.max_len} positions. Received: shape={tuple(sequences.shape)}")
         inputs, pad = self.modality_inputs(sequences, training)
         outputs = []
-        for x, mixers in zip(inputs, self.mixers):
-            for mixer in mixers:
+        for m, x in enumerate(inputs):
+            for mixer in self.branch_mixers(m):
                 x = mixer(x, pad, training=training)
             outputs.append(x)
         return self.fuse(outputs)

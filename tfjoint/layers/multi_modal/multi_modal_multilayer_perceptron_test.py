@@ -92,9 +92,9 @@ def test_the_forward_pass_is_feature_mixers_per_modality_then_the_fusion_mixer()
     inputs = [ids, f[:, :2] @ model.modality_projections[0].kernel.numpy() + model.modality_projections[0].bias.numpy(),
               f[:, 2:] @ model.modality_projections[1].kernel.numpy() + model.modality_projections[1].bias.numpy()]
     outputs = []
-    for x, norm, mixers in zip(inputs, model.input_norms, model.mixers):
+    for m, (x, norm) in enumerate(zip(inputs, model.input_norms)):
         x = layer_norm(x, norm.gamma.numpy(), norm.beta.numpy(), 1e-5) * pad[:, None]
-        for mixer in mixers:
+        for mixer in model.branch_mixers(m):
             x = mixer_reference(mixer, x, pad)
         outputs.append(x)
     fused = np.concatenate(outputs, axis=-1)
@@ -114,10 +114,9 @@ def test_token_mixing_carries_earlier_modality_vectors_to_the_last_position_and_
     after = model(seq, training=False).numpy()
     assert not np.allclose(after[0, -1], before[0, -1], atol=1e-4)  # mixed into the last position
     np.testing.assert_allclose(after[0, :2], before[0, :2], rtol=1e-5, atol=1e-6)  # causal: not into earlier ones
-    for branch in model.mixers:
-        for mixer in branch:
-            mixer.token_inner.assign(np.zeros(mixer.token_inner.shape, np.float32))
-            mixer.token_outer.assign(np.zeros(mixer.token_outer.shape, np.float32))
+    for mixer in model.mixers:
+        mixer.token_inner.assign(np.zeros(mixer.token_inner.shape, np.float32))
+        mixer.token_outer.assign(np.zeros(mixer.token_outer.shape, np.float32))
     model.item_features.assign(FEATURES)
     before = model(seq, training=False).numpy()
     model.item_features.assign(features)
