@@ -1,19 +1,19 @@
 import math
 
-import keras
 import numpy as np
 import pytest
 
 from tfjoint import catalog
 from tfjoint.layers.multi_modal import MultiModalMultilayerPerceptron
 from tfjoint.layers.multi_modal.multi_modal_multilayer_perceptron import FeatureMixer
+from tfjoint.layers.multi_modal.noninvasive_self_attention_test import (
+    FEATURES,
+    LOG,
+    SEQUENCES,
+    assert_reload_restores_features_warm_items_and_scores,
+)
 from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking_test import clustered, cold_auc
-from tfjoint.layers.retrieval.conftest import make_log
 from tfjoint.testing import run_layer_test
-
-FEATURES = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
-LOG = make_log([0, 0, 0, 1, 1, 2, 2], [0, 1, 2, 1, 2, 3, 0], num_users=4, num_items=6)  # items 4, 5 cold
-SEQUENCES = np.array([[0, 0, 3, 1, 2], [1, 4, 2, 6, 5], [0, 0, 0, 0, 2]])
 
 
 def small(**kwargs):
@@ -147,14 +147,7 @@ def test_learns_to_rank_cold_items_from_the_features_that_carry_the_signal():
 
 def test_keras_save_and_reload_restore_features_warm_items_and_scores(tmp_path):
     model = small(cold_start="mean", dropout=0.2, modality_dims=[1, 2])
-    model.fit(LOG, epochs=2, batch_size=3)
-    path = tmp_path / "mmmlp.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is MultiModalMultilayerPerceptron and loaded.get_config() == model.get_config()
-    np.testing.assert_array_equal(loaded.item_features.numpy(), FEATURES)
-    np.testing.assert_array_equal(loaded.warm_items.numpy(), [1, 1, 1, 1, 0, 0])
-    np.testing.assert_allclose(loaded.score(np.arange(3), history=LOG), model.score(np.arange(3)), rtol=1e-5, atol=1e-6)
+    assert_reload_restores_features_warm_items_and_scores(model, tmp_path / "mmmlp.keras")
 
 
 def test_registered_as_a_multi_modal_retrieval_model():
