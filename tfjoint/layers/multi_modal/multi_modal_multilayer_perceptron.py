@@ -49,7 +49,9 @@ class FeatureMixer(keras.layers.Layer):
         hidden = self.length * self.expansion
         self.token_norm = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{self.name}_token_norm")
         self.channel_norm = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=f"{self.name}_channel_norm")
-        self.channel_inner = keras.layers.Dense(self.width * self.expansion, activation="gelu", kernel_initializer=init, name=f"{self.name}_channel_inner")
+        self.channel_inner = keras.layers.Dense(
+            self.width * self.expansion, activation="gelu", kernel_initializer=init, name=f"{self.name}_channel_inner"
+        )
         self.channel_outer = keras.layers.Dense(self.width, kernel_initializer=init, name=f"{self.name}_channel_outer")
         for layer in (self.token_norm, self.channel_norm, self.channel_inner):
             layer.build((None, self.width))
@@ -175,7 +177,9 @@ class MultiModalMultilayerPerceptron(ContentSequenceModel, SelfAttentiveSequenti
         item_features, feature_dim = check_content_arguments("MMMLP", num_items, item_features, feature_dim, cold_start)
         dims = [feature_dim] if modality_dims is None else [int(w) for w in modality_dims]
         if not dims or min(dims) < 1 or sum(dims) != feature_dim:
-            raise ValueError(f"modality_dims must be positive widths summing to feature_dim={feature_dim}. Received: modality_dims={modality_dims}")
+            raise ValueError(
+                f"modality_dims must be positive widths summing to feature_dim={feature_dim}. Received: modality_dims={modality_dims}"
+            )
         self.modality_dims, self.expansion = dims, positive_int("expansion", expansion)
         super().__init__(
             num_items, max_len=max_len, hidden_dim=hidden_dim, num_blocks=num_blocks,
