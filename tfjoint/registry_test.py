@@ -43,7 +43,7 @@ def test_retrieval_models_have_their_own_slot_outside_the_joint_model(capsys):
     from tfjoint.features import SYNTHETIC
 
     names = {e.name for e in catalog.entries("retrieval_model")}
-    assert {"item_pop", "bpr_mf", "lightgcn", "sasrec", "ease", "mbgcn", "nmtr", "cml", "vbpr", "nova", "freedom", "bm3"} <= names
+    assert {"item_pop", "bpr_mf", "lightgcn", "sasrec", "ease", "mbgcn", "nmtr", "cml", "vbpr", "nova", "mmmlp", "freedom", "bm3"} <= names
     assert "retrieval_model" in registry.SLOTS and "retrieval_model" not in registry.JOINT_SLOTS
     assert all(e.family in ("retrieval", "multi_behavior", "multi_modal") for e in catalog.entries("retrieval_model"))
     with pytest.raises(ValueError, match="component_kwargs keys"):

@@ -59,6 +59,8 @@ _FREEDOM_TEST = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs_test.p
 _ALIGN = "tfjoint/layers/multi_modal/contrastive_alignment.py"
 _ALIGN_TEST = "tfjoint/layers/multi_modal/contrastive_alignment_test.py"
 _BM3_TEST = "tfjoint/layers/multi_modal/bootstrap_multi_modal_test.py"
+_MMMLP = "tfjoint/layers/multi_modal/multi_modal_multilayer_perceptron.py"
+_MMMLP_TEST = "tfjoint/layers/multi_modal/multi_modal_multilayer_perceptron_test.py"
 _MBSTR_TESTS = ("tfjoint/layers/multi_behavior/multi_behavior_sequential_transformer_test.py",)
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -567,6 +569,30 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return users, items",
         (f"{_BM3_TEST}::test_batch_loss_is_bm3s_equation",),
         "BM3 item id view: mean_k E_i^(k) + E_i^(0) (the ego residual dropped)",
+    ),
+    Mutation(
+        "mmmlp_token_mixing_skipped",
+        _MMMLP,
+        "x = x + self.mix_tokens(x, pad, training)",
+        "x = x + 0.0 * self.mix_tokens(x, pad, training)",
+        (f"{_MMMLP_TEST}::test_token_mixing_carries_earlier_modality_vectors_to_the_last_position_and_never_back",),
+        "MMMLP Feature Mixer: U = X + TokenMLP(LN(X)) across the positions (token mixing dropped)",
+    ),
+    Mutation(
+        "mmmlp_token_mixing_not_causal",
+        _MMMLP,
+        "ops.matmul(columns, self.token_inner * first)",
+        "ops.matmul(columns, self.token_inner)",
+        (f"{_MMMLP_TEST}::test_one_feature_mixer_layer_matches_the_reference",),
+        "MMMLP token mixing: hidden unit j reads the positions s <= j // e (the future read)",
+    ),
+    Mutation(
+        "mmmlp_fusion_without_norm",
+        _MMMLP,
+        "self.fusion(self.fusion_norm(ops.concatenate(outputs, axis=-1)))",
+        "self.fusion(ops.concatenate(outputs, axis=-1))",
+        (f"{_MMMLP_TEST}::test_the_forward_pass_is_feature_mixers_per_modality_then_the_fusion_mixer",),
+        "MMMLP Fusion Mixer: F = LN(W^F LN([X^(0); X^(1); ...]) + b^F) (inner LN dropped)",
     ),
 )
 

@@ -7,7 +7,7 @@
     tfjoint bench topk --dataset retailrocket [--models item_pop bpr_mf ...] [--seeds 3]
     tfjoint bench joint --dataset movielens-100k [--configs full no_behavior ...] [--seeds 3] [--plot PNG]
     tfjoint bench mbr --dataset synthetic [--models nmtr bpr_mf ...] [--seeds 3] [--signals 1 0]
-    tfjoint bench mmr --dataset synthetic [--models vbpr nova freedom bm3 bm3_infonce bpr_mf sasrec lightgcn item_pop] [--seeds 3] [--signals 1 0]
+    tfjoint bench mmr --dataset synthetic [--models vbpr nova mmmlp freedom bm3 bm3_infonce bpr_mf sasrec lightgcn item_pop] [--seeds 3] [--signals 1 0]
     tfjoint bench mtl-synthetic [--quick] [--seeds 3] [--correlations 1 0.9 0.5 0]
         [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]
@@ -334,7 +334,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     mmr = bench_sub.add_parser(
         "mmr",
-        help="multi-modal retrieval (VBPR, NOVA, FREEDOM, BM3) against their id-only counterparts (BPR-MF, SASRec, LightGCN) and ItemPop "
+        help="multi-modal retrieval (VBPR, NOVA, MMMLP, FREEDOM, BM3) against their id-only counterparts (BPR-MF, SASRec, LightGCN) and ItemPop "
         "on warm and on cold items, per signal",
         description="Holds a set of items out of training entirely (cold items), fits every multi-modal "
         "retrieval model with the item features, its id-only counterpart and ItemPop on the rest, validation-selected on warm "

@@ -1,8 +1,8 @@
 """``tfjoint bench mmr``: multi-modal retrieval models on warm and on cold items.
 
-Every registered ``retrieval_model`` of family ``multi_modal`` (VBPR, NOVA, FREEDOM, BM3) is fitted with
+Every registered ``retrieval_model`` of family ``multi_modal`` (VBPR, NOVA, MMMLP, FREEDOM, BM3) is fitted with
 the item features next to its id-only *counterpart* (:data:`COUNTERPARTS`: VBPR extends
-BPR-MF, NOVA extends SASRec, FREEDOM and BM3 extend LightGCN) and ItemPop, per seed, on the
+BPR-MF, NOVA and MMMLP extend SASRec, FREEDOM and BM3 extend LightGCN) and ItemPop, per seed, on the
 cold-start split of :mod:`tfjoint.retrieval.cold_start`: cold items are held out of training
 entirely, the warm items are split leave-one-out. The epoch is chosen on the warm
 validation items (full ranking among warm items, NDCG@10); that model is scored on the
@@ -20,7 +20,7 @@ multi-modal models are compared to. The last columns give each multi-modal model
 cold HR@10 gap to its counterpart, and its cold gap to ItemPop, with the standard error
 ``sqrt(s_m^2 / n_m + s_c^2 / n_c)`` over seeds, marked when above 2 SE.
 
-Sequence models (SASRec, NOVA) read each user's latest training events in time order
+Sequence models (SASRec, NOVA, MMMLP) read each user's latest training events in time order
 (:func:`tfjoint.retrieval.history`: the training log at validation, plus the validation
 item at test). The synthetic log's timestamps are uniform at random, so there its order
 carries no signal and a sequence model learns from the set of items.
@@ -42,7 +42,7 @@ from tfjoint.retrieval.cold_start import DATASETS, PARTS, ColdStartSplit, evalua
 
 DEFAULT_SIGNALS = (1.0, 0.0)
 METRICS = ("HR@10", "NDCG@10")
-COUNTERPARTS = {"vbpr": "bpr_mf", "nova": "sasrec", "freedom": "lightgcn", "bm3": "lightgcn", "bm3_infonce": "lightgcn"}  # the id-only model each extends
+COUNTERPARTS = {"vbpr": "bpr_mf", "nova": "sasrec", "mmmlp": "sasrec", "freedom": "lightgcn", "bm3": "lightgcn", "bm3_infonce": "lightgcn"}  # the id-only model each extends
 # bench names of a registered model with other arguments: BM3 with the InfoNCE alignment
 VARIANTS = {"bm3_infonce": ("bm3", {"alignment": "infonce"})}
 FLOOR = "item_pop"
@@ -81,6 +81,10 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # SASRec .384 / .095 / 0; signal 0: NOVA .173 / .109 / 0 (noise side information), SASRec the same.
     "sasrec": (_SEQUENCE, dict(_SEQUENCE_FIT)),
     "nova": ({**_SEQUENCE, "fusion": "gating"}, dict(_SEQUENCE_FIT)),
+    # MMMLP: SASRec's d = 50 and budget, 2 mixer layers per modality, expansion 4 (the authors'), dropout 0.2, untuned.
+    # Measured (3 seeds, HR@10, warm / cold / mixed), synthetic signal 1: MMMLP .472 / .693 / .499; signal 0:
+    # .112 / .100 / .004 (noise features cost it the warm ranking); MovieLens-100K: .153 / .056 / .004, SASRec .125 / .037 / 0.
+    "mmmlp": ({**_SEQUENCE, "hidden_dim": 50, "num_blocks": 2, "dropout": 0.2}, dict(_SEQUENCE_FIT)),
 }
 
 

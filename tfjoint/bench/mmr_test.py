@@ -8,7 +8,7 @@ from tfjoint.retrieval import cold_start
 def test_default_models_are_the_multi_modal_ones_then_their_counterparts_then_item_pop():
     names = mmr.default_models()
     multi = [n for n in names if n in mmr.COUNTERPARTS]
-    assert {"vbpr", "nova", "freedom", "bm3"} <= set(multi) and names[: len(multi)] == multi
+    assert {"vbpr", "nova", "mmmlp", "freedom", "bm3"} <= set(multi) and names[: len(multi)] == multi
     counterparts = names[len(multi):-1]
     assert counterparts == list(dict.fromkeys(mmr.COUNTERPARTS[n] for n in multi))
     assert set(counterparts) == {"bpr_mf", "sasrec", "lightgcn"}

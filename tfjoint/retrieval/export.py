@@ -52,7 +52,8 @@ Models and the cold-user rule:
 - SASRec: the encoder runs in the graph on ``recent_items`` (+1, the last ``max_len``
   kept, left-padded with 0, as :meth:`score` builds the sequence from a log); ``user`` is
   ignored. A user with no ``recent_items`` is encoded from the all-padding sequence, which
-  is also what ``score`` does for a user absent from ``history``.
+  is also what ``score`` does for a user absent from ``history``. NOVA and MMMLP (SASRec
+  subclasses) likewise, their candidate table ``M_i + E_c f_i`` in the graph.
 - MB-STR: the encoder runs in the graph on ``recent_items`` with ``recent_behaviors``
   (int64 list, one behavior index per item, in the order of the model's ``behaviors``),
   the last ``max_len - 1`` kept, then the mask token with the target behavior, as

@@ -240,6 +240,21 @@ def test_nova_exports_its_candidate_table_with_cold_items_scored_by_features(log
     assert_top_k(got["top_k_items"], got["top_k_scores"], model.score(users, history=log))
 
 
+def test_mmmlp_exports_its_mixers_and_candidate_table_with_cold_items_scored_by_features(log, tmp_path):
+    from tfjoint.layers.multi_modal import MultiModalMultilayerPerceptron
+
+    features = np.random.default_rng(0).standard_normal((log.num_items, 6)).astype(np.float32)
+    model = MultiModalMultilayerPerceptron(log.num_items, item_features=features, modality_dims=[2, 4], max_len=3,
+                                           hidden_dim=8, num_blocks=1, expansion=2, seed=0)
+    model.fit(log.select(log.items < 50), epochs=1, batch_size=64)  # items 50.. are cold
+    export_dir = export_topk_model(model, str(tmp_path / "1"), k=K)
+    table = serve(export_dir, "item_embeddings")([b""])["item_embeddings"]
+    np.testing.assert_allclose(table[50:], features[50:] @ model.content_projection.kernel.numpy(), atol=1e-5)
+    users = np.array([0, 5])
+    got = serve(export_dir)([example(recent=recent_items(log, u)) for u in users])
+    assert_top_k(got["top_k_items"], got["top_k_scores"], model.score(users, history=log))
+
+
 def test_mbstr_encodes_recent_items_with_their_behaviors_in_the_graph(log, tmp_path):
     model = MultiBehaviorSequentialTransformer(log.num_items, max_len=6, hidden_dim=8, num_blocks=1, seed=0)
     model.fit(log, epochs=1, batch_size=16)

@@ -22,6 +22,8 @@ Recommenders (slot ``retrieval_model``):
   :mod:`~tfjoint.layers.multi_modal.contrastive_alignment` holds the two losses.
 - :class:`NoninvasiveSelfAttention` (``nova``): SASRec whose attention reads the item
   modality vectors (and positions) in its queries and keys only, the values from item ids.
+- :class:`MultiModalMultilayerPerceptron` (``mmmlp``): MLP-Mixer stacks over the id and
+  the modality sequences, a fusion mixer, SASRec's training.
 """
 
 from tfjoint.layers.multi_modal.attention_fusion import AttentionFusion
@@ -32,6 +34,7 @@ from tfjoint.layers.multi_modal.freezing_and_denoising_graphs import FreezingAnd
 from tfjoint.layers.multi_modal.gating_fusion import GatingFusion
 from tfjoint.layers.multi_modal.late_fusion import LateFusion
 from tfjoint.layers.multi_modal.modality_fusion import ModalityFusion
+from tfjoint.layers.multi_modal.multi_modal_multilayer_perceptron import MultiModalMultilayerPerceptron
 from tfjoint.layers.multi_modal.noninvasive_self_attention import NoninvasiveSelfAttention
 from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking import VisualBayesianPersonalizedRanking
 
@@ -44,6 +47,7 @@ __all__ = [
     "GatingFusion",
     "LateFusion",
     "ModalityFusion",
+    "MultiModalMultilayerPerceptron",
     "NoninvasiveSelfAttention",
     "VisualBayesianPersonalizedRanking",
 ]

@@ -1,19 +1,26 @@
 """What the content-aware recommenders share: fixed item features, warm items, cold rows.
 
-A model that reads a fixed feature vector ``f_i`` per item (VBPR, NOVA) stores it as a
+A model that reads a fixed feature vector ``f_i`` per item (VBPR, NOVA, MMMLP) stores it as a
 non-trainable weight, marks the items with training rows as *warm* (``fit``), and replaces
 the per-item id parameters of the *cold* items (never trained) as ``cold_start`` says when it
 scores: ``"features"`` zeroes them (the item is known by its features only), ``"mean"``
 replaces them by their mean over the warm items, ``"none"`` keeps the untrained rows.
+
+:class:`ContentSequenceModel` is what the SASRec-based ones (NOVA, MMMLP) share on top of
+SASRec: the feature and warm-item weights, the candidate table ``M_i + E_c f_i`` and the
+training on warm negatives.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
 from keras import ops
 
+from tfjoint.features.interactions import InteractionLog
+from tfjoint.layers.core.arguments import positive_int
 from tfjoint.layers.retrieval.base import check_catalog, training_rows
 
 COLD_START = ("features", "mean", "none")
@@ -71,3 +78,65 @@ def cold_adjusted(cold_start: str, warm: Any, *tables: Any) -> tuple[Any, ...]:
             mean = ops.sum(table * w, axis=0, keepdims=True) / ops.maximum(ops.sum(w), 1.0)
             out.append(table * w + (1.0 - w) * mean)
     return tuple(out)
+
+
+def check_content_arguments(
+    model: str, num_items: int, item_features: Any, feature_dim: int | None, cold_start: str
+) -> tuple[np.ndarray | None, int]:
+    """``(item_features, feature_dim)`` checked (features as float32, or None when only
+    ``feature_dim`` is given); ``model`` names the model in the errors."""
+    num_items = positive_int("num_items", num_items)
+    if item_features is None and feature_dim is None:
+        raise ValueError(f"{model} needs item_features or feature_dim. Received: both None")
+    if item_features is not None:
+        item_features = check_item_features(item_features, num_items, feature_dim)
+        feature_dim = item_features.shape[1]
+    check_cold_start(cold_start)
+    return item_features, positive_int("feature_dim", feature_dim)
+
+
+class ContentSequenceModel:
+    """Mixin for a SASRec subclass that knows items by a fixed feature vector too (NOVA, MMMLP).
+
+    :meth:`build_content` adds the non-trainable ``item_features`` ``f_i`` and ``warm_items``
+    weights and the candidate projection ``E_c`` (no bias). The candidate table is
+    ``M_i + E_c f_i`` (:meth:`output_table`), the id rows of the cold items replaced as
+    ``cold_start`` says (:func:`cold_adjusted`); :meth:`fit` marks the warm items (training
+    rows of the trained behaviors) and draws the negatives among them only
+    (:meth:`negative_pool`), so a cold item's id row never receives a gradient.
+    """
+
+    def build_content(self, item_features: np.ndarray | None, feature_dim: int, cold_start: str) -> None:
+        self.feature_dim, self.cold_start = feature_dim, cold_start
+        self.item_features = self.add_weight(
+            shape=(self.num_items, feature_dim), initializer="zeros", trainable=False, name="item_features"
+        )
+        self.warm_items = self.add_weight(shape=(self.num_items,), initializer="ones", trainable=False, name="warm_items")
+        if item_features is not None:
+            self.item_features.assign(item_features)
+        init = keras.initializers.GlorotUniform(self.seed)
+        self.content_projection = keras.layers.Dense(self.hidden_dim, use_bias=False, kernel_initializer=init, name="content_projection")
+        self.content_projection.build((None, feature_dim))
+
+    def sequence_features(self, sequences: Any) -> Any:
+        """``f_{i_t}`` per position ``(batch, L, F)`` (row 0 of the features at padding)."""
+        return ops.take(self.item_features, ops.maximum(ops.cast(sequences, "int32") - 1, 0), axis=0)
+
+    def output_table(self) -> Any:
+        """``M_i + E_c f_i`` per item (cold id rows per ``cold_start``), padding row 0."""
+        (ids,) = cold_adjusted(self.cold_start, self.warm_items, self.item_embedding.embeddings[1:])
+        rows = ids + self.content_projection(self.item_features)
+        return ops.concatenate([ops.zeros_like(rows[:1]), rows], axis=0)
+
+    def negative_pool(self, rows: InteractionLog) -> np.ndarray:
+        """The warm items (index + 1): a cold item is never a negative."""
+        return np.flatnonzero(np.asarray(self.warm_items) > 0) + 1
+
+    def fit(self, train: InteractionLog, *, item_features: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """Sets the warm items (and ``item_features`` when given), then SASRec's training."""
+        set_item_content(self, train, item_features)
+        return super().fit(train, **kwargs)  # type: ignore[misc]
+
+    def content_config(self) -> dict[str, Any]:
+        """``feature_dim`` and ``cold_start`` (the features are saved as a weight)."""
+        return {"feature_dim": self.feature_dim, "cold_start": self.cold_start}

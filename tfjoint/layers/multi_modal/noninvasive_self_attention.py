@@ -8,10 +8,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfjoint.features.interactions import InteractionLog
-from tfjoint.layers.core.arguments import positive_int
 from tfjoint.layers.multi_modal.gating_fusion import gated_sum
-from tfjoint.layers.multi_modal.item_content import check_cold_start, check_item_features, cold_adjusted, set_item_content
+from tfjoint.layers.multi_modal.item_content import ContentSequenceModel, check_content_arguments
 from tfjoint.layers.retrieval.self_attentive_sequential_recommendation import SelfAttentiveSequentialRecommendation
 from tfjoint.registry import register
 
@@ -24,7 +22,7 @@ FUSIONS = ("sum", "concat", "gating")
     family="multi_modal",
     reference="Liu et al., Noninvasive Self-attention for Side Information Fusion in Sequential Recommendation, AAAI 2021",
 )
-class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
+class NoninvasiveSelfAttention(ContentSequenceModel, SelfAttentiveSequentialRecommendation):
     """NOVA-SASRec: ``NOVA(R, S) = σ(Q Kᵀ / sqrt(d_k)) V`` with ``Q, K`` from ``F(R, S)`` and
     ``V`` from ``R`` alone (Liu et al., AAAI 2021, Sec. "Non-invasive Self-attention").
 
@@ -100,32 +98,18 @@ class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
-        num_items = positive_int("num_items", num_items)
-        if item_features is None and feature_dim is None:
-            raise ValueError("NOVA needs item_features or feature_dim. Received: both None")
-        if item_features is not None:
-            item_features = check_item_features(item_features, num_items, feature_dim)
-            feature_dim = item_features.shape[1]
-        feature_dim = positive_int("feature_dim", feature_dim)
+        item_features, feature_dim = check_content_arguments("NOVA", num_items, item_features, feature_dim, cold_start)
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}. Received: fusion={fusion!r}")
-        cold_start = check_cold_start(cold_start)
         super().__init__(
             num_items, max_len=max_len, hidden_dim=hidden_dim, num_blocks=num_blocks, num_heads=num_heads,
             dropout=dropout, l2_emb=l2_emb, behaviors=behaviors, seed=seed, **kwargs,
         )
-        self.feature_dim, self.fusion, self.cold_start = feature_dim, fusion, cold_start
+        self.build_content(item_features, feature_dim, cold_start)
+        self.fusion = fusion
         d, init = self.hidden_dim, keras.initializers.GlorotUniform(seed)
-        self.item_features = self.add_weight(
-            shape=(num_items, feature_dim), initializer="zeros", trainable=False, name="item_features"
-        )
-        self.warm_items = self.add_weight(shape=(num_items,), initializer="ones", trainable=False, name="warm_items")
-        if item_features is not None:
-            self.item_features.assign(item_features)
         self.side_projection = keras.layers.Dense(d, kernel_initializer=init, name="side_projection")
-        self.content_projection = keras.layers.Dense(d, use_bias=False, kernel_initializer=init, name="content_projection")
-        for layer in (self.side_projection, self.content_projection):
-            layer.build((None, feature_dim))
+        self.side_projection.build((None, feature_dim))
         self.fusions: list[keras.layers.Dense] = []
         if fusion != "sum":
             activation = "sigmoid" if fusion == "gating" else None
@@ -141,8 +125,7 @@ class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
         """``S = [P, E_s f]``, each ``(batch, L, d)``; ``E_s f`` is 0 at padding."""
         sequences = ops.cast(sequences, "int32")
         pad = ops.cast(ops.not_equal(sequences, 0), "float32")[..., None]
-        features = ops.take(self.item_features, ops.maximum(sequences - 1, 0), axis=0)
-        content = self.side_projection(features) * pad
+        content = self.side_projection(self.sequence_features(sequences)) * pad
         positions = self.position_embedding(ops.arange(ops.shape(sequences)[1]))[None] + ops.zeros_like(content)
         return [positions, content]
 
@@ -159,26 +142,7 @@ class NoninvasiveSelfAttention(SelfAttentiveSequentialRecommendation):
         side = self.side_information(sequences)
         return self.encode(ids, pad, training, context=lambda block, seq: self.fuse(block, seq, side))
 
-    # -- candidates, cold items, training ---------------------------------------------
-    def output_table(self) -> Any:
-        """``M_i + E_c f_i`` per item (cold id rows per ``cold_start``), padding row 0."""
-        (ids,) = cold_adjusted(self.cold_start, self.warm_items, self.item_embedding.embeddings[1:])
-        rows = ids + self.content_projection(self.item_features)
-        return ops.concatenate([ops.zeros_like(rows[:1]), rows], axis=0)
-
-    def negative_pool(self, rows: InteractionLog) -> np.ndarray:
-        """The warm items (index + 1): a cold item is never a negative."""
-        return np.flatnonzero(np.asarray(self.warm_items) > 0) + 1
-
-    def fit(  # type: ignore[override]
-        self, train: InteractionLog, *, item_features: Any = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        """Sets the warm items (and ``item_features`` when given), then SASRec's training."""
-        set_item_content(self, train, item_features)
-        return super().fit(train, **kwargs)
-
     def get_config(self) -> dict[str, Any]:
         """SASRec's arguments and ``feature_dim``, ``fusion``, ``cold_start`` (the features
         are saved as a weight)."""
-        own = {"feature_dim": self.feature_dim, "fusion": self.fusion, "cold_start": self.cold_start}
-        return {**super().get_config(), **own}
+        return {**super().get_config(), **self.content_config(), "fusion": self.fusion}

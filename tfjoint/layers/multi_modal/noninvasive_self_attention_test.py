@@ -134,16 +134,20 @@ def test_learns_to_rank_cold_items_from_the_features_that_carry_the_signal():
     assert cold_auc(model.score(np.arange(40)), cold, side) > 0.9
 
 
-def test_keras_save_and_reload_restore_features_warm_items_and_scores(tmp_path):
-    model = small(cold_start="mean", dropout=0.2)
+def assert_reload_restores_features_warm_items_and_scores(model, path):
+    """``model`` (on FEATURES) fitted on LOG, saved to ``path`` (.keras) and reloaded: same
+    class and config, the features and warm items restored, the same scores."""
     model.fit(LOG, epochs=2, batch_size=3)
-    path = tmp_path / "nova.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert type(loaded) is NoninvasiveSelfAttention and loaded.get_config() == model.get_config()
+    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
     np.testing.assert_array_equal(loaded.item_features.numpy(), FEATURES)
     np.testing.assert_array_equal(loaded.warm_items.numpy(), [1, 1, 1, 1, 0, 0])
     np.testing.assert_allclose(loaded.score(np.arange(3), history=LOG), model.score(np.arange(3)), rtol=1e-5, atol=1e-6)
+
+
+def test_keras_save_and_reload_restore_features_warm_items_and_scores(tmp_path):
+    assert_reload_restores_features_warm_items_and_scores(small(cold_start="mean", dropout=0.2), tmp_path / "nova.keras")
 
 
 def test_registered_as_a_multi_modal_retrieval_model():

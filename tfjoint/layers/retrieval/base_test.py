@@ -22,6 +22,8 @@ SMALL = {
     "bm3": {"embedding_dim": 4, "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
     "nova": {"max_len": 4, "hidden_dim": 4, "num_blocks": 1,
              "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
+    "mmmlp": {"max_len": 4, "hidden_dim": 4, "num_blocks": 1, "expansion": 1,
+              "item_features": np.arange(12, dtype=np.float32).reshape(6, 2) / 12},
 }
 
 
@@ -61,7 +63,7 @@ def test_select_best_epoch_restores_the_best_weights_and_stops_on_patience():
 @pytest.mark.parametrize("entry", catalog.entries("retrieval_model"), ids=lambda e: e.name)
 def test_every_model_scores_every_item_for_each_user(entry):
     log = make_log([0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 2, 3, 4, 0], num_users=4, num_items=6)
-    sizes = {"num_items": 6} if entry.name in ("item_pop", "ease", "sasrec", "mbstr", "nova") else {"num_users": 4, "num_items": 6}
+    sizes = {"num_items": 6} if entry.name in ("item_pop", "ease", "sasrec", "mbstr", "nova", "mmmlp") else {"num_users": 4, "num_items": 6}
     model = entry.cls(**sizes, **SMALL[entry.name])
     history = model.fit(log, epochs=1, batch_size=4, seed=0)
     scores = model.score(np.array([0, 3, 1]))

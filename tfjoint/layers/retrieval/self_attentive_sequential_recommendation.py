@@ -138,8 +138,20 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
         self.train_log: InteractionLog | None = None
         d = self.hidden_dim
         self.item_embedding = keras.layers.Embedding(self.num_items + 1, d, embeddings_initializer=keras.initializers.GlorotUniform(seed), name="item_embedding")
-        self.position_embedding = keras.layers.Embedding(self.max_len, d, embeddings_initializer=keras.initializers.GlorotUniform(seed), name="position_embedding")
         self.item_embedding.build((None,))
+        self.build_blocks()
+
+        norm = keras.layers.LayerNormalization(epsilon=1e-8, name="final_norm")
+        norm.build((None, d))
+        self.final_norm = norm
+        self.dropout_layer = keras.layers.Dropout(self.dropout, seed=seed, name="dropout")
+        self.built = True  # every weight exists: a .keras file restores them without a call
+
+    def build_blocks(self) -> None:
+        """The position embedding and the ``num_blocks`` attention + FFN blocks (MMMLP
+        replaces them by its mixers)."""
+        d, seed = self.hidden_dim, self.seed
+        self.position_embedding = keras.layers.Embedding(self.max_len, d, embeddings_initializer=keras.initializers.GlorotUniform(seed), name="position_embedding")
         self.position_embedding.build((None,))
 
         def dense(name: str, activation: str | None = None) -> keras.layers.Dense:
@@ -159,9 +171,6 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
         self.ffn_norms = [norm(f"ffn_norm_{b}") for b in range(self.num_blocks)]
         self.ffn_inner = [dense(f"ffn_inner_{b}", "relu") for b in range(self.num_blocks)]
         self.ffn_outer = [dense(f"ffn_outer_{b}") for b in range(self.num_blocks)]
-        self.final_norm = norm("final_norm")
-        self.dropout_layer = keras.layers.Dropout(self.dropout, seed=seed, name="dropout")
-        self.built = True  # every weight exists: a .keras file restores them without a call
 
     def attention_weights(self, block: int, seq: Any, pad: Any, training: bool | None, context: Any = None) -> Any:
         """``(batch, heads, L, L)`` causal, padding-masked ``softmax(Q Kᵀ / sqrt(d/h))`` of
@@ -309,8 +318,12 @@ class SelfAttentiveSequentialRecommendation(Recommender, keras.Model):
         per_position = ops.softplus(-pos_logits) + ops.softplus(neg_logits)
         loss = ops.sum(per_position * is_target) / ops.maximum(ops.sum(is_target), 1.0)
         if self.l2_emb:
-            loss = loss + self.l2_emb * (ops.sum(ops.square(self.item_embedding.embeddings)) + ops.sum(ops.square(self.position_embedding.embeddings))) / 2
+            loss = loss + self.l2_emb * sum(ops.sum(ops.square(t)) for t in self.embedding_tables()) / 2
         return loss
+
+    def embedding_tables(self) -> list[Any]:
+        """The tables ``l2_emb`` weighs: the item and the position embeddings."""
+        return [self.item_embedding.embeddings, self.position_embedding.embeddings]
 
     def get_config(self) -> dict[str, Any]:
         return {
