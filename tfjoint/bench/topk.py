@@ -142,8 +142,9 @@ def run_models(
             if verbose:
                 r = runs[name][-1]
                 print(
-                    f"[{tag}]   full NDCG@10 {r['full']['NDCG@10']:.4f}, sampled NDCG@10 "
-                    f"{r['sampled']['NDCG@10']:.4f}, best epoch {r['best_epoch']}, {r['seconds']:.0f} s",
+                    f"[{tag}]   full HR@10 {r['full']['HR@10']:.4f} NDCG@10 {r['full']['NDCG@10']:.4f}, sampled HR@10 "
+                    f"{r['sampled']['HR@10']:.4f} NDCG@10 {r['sampled']['NDCG@10']:.4f}, best epoch {r['best_epoch']} "
+                    f"of {r['epochs_run']}, {r['seconds']:.0f} s",
                     flush=True,
                 )
     return runs
