@@ -7,6 +7,7 @@
     tfjoint bench topk --dataset retailrocket [--models item_pop bpr_mf ...] [--seeds 3]
     tfjoint bench joint --dataset movielens-100k [--configs full no_behavior ...] [--seeds 3] [--plot PNG]
     tfjoint bench mbr --dataset synthetic [--models nmtr bpr_mf ...] [--seeds 3] [--signals 1 0]
+        [--epochs 20] [--patience 5]
     tfjoint bench mmr --dataset synthetic [--models vbpr nova mmmlp freedom bm3 bm3_infonce bpr_mf sasrec lightgcn item_pop] [--seeds 3] [--signals 1 0]
     tfjoint bench mtl-synthetic [--quick] [--seeds 3] [--correlations 1 0.9 0.5 0]
         [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
@@ -131,7 +132,10 @@ def cmd_joint(args: argparse.Namespace) -> int:
 def cmd_mbr(args: argparse.Namespace) -> int:
     from tfjoint.bench.mbr import format_report, run_mbr
 
-    report = run_mbr(dataset=args.dataset, models=args.models, seeds=args.seeds, signals=args.signals)
+    report = run_mbr(
+        dataset=args.dataset, models=args.models, seeds=args.seeds, signals=args.signals,
+        epochs=args.epochs, patience=args.patience,
+    )
     print(format_report(report))
     _write_json(args.json, report)
     return 0
@@ -328,6 +332,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_retrieval_args(mbr, "synthetic", "default: every multi-behavior model and its counterpart")
     mbr.add_argument("--signals", nargs="+", type=float, default=[1.0, 0.0],
                      help="synthetic only: signal of the auxiliary behaviors about the target, in [0, 1]")
+    mbr.add_argument("--epochs", type=int, help="replaces the budget's epochs of every model trained by epochs")
+    mbr.add_argument("--patience", type=int, help="replaces the budget's patience of every model trained by epochs")
     mbr.set_defaults(func=cmd_mbr)
 
     from tfjoint.retrieval.cold_start import DATASETS as MMR_DATASETS

@@ -66,3 +66,21 @@ def test_bad_arguments_fail_before_training():
         mbr.run_mbr("synthetic", models=["item_pop"], signals=[2.0])
     with pytest.raises(ValueError, match="unknown retrieval_model"):
         mbr.run_mbr("synthetic", models=["nope"])
+
+
+def test_epochs_and_patience_replace_the_budget_of_trained_models_only(monkeypatch):
+    assert topk.fit_budget("mbstr", epochs=20, patience=5)["epochs"] == 20
+    assert topk.fit_budget("mbstr", epochs=20, patience=5)["patience"] == 5
+    assert topk.fit_budget("mbstr")["epochs"] == topk.BUDGET["mbstr"][1]["epochs"]
+    assert topk.fit_budget("item_pop", epochs=20, patience=5) == {}
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        topk.fit_budget("bpr_mf", epochs=0)
+
+    monkeypatch.setattr(topk, "load_split", lambda dataset, seed=0, signal=1.0: leave_one_out(
+        synthetic_behaviors(60, 300, signal=signal, seed=0)))
+    monkeypatch.setitem(topk.BUDGET, "bpr_mf", ({"embedding_dim": 8}, {"epochs": 50, "batch_size": 64}))
+    report = mbr.run_mbr("synthetic", models=["bpr_mf", "item_pop"], seeds=1, signals=[1.0], verbose=False, epochs=2)
+    runs = report["results"][0]["runs"]
+    assert [r["epochs_run"] for r in runs["bpr_mf"]] == [2]
+    assert report["budget"]["bpr_mf"][1]["epochs"] == 2 and report["budget"]["item_pop"][1] == {}
+    assert "- budget: epochs 2 for every model trained by epochs" in mbr.format_report(report)

@@ -61,14 +61,29 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+def fit_budget(name: str, epochs: int | None = None, patience: int | None = None) -> dict[str, Any]:
+    """``name``'s fit arguments of :data:`BUDGET`; ``epochs`` / ``patience`` replace those of a
+    model that trains by epochs (a smaller budget for a slow model on a large dataset)."""
+    fit = dict(BUDGET.get(name, ({}, {}))[1])
+    for key, value in (("epochs", epochs), ("patience", patience)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{key} must be >= 1. Received: {key}={value}")
+        if value is not None and "epochs" in fit:
+            fit[key] = int(value)
+    return fit
+
+
 def build_model(name: str, split: LeaveOneOut, seed: int, **overrides: Any) -> Any:
     """A registered retrieval model sized for ``split``, with the bench budget's arguments."""
     kwargs = {**BUDGET.get(name, ({}, {}))[0], **overrides}
     return builtin.build_model(name, split.train.num_users, split.train.num_items, seed, **kwargs)
 
 
-def fit_and_score(name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = (10,)) -> dict[str, Any]:
-    """Fits one model with validation selection; its test metrics under both protocols."""
+def fit_and_score(
+    name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = (10,), fit: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fits one model with validation selection (``fit``: its fit arguments, default
+    :func:`fit_budget`); its test metrics under both protocols."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -80,7 +95,7 @@ def fit_and_score(name: str, split: LeaveOneOut, seed: int, ks: Sequence[int] = 
         return float(result[SELECTION_METRIC])
 
     start = time.perf_counter()
-    fit_history = model.fit(split.train, validate=validate, seed=seed, **BUDGET.get(name, ({}, {}))[1])
+    fit_history = model.fit(split.train, validate=validate, seed=seed, **(fit_budget(name) if fit is None else fit))
     seconds = time.perf_counter() - start
     out: dict[str, Any] = {"seconds": seconds, "best_epoch": fit_history.get("best_epoch")}
     out["epochs_run"] = fit_history.get("epochs_run", len(fit_history["validation"]))
@@ -108,20 +123,28 @@ def check_arguments(dataset: str, models: Sequence[str] | None, seeds: int) -> l
 
 
 def run_models(
-    split: LeaveOneOut, names: Sequence[str], seeds: int, verbose: bool = True, tag: str = "bench topk"
+    split: LeaveOneOut,
+    names: Sequence[str],
+    seeds: int,
+    verbose: bool = True,
+    tag: str = "bench topk",
+    fits: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """``fit_and_score`` for every model and seed, printing one progress line per fit."""
+    """``fit_and_score`` for every model and seed (``fits``: fit arguments per model, default
+    :func:`fit_budget`), printing one progress line per fit."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         for seed in range(int(seeds)):
             if verbose:
                 print(f"[{tag}] {name} seed {seed} ...", flush=True)
-            runs.setdefault(name, []).append(fit_and_score(name, split, seed))
+            fit = (fits or {}).get(name)
+            runs.setdefault(name, []).append(fit_and_score(name, split, seed, fit=fit))
             if verbose:
                 r = runs[name][-1]
                 print(
-                    f"[{tag}]   full NDCG@10 {r['full']['NDCG@10']:.4f}, sampled NDCG@10 "
-                    f"{r['sampled']['NDCG@10']:.4f}, best epoch {r['best_epoch']}, {r['seconds']:.0f} s",
+                    f"[{tag}]   full HR@10 {r['full']['HR@10']:.4f} NDCG@10 {r['full']['NDCG@10']:.4f}, sampled HR@10 "
+                    f"{r['sampled']['HR@10']:.4f} NDCG@10 {r['sampled']['NDCG@10']:.4f}, best epoch {r['best_epoch']} "
+                    f"of {r['epochs_run']}, {r['seconds']:.0f} s",
                     flush=True,
                 )
     return runs
