@@ -28,10 +28,12 @@ def beam_worker_args(workers: int | None, beam_args: list[str] | None = None) ->
     :data:`LOCAL_BEAM_ARGS` (one worker, in memory) for 1 or ``None``. Another runner set in
     ``beam_args`` has its own worker count (Dataflow: ``--max_num_workers``), so asking for
     workers there is refused."""
-    if workers is None or workers == 1:
+    if workers is None:
         return list(LOCAL_BEAM_ARGS)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"--beam-workers must be an integer >= 1. Received: {workers!r}")
+    if workers == 1:
+        return list(LOCAL_BEAM_ARGS)
     runners = [a for a in beam_args or [] if a.startswith("--runner=") and a != "--runner=DirectRunner"]
     if runners:
         raise ValueError(f"--beam-workers starts DirectRunner worker processes; with {runners[-1]} set that "

@@ -1,0 +1,121 @@
+"""Did two Beam workers give the output of one? And what did each component cost? (issue 18)
+
+::
+
+    tfjoint pipeline run --dataset movielens-100k --beam-workers 1 --pipeline-root runs/w1 > runs/w1.log
+    tfjoint pipeline run --dataset movielens-100k --beam-workers 2 --pipeline-root runs/w2 > runs/w2.log
+    python -m tfjoint.bench.beam_workers runs/w1 runs/w2 --logs runs/w1.log runs/w2.log
+
+Compares, between the two pipeline roots:
+
+- Transform's vocabularies (every asset file of the transform graph), byte for byte;
+- Transform's transformed examples, as a multiset of serialized records (workers may write
+  them in another order and into other shards);
+- StatisticsGen's statistics (TFDV) of every split: every feature's counts, means, standard
+  deviations, top values and histograms, as protos (the quantile histograms are approximate
+  sketches: they are reported apart, since a different merge order may move a boundary);
+
+and prints each component's wall and CPU seconds from the two runs' logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import sys
+
+from tfjoint.bench.cost import component_seconds
+
+
+def _newest(root: str, *parts: str) -> str:
+    found = sorted(glob.glob(os.path.join(root, *parts)), key=os.path.getmtime)
+    if not found:
+        raise FileNotFoundError(f"nothing matches {os.path.join(root, *parts)}: is {root} a finished pipeline root?")
+    return found[-1]
+
+
+def vocabularies(root: str) -> dict[str, bytes]:
+    folder = os.path.join(_newest(root, "Transform", "transform_graph", "*"), "transform_fn", "assets")
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def transformed_records(root: str) -> dict[str, list[str]]:
+    """Per split, the sorted sha1 of every transformed record."""
+    import tensorflow as tf
+
+    base = _newest(root, "Transform", "transformed_examples", "*")
+    out = {}
+    for split_dir in sorted(glob.glob(os.path.join(base, "Split-*"))):
+        files = sorted(glob.glob(os.path.join(split_dir, "*")))
+        data = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz") else None)
+        out[os.path.basename(split_dir)] = sorted(hashlib.sha1(r.numpy()).hexdigest() for r in data)
+    return out
+
+
+def statistics(root: str) -> dict[str, object]:
+    import tensorflow_data_validation as tfdv
+
+    base = _newest(root, "StatisticsGen", "statistics", "*")
+    return {os.path.basename(d): tfdv.load_stats_binary(os.path.join(d, "FeatureStats.pb"))
+            for d in sorted(glob.glob(os.path.join(base, "Split-*")))}
+
+
+def _without_quantiles(stats):
+    """A copy of ``stats`` without the approximate quantile histograms."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    copy = statistics_pb2.DatasetFeatureStatisticsList()
+    copy.CopyFrom(stats)
+    for dataset in copy.datasets:
+        for feature in dataset.features:
+            for common in (feature.num_stats.common_stats, feature.string_stats.common_stats):
+                for name in ("num_values_histogram", "feature_list_length_histogram"):
+                    common.ClearField(name)
+            histograms = [h for h in feature.num_stats.histograms if h.type != h.QUANTILES]
+            del feature.num_stats.histograms[:]
+            feature.num_stats.histograms.extend(histograms)
+    return copy
+
+
+def compare(root_a: str, root_b: str) -> dict[str, bool]:
+    """``{check: equal}`` for the checks of the module docstring."""
+    result = {"vocabularies": vocabularies(root_a) == vocabularies(root_b)}
+    result["transformed examples"] = transformed_records(root_a) == transformed_records(root_b)
+    stats_a, stats_b = statistics(root_a), statistics(root_b)
+    result["statistics (all but quantile sketches)"] = (
+        stats_a.keys() == stats_b.keys()
+        and all(_without_quantiles(stats_a[k]) == _without_quantiles(stats_b[k]) for k in stats_a))
+    result["statistics (with quantile sketches)"] = stats_a == stats_b
+    return result
+
+
+def timing_table(logs: dict[str, str]) -> str:
+    runs = {name: component_seconds(open(path).read()) for name, path in logs.items()}
+    components = [c for c in next(iter(runs.values()))]
+    lines = ["| component | " + " | ".join(f"{n} wall s | {n} CPU s" for n in runs) + " |",
+             "|---|" + "---|---|" * len(runs)]
+    for c in components:
+        cells = [f"{runs[n].get(c, ('-', '-'))[0]} | {runs[n].get(c, ('-', '-'))[1]}" for n in runs]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("root_a")
+    parser.add_argument("root_b")
+    parser.add_argument("--logs", nargs=2, metavar=("LOG_A", "LOG_B"), help="the two runs' output, for the timing table")
+    args = parser.parse_args(argv)
+    result = compare(args.root_a, args.root_b)
+    for check, equal in result.items():
+        print(f"{check}: {'equal' if equal else 'DIFFER'}")
+    if args.logs:
+        print(timing_table({os.path.basename(args.root_a): args.logs[0], os.path.basename(args.root_b): args.logs[1]}))
+    exact = [k for k in result if "with quantile" not in k]
+    return 0 if all(result[k] for k in exact) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
