@@ -26,14 +26,11 @@ import hashlib
 import os
 import sys
 
-from tfjoint.bench.cost import component_seconds
+from tfjoint.bench.cost import component_seconds, newest
 
 
 def _newest(root: str, *parts: str) -> str:
-    found = sorted(glob.glob(os.path.join(root, *parts)), key=os.path.getmtime)
-    if not found:
-        raise FileNotFoundError(f"nothing matches {os.path.join(root, *parts)}: is {root} a finished pipeline root?")
-    return found[-1]
+    return newest(os.path.join(root, *parts))
 
 
 def vocabularies(root: str) -> dict[str, bytes]:

@@ -55,7 +55,8 @@ def count_records(pattern: str) -> int:
     return int(sum(1 for _ in tf.data.TFRecordDataset(files)))
 
 
-def _newest(pattern: str) -> str:
+def newest(pattern: str) -> str:
+    """The newest path matching ``pattern`` (a component's latest output)."""
     found = sorted(glob.glob(pattern), key=os.path.getmtime)
     if not found:
         raise FileNotFoundError(f"nothing matches {pattern}: is this a finished pipeline root?")
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = load_spec_file(args.spec)[0] if args.spec else get_dataset_spec(args.dataset)
     data_root = os.path.join(args.pipeline_root, "data", spec.name)
     rows = {split: count_records(os.path.join(data_root, split, "*")) for split in ("train", "eval")}
-    pushed = run_outputs(os.path.join(args.pipeline_root, "metadata.sqlite")).get("pushed_model") or _newest(
+    pushed = run_outputs(os.path.join(args.pipeline_root, "metadata.sqlite")).get("pushed_model") or newest(
         os.path.join(args.pipeline_root, "Trainer", "model", "*", "Format-Serving"))
     per_million = {
         "transform": seconds["Transform"][1] / (rows["train"] + rows["eval"]) * 1e6,
