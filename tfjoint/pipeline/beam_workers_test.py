@@ -41,11 +41,13 @@ def test_two_beam_workers_write_the_vocabularies_and_statistics_of_one(tmp_path)
     assert _assets(two) == vocabularies  # every vocabulary file, byte for byte (order and counts)
     assert vocabulary_sizes(two, spec) == vocabulary_sizes(one, spec)
     assert oov_rates(two, spec) == oov_rates(one, spec) and 0 < oov_rates(one, spec)["user_id"] < 1
-    # The analysers' statistics (means, variances of the z-scores) too: the transformed eval split.
+    # The analysers' statistics (means, variances of the z-scores) too: the transformed eval
+    # split, ids exactly, z-scores up to float32 summation order (a measured 2.4e-7; a lost
+    # or doubled shard would move a mean by ~1e-2).
     files = [os.path.join(root, "eval", "data.tfrecord")]
-    (x1, y1), (x2, y2) = (materialize(transformed_dataset(o, files, spec, batch_size=1024)) for o in (one, two))
+    (x1, _), (x2, _) = (materialize(transformed_dataset(o, files, spec, batch_size=1024)) for o in (one, two))
     for key in x1:
-        np.testing.assert_allclose(x2[key], x1[key], rtol=1e-6, err_msg=key)
+        np.testing.assert_allclose(x2[key], x1[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_beam_workers_are_checked_before_any_work():
