@@ -172,9 +172,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 1. Received: {getattr(args, name)}")
     with open(args.log) as f:
         seconds = component_seconds(f.read())
-    missing = [c for c in ("Transform", "Evaluator") if c not in seconds]
-    if missing:
-        parser.error(f"--log {args.log} has no '[tfjoint] {missing[0]} done in' line: give a finished run's output")
+    if "Transform" not in seconds or "Trainer" not in seconds:
+        parser.error(f"--log {args.log} has no '[tfjoint] Transform/Trainer done in' line: give a run's output")
     from tfjoint.features import get_dataset_spec
     from tfjoint.features.spec_file import load_spec_file
     from tfjoint.pipeline.runners import run_outputs
@@ -186,13 +185,14 @@ def main(argv: list[str] | None = None) -> None:
         os.path.join(args.pipeline_root, "Trainer", "model", "*", "Format-Serving"))
     per_million = {
         "transform": seconds["Transform"][1] / (rows["train"] + rows["eval"]) * 1e6,
-        "evaluator": seconds["Evaluator"][1] / rows["eval"] * 1e6,
+        "evaluator": seconds["Evaluator"][1] / rows["eval"] * 1e6 if "Evaluator" in seconds else float("nan"),
         "training": train_cpu_per_example(args.pipeline_root, spec, args.train_examples, args.train_batch) * 1e6,
         "serving": serve_cpu_per_example(pushed, data_root, args.serve_examples, args.serve_batch) * 1e6,
     }
     sources = {
         "transform": f"Transform CPU {seconds['Transform'][1]} s / {rows['train'] + rows['eval']:,} rows",
-        "evaluator": f"Evaluator CPU {seconds['Evaluator'][1]} s / {rows['eval']:,} rows",
+        "evaluator": (f"Evaluator CPU {seconds['Evaluator'][1]} s / {rows['eval']:,} rows" if "Evaluator" in seconds
+                      else "not in the log (the run had not finished it)"),
         "training": f"fit, {args.train_examples:,} examples, batch {args.train_batch}",
         "serving": f"serving_default, {args.serve_examples:,} examples, batch {args.serve_batch}",
     }
