@@ -9,9 +9,10 @@
 Compares, between the two pipeline roots:
 
 - Transform's vocabularies (every asset file of the transform graph), byte for byte;
-- Transform's transformed examples, as a multiset of records (workers may write them in
-  another order and into other shards): ids equal, floats within 1e-5 (z-scores from means
-  and variances summed in another order differ in the last float32 bits; reported apart);
+- Transform's transformed examples, parsed (workers may write them in another order and
+  into other shards, and a serialized ``tf.Example`` does not fix its feature order): ids
+  equal, floats within 1e-5 (means and variances summed in another order may differ in the
+  last float32 bits), and bit-identity reported apart;
 - StatisticsGen's statistics (TFDV) of every split: every feature's counts, means, standard
   deviations, top values and histograms, as protos (the quantile histograms are approximate
   sketches: they are reported apart, since a different merge order may move a boundary);
