@@ -93,3 +93,15 @@ def test_beam_options_reach_every_beam_component_of_the_kubeflow_job(tmp_path):
     assert cli.main(argv) == 0
     text = output.read_text()
     assert "--runner=DataflowRunner" in text and "--region=europe-west1" in text
+
+
+def test_beam_workers_reach_the_kubeflow_job_and_refuse_another_runner(tmp_path, capsys):
+    output = tmp_path / "pipeline.json"
+    assert cli.main(["pipeline", "compile", "--output", str(output), "--beam-workers", "3"]) == 0
+    text = output.read_text()
+    assert "--direct_running_mode=multi_processing" in text and "--direct_num_workers=3" in text
+    code = cli.main(["pipeline", "compile", "--output", str(tmp_path / "x.json"), "--beam-workers", "3",
+                     "--beam-arg=--runner=DataflowRunner"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--beam-workers starts DirectRunner worker processes; with --runner=DataflowRunner" in err
+    assert not (tmp_path / "x.json").exists()

@@ -145,3 +145,39 @@ def test_hparams_cannot_replace_the_spec_that_travels_to_the_components():
 
     with pytest.raises(ValueError, match=r"--hparams may not set \['dataset_spec'\]"):
         check_hparams({"dataset_spec": {"name": "other"}})
+
+
+def test_a_vocabulary_budget_reaches_the_served_model_through_two_beam_workers(tmp_path, capsys):
+    """Issue 18: a spec file's vocabulary budget travels to Transform (top-k vocabulary, OOV
+    buckets), the Trainer (its OOV rate in the summary) and the served model (unseen ids hash
+    into the buckets, which the model tells apart), with every Beam component on two worker
+    processes (`--beam-workers 2`)."""
+    import tensorflow_transform as tft
+
+    from tfjoint.pipeline import runners
+
+    top_k, buckets = 20, 4  # shop.csv has 60 users
+    spec_file = tmp_path / "shop_budget.yaml"
+    spec_file.write_text((DATA / "shop.yaml").read_text()
+                         + f"vocabulary_budgets: {{user_id: {{top_k: {top_k}, num_oov_buckets: {buckets}}}}}\n")
+    summary = tmp_path / "run.json"
+    code = cli.main(["pipeline", "run", "--spec", str(spec_file), "--data", CSV, "--epochs", "1", "--batch-size", "64",
+                     "--beam-workers", "2", "--pipeline-root", str(tmp_path / "pipeline"),
+                     "--serving-dir", str(tmp_path / "serving"), "--score", "0", "--json", str(summary)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    outputs = runners.run_outputs(str(tmp_path / "pipeline" / "metadata.sqlite"))
+    assert len(tft.TFTransformOutput(outputs["transform_graph"]).vocabulary_by_name("user_id")) == top_k
+    trained = json.loads((pathlib.Path(outputs["model_run"]) / "training_summary.json").read_text())
+    assert 0 < trained["oov_rates"]["user_id"] < 1
+    eval_files = sorted(glob.glob(str(tmp_path / "pipeline" / "data" / "shop" / "eval" / "*")))
+    example = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(eval_files))).numpy())
+    unseen = []
+    for i in range(16):
+        example.features.feature["user_id"].bytes_list.value[:] = [f"never-seen-{i}".encode()]
+        unseen.append(example.SerializeToString())
+    signatures = tf.saved_model.load(json.loads(summary.read_text())["pushed_dir"]).signatures
+    ids = np.ravel(signatures["transform_features"](examples=tf.constant(unseen))["user_id"].numpy())
+    assert set(ids) <= set(range(top_k + 1, top_k + buckets + 1)) and len(set(ids)) > 1, ids
+    clicks = np.ravel(signatures["serving_default"](examples=tf.constant(unseen))["click"].numpy())
+    assert len(set(np.round(clicks, 6))) > 1, clicks  # one OOV row (no budget) would give one value

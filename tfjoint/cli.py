@@ -46,7 +46,10 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hparams", default="{}", help="JSON overrides of the Trainer's hyper-parameters")
     parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[], metavar="OPTION",
                         help="a Beam pipeline option for every Beam component (repeatable), "
-                        "e.g. --beam-arg=--direct_num_workers=2 or --beam-arg=--runner=DataflowRunner")
+                        "e.g. --beam-arg=--runner=DataflowRunner")
+    parser.add_argument("--beam-workers", type=int, metavar="N",
+                        help="Beam worker processes for ImportExampleGen, StatisticsGen, Transform and Evaluator "
+                        "(DirectRunner multi_processing; default: one, in memory; docs/scale.md)")
 
 
 def _hparams(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,6 +138,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
             data_root=args.data_root,
             hparams=hparams,
             beam_args=args.beam_args,
+            beam_workers=args.beam_workers,
             data=args.data,
             source=source,
             schema_file=args.schema,
@@ -230,6 +234,7 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
             image=args.image,
             hparams=hparams,
             beam_args=args.beam_args,
+            beam_workers=args.beam_workers,
             trainer_workers=args.trainer_workers,
             vertex_project=args.vertex_project,
             vertex_region=args.vertex_region,

@@ -16,6 +16,7 @@ by name. :func:`load_spec_file` reads a user's file: the dict's keys, plus an op
       - {name: purchase, type: binary, parent: click}
     sequence: {item_feature: item_id, behaviors: [view, cart, buy], max_len: 8}
     tokens: [{name: title, max_len: 6}]
+    vocabulary_budgets: {user_id: {top_k: 100000, num_oov_buckets: 1000}}   # optional
     source: {columns: {scenario: page, seq_items: history_items}, text: [title]}
 
 A bad spec fails in one line that names the file and the key, e.g.
@@ -37,6 +38,7 @@ from tfjoint.features.specs import (
     SequenceSpec,
     TaskSpec,
     TokenFeature,
+    VocabularyBudget,
 )
 
 RESERVED_KEYS = (SCENARIO_KEY, SEQUENCE_ITEMS_KEY, SEQUENCE_BEHAVIORS_KEY)
@@ -67,6 +69,7 @@ def spec_to_dict(spec: DatasetSpec) -> dict[str, Any]:
         "max_rmse": dict(spec.max_rmse),
         "max_log_loss": spec.max_log_loss,
         "calibration_bounds": None if spec.calibration_bounds is None else list(spec.calibration_bounds),
+        "vocabulary_budgets": {key: dataclasses.asdict(b) for key, b in spec.vocabulary_budgets.items()},
     }
 
 
@@ -177,6 +180,20 @@ def _thresholds(value: Any, where: str, tasks: tuple[TaskSpec, ...], kind: str) 
     return {str(k): float(v) for k, v in raw.items()}
 
 
+def _budgets(value: Any, where: str, ids: tuple[str, ...]) -> dict[str, VocabularyBudget]:
+    out = {}
+    for key, budget in _mapping(value, where).items():
+        if key not in ids:
+            raise _fail(f"{where}.{key}", f"is not a categorical or token feature; those are {list(ids)}")
+        fields = _mapping(budget, f"{where}.{key}")
+        unknown = sorted(set(fields) - {"top_k", "num_oov_buckets"})
+        if unknown or "top_k" not in fields:
+            raise _fail(f"{where}.{key}", f"takes top_k (required) and num_oov_buckets. Received: {fields!r}")
+        out[str(key)] = VocabularyBudget(**{k: _number(v, f"{where}.{key}.{k}", integer=True, minimum=1)
+                                            for k, v in fields.items()})
+    return out
+
+
 def spec_from_dict(config: Any, where: str = "spec") -> DatasetSpec:
     """The :class:`DatasetSpec` of ``config`` (as :func:`spec_to_dict` writes it); a
     :class:`SpecError` naming ``where`` and the offending key otherwise."""
@@ -223,6 +240,8 @@ def spec_from_dict(config: Any, where: str = "spec") -> DatasetSpec:
         max_rmse=_thresholds(config.get("max_rmse", {}), f"{where}: max_rmse", tasks, "regression"),
         max_log_loss=float(_number(config.get("max_log_loss", 1.0), f"{where}: max_log_loss", minimum=0)),
         calibration_bounds=bounds,
+        vocabulary_budgets=_budgets(config.get("vocabulary_budgets", {}), f"{where}: vocabulary_budgets",
+                                    categorical + tuple(t.name for t in tokens)),
     )
 
 

@@ -68,6 +68,10 @@ BAD = [
     (_with(tokens=[{"name": "title", "max_len": 0}]), r"tokens\[0\]\.max_len: must be >= 1"),
     (_with(min_auc={"price": 0.6}), r"min_auc\.price: is not a binary task; binary tasks are \['click', 'buy'\]"),
     (_with(calibration_bounds=[0.5]), r"calibration_bounds: must be \[low, high\] or null"),
+    (_with(vocabulary_budgets={"price": {"top_k": 5}}),
+     r"vocabulary_budgets\.price: is not a categorical or token feature; those are \['user_id', 'item_id'\]"),
+    (_with(vocabulary_budgets={"user_id": {"num_oov_buckets": 5}}), r"vocabulary_budgets\.user_id: takes top_k \(required\)"),
+    (_with(vocabulary_budgets={"user_id": {"top_k": 0}}), r"vocabulary_budgets\.user_id\.top_k: must be >= 1"),
 ]
 
 
@@ -76,6 +80,14 @@ def test_a_bad_spec_fails_in_one_line_naming_the_key(config, message):
     with pytest.raises(SpecError, match=message) as info:
         spec_from_dict(config)
     assert "\n" not in str(info.value)
+
+
+def test_a_vocabulary_budget_survives_the_dict_the_pipeline_passes_to_its_components():
+    from tfjoint.features import VocabularyBudget
+
+    spec = spec_from_dict(_with(vocabulary_budgets={"user_id": {"top_k": 40, "num_oov_buckets": 8}}))
+    assert spec.vocabulary_budgets == {"user_id": VocabularyBudget(top_k=40, num_oov_buckets=8)}
+    assert spec_from_dict(json.loads(json.dumps(spec_to_dict(spec)))) == spec
 
 
 def test_a_good_spec_builds_the_dataclasses():

@@ -22,6 +22,26 @@ from tfjoint.pipeline.pipeline import COMPONENT_IDS, create_pipeline
 LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
+def beam_worker_args(workers: int | None, beam_args: list[str] | None = None) -> list[str]:
+    """Beam options for ``workers`` local worker processes: the DirectRunner in
+    ``multi_processing`` mode (each worker a subprocess fed over the Fn API), or
+    :data:`LOCAL_BEAM_ARGS` (one worker, in memory) for 1 or ``None``. Another runner set in
+    ``beam_args`` has its own worker count (Dataflow: ``--max_num_workers``), so asking for
+    workers there is refused."""
+    if workers is None:
+        return list(LOCAL_BEAM_ARGS)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"--beam-workers must be an integer >= 1. Received: {workers!r}")
+    if workers == 1:
+        return list(LOCAL_BEAM_ARGS)
+    runners = [a for a in beam_args or [] if a.startswith("--runner=") and a != "--runner=DirectRunner"]
+    if runners:
+        raise ValueError(f"--beam-workers starts DirectRunner worker processes; with {runners[-1]} set that "
+                         f"runner's own worker count (Dataflow: --beam-arg=--max_num_workers={workers}). "
+                         f"Received: --beam-workers {workers}")
+    return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+
+
 @dataclasses.dataclass
 class LocalRun:
     """Where a local run left its results."""
@@ -255,6 +275,7 @@ def run_local(
     source: SourceSpec | None = None,
     schema_file: str | None = None,
     enable_cache: bool = False,
+    beam_workers: int | None = None,
 ) -> LocalRun:
     """Runs the whole pipeline locally and returns where its outputs are (those of this run,
     read from its ML Metadata: with ``enable_cache`` (TFX caching, see
@@ -267,12 +288,13 @@ def run_local(
     runs, :mod:`tfjoint.datasets.tabular`), or a built-in dataset written by tfjoint.
     ``schema_file`` overrides the schema generated from the spec (:func:`pipeline_schema`).
 
-    ``beam_args`` are Beam pipeline options for every Beam-based component, after (so they
-    override) :data:`LOCAL_BEAM_ARGS`, e.g. ``["--direct_num_workers=2",
-    "--direct_running_mode=multi_processing"]`` or a distributed runner's options.
+    ``beam_workers`` worker processes run every Beam-based component (ImportExampleGen,
+    StatisticsGen, Transform, Evaluator; :func:`beam_worker_args`); ``beam_args`` are Beam
+    pipeline options for them, after (so they override) those, e.g. a distributed runner's.
     """
     from tfx import v1 as tfx
 
+    beam_pipeline_args = [*beam_worker_args(beam_workers, beam_args), *(beam_args or [])]
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset_spec(dataset)
     pipeline_root = os.path.abspath(pipeline_root)
     if data is not None and data_root is not None:
@@ -303,7 +325,7 @@ def run_local(
                 model_name=model_name,
                 hparams=hparams,
                 metadata_path=metadata_path,
-                beam_pipeline_args=[*LOCAL_BEAM_ARGS, *(beam_args or [])],
+                beam_pipeline_args=beam_pipeline_args,
                 schema_file=schema_file,
                 enable_cache=enable_cache,
             )
@@ -353,6 +375,7 @@ def compile_kubeflow(
     image: str = DEFAULT_IMAGE,
     hparams: dict[str, Any] | None = None,
     beam_args: list[str] | None = None,
+    beam_workers: int | None = None,
     trainer_workers: int | None = None,
     vertex_project: str | None = None,
     vertex_region: str = "us-central1",
@@ -367,7 +390,9 @@ def compile_kubeflow(
     ``dataset`` is a built-in name or a :class:`DatasetSpec` (a user's spec file), which
     travels in the job's ``custom_config`` as the local run's does.
     With ``trainer_workers`` the Trainer runs as a Vertex AI job of that many workers
-    (:func:`~tfjoint.pipeline.pipeline.vertex_trainer_job`).
+    (:func:`~tfjoint.pipeline.pipeline.vertex_trainer_job`). With ``beam_workers`` each
+    Beam-based component runs that many DirectRunner worker processes in its pod
+    (:func:`beam_worker_args`); without it the job keeps Beam's defaults, or ``beam_args``.
     """
     from tfx import v1 as tfx
 
@@ -378,6 +403,8 @@ def compile_kubeflow(
     if schema_file is None and DATASETS.get(spec.name) != spec:
         raise ValueError(f"a job for the spec {spec.name!r} needs its schema where the job runs: --schema "
                          f"gs://.../{spec.name}.pbtxt (write it with `tfjoint schema --spec FILE`)")
+    if beam_workers is not None:
+        beam_args = [*beam_worker_args(beam_workers, beam_args), *(beam_args or [])]
     check_model(spec, model, hparams)
     trainer_job = (
         vertex_trainer_job(trainer_workers, vertex_project, vertex_region, image) if trainer_workers else None

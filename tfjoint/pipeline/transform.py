@@ -175,8 +175,10 @@ def serving_feature_spec(tf_transform_output: tft.TFTransformOutput, spec: Datas
     return out
 
 
-def fit_transform_graph(data_root: str, spec: DatasetSpec, output_dir: str) -> tft.TFTransformOutput:
-    """Analyzes ``data_root/train/*`` in-process (Beam DirectRunner) and writes the
+def fit_transform_graph(data_root: str, spec: DatasetSpec, output_dir: str,
+                        beam_args: list[str] | None = None) -> tft.TFTransformOutput:
+    """Analyzes ``data_root/train/*`` (Beam DirectRunner in-process, or the runner that
+    ``beam_args`` name, e.g. :func:`tfjoint.pipeline.runners.beam_worker_args`) and writes the
     transform graph to ``output_dir``: the Transform component's work, for notebooks and
     tests, with the same ``preprocessing_fn``."""
     import glob
@@ -185,6 +187,7 @@ def fit_transform_graph(data_root: str, spec: DatasetSpec, output_dir: str) -> t
 
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
+    from apache_beam.options.pipeline_options import PipelineOptions
     from tfx_bsl.public import tfxio
 
     from tfjoint.features.schema import build_schema
@@ -194,7 +197,8 @@ def fit_transform_graph(data_root: str, spec: DatasetSpec, output_dir: str) -> t
         raise FileNotFoundError(f"no training files under {data_root}/train")
     source = tfxio.TFExampleRecord(file_pattern=files, schema=build_schema(spec))
     with tempfile.TemporaryDirectory() as tmp:
-        with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False):
+        options = PipelineOptions(beam_args or [])
+        with beam.Pipeline(options=options) as pipeline, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False):
             raw = pipeline | "Read" >> source.BeamSource()
             transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeDataset(
                 lambda inputs: preprocess(inputs, spec)
