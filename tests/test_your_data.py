@@ -74,16 +74,26 @@ def test_the_spec_travels_to_transform_and_trainer_as_a_dict_not_a_name(tmp_path
 def test_a_csv_with_a_user_written_spec_trains_pushes_and_serves(tmp_path, capsys, _inputs_unchanged):
     """The worked example of docs/your_data.md: `tfjoint pipeline run --spec --data`, 1 epoch;
     the pushed model answers over gRPC as its signature does in-process; the user's files are
-    only read."""
+    only read. One run checks issue 18's route too (a second full pipeline run would cost CI
+    minutes): the spec gets a vocabulary budget and every Beam component runs on two worker
+    processes (`--beam-workers 2`); the budget must reach Transform (a top-k vocabulary), the
+    Trainer (its OOV rate) and the served model (unseen ids hash into distinct OOV buckets)."""
+    import tensorflow_transform as tft
+
+    from tfjoint.pipeline import runners
     from tfjoint.serving.client import ServingClient
     from tfjoint.serving.server import serve_in_background
 
     _inputs_unchanged.watch(DATA)
 
+    top_k, buckets = 20, 4  # shop.csv has 60 users
+    spec_file = tmp_path / "shop_budget.yaml"
+    spec_file.write_text((DATA / "shop.yaml").read_text()
+                         + f"vocabulary_budgets: {{user_id: {{top_k: {top_k}, num_oov_buckets: {buckets}}}}}\n")
     summary = tmp_path / "run.json"
-    code = cli.main(["pipeline", "run", "--spec", SPEC_FILE, "--data", CSV, "--epochs", "1", "--batch-size", "64",
-                     "--pipeline-root", str(tmp_path / "pipeline"), "--serving-dir", str(tmp_path / "serving"),
-                     "--score", "3", "--json", str(summary)])
+    code = cli.main(["pipeline", "run", "--spec", str(spec_file), "--data", CSV, "--epochs", "1", "--batch-size", "64",
+                     "--beam-workers", "2", "--pipeline-root", str(tmp_path / "pipeline"),
+                     "--serving-dir", str(tmp_path / "serving"), "--score", "3", "--json", str(summary)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "== shop / mmoe: Evaluator metrics" in out and "pushed SavedModel" in out
@@ -116,6 +126,22 @@ def test_a_csv_with_a_user_written_spec_trains_pushes_and_serves(tmp_path, capsy
     clicks = np.ravel(served["click"])
     assert np.all((clicks > 0) & (clicks < 1)) and np.ptp(clicks) > 0  # probabilities that depend on the row
 
+    # The vocabulary budget, end to end.
+    outputs = runners.run_outputs(str(tmp_path / "pipeline" / "metadata.sqlite"))
+    assert len(tft.TFTransformOutput(outputs["transform_graph"]).vocabulary_by_name("user_id")) == top_k
+    trained = json.loads((pathlib.Path(outputs["model_run"]) / "training_summary.json").read_text())
+    assert 0 < trained["oov_rates"]["user_id"] < 1
+    example = tf.train.Example.FromString(examples[0])
+    unseen = []
+    for i in range(16):
+        example.features.feature["user_id"].bytes_list.value[:] = [f"never-seen-{i}".encode()]
+        unseen.append(example.SerializeToString())
+    signatures = tf.saved_model.load(pushed).signatures
+    ids = np.ravel(signatures["transform_features"](examples=tf.constant(unseen))["user_id"].numpy())
+    assert set(ids) <= set(range(top_k + 1, top_k + buckets + 1)) and len(set(ids)) > 1, ids
+    clicks = np.ravel(signatures["serving_default"](examples=tf.constant(unseen))["click"].numpy())
+    assert len(set(np.round(clicks, 6))) > 1, clicks  # one OOV row (no budget) would give one value
+
 
 def test_the_schema_is_generated_from_the_spec_or_given_and_checked(tmp_path):
     from tfjoint.features import SYNTHETIC
@@ -145,39 +171,3 @@ def test_hparams_cannot_replace_the_spec_that_travels_to_the_components():
 
     with pytest.raises(ValueError, match=r"--hparams may not set \['dataset_spec'\]"):
         check_hparams({"dataset_spec": {"name": "other"}})
-
-
-def test_a_vocabulary_budget_reaches_the_served_model_through_two_beam_workers(tmp_path, capsys):
-    """Issue 18: a spec file's vocabulary budget travels to Transform (top-k vocabulary, OOV
-    buckets), the Trainer (its OOV rate in the summary) and the served model (unseen ids hash
-    into the buckets, which the model tells apart), with every Beam component on two worker
-    processes (`--beam-workers 2`)."""
-    import tensorflow_transform as tft
-
-    from tfjoint.pipeline import runners
-
-    top_k, buckets = 20, 4  # shop.csv has 60 users
-    spec_file = tmp_path / "shop_budget.yaml"
-    spec_file.write_text((DATA / "shop.yaml").read_text()
-                         + f"vocabulary_budgets: {{user_id: {{top_k: {top_k}, num_oov_buckets: {buckets}}}}}\n")
-    summary = tmp_path / "run.json"
-    code = cli.main(["pipeline", "run", "--spec", str(spec_file), "--data", CSV, "--epochs", "1", "--batch-size", "64",
-                     "--beam-workers", "2", "--pipeline-root", str(tmp_path / "pipeline"),
-                     "--serving-dir", str(tmp_path / "serving"), "--score", "0", "--json", str(summary)])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    outputs = runners.run_outputs(str(tmp_path / "pipeline" / "metadata.sqlite"))
-    assert len(tft.TFTransformOutput(outputs["transform_graph"]).vocabulary_by_name("user_id")) == top_k
-    trained = json.loads((pathlib.Path(outputs["model_run"]) / "training_summary.json").read_text())
-    assert 0 < trained["oov_rates"]["user_id"] < 1
-    eval_files = sorted(glob.glob(str(tmp_path / "pipeline" / "data" / "shop" / "eval" / "*")))
-    example = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(eval_files))).numpy())
-    unseen = []
-    for i in range(16):
-        example.features.feature["user_id"].bytes_list.value[:] = [f"never-seen-{i}".encode()]
-        unseen.append(example.SerializeToString())
-    signatures = tf.saved_model.load(json.loads(summary.read_text())["pushed_dir"]).signatures
-    ids = np.ravel(signatures["transform_features"](examples=tf.constant(unseen))["user_id"].numpy())
-    assert set(ids) <= set(range(top_k + 1, top_k + buckets + 1)) and len(set(ids)) > 1, ids
-    clicks = np.ravel(signatures["serving_default"](examples=tf.constant(unseen))["click"].numpy())
-    assert len(set(np.round(clicks, 6))) > 1, clicks  # one OOV row (no budget) would give one value
