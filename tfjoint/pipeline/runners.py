@@ -306,6 +306,7 @@ def run_local(
                 beam_pipeline_args=[*LOCAL_BEAM_ARGS, *(beam_args or [])],
                 schema_file=schema_file,
                 enable_cache=enable_cache,
+                local_import=True,
             )
         )
     outputs = run_outputs(metadata_path)
