@@ -75,3 +75,13 @@ def test_local_import_refuses_records_that_are_not_examples(tmp_path):
     _write(str(tmp_path / "bad"), [b"\xff\xff not an example"])
     with pytest.raises(DecodeError):
         copy_split([str(tmp_path / "bad")], str(tmp_path / "out.gz"))
+
+
+def test_only_a_local_pipeline_swaps_the_executor(tmp_path):
+    from tfjoint.pipeline.pipeline import create_pipeline
+
+    for local in (False, True):
+        pipeline = create_pipeline(pipeline_name="p", pipeline_root=str(tmp_path), data_root=str(tmp_path),
+                                   dataset="synthetic", model="mmoe", serving_dir=str(tmp_path), local_import=local)
+        (example_gen,) = [c for c in pipeline.components if c.id == "ImportExampleGen"]
+        assert (example_gen.executor_spec.executor_class is LocalImportExecutor) == local
