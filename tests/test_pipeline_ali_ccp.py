@@ -26,7 +26,7 @@ def test_ali_ccp_sample_pipeline(tmp_path, shared_data):
     # val + test samples: 100 rows, of which 9 clicked; three scenarios from field 301.
     assert set(table) == {"overall", *ALI_CCP_SAMPLE.scenarios}
     assert table["overall"]["click"]["example_count"] == 100
-    assert table["overall"]["purchase"]["weighted_example_count"] == 9
+    assert table["overall"]["purchase"]["example_count"] == 9
     assert sum(table[s]["click"]["example_count"] for s in ALI_CCP_SAMPLE.scenarios) == 100
     for task in ("click", "purchase"):
         for metric in ("auc", "binary_crossentropy", "calibration"):

@@ -30,10 +30,10 @@ def test_evaluator_reports_every_metric_per_scenario_and_task_and_blesses(synthe
     # The synthetic click signal is learnable (a logistic model reaches ~0.78 AUC).
     assert overall["click"]["auc"] > 0.7
     assert 0.7 < overall["click"]["calibration"] < 1.4
-    # conversion is judged only where click = 1: its weighted count is the number of clicks.
-    assert overall["conversion"]["weighted_example_count"] < overall["click"]["weighted_example_count"]
+    # conversion is judged only where click = 1: its (weighted) count is the number of clicks.
+    assert overall["conversion"]["example_count"] < overall["click"]["example_count"]
     clicks = overall["click"]["mean_label"] * overall["click"]["example_count"]
-    assert abs(overall["conversion"]["weighted_example_count"] - clicks) < 0.5
+    assert abs(overall["conversion"]["example_count"] - clicks) < 0.5
     assert evaluation.is_blessed(synthetic_run.evaluation_dir)
 
 

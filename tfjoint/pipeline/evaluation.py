@@ -5,7 +5,9 @@ loss (binary cross-entropy) and calibration for binary tasks; RMSE and MAE for r
 tasks; example counts for all. Metrics are computed overall and per scenario. A task is
 judged on the rows it is defined on (:meth:`tfjoint.features.TaskSpec.defined_rows`): its
 examples are weighted by the label ``task.row_weight_key`` (the parent's), so ``like`` is
-judged only where ``watch`` = 1.
+judged only where ``watch`` = 1, and its ``example_count`` is that weighted count (TFMA
+weights every metric of an output that has an example weight key, so a separate
+``WeightedExampleCount`` would only repeat it: one more per-example combiner, issue 17).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tfjoint.features import DatasetSpec
 
 BINARY_METRICS = ("AUC", "BinaryCrossEntropy", "Calibration", "MeanPrediction", "MeanLabel")
 REGRESSION_METRICS = ("RootMeanSquaredError", "MeanAbsoluteError")
-COMMON_METRICS = ("ExampleCount", "WeightedExampleCount")
+COMMON_METRICS = ("ExampleCount",)
 
 # TFMA's metric names for the classes above, as they appear in its output.
 METRIC_NAMES = {
@@ -31,7 +33,6 @@ METRIC_NAMES = {
     "RootMeanSquaredError": "root_mean_squared_error",
     "MeanAbsoluteError": "mean_absolute_error",
     "ExampleCount": "example_count",
-    "WeightedExampleCount": "weighted_example_count",
 }
 
 

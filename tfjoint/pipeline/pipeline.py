@@ -44,6 +44,7 @@ def create_pipeline(
     runtime_parameters: bool = False,
     trainer_job: dict[str, Any] | None = None,
     enable_cache: bool = False,
+    local_import: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Wires ImportExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, Transform,
     Trainer, Evaluator and Pusher for one dataset and one task architecture.
@@ -74,6 +75,9 @@ def create_pipeline(
         enable_cache: TFX caching: a component whose inputs and properties are unchanged
             reuses its last outputs. Off by default: the cache key names ``preprocessing_fn``
             and ``run_fn`` by import path, so an edit of tfjoint's code is not a change.
+        local_import: ImportExampleGen copies the records with TensorFlow's native I/O
+            (:class:`tfjoint.pipeline.local_import.LocalImportExecutor`) instead of Beam: the
+            local runner's choice; a compiled pipeline keeps Beam.
     """
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset_spec(dataset)
     served_name = model_name or spec.default_model_name
@@ -105,6 +109,12 @@ def create_pipeline(
             ]
         ),
     )
+    if local_import:
+        from tfx.dsl.components.base import executor_spec
+
+        from tfjoint.pipeline.local_import import LocalImportExecutor
+
+        example_gen.executor_spec = executor_spec.BeamExecutorSpec(LocalImportExecutor)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file or str(schema_path(spec)))
     example_validator = tfx.components.ExampleValidator(

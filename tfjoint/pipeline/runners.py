@@ -328,6 +328,7 @@ def run_local(
                 beam_pipeline_args=beam_pipeline_args,
                 schema_file=schema_file,
                 enable_cache=enable_cache,
+                local_import=True,
             )
         )
     outputs = run_outputs(metadata_path)
