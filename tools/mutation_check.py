@@ -50,6 +50,7 @@ _PN = "tfjoint/layers/multi_scenario/partitioned_normalization.py"
 _PN_TESTS = ("tfjoint/layers/multi_scenario/partitioned_normalization_test.py",)
 _ADI = "tfjoint/layers/multi_scenario/adaptive_domain_interest.py"
 _CML = "tfjoint/layers/multi_behavior/contrastive_meta_learning.py"
+_INFONCE = "tfjoint/layers/core/contrastive.py"
 _CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",)
 _MBSTR_BLOCKS = "tfjoint/layers/multi_behavior/multi_behavior_transformer.py"
 _SASREC = "tfjoint/layers/retrieval/self_attentive_sequential_recommendation.py"
@@ -372,7 +373,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "cml_no_temperature",
-        _CML,
+        _INFONCE,
         "logits = ops.matmul(a, ops.transpose(p)) / temperature",
         "logits = ops.matmul(a, ops.transpose(p))",
         _CML_TESTS,
@@ -556,7 +557,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "infonce_positive_off_diagonal",
-        _CML,
+        _INFONCE,
         "return ops.logsumexp(logits, axis=-1) - ops.diagonal(logits)",
         "return ops.logsumexp(logits, axis=-1) - ops.diagonal(ops.roll(logits, 1, axis=1))",
         (_ALIGN_TEST,),

@@ -17,6 +17,7 @@ from keras import ops
 
 from tfjoint.features.interactions import InteractionLog
 from tfjoint.layers.core.arguments import non_negative, positive, positive_int
+from tfjoint.layers.core.contrastive import info_nce
 from tfjoint.layers.multi_behavior.multi_behavior_graph_convolution_network import check_behavior_log
 from tfjoint.layers.retrieval.base import unique_pairs
 from tfjoint.layers.retrieval.light_graph_convolution_network import (
@@ -26,15 +27,6 @@ from tfjoint.layers.retrieval.light_graph_convolution_network import (
 )
 from tfjoint.layers.retrieval.two_tower import bpr_loss, l2_penalty
 from tfjoint.registry import register
-
-
-def info_nce(anchors: Any, positives: Any, temperature: float) -> Any:
-    """Per row ``u``: ``-log(exp(s(a_u, p_u)/τ) / Σ_v exp(s(a_u, p_v)/τ))`` with ``s`` the cosine
-    similarity and ``v`` over the rows (the other users of the batch are the negatives)."""
-    a = anchors / (ops.norm(anchors, axis=-1, keepdims=True) + 1e-12)
-    p = positives / (ops.norm(positives, axis=-1, keepdims=True) + 1e-12)
-    logits = ops.matmul(a, ops.transpose(p)) / temperature
-    return ops.logsumexp(logits, axis=-1) - ops.diagonal(logits)
 
 
 def mean_view(views: list[tuple[Any, Any]]) -> tuple[Any, Any]:

@@ -8,7 +8,7 @@ Two losses over row-aligned views ``a`` (online) and ``b`` (target) of the same 
   online representation) and ``sg`` the stop-gradient, so nothing flows into the target
   branch and no negative is needed. The predictor ``q`` is applied by the caller (or by
   :class:`ContrastiveAlignment`).
-- :func:`~tfjoint.layers.multi_behavior.contrastive_meta_learning.info_nce` (the one InfoNCE
+- :func:`~tfjoint.layers.core.contrastive.info_nce` (the one InfoNCE
   of the package, shared with CML; van den Oord et al., 2018, in-batch as SimCLR / CLIP):
   ``-log exp(s_nn / τ) / sum_m exp(s_nm / τ)`` per row with ``s_nm = cos(a_n, b_m)``: the
   other rows of the batch are the negatives, so the rows must be distinct nodes. Both
@@ -29,7 +29,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import positive, positive_int
-from tfjoint.layers.multi_behavior.contrastive_meta_learning import info_nce
+from tfjoint.layers.core.contrastive import info_nce
 
 ALIGNMENTS = ("bootstrap", "infonce")
 
