@@ -120,6 +120,7 @@ def freedom(log):
     return model
 
 
+@pytest.fixture(scope="module")
 def bm3(log):
     """BM3 fitted without the events of items 50..59: those are cold (scored by features only)."""
     from tfjoint.layers.multi_modal import BootstrapMultiModal
