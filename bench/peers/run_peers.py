@@ -146,7 +146,9 @@ def run_deepctr(out: str, model_name: str, rows: int) -> dict:
                     expert_dnn_hidden_units=(256, 128), tower_dnn_hidden_units=(64,), **common)
     else:
         model = ESMM(columns, tower_dnn_hidden_units=(256, 128, 64), **common)
-    model.compile(tf.keras.optimizers.Adam(LR), loss=["binary_crossentropy", "binary_crossentropy"])
+    import tf_keras  # DeepCTR is Keras 2 (TF_USE_LEGACY_KERAS=1 in the peers environment): its optimizer too
+
+    model.compile(tf_keras.optimizers.Adam(LR), loss=["binary_crossentropy", "binary_crossentropy"])
 
     def inputs(part, rows=None):
         rows = slice(None) if rows is None else slice(0, rows)
