@@ -81,20 +81,28 @@ def statistics(root: str) -> dict[str, object]:
             for d in sorted(glob.glob(os.path.join(base, "Split-*")))}
 
 
-def _without_quantiles(stats):
-    """A copy of ``stats`` without the approximate quantile histograms."""
+def canonical(stats, quantiles: bool = True):
+    """A copy of ``stats`` with every dataset's features in path order (workers may emit them
+    in another order), and without the approximate quantile histograms unless ``quantiles``."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     copy = statistics_pb2.DatasetFeatureStatisticsList()
     copy.CopyFrom(stats)
     for dataset in copy.datasets:
-        for feature in dataset.features:
-            for common in (feature.num_stats.common_stats, feature.string_stats.common_stats):
-                for name in ("num_values_histogram", "feature_list_length_histogram"):
-                    common.ClearField(name)
-            histograms = [h for h in feature.num_stats.histograms if h.type != h.QUANTILES]
-            del feature.num_stats.histograms[:]
-            feature.num_stats.histograms.extend(histograms)
+        features = sorted(dataset.features, key=lambda f: (tuple(f.path.step), f.name))
+        kept = []
+        for feature in features:
+            feature = type(feature).FromString(feature.SerializeToString())
+            if not quantiles:
+                for common in (feature.num_stats.common_stats, feature.string_stats.common_stats):
+                    for name in ("num_values_histogram", "feature_list_length_histogram"):
+                        common.ClearField(name)
+                histograms = [h for h in feature.num_stats.histograms if h.type != h.QUANTILES]
+                del feature.num_stats.histograms[:]
+                feature.num_stats.histograms.extend(histograms)
+            kept.append(feature)
+        del dataset.features[:]
+        dataset.features.extend(kept)
     return copy
 
 
@@ -105,10 +113,10 @@ def compare(root_a: str, root_b: str) -> dict[str, bool]:
     result["transformed examples (floats within 1e-5)"] = same_rows(rows_a, rows_b)
     result["transformed examples (bit-identical)"] = rows_a == rows_b
     stats_a, stats_b = statistics(root_a), statistics(root_b)
-    result["statistics (all but quantile sketches)"] = (
-        stats_a.keys() == stats_b.keys()
-        and all(_without_quantiles(stats_a[k]) == _without_quantiles(stats_b[k]) for k in stats_a))
-    result["statistics (with quantile sketches)"] = stats_a == stats_b
+    same_splits = stats_a.keys() == stats_b.keys()
+    for label, quantiles in (("all but quantile sketches", False), ("with quantile sketches", True)):
+        result[f"statistics ({label})"] = same_splits and all(
+            canonical(stats_a[k], quantiles) == canonical(stats_b[k], quantiles) for k in stats_a)
     return result
 
 
