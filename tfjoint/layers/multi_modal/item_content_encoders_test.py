@@ -115,3 +115,23 @@ def test_bm3_encoder_adds_its_loss_in_the_joint_model():
     assert len(model.losses) == 1 and float(model.losses[0]) > 0
     model(x, training=False)
     assert not model.losses
+
+
+def test_vbpr_encoder_gives_a_cold_item_its_content_representation_in_the_joint_model():
+    import keras
+
+    from tfjoint.features import MOVIELENS_100K
+    from tfjoint.joint import build_joint_model
+    from tfjoint.testing import fake_batch, fake_vocab_sizes
+
+    sizes = fake_vocab_sizes(MOVIELENS_100K)
+    model = build_joint_model(MOVIELENS_100K, sizes, modality_encoder="vbpr_encoder")
+    e_m = keras.Model(model.inputs, model.modality_encoder.output)
+    x, _ = fake_batch(MOVIELENS_100K)
+    item = MOVIELENS_100K.sequence.item_feature
+    cold = {**x, item: np.full_like(x[item], sizes[item] + 1)}  # the out-of-vocabulary id
+    warm_out, cold_out = np.asarray(e_m(x)), np.asarray(e_m(cold))
+    np.testing.assert_array_equal(cold_out, warm_out)  # E^M reads the content, not the id
+    assert np.abs(cold_out).max() > 0
+    moved = {k: v if not k.startswith(tuple(t.name for t in MOVIELENS_100K.tokens)) else v[::-1] for k, v in x.items()}
+    assert not np.allclose(np.asarray(e_m(moved)), warm_out)  # and the content changes it
