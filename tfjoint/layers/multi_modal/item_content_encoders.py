@@ -15,10 +15,13 @@ item id, so a cold item (out-of-vocabulary id) gets a representation from its co
   ``h_i^m = W_m f_i + b_m``, aligned with the item's id embedding by BM3's bootstrap loss
   (or InfoNCE) through ``add_loss``.
 
-Not built as ``E^M``: FREEDOM's item-item branch smooths an item's modality vector over the
-kNN graph of the *catalog's* modality vectors, but a modality encoder sees one row's
-embedding dict, not the catalog (the frozen ``item_vectors`` table lives in the embedding
-slot and would have to be handed over at build time). NOVA and MMMLP are sequence models:
+Not built as ``E^M``: FREEDOM's item-item branch, ``h_i = sum_j S_ij e_j`` over the frozen
+kNN graph ``S`` of the *catalog's* modality vectors, needs that catalog when it is built
+and the row's item id (to find its neighbours ``j``) when it is called, but a modality
+encoder is built from the modality names and called on one row's embedding dict, which
+holds neither the ids nor the catalog (the frozen ``item_vectors`` table lives in the
+embedding slot). It would need the builder to hand it ``item_vectors`` and the joint model
+to pass the item ids (a contract as ``NeedsEmbeddings``). NOVA and MMMLP are sequence models:
 their defining pieces (NOVA's attention with queries and keys from the history items'
 modality vectors, MMMLP's mixers over the id and modality sequences) read the modality
 vectors of every *history* position, so they would fit the ``sequence_encoder`` slot, once
