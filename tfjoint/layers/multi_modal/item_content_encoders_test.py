@@ -110,11 +110,16 @@ def test_bm3_encoder_adds_its_loss_in_the_joint_model():
     from tfjoint.testing import fake_batch, fake_vocab_sizes
 
     model = build_joint_model(MOVIELENS_100K, fake_vocab_sizes(MOVIELENS_100K), modality_encoder="bm3_encoder")
-    x, _ = fake_batch(MOVIELENS_100K)
+    x, y = fake_batch(MOVIELENS_100K)
     model(x, training=True)
     assert len(model.losses) == 1 and float(model.losses[0]) > 0
     model(x, training=False)
     assert not model.losses
+    # q reads nothing but the alignment loss: its gradient is non-zero only if the loss is in the objective
+    predictor = model.modality_encoder.alignment.predictor.kernel
+    with tf.GradientTape() as tape:
+        objective = model.compute_loss(x, y, model(x, training=True))
+    assert np.abs(tape.gradient(objective, predictor).numpy()).max() > 0
 
 
 def test_vbpr_encoder_gives_a_cold_item_its_content_representation_in_the_joint_model():
