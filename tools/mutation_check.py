@@ -62,6 +62,7 @@ _ALIGN_TEST = "tfjoint/layers/multi_modal/contrastive_alignment_test.py"
 _BM3_TEST = "tfjoint/layers/multi_modal/bootstrap_multi_modal_test.py"
 _MMMLP = "tfjoint/layers/multi_modal/multi_modal_multilayer_perceptron.py"
 _MMMLP_TEST = "tfjoint/layers/multi_modal/multi_modal_multilayer_perceptron_test.py"
+_MM_ENCODERS_TEST = "tfjoint/layers/multi_modal/item_content_encoders_test.py"
 _MBSTR_TESTS = ("tfjoint/layers/multi_behavior/multi_behavior_sequential_transformer_test.py",)
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -594,6 +595,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "self.fusion(ops.concatenate(outputs, axis=-1))",
         (f"{_MMMLP_TEST}::test_the_forward_pass_is_feature_mixers_per_modality_then_the_fusion_mixer",),
         "MMMLP Fusion Mixer: F = LN(W^F LN([X^(0); X^(1); ...]) + b^F) (inner LN dropped)",
+    ),
+    Mutation(
+        "vbpr_encoder_nonlinear",
+        "tfjoint/layers/multi_modal/item_content.py",
+        "return ops.matmul(features, projection)",
+        "return ops.tanh(ops.matmul(features, projection))",
+        (f"{_MM_ENCODERS_TEST}::test_vbpr_encoder_is_e_times_the_content_vector_without_bias",),
+        "VBPR's content term θ_i = E f_i, a linear map (as the joint model's vbpr_encoder; tanh added)",
+    ),
+    Mutation(
+        "bm3_encoder_views_swapped",
+        "tfjoint/layers/multi_modal/item_content_encoders.py",
+        'self.alignment({"online": view, "target": target}, training=training)',
+        'self.alignment({"online": target, "target": view}, training=training)',
+        (f"{_MM_ENCODERS_TEST}::test_bm3_alignment_loss_is_one_minus_cosine_to_a_stop_gradient_id_view",),
+        "bm3_encoder: L_align = 1 - cos(q(h_i^m), sg(h_i)), the id view the stop-gradient target (views swapped)",
     ),
 )
 

@@ -10,6 +10,14 @@ Fusion layers (slot ``modality_encoder``), each over the per-modality encodings 
 - :class:`AttentionFusion` (``attention_fusion``): per-item attention over the present
   modalities.
 
+Recommenders as modality encoders (slot ``modality_encoder``,
+:mod:`~tfjoint.layers.multi_modal.item_content_encoders`), ``E^M`` from the item's content
+alone, beside its id embedding:
+
+- :class:`VisualContentEncoder` (``vbpr_encoder``): VBPR's content term ``E f_i``.
+- :class:`BootstrapContentEncoder` (``bm3_encoder``): BM3's projected modality view, aligned
+  with the item's id embedding by BM3's bootstrap loss (or InfoNCE) as an auxiliary loss.
+
 Recommenders (slot ``retrieval_model``):
 
 - :class:`VisualBayesianPersonalizedRanking` (``vbpr``): BPR-MF plus a linear embedding of
@@ -32,6 +40,7 @@ from tfjoint.layers.multi_modal.contrastive_alignment import ContrastiveAlignmen
 from tfjoint.layers.multi_modal.early_fusion import EarlyFusion
 from tfjoint.layers.multi_modal.freezing_and_denoising_graphs import FreezingAndDenoisingGraphs
 from tfjoint.layers.multi_modal.gating_fusion import GatingFusion
+from tfjoint.layers.multi_modal.item_content_encoders import BootstrapContentEncoder, VisualContentEncoder
 from tfjoint.layers.multi_modal.late_fusion import LateFusion
 from tfjoint.layers.multi_modal.modality_fusion import ModalityFusion
 from tfjoint.layers.multi_modal.multi_modal_multilayer_perceptron import MultiModalMultilayerPerceptron
@@ -40,6 +49,7 @@ from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking import Visu
 
 __all__ = [
     "AttentionFusion",
+    "BootstrapContentEncoder",
     "BootstrapMultiModal",
     "ContrastiveAlignment",
     "EarlyFusion",
@@ -49,5 +59,6 @@ __all__ = [
     "ModalityFusion",
     "MultiModalMultilayerPerceptron",
     "NoninvasiveSelfAttention",
+    "VisualContentEncoder",
     "VisualBayesianPersonalizedRanking",
 ]

@@ -47,6 +47,13 @@ def check_item_features(features: Any, num_items: int, feature_dim: int | None) 
     return features
 
 
+def content_embedding(features: Any, projection: Any) -> Any:
+    """VBPR's item content term ``θ_i = E f_i``: ``features`` ``(..., F)`` times ``projection``
+    ``(F, D)`` (``E`` stored transposed), a linear map without bias, so an item without
+    content (``f_i = 0``) gets 0. Shared by VBPR's scores and its joint-model encoder."""
+    return ops.matmul(features, projection)
+
+
 def warm_flags(items: np.ndarray, num_items: int) -> np.ndarray:
     """``(num_items,)`` float32: 1 for the items of ``items`` (those with training rows)."""
     return np.isin(np.arange(num_items), np.unique(items)).astype(np.float32)

@@ -28,6 +28,13 @@ def masked_softmax(logits: Any, mask: Any) -> Any:
     return weights / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), 1e-12)
 
 
+def masked_mean(tokens: Any, mask: Any) -> Any:
+    """``(batch, d)`` float32: the mean of ``tokens`` ``(batch, T, d)`` over the positions with
+    ``mask`` ``(batch, T)`` = 1; a row with none gives zeros."""
+    tokens, mask = ops.cast(tokens, "float32"), ops.cast(mask, "float32")[..., None]
+    return ops.sum(tokens * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+
 class ModalityFusion(keras.layers.Layer):
     """Per-modality encoders ``f_i`` and the presence mask; subclasses fuse them.
 
@@ -54,13 +61,22 @@ class ModalityFusion(keras.layers.Layer):
 
     def encode(self, inputs: dict[str, Any]) -> list[Any]:
         """The per-modality encodings ``f_i``, each ``(batch, output_dim)``."""
-        encoded = []
-        for name in self.modalities:
-            tokens = ops.cast(inputs[f"tokens_{name}"], "float32")
-            mask = ops.cast(inputs[f"tokens_mask_{name}"], "float32")[..., None]
-            mean = ops.sum(tokens * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
-            encoded.append(self.encoders[name](ops.cast(mean, self.compute_dtype)))
-        return encoded
+        means = self.means(inputs)
+        return [self.encoders[name](ops.cast(mean, self.compute_dtype)) for name, mean in zip(self.modalities, means)]
+
+    def means(self, inputs: dict[str, Any]) -> list[Any]:
+        """Per modality, the masked mean of its token embeddings ``(batch, d_i)``, float32
+        (zeros for a row without the modality)."""
+        return [masked_mean(inputs[f"tokens_{name}"], inputs[f"tokens_mask_{name}"]) for name in self.modalities]
+
+    def content(self, inputs: dict[str, Any]) -> Any:
+        """``f_i = [mean_1; ...; mean_m]`` ``(batch, sum_i d_i)``, float32: the item's content
+        vector, the concatenated masked means (:meth:`means`), a missing modality's block 0."""
+        return ops.concatenate(self.means(inputs), axis=-1)
+
+    def content_width(self, input_shape: dict[str, Any]) -> int:
+        """The width of :meth:`content` for ``input_shape``."""
+        return sum(int(input_shape[f"tokens_{name}"][-1]) for name in self.modalities)
 
     def presence(self, inputs: dict[str, Any]) -> Any:
         """``(batch, num_modalities)`` float32: 1 where the row has a token of the modality."""

@@ -42,7 +42,9 @@ def test_masked_softmax_renormalizes_over_present_entries_and_zeros_empty_rows()
     np.testing.assert_array_equal(out[2], [0.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("name", ["early_fusion", "late_fusion", "attention_fusion", "gating_fusion"])
+@pytest.mark.parametrize(
+    "name", ["early_fusion", "late_fusion", "attention_fusion", "gating_fusion", "vbpr_encoder", "bm3_encoder"]
+)
 def test_modalities_are_validated(name):
     from tfjoint import catalog
 
@@ -64,12 +66,14 @@ def test_presence_is_one_where_a_row_has_a_token():
     np.testing.assert_array_equal(np.asarray(layer.presence(x)), PRESENT)
 
 
-@pytest.mark.parametrize("name", ["early_fusion", "late_fusion", "attention_fusion"])
+@pytest.mark.parametrize("name", ["early_fusion", "late_fusion", "attention_fusion", "vbpr_encoder", "bm3_encoder"])
 def test_as_the_joint_models_modality_encoder(name, tmp_path):
     from tfjoint.features import MOVIELENS_100K
     from tfjoint.testing import check_joint_model, fake_vocab_sizes
 
     run = check_joint_model(MOVIELENS_100K, fake_vocab_sizes(MOVIELENS_100K), tmp_path, modality_encoder=name)
     assert type(run.model.modality_encoder).__name__ == {
-        "early_fusion": "EarlyFusion", "late_fusion": "LateFusion", "attention_fusion": "AttentionFusion"
+        "early_fusion": "EarlyFusion", "late_fusion": "LateFusion", "attention_fusion": "AttentionFusion",
+        "vbpr_encoder": "VisualContentEncoder", "bm3_encoder": "BootstrapContentEncoder",
     }[name]
+    assert np.isfinite(run.history["loss"][-1])

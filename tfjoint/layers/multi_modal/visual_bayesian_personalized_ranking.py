@@ -16,6 +16,7 @@ from tfjoint.layers.multi_modal.item_content import (
     check_cold_start,
     check_item_features,
     cold_adjusted,
+    content_embedding,
     warm_flags,
 )
 from tfjoint.layers.retrieval.base import (
@@ -186,7 +187,7 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
         return (
             ops.take(self._item_bias(), items, axis=0)
             + ops.sum(ops.take(self.gamma_user, users, axis=0) * ops.take(self.gamma_item, items, axis=0), axis=-1)
-            + ops.sum(ops.take(self.theta_user, users, axis=0) * ops.matmul(f_i, self.projection), axis=-1)
+            + ops.sum(ops.take(self.theta_user, users, axis=0) * content_embedding(f_i, self.projection), axis=-1)
             + ops.matmul(f_i, ops.expand_dims(self.feature_bias, -1))[:, 0]
         )
 
@@ -211,7 +212,7 @@ class VisualBayesianPersonalizedRanking(Recommender, keras.Model):
         gamma, bias = self._cold_adjusted()
         visual_bias = ops.matmul(self.item_features, ops.expand_dims(self.feature_bias, -1))
         return ops.concatenate(
-            [gamma, ops.matmul(self.item_features, self.projection), bias[:, None] + visual_bias], axis=-1
+            [gamma, content_embedding(self.item_features, self.projection), bias[:, None] + visual_bias], axis=-1
         )
 
     def final_tables(self) -> tuple[Any, Any]:
