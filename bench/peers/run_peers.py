@@ -293,7 +293,7 @@ def table(results: list[dict]) -> str:
         return [r[key] for r in results if r["model"] == model and r["framework"] == framework]
 
     frameworks = [f for f in FRAMEWORKS if any(r["framework"] == f for r in results)]
-    pairs = [(ours, theirs) for ours in OURS for theirs in ("deepctr", "rechub") if ours in frameworks]
+    pairs = [(ours, theirs) for ours in OURS for theirs in ("deepctr", "rechub") if {ours, theirs} <= set(frameworks)]
     names = {"deepctr": "DeepCTR", "rechub": "rechub"}
     lines = ["| model | " + " | ".join(frameworks + [f"{OURS[a]} / {names[b]}" for a, b in pairs]) + " |",
              "|---" * (len(frameworks) + len(pairs) + 1) + "|"]

@@ -1,6 +1,6 @@
 """Where a peer-shaped training step spends its time (issue 17), by subtraction.
 
-``PYTHONPATH=. python bench/peers/step_breakdown.py esmm float32,mixed_bfloat16 7``:
+``PYTHONPATH=. python bench/peers/step_breakdown.py esmm float32,mixed_bfloat16 7 [keras_fit,keras_step]``:
 builds ``tfjoint bench train``'s peer model (raw numerics, no scenario field, BatchNorm,
 LazyAdam) once per precision on 8 batches of its workload, then times, the parts taking
 turns within each repeat (interleaved), each as its own traced function over the same
@@ -38,6 +38,7 @@ from tfjoint.joint import LazyAdam  # noqa: E402
 arch = sys.argv[1]
 precisions = sys.argv[2].split(",")
 repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+chosen = sys.argv[4].split(",") if len(sys.argv) > 4 else None  # a subset of the parts, for an A/B
 STEPS = 8
 w = bench.Workload(rows=STEPS * 2048)
 x, y = bench.synthetic_data(w)
@@ -99,6 +100,8 @@ for precision in precisions:
     model.compile(optimizer=LazyAdam(1e-3))
     model.fit(bench.input_pipeline(x, y, 2048).take(2), verbose=0)
     for name, fn in parts(model).items():
+        if chosen and name not in chosen:
+            continue
         fn(*batches[0])  # trace
         functions[(precision, name)] = fn
 
@@ -116,6 +119,13 @@ for precision in precisions:
     print(f"{arch} {precision}: median ms/step over {repeats} interleaved repeats of {STEPS} steps")
     for name, value in med.items():
         print(f"  {name:13s} {value:7.1f}  (min {min(times[(precision, name)]):6.1f})", flush=True)
+    if chosen:
+        first, *others = chosen
+        for other in others:
+            ratios = [a / b for a, b in zip(times[(precision, first)], times[(precision, other)])]
+            print(f"  {first} / {other} per repeat: " + " ".join(f"{r:.2f}" for r in ratios)
+                  + f"; median {np.median(ratios):.2f}", flush=True)
+        continue
     print(f"  -> fit's loop {med['keras_fit'] - med['keras_step']:6.1f}, AUCs and metric results {med['keras_step'] - med['no_aucs']:6.1f}, optimizer "
           f"{med['no_aucs'] - med['gradients']:6.1f}, backward {med['gradients'] - med['forward_loss']:6.1f}, "
           f"loss {med['forward_loss'] - med['forward']:6.1f}, forward {med['forward']:6.1f} "

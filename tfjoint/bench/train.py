@@ -299,13 +299,13 @@ def format_report(report: dict[str, Any]) -> str:
             f"{r['ms_per_step']:.1f} | {r['train_gflop_per_example'] * 1e3:.2f}e-3 | {r['achieved_gflops']:.1f} | "
             f"{r['fraction_of_matmul_rate']:.0%} |"
         )
-    lines += ["", "speed-up over the default float32 model with Adam (best repeat):"]
     speeds = {(r["architecture"], r["variant"], r["optimizer"], r.get("precision", "float32")):
               r["examples_per_second"] for r in report["results"]}
-    for (architecture, variant, optimizer, precision), speed in speeds.items():
-        base = speeds.get((architecture, "default", "adam", "float32"))
-        if base and (variant, optimizer, precision) != ("default", "adam", "float32"):
-            lines.append(f"- {architecture} {variant} {optimizer} {precision}: {max(speed) / max(base):.2f}x")
+    speedups = [f"- {a} {v} {o} {p}: {max(speed) / max(speeds[(a, 'default', 'adam', 'float32')]):.2f}x"
+                for (a, v, o, p), speed in speeds.items()
+                if (a, "default", "adam", "float32") in speeds and (v, o, p) != ("default", "adam", "float32")]
+    if speedups:
+        lines += ["", "speed-up over the default float32 model with Adam (best repeat):", *speedups]
     # Each repeat's mixed-precision epoch ran next to its float32 one: one ratio per repeat.
     mixed = [(key, [m / f for m, f in zip(speed, speeds[(*key[:3], "float32")])])
              for key, speed in speeds.items() if key[3] != "float32" and (*key[:3], "float32") in speeds]
