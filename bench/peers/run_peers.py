@@ -229,7 +229,7 @@ def run_rechub(out: str, model_name: str, rows: int) -> dict:
 
     model.train()
     for i in range(WARMUP):
-        step(i)
+        step(i % steps)  # a short --rows may have fewer batches than warm-up steps
     start = time.perf_counter()
     for i in range(steps):
         step(i)
