@@ -14,6 +14,8 @@ embedding dim 16, after 3 warm-up steps (graph tracing) that are not timed. AUCs
 the held-out rows: click, and conversion over the entire space (label click x conversion,
 score p(click) x p(conversion | click), or the model's own ``pCTCVR`` output).
 
+``tfjoint-peer-bf16`` is ``tfjoint-peer`` built with ``precision="mixed_bfloat16"``.
+
 Usage (see docs/training_speed.md)::
 
     python bench/peers/run_peers.py --out /tmp/peers \\
@@ -31,7 +33,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = ("mmoe", "ple", "esmm")
-FRAMEWORKS = ("tfjoint-peer", "tfjoint-default", "deepctr", "rechub")
+FRAMEWORKS = ("tfjoint-peer", "tfjoint-peer-bf16", "tfjoint-default", "deepctr", "rechub")
+OURS = {"tfjoint-peer": "peer", "tfjoint-peer-bf16": "peer-bf16", "tfjoint-default": "default"}
 BATCH, LR, DIM, WARMUP, THREADS = 2048, 1e-3, 16, 3, 2
 TRAIN_ROWS, TEST_ROWS = 200_000, 50_000
 
@@ -81,7 +84,8 @@ def aucs(test, click, ctcvr) -> dict[str, float]:
 # --------------------------------------------------------------------------- workers
 
 
-def run_tfjoint(out: str, model_name: str, variant: str, optimizer: str, extra: dict, rows: int) -> dict:
+def run_tfjoint(out: str, model_name: str, variant: str, optimizer: str, extra: dict, rows: int,
+                precision: str = "float32") -> dict:
     import numpy as np
     import tensorflow as tf
 
@@ -108,7 +112,7 @@ def run_tfjoint(out: str, model_name: str, variant: str, optimizer: str, extra: 
     variants = dict(bench.VARIANTS)
     variants["peer"] = {**variants["peer"], **extra}
     bench.VARIANTS.update(variants)
-    model = bench.build_model(model_name, variant, workload)
+    model = bench.build_model(model_name, variant, workload, precision)
     adam = LazyAdam if optimizer == "lazy_adam" else keras.optimizers.Adam
     model.compile(optimizer=adam(LR))
     dataset = bench.input_pipeline(x, y, BATCH)
@@ -120,7 +124,7 @@ def run_tfjoint(out: str, model_name: str, variant: str, optimizer: str, extra: 
     click = np.ravel(pred["click"])
     ctcvr = np.ravel(pred["conversion_joint"]) if "conversion_joint" in pred else click * np.ravel(pred["conversion"])
     return {"seconds": seconds, "examples": steps * BATCH, "params": int(model.count_params()),
-            **aucs(test, click, ctcvr), "version": f"tf {tf.__version__}, keras {keras.__version__}"}
+            **aucs(test, click, ctcvr), "version": f"tf {tf.__version__}, keras {keras.__version__}, {precision}"}
 
 
 def run_deepctr(out: str, model_name: str, rows: int) -> dict:
@@ -225,7 +229,7 @@ def run_rechub(out: str, model_name: str, rows: int) -> dict:
 
     model.train()
     for i in range(WARMUP):
-        step(i)
+        step(i % steps)  # a short --rows may have fewer batches than warm-up steps
     start = time.perf_counter()
     for i in range(steps):
         step(i)
@@ -241,6 +245,8 @@ def worker(args: argparse.Namespace) -> None:
     extra = json.loads(args.extra)
     if args.framework == "tfjoint-peer":
         result = run_tfjoint(args.out, args.model, "peer", args.optimizer, extra, args.rows)
+    elif args.framework == "tfjoint-peer-bf16":
+        result = run_tfjoint(args.out, args.model, "peer", args.optimizer, extra, args.rows, "mixed_bfloat16")
     elif args.framework == "tfjoint-default":
         result = run_tfjoint(args.out, args.model, "default", "adam", {}, args.rows)
     elif args.framework == "deepctr":
@@ -287,16 +293,17 @@ def table(results: list[dict]) -> str:
         return [r[key] for r in results if r["model"] == model and r["framework"] == framework]
 
     frameworks = [f for f in FRAMEWORKS if any(r["framework"] == f for r in results)]
-    lines = ["| model | " + " | ".join(frameworks) + " | peer / DeepCTR | peer / rechub | default / DeepCTR "
-             "| default / rechub |", "|---" * (len(frameworks) + 5) + "|"]
+    pairs = [(ours, theirs) for ours in OURS for theirs in ("deepctr", "rechub") if {ours, theirs} <= set(frameworks)]
+    names = {"deepctr": "DeepCTR", "rechub": "rechub"}
+    lines = ["| model | " + " | ".join(frameworks + [f"{OURS[a]} / {names[b]}" for a, b in pairs]) + " |",
+             "|---" * (len(frameworks) + len(pairs) + 1) + "|"]
     for model in MODELS:
         if not any(r["model"] == model for r in results):
             continue
         row = [" / ".join(f"{v:,.0f}" for v in cell(model, f)) for f in frameworks]
-        for ours in ("tfjoint-peer", "tfjoint-default"):
-            for theirs in ("deepctr", "rechub"):
-                pairs = zip(cell(model, ours), cell(model, theirs))
-                row.append(" / ".join(f"{a / b:.2f}" for a, b in pairs) or "-")
+        for ours, theirs in pairs:
+            ratios = zip(cell(model, ours), cell(model, theirs))
+            row.append(" / ".join(f"{a / b:.2f}" for a, b in ratios) or "-")
         lines.append(f"| {model} | " + " | ".join(row) + " |")
     lines += ["", "| model | " + " | ".join(f"{f} click / ctcvr AUC" for f in frameworks) + " |",
               "|---" * (len(frameworks) + 1) + "|"]

@@ -14,7 +14,7 @@
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]
     tfjoint bench serve [--model-base-path DIR] [--clients 4] [--seconds 5] [--max-requests 2000]
     tfjoint bench train [--rows 50000] [--repeats 1] [--architectures mmoe ple esmm]
-        [--variants default peer] [--optimizers adam lazy_adam] [--json FILE]
+        [--variants default peer] [--optimizers adam lazy_adam] [--precisions float32 mixed_bfloat16] [--json FILE]
     tfjoint bench serve-faults [--clients 4] [--rest-clients 2] [--requests-per-step 200] [--json FILE]
 """
 
@@ -190,7 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     workload = Workload(rows=args.rows, batch_size=args.batch_size, repeats=args.repeats,
                         min_vocab=args.min_vocab, max_vocab=args.max_vocab)
-    report = run_train_bench(workload, args.architectures, args.variants, args.optimizers, verbose=True)
+    report = run_train_bench(workload, args.architectures, args.variants, args.optimizers, verbose=True,
+                             precisions=args.precisions)
     print(format_report(report))
     _write_json(args.json, report)
     return 0
@@ -384,7 +385,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "train",
         help="training examples/s of MMoE, PLE and ESMM on an AliExpress-shaped workload, with FLOPs and matmul peak",
         description="Trains MMoE, PLE and ESMM, each as build_joint_model's default and as the peer-shaped "
-        "model (raw numerics, no scenario field, BatchNorm), with Adam and with row-wise LazyAdam, interleaved, "
+        "model (raw numerics, no scenario field, BatchNorm), with Adam and with row-wise LazyAdam (and, with "
+        "--precisions, under a mixed-precision policy), interleaved, "
         "on a synthetic AliExpress-shaped workload; prints examples/s, FLOPs per example, the fp32 matmul rate "
         "measured in the same run and the fraction of it reached, and the input pipeline alone. The default "
         "run takes 2 to 3 minutes on 2 idle CPU cores.",
@@ -398,6 +400,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     speed.add_argument("--architectures", nargs="+", default=list(train.ARCHITECTURES), choices=list(train.ARCHITECTURES))
     speed.add_argument("--variants", nargs="+", default=list(train.VARIANTS), choices=list(train.VARIANTS))
     speed.add_argument("--optimizers", nargs="+", default=list(train.OPTIMIZERS), choices=list(train.OPTIMIZERS))
+    speed.add_argument("--precisions", "--precision", nargs="+", default=["float32"], choices=list(train.PRECISIONS),
+                       help="dtype policies each model is built with (default: float32); e.g. float32 mixed_bfloat16")
     speed.add_argument("--json", help="also write the results to this JSON file")
     speed.set_defaults(func=cmd_train)
 

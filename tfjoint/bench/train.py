@@ -13,12 +13,14 @@ experts [256, 128], towers [64]) and ESMM (towers [256, 128, 64]), each as
   (``numeric="raw"``), no scenario field, BatchNorm in every MLP layer;
 
 and each trained with Keras's Adam and with :class:`~tfjoint.joint.optimizers.LazyAdam`
-(row-wise embedding updates). Every configuration is built and warmed up first (its
+(row-wise embedding updates), in float32 and, with ``precisions``, under a mixed-precision
+policy (:mod:`tfjoint.joint.precision`). Every configuration is built and warmed up first (its
 training step traced), then timed over one epoch per repeat, the configurations taking
 turns within each repeat (interleaved), so a slower or busier minute hits them alike.
 
-Beside training examples per second, it reports the fp32 matmul rate measured in the same
-process (:func:`matmul_rate`, before and after the training, the better of the two), each model's dense-matmul FLOPs per training example
+Beside training examples per second, it reports the matmul rate measured in the same
+process (:func:`matmul_rate`, before and after the training, the better of the two; fp32, and
+bf16 or fp16 for a mixed-precision configuration), each model's dense-matmul FLOPs per training example
 (:func:`training_flops_per_example`) and so the fraction of that rate reached, and the
 input pipeline alone (one epoch of the same ``tf.data`` pipeline, no model).
 """
@@ -37,6 +39,7 @@ import tensorflow as tf
 from tfjoint import features
 from tfjoint.features import ALIEXPRESS_SAMPLE
 from tfjoint.joint import JointModel, LazyAdam, build_joint_model
+from tfjoint.joint.precision import PRECISIONS, check_precision
 
 SPEC = ALIEXPRESS_SAMPLE
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -114,14 +117,16 @@ def input_pipeline(x: dict[str, np.ndarray], y: dict[str, np.ndarray], batch_siz
     return tf.data.Dataset.range(steps).map(batch).prefetch(tf.data.AUTOTUNE)
 
 
-def build_model(architecture: str, variant: str, workload: Workload) -> JointModel:
-    """The ``variant`` (``default`` or ``peer``) of ``architecture`` with the workload's sizes."""
+def build_model(architecture: str, variant: str, workload: Workload, precision: str | None = None) -> JointModel:
+    """The ``variant`` (``default`` or ``peer``) of ``architecture`` with the workload's sizes,
+    built with the dtype policy ``precision`` (``None``: Keras's global one)."""
     return build_joint_model(
         SPEC,
         workload.vocab_sizes(),
         task_architecture=architecture,
         embedding_dim=workload.embedding_dim,
         component_kwargs={"task_architecture": ARCHITECTURES[architecture]},
+        precision=precision,
         **VARIANTS[variant],
     )
 
@@ -146,11 +151,11 @@ def training_flops_per_example(model: keras.Model) -> int:
     return 3 * forward_flops_per_example(model)
 
 
-def matmul_rate(size: int = 1024, repeats: int = 5) -> float:
-    """fp32 matmul GFLOP/s of this process: the best of ``repeats`` timings of 10 chained
-    ``size`` x ``size`` products in one traced function."""
-    a = tf.random.normal((size, size), seed=1)
-    b = tf.random.normal((size, size), seed=2) / size**0.5
+def matmul_rate(size: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:
+    """Matmul GFLOP/s of this process in ``dtype``: the best of ``repeats`` timings of 10
+    chained ``size`` x ``size`` products in one traced function."""
+    a = tf.cast(tf.random.normal((size, size), seed=1), dtype)
+    b = tf.cast(tf.random.normal((size, size), seed=2) / size**0.5, dtype)
 
     @tf.function
     def chain(x: Any) -> Any:
@@ -175,22 +180,29 @@ def pipeline_seconds(dataset: tf.data.Dataset) -> float:
     return time.perf_counter() - start
 
 
+def _compute_dtype(precision: str) -> str:
+    return precision.removeprefix("mixed_")
+
+
 def run_train_bench(
     workload: Workload = Workload(),
     architectures: Sequence[str] = tuple(ARCHITECTURES),
     variants: Sequence[str] = tuple(VARIANTS),
     optimizers: Sequence[str] = OPTIMIZERS,
     verbose: bool = False,
+    precisions: Sequence[str] = ("float32",),
 ) -> dict[str, Any]:
     """Runs the bench; returns ``{"workload", "matmul_gflops", "pipeline", "results"}`` with
-    one result per (architecture, variant, optimizer): examples/s per repeat, ms per step,
-    training GFLOP per example, achieved GFLOP/s and the fraction of ``matmul_gflops``."""
+    one result per (architecture, variant, optimizer, precision): examples/s per repeat, ms
+    per step, training GFLOP per example, achieved GFLOP/s and the fraction of the matmul
+    rate of its compute dtype (``matmul_gflops_by_dtype``; ``matmul_gflops`` is fp32's)."""
     for name, chosen, known in [("architectures", architectures, ARCHITECTURES), ("variants", variants, VARIANTS),
-                                ("optimizers", optimizers, OPTIMIZERS)]:
+                                ("optimizers", optimizers, OPTIMIZERS), ("precisions", precisions, PRECISIONS)]:
         unknown = [c for c in chosen if c not in known]
         if unknown or not chosen:
             raise ValueError(f"{name} must be among {list(known)}. Received: {list(chosen)}")
-    rates = [matmul_rate()]
+    dtypes = sorted({"float32", *(_compute_dtype(p) for p in precisions)})
+    rates = {d: [matmul_rate(dtype=d)] for d in dtypes}
     x, y = synthetic_data(workload)
     dataset = input_pipeline(x, y, workload.batch_size)
     steps = workload.rows // workload.batch_size
@@ -201,17 +213,18 @@ def run_train_bench(
     for architecture in architectures:
         for variant in variants:
             for optimizer in optimizers:
-                keras.utils.set_random_seed(workload.seed)
-                model = build_model(architecture, variant, workload)
-                adam = LazyAdam if optimizer == "lazy_adam" else keras.optimizers.Adam
-                model.compile(optimizer=adam(workload.learning_rate))
-                start = time.perf_counter()
-                model.fit(dataset.take(workload.warmup_steps), epochs=1, verbose=0)
-                if verbose:
-                    print(f"built and warmed up {architecture}/{variant}/{optimizer} "
-                          f"in {time.perf_counter() - start:.1f}s", flush=True)
-                runs.append({"architecture": architecture, "variant": variant, "optimizer": optimizer,
-                             "model": model, "seconds": [], "history": {}})
+                for precision in precisions:
+                    keras.utils.set_random_seed(workload.seed)
+                    model = build_model(architecture, variant, workload, check_precision(precision))
+                    adam = LazyAdam if optimizer == "lazy_adam" else keras.optimizers.Adam
+                    model.compile(optimizer=adam(workload.learning_rate))
+                    start = time.perf_counter()
+                    model.fit(dataset.take(workload.warmup_steps), epochs=1, verbose=0)
+                    if verbose:
+                        print(f"built and warmed up {architecture}/{variant}/{optimizer}/{precision} "
+                              f"in {time.perf_counter() - start:.1f}s", flush=True)
+                    runs.append({"architecture": architecture, "variant": variant, "optimizer": optimizer,
+                                 "precision": precision, "model": model, "seconds": [], "history": {}})
     pipeline = [pipeline_seconds(dataset)]
     for repeat in range(workload.repeats):
         for run in runs:
@@ -220,11 +233,12 @@ def run_train_bench(
             run["seconds"].append(time.perf_counter() - start)
             run["history"] = {k: float(v[-1]) for k, v in history.items() if k.endswith(("_auc", "loss"))}
             if verbose:
-                print(f"repeat {repeat + 1}: {run['architecture']}/{run['variant']}/{run['optimizer']} "
+                print(f"repeat {repeat + 1}: {run['architecture']}/{run['variant']}/{run['optimizer']}/{run['precision']} "
                       f"{examples / run['seconds'][-1]:,.0f} examples/s", flush=True)
         pipeline.append(pipeline_seconds(dataset))
-    rates.append(matmul_rate())
-    rate = max(rates)  # the best of before and after: a busy machine only lowers it
+    for d in dtypes:
+        rates[d].append(matmul_rate(dtype=d))
+    rate = {d: max(r) for d, r in rates.items()}  # the best of before and after: a busy machine only lowers it
     results = []
     for run in runs:
         flops = training_flops_per_example(run["model"])
@@ -232,20 +246,22 @@ def run_train_bench(
         achieved = examples / best * flops / 1e9
         results.append({
             "architecture": run["architecture"], "variant": run["variant"], "optimizer": run["optimizer"],
+            "precision": run["precision"],
             "examples_per_second": [examples / s for s in run["seconds"]],
             "ms_per_step": 1000 * best / steps,
             "input_width": _input_width(run["model"]),
             "params": int(run["model"].count_params()),
             "train_gflop_per_example": flops / 1e9,
             "achieved_gflops": achieved,
-            "fraction_of_matmul_rate": achieved / rate,
+            "fraction_of_matmul_rate": achieved / rate[_compute_dtype(run["precision"])],
             "train_metrics": run["history"],
         })
     return {
         "workload": dataclasses.asdict(workload),
         "steps_per_epoch": steps,
-        "matmul_gflops": rate,
-        "matmul_gflops_before_after": rates,
+        "matmul_gflops": rate["float32"],
+        "matmul_gflops_before_after": rates["float32"],
+        "matmul_gflops_by_dtype": rate,
         "pipeline": {"ms_per_batch": 1000 * min(pipeline) / steps,
                      "examples_per_second": examples / min(pipeline)},
         "results": results,
@@ -265,25 +281,36 @@ def format_report(report: dict[str, Any]) -> str:
         f"workload: {w['rows']:,} rows, batch {w['batch_size']}, Adam {w['learning_rate']:g}, dim "
         f"{w['embedding_dim']}, vocabularies {w['min_vocab']:,}-{w['max_vocab']:,}, {w['repeats']} repeat(s), "
         f"{report['steps_per_epoch']} steps per epoch",
-        f"fp32 matmul rate (this process): {report['matmul_gflops']:.1f} GFLOP/s",
+        "matmul rate (this process): " + ", ".join(
+            f"{d} {g:.1f} GFLOP/s" for d, g in report.get("matmul_gflops_by_dtype", {"float32": report["matmul_gflops"]}).items()
+        ),
         f"input pipeline alone: {report['pipeline']['ms_per_batch']:.1f} ms per batch "
         f"({report['pipeline']['examples_per_second']:,.0f} examples/s)",
         "",
-        "| model | variant | optimizer | input width | examples/s | ms/step | train GFLOP/example "
+        "| model | variant | optimizer | precision | input width | examples/s | ms/step | train GFLOP/example "
         "| GFLOP/s | of matmul rate |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         speeds = " / ".join(f"{s:,.0f}" for s in r["examples_per_second"])
         lines.append(
-            f"| {r['architecture']} | {r['variant']} | {r['optimizer']} | {r['input_width']} | {speeds} | "
+            f"| {r['architecture']} | {r['variant']} | {r['optimizer']} | {r.get('precision', 'float32')} | "
+            f"{r['input_width']} | {speeds} | "
             f"{r['ms_per_step']:.1f} | {r['train_gflop_per_example'] * 1e3:.2f}e-3 | {r['achieved_gflops']:.1f} | "
             f"{r['fraction_of_matmul_rate']:.0%} |"
         )
-    lines += ["", "speed-up over the default model with Adam (best repeat):"]
-    best = {(r["architecture"], r["variant"], r["optimizer"]): max(r["examples_per_second"]) for r in report["results"]}
-    for (architecture, variant, optimizer), speed in best.items():
-        base = best.get((architecture, "default", "adam"))
-        if base and (variant, optimizer) != ("default", "adam"):
-            lines.append(f"- {architecture} {variant} {optimizer}: {speed / base:.2f}x")
+    speeds = {(r["architecture"], r["variant"], r["optimizer"], r.get("precision", "float32")):
+              r["examples_per_second"] for r in report["results"]}
+    speedups = [f"- {a} {v} {o} {p}: {max(speed) / max(speeds[(a, 'default', 'adam', 'float32')]):.2f}x"
+                for (a, v, o, p), speed in speeds.items()
+                if (a, "default", "adam", "float32") in speeds and (v, o, p) != ("default", "adam", "float32")]
+    if speedups:
+        lines += ["", "speed-up over the default float32 model with Adam (best repeat):", *speedups]
+    # Each repeat's mixed-precision epoch ran next to its float32 one: one ratio per repeat.
+    mixed = [(key, [m / f for m, f in zip(speed, speeds[(*key[:3], "float32")])])
+             for key, speed in speeds.items() if key[3] != "float32" and (*key[:3], "float32") in speeds]
+    if mixed:
+        lines += ["", "mixed precision over float32, same model and optimizer (per repeat; median):"]
+        lines += [f"- {a} {v} {o} {p}: " + " / ".join(f"{x:.2f}" for x in ratios) + f"; median {np.median(ratios):.2f}x"
+                  for (a, v, o, p), ratios in mixed]
     return "\n".join(lines)

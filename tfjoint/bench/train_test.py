@@ -42,22 +42,31 @@ def test_the_bench_runs_tiny_and_reports_every_number(tmp_path, capsys):
     out = tmp_path / "train.json"
     code = cli.main(["bench", "train", "--rows", "128", "--batch-size", "64", "--min-vocab", "10", "--max-vocab",
                      "30", "--architectures", "esmm", "--variants", "peer", "--optimizers", "lazy_adam",
-                     "--json", str(out)])
+                     "--precisions", "float32", "mixed_bfloat16", "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     assert report["matmul_gflops"] > 0 and report["pipeline"]["ms_per_batch"] > 0
-    (result,) = report["results"]
+    result, bf16 = report["results"]
     assert (result["architecture"], result["variant"], result["optimizer"]) == ("esmm", "peer", "lazy_adam")
+    assert (result["precision"], bf16["precision"]) == ("float32", "mixed_bfloat16")
+    rates = report["matmul_gflops_by_dtype"]
+    assert set(rates) == {"float32", "bfloat16"} and rates["float32"] == report["matmul_gflops"]
+    # The bf16 model's fraction is of the bf16 matmul rate, measured in the same process.
+    assert bf16["fraction_of_matmul_rate"] == pytest.approx(bf16["achieved_gflops"] / rates["bfloat16"])
     assert result["input_width"] == 16 * 16 + 63
     assert len(result["examples_per_second"]) == 1 and result["examples_per_second"][0] > 0
     model = train.build_model("esmm", "peer", train.Workload(rows=128, min_vocab=10, max_vocab=30))
     assert result["train_gflop_per_example"] * 1e9 == pytest.approx(train.training_flops_per_example(model))
     assert result["fraction_of_matmul_rate"] == pytest.approx(result["achieved_gflops"] / report["matmul_gflops"])
-    assert "| esmm | peer | lazy_adam | 319 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| esmm | peer | lazy_adam | float32 | 319 |" in printed
+    assert "- esmm peer lazy_adam mixed_bfloat16: " in printed  # its ratio to float32, per repeat
 
 
 def test_bad_choices_fail_before_any_work():
     with pytest.raises(ValueError, match="architectures"):
         train.run_train_bench(train.Workload(rows=64, batch_size=64), architectures=["dcn"])
+    with pytest.raises(ValueError, match="precisions"):
+        train.run_train_bench(train.Workload(rows=64, batch_size=64), precisions=["bf16"])
     with pytest.raises(ValueError, match="rows"):
         train.Workload(rows=0)

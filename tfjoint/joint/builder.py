@@ -25,6 +25,7 @@ from tfjoint import catalog, features
 from tfjoint.features import DatasetSpec, TaskSpec
 from tfjoint.joint.cascade import cascade_steps
 from tfjoint.joint.model import JointModel
+from tfjoint.joint.precision import precision_scope
 from tfjoint.layers.core.contracts import ImputesCascadeSteps, NeedsTaskEmbeddings, ScenarioAware
 
 
@@ -85,6 +86,7 @@ def build_joint_model(
     numeric: str = "embedded",
     scenario_field: bool | str = True,
     batch_norm: bool = False,
+    precision: str | None = None,
 ) -> JointModel:
     """Builds the joint model of ``spec`` with one component per slot.
 
@@ -119,6 +121,14 @@ def build_joint_model(
     :class:`~tfjoint.layers.core.feature_embedding.FeatureEmbedding` and
     docs/training_speed.md for the speed each option buys.
 
+    ``precision`` is the Keras dtype policy every named component is built with:
+    ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``; ``None`` (the default):
+    Keras's global policy, float32 unless set (float32
+    variables, 16-bit compute; the heads, and so the outputs, losses and AUCs, stay
+    float32; :mod:`tfjoint.joint.precision`). A given layer instance keeps the policy it
+    was built with. With ``"mixed_float16"``, ``compile`` wraps the optimizer in Keras's
+    ``LossScaleOptimizer``.
+
     Example:
     >>> from tfjoint.features import SYNTHETIC
     >>> sizes = {k: 10 for k in SYNTHETIC.categorical + ("item_tags",)}
@@ -126,112 +136,114 @@ def build_joint_model(
     >>> sorted(model.output_names) == sorted(SYNTHETIC.label_keys)
     True
     """
-    overrides = component_kwargs or {}
-    unknown = set(overrides) - set(catalog.JOINT_SLOTS)
-    if unknown:
-        raise ValueError(f"component_kwargs keys must be slots {catalog.JOINT_SLOTS}. Received: {sorted(unknown)}")
-    task_specs = list(tasks or spec.tasks)
-    arch_cls = (
-        type(task_architecture)
-        if isinstance(task_architecture, keras.layers.Layer)
-        else resolve_component("task_architecture", task_architecture)
-    )
-    if scenario_field == "auto":
-        scenario_field = spec.num_scenarios > 1
-    options = {"numeric": numeric, "scenario_field": scenario_field}
-    requested = {k: v for k, v in options.items() if v != {"numeric": "embedded", "scenario_field": True}[k]}
-    embedding_context: dict[str, Any] = {
-        "vocab_sizes": vocab_sizes,
-        "categorical": list(spec.categorical),
-        "dense": list(spec.dense),
-        "num_scenarios": spec.num_scenarios,
-        "embedding_dim": embedding_dim,
-        "sequence_item_feature": spec.sequence.item_feature if spec.sequence else None,
-        "num_behaviors": spec.sequence.num_behaviors if spec.sequence else 0,
-        "tokens": [t.name for t in spec.tokens],
-    }
-    vectors = {str(k): np.asarray(v, np.float32) for k, v in (item_vectors or {}).items()}
-    if vectors:
-        if spec.sequence is None:
-            raise ValueError(f"item_vectors need the dataset's item feature; {spec.name} has no sequence item feature")
-        if isinstance(embedding, keras.layers.Layer):
-            raise ValueError("item_vectors need a named embedding slot; fill a given embedding layer's tables yourself")
-        bad = {k: v.shape for k, v in vectors.items() if v.ndim != 2}
-        if bad:
-            raise ValueError(f"item_vectors must be (V, width) arrays. Received shapes: {bad}")
-        embedding_context["item_vectors"] = {k: int(v.shape[1]) for k, v in vectors.items()}
-    if issubclass(arch_cls, NeedsTaskEmbeddings) and not isinstance(embedding, keras.layers.Layer):
-        # STEM: the embedding slot adds one set of field tables per task.
-        embedding_cls = resolve_component("embedding", embedding)
-        if "task_tables" not in inspect.signature(embedding_cls).parameters:
-            raise ValueError(
-                f"task_architecture {arch_cls.__name__} needs per-task embedding tables, but the embedding "
-                f"{embedding_cls.__name__} takes no `task_tables` argument. Received: embedding={embedding!r}"
+    with precision_scope(precision):
+        overrides = component_kwargs or {}
+        unknown = set(overrides) - set(catalog.JOINT_SLOTS)
+        if unknown:
+            raise ValueError(f"component_kwargs keys must be slots {catalog.JOINT_SLOTS}. Received: {sorted(unknown)}")
+        task_specs = list(tasks or spec.tasks)
+        arch_cls = (
+            type(task_architecture)
+            if isinstance(task_architecture, keras.layers.Layer)
+            else resolve_component("task_architecture", task_architecture)
+        )
+        if scenario_field == "auto":
+            scenario_field = spec.num_scenarios > 1
+        options = {"numeric": numeric, "scenario_field": scenario_field}
+        requested = {k: v for k, v in options.items() if v != {"numeric": "embedded", "scenario_field": True}[k]}
+        embedding_context: dict[str, Any] = {
+            "vocab_sizes": vocab_sizes,
+            "categorical": list(spec.categorical),
+            "dense": list(spec.dense),
+            "num_scenarios": spec.num_scenarios,
+            "embedding_dim": embedding_dim,
+            "sequence_item_feature": spec.sequence.item_feature if spec.sequence else None,
+            "num_behaviors": spec.sequence.num_behaviors if spec.sequence else 0,
+            "tokens": [t.name for t in spec.tokens],
+        }
+        vectors = {str(k): np.asarray(v, np.float32) for k, v in (item_vectors or {}).items()}
+        if vectors:
+            if spec.sequence is None:
+                raise ValueError(f"item_vectors need the dataset's item feature; {spec.name} has no sequence item feature")
+            if isinstance(embedding, keras.layers.Layer):
+                raise ValueError("item_vectors need a named embedding slot; fill a given embedding layer's tables yourself")
+            bad = {k: v.shape for k, v in vectors.items() if v.ndim != 2}
+            if bad:
+                raise ValueError(f"item_vectors must be (V, width) arrays. Received shapes: {bad}")
+            embedding_context["item_vectors"] = {k: int(v.shape[1]) for k, v in vectors.items()}
+        if issubclass(arch_cls, NeedsTaskEmbeddings) and not isinstance(embedding, keras.layers.Layer):
+            # STEM: the embedding slot adds one set of field tables per task.
+            embedding_cls = resolve_component("embedding", embedding)
+            if "task_tables" not in inspect.signature(embedding_cls).parameters:
+                raise ValueError(
+                    f"task_architecture {arch_cls.__name__} needs per-task embedding tables, but the embedding "
+                    f"{embedding_cls.__name__} takes no `task_tables` argument. Received: embedding={embedding!r}"
+                )
+            embedding_context["task_tables"] = [t.name for t in task_specs]
+        if requested:
+            if isinstance(embedding, keras.layers.Layer):
+                raise ValueError(f"{sorted(requested)} apply to a named embedding; build the given layer with them")
+            _check_takes("embedding", resolve_component("embedding", embedding), requested)
+            embedding_context.update(requested)
+        embedding_layer = _component("embedding", embedding, embedding_context, overrides.get("embedding", {}))
+        seq = None
+        if sequence_encoder is not None and spec.sequence is not None:
+            seq = _component(
+                "sequence_encoder",
+                sequence_encoder,
+                {"num_behaviors": spec.sequence.num_behaviors},
+                overrides.get("sequence_encoder", {}),
             )
-        embedding_context["task_tables"] = [t.name for t in task_specs]
-    if requested:
-        if isinstance(embedding, keras.layers.Layer):
-            raise ValueError(f"{sorted(requested)} apply to a named embedding; build the given layer with them")
-        _check_takes("embedding", resolve_component("embedding", embedding), requested)
-        embedding_context.update(requested)
-    embedding_layer = _component("embedding", embedding, embedding_context, overrides.get("embedding", {}))
-    seq = None
-    if sequence_encoder is not None and spec.sequence is not None:
-        seq = _component(
-            "sequence_encoder",
-            sequence_encoder,
-            {"num_behaviors": spec.sequence.num_behaviors},
-            overrides.get("sequence_encoder", {}),
+        modal = None
+        if modality_encoder is not None and (spec.tokens or vectors):
+            modal = _component(
+                "modality_encoder",
+                modality_encoder,
+                {"modalities": [t.name for t in spec.tokens] + list(vectors)},
+                overrides.get("modality_encoder", {}),
+            )
+        adapter = None
+        if scenario_adapter is not None:
+            adapter = _component(
+                "scenario_adapter",
+                scenario_adapter,
+                {"num_scenarios": spec.num_scenarios},
+                overrides.get("scenario_adapter", {}),
+            )
+        arch_context: dict[str, Any] = {"task_names": [t.name for t in task_specs]}
+        named_arch = not isinstance(task_architecture, keras.layers.Layer)
+        if named_arch and issubclass(arch_cls, ScenarioAware):
+            arch_context["num_scenarios"] = spec.num_scenarios
+        if named_arch and issubclass(arch_cls, ImputesCascadeSteps):
+            arch_context["imputed_tasks"] = cascade_steps(task_specs)
+        if batch_norm:
+            if not named_arch:
+                raise ValueError("batch_norm applies to a named task_architecture; build the given layer with it")
+            _check_takes("task_architecture", arch_cls, {"batch_norm": batch_norm})
+            arch_context["batch_norm"] = batch_norm
+        arch = _component(
+            "task_architecture",
+            task_architecture,
+            arch_context,
+            overrides.get("task_architecture", {}),
         )
-    modal = None
-    if modality_encoder is not None and (spec.tokens or vectors):
-        modal = _component(
-            "modality_encoder",
-            modality_encoder,
-            {"modalities": [t.name for t in spec.tokens] + list(vectors)},
-            overrides.get("modality_encoder", {}),
+        model = JointModel(
+            input_shapes(spec),
+            task_specs,
+            embedding=embedding_layer,
+            task_architecture=arch,
+            sequence_encoder=seq,
+            modality_encoder=modal,
+            scenario_adapter=adapter,
+            balancer=_component("balancer", balancer, {}, overrides.get("balancer", {})),
+            num_scenarios=spec.num_scenarios,
+            unknown_scenario_rate=unknown_scenario_rate,
+            name=f"joint_{arch.__class__.__name__}",
+            precision=precision,
         )
-    adapter = None
-    if scenario_adapter is not None:
-        adapter = _component(
-            "scenario_adapter",
-            scenario_adapter,
-            {"num_scenarios": spec.num_scenarios},
-            overrides.get("scenario_adapter", {}),
-        )
-    arch_context: dict[str, Any] = {"task_names": [t.name for t in task_specs]}
-    named_arch = not isinstance(task_architecture, keras.layers.Layer)
-    if named_arch and issubclass(arch_cls, ScenarioAware):
-        arch_context["num_scenarios"] = spec.num_scenarios
-    if named_arch and issubclass(arch_cls, ImputesCascadeSteps):
-        arch_context["imputed_tasks"] = cascade_steps(task_specs)
-    if batch_norm:
-        if not named_arch:
-            raise ValueError("batch_norm applies to a named task_architecture; build the given layer with it")
-        _check_takes("task_architecture", arch_cls, {"batch_norm": batch_norm})
-        arch_context["batch_norm"] = batch_norm
-    arch = _component(
-        "task_architecture",
-        task_architecture,
-        arch_context,
-        overrides.get("task_architecture", {}),
-    )
-    model = JointModel(
-        input_shapes(spec),
-        task_specs,
-        embedding=embedding_layer,
-        task_architecture=arch,
-        sequence_encoder=seq,
-        modality_encoder=modal,
-        scenario_adapter=adapter,
-        balancer=_component("balancer", balancer, {}, overrides.get("balancer", {})),
-        num_scenarios=spec.num_scenarios,
-        unknown_scenario_rate=unknown_scenario_rate,
-        name=f"joint_{arch.__class__.__name__}",
-    )
-    for name, table in vectors.items():
-        embedding_layer.set_item_vectors(name, table)
-    return model
+        for name, table in vectors.items():
+            embedding_layer.set_item_vectors(name, table)
+        return model
 
 
 def _check_takes(slot: str, cls: type, arguments: dict[str, Any]) -> None:

@@ -70,6 +70,9 @@ def add_cascade_outputs(
 ) -> list[str]:
     """Adds the ``<task>_joint`` outputs of ``architecture``'s cascade steps to ``outputs``.
 
+    Like the heads, they are float32 under a mixed-precision policy (:mod:`tfjoint.joint.precision`):
+    they are model outputs and the cascade losses read them.
+
     Returns the steps trained over the entire space (none unless ``architecture`` is a
     :class:`CascadeArchitecture`).
     """
@@ -83,8 +86,12 @@ def add_cascade_outputs(
         if architecture.cascade_mode == "direct":
             # The head predicts p(task, joint) (AITM); the task output is the conditional.
             outputs[f"{name}_joint"] = outputs[name]
-            outputs[name] = ConditionalFromJoint(name=f"{name}_conditional")([outputs[name], parent_joint])
+            outputs[name] = ConditionalFromJoint(name=f"{name}_conditional", dtype="float32")(
+                [outputs[name], parent_joint]
+            )
         else:
             # p(task, joint) = p(parent, joint) * p(task | parent): pCTCVR = pCTR * pCVR.
-            outputs[f"{name}_joint"] = keras.layers.Multiply(name=f"{name}_joint")([parent_joint, outputs[name]])
+            outputs[f"{name}_joint"] = keras.layers.Multiply(name=f"{name}_joint", dtype="float32")(
+                [parent_joint, outputs[name]]
+            )
     return steps

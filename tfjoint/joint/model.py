@@ -37,6 +37,7 @@ from tfjoint.balancing import FixedWeights, TaskBalancer
 from tfjoint.balancing.task_gradients import combine_task_gradients, combined_variables, layer_path
 from tfjoint.features import TaskSpec
 from tfjoint.joint.cascade import add_cascade_outputs
+from tfjoint.joint.precision import precision_scope
 from tfjoint.layers.core.contracts import (
     DENSE_INPUTS_KEY,
     AddsToLogits,
@@ -98,6 +99,10 @@ class JointModel(keras.Model):
             component's unknown-scenario fallback is trained; 0 (the default here, so
             that configs saved without it load as they were) turns it off.
             :func:`~tfjoint.joint.build_joint_model` sets 0.05.
+        precision: the dtype policy the model's own layers (flatten, merge, heads) are
+            built with, ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``
+            (:mod:`tfjoint.joint.precision`); ``None``: Keras's global policy. The policy
+            taken is saved, and the model reloads under it.
     """
 
     def __init__(
@@ -112,58 +117,62 @@ class JointModel(keras.Model):
         balancer: TaskBalancer | None = None,
         num_scenarios: int | None = None,
         unknown_scenario_rate: float = 0.0,
+        precision: str | None = None,
         **kwargs: Any,
     ) -> None:
         check_keras3()
-        task_specs = [t if isinstance(t, TaskSpec) else TaskSpec.from_json(t) for t in tasks]
-        names = [t.name for t in task_specs]
-        for t in task_specs:
-            if t.parent is not None and t.parent not in names:
-                raise ValueError(f"task {t.name!r} has parent {t.parent!r}, which is not a task. Tasks: {names}")
-            if t.loss_name not in _LOSSES:
-                raise ValueError(f"unknown loss {t.loss_name!r} for task {t.name!r}. Known: {sorted(_LOSSES)}")
-        inputs = {
-            key: keras.Input(shape=tuple(shape), dtype=dtype, name=key)
-            for key, (shape, dtype) in inputs_spec.items()
-        }
-        model_inputs = inputs
-        if unknown_scenario_rate:
-            if num_scenarios is None:
-                raise ValueError(
-                    "num_scenarios is needed when unknown_scenario_rate > 0. "
-                    f"Received: num_scenarios=None, unknown_scenario_rate={unknown_scenario_rate}"
+        with precision_scope(precision):
+            task_specs = [t if isinstance(t, TaskSpec) else TaskSpec.from_json(t) for t in tasks]
+            names = [t.name for t in task_specs]
+            for t in task_specs:
+                if t.parent is not None and t.parent not in names:
+                    raise ValueError(f"task {t.name!r} has parent {t.parent!r}, which is not a task. Tasks: {names}")
+                if t.loss_name not in _LOSSES:
+                    raise ValueError(f"unknown loss {t.loss_name!r} for task {t.name!r}. Known: {sorted(_LOSSES)}")
+            inputs = {
+                key: keras.Input(shape=tuple(shape), dtype=dtype, name=key)
+                for key, (shape, dtype) in inputs_spec.items()
+            }
+            model_inputs = inputs
+            if unknown_scenario_rate:
+                if num_scenarios is None:
+                    raise ValueError(
+                        "num_scenarios is needed when unknown_scenario_rate > 0. "
+                        f"Received: num_scenarios=None, unknown_scenario_rate={unknown_scenario_rate}"
+                    )
+                masking = UnknownScenarioMasking(
+                    num_scenarios, unknown_scenario_rate, name="unknown_scenario_masking"
                 )
-            masking = UnknownScenarioMasking(
-                num_scenarios, unknown_scenario_rate, name="unknown_scenario_masking"
-            )
-            inputs = {**inputs, features.SCENARIO_KEY: masking(inputs[features.SCENARIO_KEY])}
-        embedded = embedding(inputs)
-        parts = [keras.layers.Flatten(name="flatten_fields")(embedded["fields"])]
-        if DENSE_INPUTS_KEY in embedded:  # dense features fed raw, beside the fields
-            parts.append(embedded[DENSE_INPUTS_KEY])
-        if sequence_encoder is not None:
-            parts.append(sequence_encoder(embedded))
-        if modality_encoder is not None:
-            parts.append(modality_encoder(embedded))
-        merged = keras.layers.Concatenate(name="merge")(parts) if len(parts) > 1 else parts[0]
-        logit_offset = None
-        if scenario_adapter is not None:
-            merged = _call_in_context(scenario_adapter, merged, inputs, embedded)
-            if isinstance(scenario_adapter, AddsToLogits):
-                merged, logit_offset = merged[AddsToLogits.OUTPUTS_KEY], merged[AddsToLogits.LOGIT_KEY]
-        if isinstance(task_architecture, (ScenarioAware, NeedsEmbeddings)):
-            # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario;
-            # STEM reads its per-task field embeddings.
-            towers = _call_in_context(task_architecture, merged, inputs, embedded)
-        else:
-            towers = task_architecture(merged)
-        outputs = {t.name: _head(t, towers[t.name], logit_offset) for t in task_specs}
-        # Entries a task architecture returns beside the task towers (e.g. ESCM2-DR's
-        # imputed errors) are model outputs as they are.
-        outputs.update({k: v for k, v in towers.items() if k not in outputs})
-        by_name = {t.name: t for t in task_specs}
-        cascaded = add_cascade_outputs(outputs, task_specs, task_architecture)
-        super().__init__(inputs=model_inputs, outputs=outputs, **kwargs)
+                inputs = {**inputs, features.SCENARIO_KEY: masking(inputs[features.SCENARIO_KEY])}
+            embedded = embedding(inputs)
+            parts = [keras.layers.Flatten(name="flatten_fields")(embedded["fields"])]
+            if DENSE_INPUTS_KEY in embedded:  # dense features fed raw, beside the fields
+                parts.append(embedded[DENSE_INPUTS_KEY])
+            if sequence_encoder is not None:
+                parts.append(sequence_encoder(embedded))
+            if modality_encoder is not None:
+                parts.append(modality_encoder(embedded))
+            merged = keras.layers.Concatenate(name="merge")(parts) if len(parts) > 1 else parts[0]
+            logit_offset = None
+            if scenario_adapter is not None:
+                merged = _call_in_context(scenario_adapter, merged, inputs, embedded)
+                if isinstance(scenario_adapter, AddsToLogits):
+                    merged, logit_offset = merged[AddsToLogits.OUTPUTS_KEY], merged[AddsToLogits.LOGIT_KEY]
+            if isinstance(task_architecture, (ScenarioAware, NeedsEmbeddings)):
+                # Joint multi-scenario multi-task architectures (HiNet, M2M, ...) see the scenario;
+                # STEM reads its per-task field embeddings.
+                towers = _call_in_context(task_architecture, merged, inputs, embedded)
+            else:
+                towers = task_architecture(merged)
+            outputs = {t.name: _head(t, towers[t.name], logit_offset) for t in task_specs}
+            # Entries a task architecture returns beside the task towers (e.g. ESCM2-DR's
+            # imputed errors) are model outputs as they are, in float32 like the heads.
+            outputs.update({k: _float32(k, v) for k, v in towers.items() if k not in outputs})
+            by_name = {t.name: t for t in task_specs}
+            cascaded = add_cascade_outputs(outputs, task_specs, task_architecture)
+            super().__init__(inputs=model_inputs, outputs=outputs, **kwargs)
+        # The policy every layer built above took (the global one, or ``precision``).
+        self.precision = self.dtype_policy.name
         self.num_scenarios = num_scenarios
         self.unknown_scenario_rate = float(unknown_scenario_rate)
         self.entire_space_tasks = cascaded
@@ -367,15 +376,19 @@ class JointModel(keras.Model):
             **{slot: keras.saving.serialize_keras_object(getattr(self, slot)) for slot in SLOTS},
             "num_scenarios": self.num_scenarios,
             "unknown_scenario_rate": self.unknown_scenario_rate,
+            "precision": self.precision,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> JointModel:
         config = dict(config)
-        for slot in SLOTS:
-            if config.get(slot) is not None:
-                config[slot] = keras.saving.deserialize_keras_object(config[slot])
-        return cls(**config)
+        # The components' own sublayers take the global policy when they are built: they are
+        # rebuilt under the saved one (a config saved before it was recorded: as it is).
+        with precision_scope(config.get("precision")):
+            for slot in SLOTS:
+                if config.get(slot) is not None:
+                    config[slot] = keras.saving.deserialize_keras_object(config[slot])
+            return cls(**config)
 
 
 def _dense(gradients: list[Any]) -> list[Any]:
@@ -419,6 +432,14 @@ def _head(task: TaskSpec, tower: Any, logit_offset: Any) -> Any:
     logit = keras.layers.Dense(1, name=f"{task.name}_logit", dtype="float32")(tower)
     logit = keras.layers.Add(name=f"{task.name}_plus_logit_offset", dtype="float32")([logit, logit_offset])
     return keras.layers.Activation(activation or "linear", name=task.name, dtype="float32")(logit)
+
+
+def _float32(name: str, tensor: Any) -> Any:
+    """``tensor`` itself if float32, else cast by a float32 layer named ``name`` (an output
+    computed under a mixed-precision policy)."""
+    if keras.backend.standardize_dtype(tensor.dtype) == "float32":
+        return tensor
+    return keras.layers.Identity(name=name, dtype="float32")(tensor)
 
 
 def _call_in_context(layer: keras.layers.Layer, merged: Any, inputs: dict[str, Any], embedded: dict[str, Any]) -> Any:

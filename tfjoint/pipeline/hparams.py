@@ -24,12 +24,14 @@ DEFAULT_HPARAMS: dict[str, Any] = {
     "numeric": "embedded",
     "scenario_field": True,
     "batch_norm": False,
+    # The dtype policy the model is built with (tfjoint.joint.precision).
+    "precision": "float32",
     # Embedding tables updated row-wise (tfjoint.joint.optimizers.LazyAdam) instead of Adam.
     "lazy_adam": False,
 }
 
 # Passed to build_joint_model as they are.
-MODEL_OPTIONS = ("numeric", "scenario_field", "batch_norm")
+MODEL_OPTIONS = ("numeric", "scenario_field", "batch_norm", "precision")
 
 # Read by the Trainer when given, absent by default.
 OPTIONAL_HPARAMS = ("seed", "tpu_address")
@@ -66,6 +68,10 @@ def _problem(key: str, value: Any) -> str | None:
         return None if value in ("embedded", "raw", "normalized") else "must be 'embedded', 'raw' or 'normalized'"
     if key == "scenario_field":
         return None if value in (True, False, "auto") else "must be true, false or 'auto'"
+    if key == "precision":
+        # tfjoint.joint.precision.PRECISIONS, not imported: this module stays free of Keras.
+        return None if value in ("float32", "mixed_bfloat16", "mixed_float16") else (
+            "must be 'float32', 'mixed_bfloat16' or 'mixed_float16'")
     if key in ("batch_norm", "lazy_adam"):
         return None if isinstance(value, bool) else "must be true or false"
     if key == "seed":

@@ -92,3 +92,26 @@ def test_a_cluster_refuses_gradient_level_balancers(monkeypatch):
     trainer._check_multi_worker_balancer("fixed")
     monkeypatch.delenv("TF_CONFIG")
     trainer._check_multi_worker_balancer("pcgrad")  # one worker: every balancer
+
+
+def test_a_bfloat16_model_exports_a_float32_serving_signature(tiny_transform, tmp_path):
+    import numpy as np
+
+    from tfjoint.datasets.examples import frame_to_examples
+    from tfjoint.features import SYNTHETIC
+    from tfjoint.joint import build_joint_model
+    from tfjoint.pipeline.conftest import synthetic_frame
+    from tfjoint.pipeline.transform import vocabulary_sizes
+
+    sizes = vocabulary_sizes(tiny_transform, SYNTHETIC)
+    model = build_joint_model(SYNTHETIC, sizes, task_architecture="esmm", precision="mixed_bfloat16")
+    trainer.export_serving_model(model, tiny_transform, SYNTHETIC, str(tmp_path / "export"))
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    served_dtypes = {k: v.dtype for k, v in loaded.signatures["serving_default"].structured_outputs.items()}
+    assert served_dtypes == {t.name: tf.float32 for t in SYNTHETIC.tasks}
+    auxiliary = loaded.signatures["serving_auxiliary"].structured_outputs
+    assert auxiliary["conversion_joint"].dtype == tf.float32  # ESMM's pCTCVR
+    frame = synthetic_frame(["u1", "u2"], ["a", "b"], [1, 2], [["b"], []], [["t1"], []])
+    examples = tf.constant(list(frame_to_examples(frame, SYNTHETIC)))
+    served = loaded.signatures["serving_default"](examples=examples)
+    assert all(np.all(np.isfinite(v.numpy())) for v in served.values())
