@@ -576,7 +576,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "tfjoint/layers/multi_modal/bootstrap_multi_modal.py",
         "table = self.item_features + self.feature_offset",
         "table = self.item_features",
-        (f"{_BM3_TEST}::test_batch_loss_is_bm3s_equation", f"{_BM3_TEST}::test_features_are_fine_tuned_on_warm_items_only_as_the_authors"),
+        (
+            f"{_BM3_TEST}::test_batch_loss_is_bm3s_equation",
+            f"{_BM3_TEST}::test_features_are_fine_tuned_on_warm_items_only_as_the_authors",
+        ),
         "BM3 modality view: W_m (f_i + Δ_i) + b_m, the features fine-tuned as the authors' (Δ ignored)",
     ),
     Mutation(

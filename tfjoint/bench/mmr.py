@@ -74,7 +74,8 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # λ_cl = .02 has the best mean ratio to each dataset's best value for both (.97 and .96; 2.0: .81 and .80).
     # Also tried on MovieLens (bootstrap, validation): at λ_cl .1 2 layers .037, Adam 1e-3 .052 (best epoch 134
     # of 154), 1e-2 .0685, dropout .3 with λ_reg .01 .0701; at .02 patience 20 .0724 (same epoch), dropout .3
-    # .0706, batch 1024 .0577, batch 64 with Adam 1e-3 .0702. Before the fine-tuning (fixed features, λ_cl 2) warm validation peaked at .021 on MovieLens.
+    # .0706, batch 1024 .0577, batch 64 with Adam 1e-3 .0702. Before the fine-tuning (fixed features, λ_cl 2)
+    # warm validation peaked at .021 on MovieLens.
     # Measured (3 seeds, HR@10, warm / cold): MovieLens-100K BM3 .122 / .049, InfoNCE .100 / .095, LightGCN
     # .143 / .022 (before: BM3 .037 / .042, InfoNCE .046 / .071); synthetic signal 1: BM3 .356 / .667, InfoNCE
     # .376 / .706, LightGCN .417 / .111; signal 0: BM3 .364 / .099, InfoNCE .348 / .100. Warm still below

@@ -141,8 +141,9 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
         self.item_features = self.add_weight(shape=(self.num_items, feature_dim), initializer="zeros", trainable=False, name="item_features")
         self.warm_items = self.add_weight(shape=(self.num_items,), initializer="ones", trainable=False, name="warm_items")
         self.fine_tune_features = bool(fine_tune_features)
-        self.feature_offset = self.add_weight(
-            shape=(self.num_items, feature_dim), initializer="zeros", trainable=self.fine_tune_features, name="feature_offset"
+        self.feature_offset = self.add_weight(  # Δ: the fine-tuning of the features
+            shape=(self.num_items, feature_dim), initializer="zeros", trainable=self.fine_tune_features,
+            name="feature_offset",
         )
         if item_features is not None:
             self.item_features.assign(item_features)

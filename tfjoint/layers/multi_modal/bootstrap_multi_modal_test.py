@@ -73,13 +73,15 @@ def test_batch_loss_is_bm3s_equation():
 def test_features_are_fine_tuned_on_warm_items_only_as_the_authors(fine_tune):
     """The authors' feature table is trainable (from_pretrained(freeze=False)): Δ moves on the
     warm items; a cold item is in no batch, so its Δ stays 0 and f stays as given."""
-    model = BootstrapMultiModal(4, 6, item_features=FEATURES, embedding_dim=3, fine_tune_features=fine_tune, seed=0)
+    model = BootstrapMultiModal(4, 6, item_features=FEATURES, embedding_dim=3, fine_tune_features=fine_tune,
+                                seed=0)
     assert any(w is model.feature_offset for w in model.trainable_weights) == fine_tune
     model.fit(LOG, epochs=3, batch_size=4, learning_rate=0.05)
     offset = model.feature_offset.numpy()
     np.testing.assert_array_equal(model.item_features.numpy(), FEATURES)
     np.testing.assert_array_equal(offset[4:], 0.0)
-    assert (np.abs(offset[:4]).min(axis=1) > 0).all() == fine_tune and (np.abs(offset[:4]).max() > 0) == fine_tune
+    moved = np.abs(offset[:4])
+    assert (moved.min(axis=1) > 0).all() == fine_tune and (moved.max() > 0) == fine_tune
 
 
 def test_infonce_variant_replaces_the_alignment_term_over_distinct_items():
