@@ -573,6 +573,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "BM3 item id view: mean_k E_i^(k) + E_i^(0) (the ego residual dropped)",
     ),
     Mutation(
+        "bm3_features_not_fine_tuned",
+        "tfjoint/layers/multi_modal/bootstrap_multi_modal.py",
+        "table = self.item_features + self.feature_offset",
+        "table = self.item_features",
+        (
+            f"{_BM3_TEST}::test_batch_loss_is_bm3s_equation",
+            f"{_BM3_TEST}::test_features_are_fine_tuned_on_warm_items_only_as_the_authors",
+        ),
+        "BM3 modality view: W_m (f_i + Δ_i) + b_m, the features fine-tuned as the authors' (Δ ignored)",
+    ),
+    Mutation(
         "mmmlp_token_mixing_skipped",
         _MMMLP,
         "x = x + self.mix_tokens(x, pad, training)",

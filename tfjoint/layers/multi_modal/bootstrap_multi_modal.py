@@ -33,8 +33,11 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
     - id views: LightGCN (:func:`~tfjoint.layers.retrieval.light_graph_convolution_network.propagate_layers`)
       over the user-item graph, ``h_u = mean_k E_u^(k)``, and for items the residual
       ``h_i = mean_k E_i^(k) + E_i^(0)`` (``forward`` of the authors' code);
-    - modality view: ``h_i^m = W_m f_i + b_m`` (``projection``, a linear map into the id
-      space) of the fixed item features ``f_i`` (one modality table, as VBPR and NOVA);
+    - modality view: ``h_i^m = W_m (f_i + Δ_i) + b_m`` (``projection``, a linear map into the
+      id space) of the item features ``f_i`` (one modality table, as VBPR and NOVA), fine-tuned
+      as the authors' ``nn.Embedding.from_pretrained(f, freeze=False)``: ``Δ_i`` is a trainable
+      offset that starts at 0 (the same Adam steps as training ``f_i`` itself), kept apart so
+      that ``f_i`` stays as given;
     - target views ``h̃ = sg(dropout(h))`` (no target network) and the shared predictor
       ``q`` of :class:`~tfjoint.layers.multi_modal.contrastive_alignment.ContrastiveAlignment`;
     - per batch of distinct training pairs ``(u, i)``, with ``c(a, b) = 1 - cos(q(a), h̃_b)``
@@ -58,9 +61,8 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
     :mod:`tfjoint.layers.multi_modal.item_content`): ``"features"`` (default) scores a cold
     item by its modality view alone, ``q(h_i^m)`` in place of ``q(h_i)`` (the alignment
     trains ``q(h_i^m)`` towards the item's id view, which ``q(h_u)`` is trained towards);
-    ``"mean"`` uses the mean warm ``h_i``; ``"none"`` the untrained row. The features are
-    kept fixed here (the authors fine-tune them), so that a cold item's features live in the
-    space the projection was trained on.
+    ``"mean"`` uses the mean warm ``h_i``; ``"none"`` the untrained row. A cold item is in no
+    batch, so its ``Δ_i`` stays 0: it is scored from its features as given.
 
     Args:
         num_users, num_items: sizes of the index spaces of the logs it is fitted on.
@@ -74,6 +76,7 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
         alignment: ``"bootstrap"`` (the paper's) or ``"infonce"`` (see above).
         temperature: ``τ`` of the InfoNCE alignment.
         cold_start: ``"features"``, ``"mean"`` or ``"none"`` (see above).
+        fine_tune_features: train ``Δ`` (the authors'; default) or keep ``f`` fixed (``Δ = 0``).
         behaviors, seed: as :class:`~tfjoint.layers.retrieval.two_tower.TwoTowerRecommender`.
 
     Example:
@@ -102,6 +105,7 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
         alignment: str = "bootstrap",
         temperature: float = 0.2,
         cold_start: str = "features",
+        fine_tune_features: bool = True,
         behaviors: list[str] | None = None,
         seed: int | None = None,
         **kwargs: Any,
@@ -136,6 +140,11 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
             table.assign(init(table.shape))
         self.item_features = self.add_weight(shape=(self.num_items, feature_dim), initializer="zeros", trainable=False, name="item_features")
         self.warm_items = self.add_weight(shape=(self.num_items,), initializer="ones", trainable=False, name="warm_items")
+        self.fine_tune_features = bool(fine_tune_features)
+        self.feature_offset = self.add_weight(  # Δ: the fine-tuning of the features
+            shape=(self.num_items, feature_dim), initializer="zeros", trainable=self.fine_tune_features,
+            name="feature_offset",
+        )
         if item_features is not None:
             self.item_features.assign(item_features)
         self.finish_epoch()
@@ -147,8 +156,9 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
         return users, items + self.item_embedding.embeddings
 
     def modality_view(self, items: Any | None = None) -> Any:
-        """``h_i^m = W_m f_i + b_m`` of ``items`` (every item when None)."""
-        features = self.item_features if items is None else ops.take(self.item_features, items, axis=0)
+        """``h_i^m = W_m (f_i + Δ_i) + b_m`` of ``items`` (every item when None)."""
+        table = self.item_features + self.feature_offset
+        features = table if items is None else ops.take(table, items, axis=0)
         return self.projection(features)
 
     def final_tables(self) -> tuple[Any, Any]:
@@ -195,6 +205,7 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
             "alignment": align.alignment,
             "temperature": align.temperature,
             "cold_start": self.cold_start,
+            "fine_tune_features": self.fine_tune_features,
         }
 
 

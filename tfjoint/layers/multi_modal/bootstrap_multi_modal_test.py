@@ -34,7 +34,9 @@ def predictor(model):
 
 
 def modality(model):
-    return model.item_features.numpy() @ model.projection.kernel.numpy() + model.projection.bias.numpy()
+    """``W_m (f + Δ) + b_m``: the features with the fine-tuned offset."""
+    features = model.item_features.numpy() + model.feature_offset.numpy()
+    return features @ model.projection.kernel.numpy() + model.projection.bias.numpy()
 
 
 def one_minus_cos(a, b):
@@ -65,6 +67,21 @@ def test_batch_loss_is_bm3s_equation():
     got = model.batch_loss(u, i, negatives, None)
     assert float(got) == pytest.approx(expected, rel=1e-4)
     assert float(model.batch_loss(u, i, negatives[::-1], None)) == pytest.approx(float(got), rel=1e-6)
+
+
+@pytest.mark.parametrize("fine_tune", [True, False])
+def test_features_are_fine_tuned_on_warm_items_only_as_the_authors(fine_tune):
+    """The authors' feature table is trainable (from_pretrained(freeze=False)): Δ moves on the
+    warm items; a cold item is in no batch, so its Δ stays 0 and f stays as given."""
+    model = BootstrapMultiModal(4, 6, item_features=FEATURES, embedding_dim=3, fine_tune_features=fine_tune,
+                                seed=0)
+    assert any(w is model.feature_offset for w in model.trainable_weights) == fine_tune
+    model.fit(LOG, epochs=3, batch_size=4, learning_rate=0.05)
+    offset = model.feature_offset.numpy()
+    np.testing.assert_array_equal(model.item_features.numpy(), FEATURES)
+    np.testing.assert_array_equal(offset[4:], 0.0)
+    moved = np.abs(offset[:4])
+    assert (moved.min(axis=1) > 0).all() == fine_tune and (moved.max() > 0) == fine_tune
 
 
 def test_infonce_variant_replaces_the_alignment_term_over_distinct_items():
