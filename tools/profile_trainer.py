@@ -43,7 +43,7 @@ def main() -> None:
         artifact.uri = latest_version(os.path.join(args.pipeline_root, component, output, "*"))
         return artifact
 
-    examples = newest(standard_artifacts.Examples, "Transform", "transformed_examples")
+    examples = newest(standard_artifacts.Examples, "ImportExampleGen", "examples")  # raw: the Trainer transforms them
     examples.split_names = '["train", "eval"]'
     inputs = {specs.EXAMPLES_KEY: [examples],
               specs.TRANSFORM_GRAPH_KEY: [newest(standard_artifacts.TransformGraph, "Transform", "transform_graph")],

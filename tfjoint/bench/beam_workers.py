@@ -9,8 +9,8 @@
 Compares, between the two pipeline roots:
 
 - Transform's vocabularies (every asset file of the transform graph), byte for byte;
-- Transform's transformed examples, parsed (workers may write them in another order and
-  into other shards, and a serialized ``tf.Example`` does not fix its feature order): ids
+- the transformed examples (ImportExampleGen's records through each run's transform graph,
+  as its Trainer sees them; workers may write them in another order and into other shards): ids
   equal, floats within 1e-5 (means and variances summed in another order may differ in the
   last float32 bits), and bit-identity reported apart;
 - StatisticsGen's statistics (TFDV) of every split: every feature's counts, means, standard
@@ -40,20 +40,25 @@ def vocabularies(root: str) -> dict[str, bytes]:
 
 
 def transformed_rows(root: str) -> dict[str, list[tuple]]:
-    """Per split, every transformed record as ``((feature, values), ...)``, sorted by its ids
-    and its floats rounded to 3 decimals (workers may write another order, other shards)."""
+    """Per split, every ImportExampleGen record through the run's transform graph (what its
+    Trainer trains on: Transform writes no transformed examples) as ``((feature, values),
+    ...)``, sorted by its ids and its floats rounded to 3 decimals (workers may write another
+    order, other shards)."""
     import tensorflow as tf
+    import tensorflow_transform as tft
 
-    base = _newest(root, "Transform", "transformed_examples", "*")
+    output = tft.TFTransformOutput(_newest(root, "Transform", "transform_graph", "*"))
+    layer, raw_spec = output.transform_features_layer(), output.raw_feature_spec()
+    base = _newest(root, "ImportExampleGen", "examples", "*")
     out = {}
     for split_dir in sorted(glob.glob(os.path.join(base, "Split-*"))):
         files = sorted(glob.glob(os.path.join(split_dir, "*")))
         data = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz") else None)
         rows = []
-        for record in data:
-            feature = tf.train.Example.FromString(record.numpy()).features.feature
-            rows.append(tuple((k, tuple(feature[k].int64_list.value or feature[k].float_list.value
-                                        or feature[k].bytes_list.value)) for k in sorted(feature)))
+        for batch in data.batch(4096):
+            columns = {k: v.numpy() for k, v in layer(tf.io.parse_example(batch, raw_spec)).items()}
+            rows += [tuple((k, tuple(columns[k][i].reshape(-1).tolist())) for k in sorted(columns))
+                     for i in range(int(batch.shape[0]))]
         out[os.path.basename(split_dir)] = sorted(
             rows, key=lambda row: tuple((k, tuple(round(v, 3) if isinstance(v, float) else v for v in vs)) for k, vs in row))
     return out

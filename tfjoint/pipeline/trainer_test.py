@@ -115,3 +115,49 @@ def test_a_bfloat16_model_exports_a_float32_serving_signature(tiny_transform, tm
     examples = tf.constant(list(frame_to_examples(frame, SYNTHETIC)))
     served = loaded.signatures["serving_default"](examples=examples)
     assert all(np.all(np.isfinite(v.numpy())) for v in served.values())
+
+
+def test_the_trainer_trains_on_the_transformed_features_the_model_serves(tiny_transform, tmp_path):
+    """Transform writes no transformed examples (``materialize=False``, issue 17): the
+    Trainer's input pipeline applies the transform graph to ImportExampleGen's raw records.
+    Its batches must be what the exported ``transform_features`` signature gives for the same
+    records, i.e. what Transform would have written: ids, not raw strings; z-scores, not raw
+    values; and the pipeline must hand the Trainer the raw examples."""
+    import numpy as np
+    from tfx_bsl.public import tfxio
+
+    from tfjoint.datasets.examples import frame_to_examples, write_tfrecords
+    from tfjoint.features import SYNTHETIC
+    from tfjoint.joint import build_joint_model
+    from tfjoint.pipeline.conftest import synthetic_frame
+    from tfjoint.pipeline.pipeline import create_pipeline
+    from tfjoint.pipeline.transform import vocabulary_sizes
+
+    frame = synthetic_frame(["u1", "u2", "u9", "u3"], ["a", "b", "c", "zz"], [0, 1, 2, 2],
+                            [["b"], [], ["a", "c"], ["zz"]], [["t1"], [], ["t2", "t9"], ["t3"]])
+    root = write_tfrecords({"train": frame, "eval": frame}, SYNTHETIC, tmp_path / "data")
+    factory = lambda files, options, schema: tfxio.TFExampleRecord(files, schema=schema).TensorFlowDataset(options)  # noqa: E731
+    fn_args = types.SimpleNamespace(data_accessor=types.SimpleNamespace(tf_dataset_factory=factory))
+    model = build_joint_model(SYNTHETIC, vocabulary_sizes(tiny_transform, SYNTHETIC), task_architecture="mmoe")
+    model_keys = list(model.inputs_spec)
+    batches = list(trainer._dataset(fn_args, [str(root / "train" / "data.tfrecord")], tiny_transform, SYNTHETIC, 4, model_keys))
+    assert len(batches) == 1
+    x, y = batches[0]
+    assert set(x) == set(model_keys) and set(y) == set(SYNTHETIC.label_keys)
+
+    trainer.export_serving_model(model, tiny_transform, SYNTHETIC, str(tmp_path / "export"))
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures["transform_features"](
+        examples=tf.constant(list(frame_to_examples(frame, SYNTHETIC))))
+    # The input pipeline shuffles: match rows by their dense feature (x1 = 0, 2, 4, 6 raw).
+    order, served_order = np.argsort(x["x1"].numpy()[:, 0]), np.argsort(served["x1"].numpy()[:, 0])
+    assert x["user_id"].dtype == tf.int64 and x["x1"].numpy().max() < 2  # indices and z-scores
+    for key, value in x.items():
+        np.testing.assert_allclose(value.numpy()[order], served[key].numpy()[served_order], rtol=1e-6, err_msg=key)
+    for key, value in y.items():  # labels are not serving inputs: the raw rows' (frame order = x1 order)
+        np.testing.assert_allclose(value.numpy()[order, 0], frame[key].to_numpy(), err_msg=key)
+
+    pipeline = create_pipeline(pipeline_name="p", pipeline_root=str(tmp_path / "root"), data_root=str(root),
+                               dataset=SYNTHETIC, model="mmoe", serving_dir=str(tmp_path / "serving"))
+    components = {c.id: c for c in pipeline.components}
+    assert "transformed_examples" not in components["Transform"].outputs
+    assert components["Trainer"].inputs["examples"] is components["ImportExampleGen"].outputs["examples"]
