@@ -128,11 +128,12 @@ class _TaskSumsCombiner(beam.CombineFn):
 
     def add_input(self, accumulator: TaskSums, element: metric_types.StandardMetricInputs) -> TaskSums:
         model_name, output_name = self._key.model_name, self._key.output_name
-        label = _lookup(element.get("labels"), model_name, output_name)
-        prediction = _lookup(element.get("predictions"), model_name, output_name)
+        extracts = getattr(element, "extracts", element)  # StandardMetricInputs' dict: no Mapping.get per key
+        label = _lookup(extracts.get("labels"), model_name, output_name)
+        prediction = _lookup(extracts.get("predictions"), model_name, output_name)
         if label is None or prediction is None:
-            raise ValueError(f"task metrics: output {output_name!r} has no label or prediction in {sorted(element)}")
-        weight = _lookup(element.get("example_weights"), model_name, output_name) if self._weighted else None
+            raise ValueError(f"task metrics: output {output_name!r} has no label or prediction in {sorted(extracts)}")
+        weight = _lookup(extracts.get("example_weights"), model_name, output_name) if self._weighted else None
         accumulator.pending.append((label, prediction, 1.0 if weight is None else weight))
         if len(accumulator.pending) >= _BUFFER:
             accumulator.flush(self._weighted)
