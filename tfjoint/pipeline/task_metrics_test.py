@@ -5,7 +5,7 @@ import pytest
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_specs, metric_types
 
-from tfjoint.features import MOVIELENS_100K
+from tfjoint.features import DATASETS, MOVIELENS_100K
 from tfjoint.pipeline import task_metrics
 from tfjoint.pipeline.evaluation import eval_config
 
@@ -63,6 +63,19 @@ def test_every_metric_equals_tfmas_stock_metric_on_the_same_weighted_examples():
         assert ours[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
     assert ours[metric_types.MetricKey("example_count", output_name="like", example_weighted=True)] == pytest.approx(
         sum(float(x["example_weights"]["like"][0]) for x in inputs))
+
+
+def test_a_single_task_model_with_bare_labels_and_predictions_matches_too():
+    spec = DATASETS["douban-sample"]  # one task: TFMA's single-output model, no output names
+    (task,) = spec.tasks
+    inputs = [metric_types.StandardMetricInputs(labels=np.array([x["labels"]["like"][0]]),
+                                                predictions=np.array([x["predictions"]["like"][0]]), example_weights=None)
+              for x in _inputs(300, seed=1)]
+    stock = _evaluate(eval_config(spec, stock_metrics=True), inputs)
+    ours = _evaluate(eval_config(spec), inputs, parts=2)
+    assert sorted(map(str, ours)) == sorted(map(str, stock)) and len(ours) == 6
+    for key, value in stock.items():
+        assert ours[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
 
 
 def test_a_tasks_metrics_share_one_combiner_and_keep_their_thresholds():
