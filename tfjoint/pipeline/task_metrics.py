@@ -162,7 +162,7 @@ def _mean(total: float, weights: float) -> float:
     return total / weights if weights != 0.0 else float("nan")
 
 
-# metric name -> value from one task's sums (and the metric's key, for AUC's TFMA computation)
+# metric name -> value from one task's sums and whether the task is weighted (AUC: below)
 _VALUES: dict[str, Callable[[TaskSums, bool], float]] = {
     "example_count": lambda s, weighted: s.weighted_count if weighted else s.count,
     "mean_label": lambda s, _: _ratio(s.weighted_labels, s.weighted_count),
@@ -170,7 +170,8 @@ _VALUES: dict[str, Callable[[TaskSums, bool], float]] = {
     "calibration": lambda s, _: _ratio(s.weighted_predictions, s.weighted_labels),
     "binary_crossentropy": lambda s, _: _mean(s.log_loss, s.weighted_count),
     "mean_absolute_error": lambda s, _: _mean(s.absolute_error, s.weighted_count),
-    "root_mean_squared_error": lambda s, _: math.sqrt(_mean(s.squared_error, s.weighted_count)),
+    # TFMA wraps Keras' RMSE, whose mean over no weight is 0 (divide_no_nan), not NaN.
+    "root_mean_squared_error": lambda s, _: math.sqrt(s.squared_error / s.weighted_count) if s.weighted_count else 0.0,
 }
 
 

@@ -78,6 +78,16 @@ def test_a_single_task_model_with_bare_labels_and_predictions_matches_too():
         assert ours[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
 
 
+def test_a_slice_without_weight_gives_what_tfma_gives():
+    inputs = _inputs(50, seed=2)
+    for x in inputs:
+        x["example_weights"]["like"] = x["example_weights"]["rating"] = np.array([0.0])
+    stock = _evaluate(eval_config(MOVIELENS_100K, stock_metrics=True), inputs)
+    ours = _evaluate(eval_config(MOVIELENS_100K), inputs)
+    for key, value in stock.items():
+        assert ours[key] == pytest.approx(value, nan_ok=True), key
+
+
 def test_a_tasks_metrics_share_one_combiner_and_keep_their_thresholds():
     config, stock = eval_config(MOVIELENS_100K), eval_config(MOVIELENS_100K, stock_metrics=True)
     computations = metric_specs.to_computations(config.metrics_specs, eval_config=config)
