@@ -193,7 +193,7 @@ def _auc_from_histogram(key: metric_types.MetricKey, eval_config) -> Callable[[T
     return value
 
 
-def _task_computations(name: str, eval_config=None, model_names=None, output_names=None, sub_keys=None,
+def _task_computations(name: str, kind: str, eval_config=None, model_names=None, output_names=None, sub_keys=None,
                        example_weighted: bool = False) -> metric_types.MetricComputations:
     if sub_keys and any(sub_key is not None for sub_key in sub_keys):
         raise ValueError(f"task metrics: sub_keys are not supported (one value per example), received {sub_keys}")
@@ -204,10 +204,10 @@ def _task_computations(name: str, eval_config=None, model_names=None, output_nam
                                               example_weighted=example_weighted)
             key = metric_types.MetricKey(name, model_name=model_name, output_name=output_name,
                                          example_weighted=example_weighted)
-            if name == "auc":
+            if kind == "auc":
                 of_sums = _auc_from_histogram(key, eval_config)
             else:
-                of_sums = (lambda fn: lambda sums: fn(sums, example_weighted))(_VALUES[name])
+                of_sums = (lambda fn: lambda sums: fn(sums, example_weighted))(_VALUES[kind])
 
             def result(metrics, key=key, sums_key=sums_key, of_sums=of_sums):
                 return {key: of_sums(metrics[sums_key])}
@@ -223,8 +223,10 @@ def _task_computations(name: str, eval_config=None, model_names=None, output_nam
 def _task_metric(stock: str, metric_name: str) -> type:
     """``Task<stock>``: the metric ``metric_name`` of TFMA's class ``stock``, from the task's sums."""
 
-    def __init__(self, name: str = metric_name):
-        tfma.metrics.Metric.__init__(self, _task_computations, name=name)
+    def __init__(self, name: str = metric_name, kind: str = metric_name):
+        if kind != metric_name:  # ``kind`` is in get_config() only so that from_config() round-trips
+            raise ValueError(f"kind must be {metric_name!r} for Task{stock}. Received: kind={kind!r}")
+        tfma.metrics.Metric.__init__(self, _task_computations, name=name, kind=kind)
 
     doc = f"TFMA's ``{stock}`` (key ``{metric_name}``) from the task's shared sums (:class:`TaskSums`)."
     return type(f"Task{stock}", (tfma.metrics.Metric,),

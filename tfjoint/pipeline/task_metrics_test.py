@@ -106,6 +106,19 @@ def test_the_auc_comes_from_tfmas_histogram_buckets():
     assert buckets == {0: (0.0, -0.5, 1.0), 1: (2.0, 0.0001, 2.0), 5001: (1.0, 0.5, 1.0), 10001: (0.0, 1.0, 0.5)}
 
 
+def test_a_renamed_metric_keeps_its_kind_and_round_trips_its_config():
+    metric = task_metrics.TaskAUC(name="watch_auc")
+    config = tfma.EvalConfig(model_specs=[tfma.ModelSpec(label_keys={"watch": "watch"})], metrics_specs=[
+        tfma.MetricsSpec(output_names=["watch"], metrics=[tfma.MetricConfig(
+            class_name="TaskAUC", module=task_metrics.__name__, config='{"name": "watch_auc"}')])])
+    stock = _evaluate(eval_config(MOVIELENS_100K, stock_metrics=True), _inputs(100))
+    (key, value), = _evaluate(config, _inputs(100)).items()
+    assert key.name == "watch_auc" and value == stock[metric_types.MetricKey("auc", output_name="watch")]
+    assert type(task_metrics.TaskAUC.from_config(metric.get_config())).__name__ == "TaskAUC"
+    with pytest.raises(ValueError, match="kind must be 'auc'"):
+        task_metrics.TaskAUC(kind="calibration")
+
+
 def test_a_prediction_of_several_values_per_example_is_refused():
     combiner = task_metrics._TaskSumsCombiner(metric_types.MetricKey("_sums", output_name="like"))
     accumulator = combiner.add_input(combiner.create_accumulator(), metric_types.StandardMetricInputs(
