@@ -4,6 +4,7 @@ time and the metric table; ``--profile FILE`` writes a cProfile of it (issue 17)
 
     python tools/profile_evaluator.py runs/demo/pipeline /tmp/eval --dataset movielens-100k \
         --beam-arg=--direct_running_mode=in_memory --beam-arg=--direct_num_workers=1
+    python tools/profile_evaluator.py runs/demo/pipeline /tmp/eval_stock --stock-metrics  # TFMA's metrics
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="movielens-100k")
     parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[])
     parser.add_argument("--profile", help="write a cProfile of the Evaluator here")
+    parser.add_argument("--stock-metrics", action="store_true",
+                        help="TFMA's own metric classes (one combiner per metric), not tfjoint's task_metrics")
     args = parser.parse_args()
 
     from google.protobuf import json_format
@@ -44,7 +47,7 @@ def main() -> None:
     evaluation.uri, blessing.uri = (os.path.join(args.output_dir, name) for name in ("evaluation", "blessing"))
     for uri in (evaluation.uri, blessing.uri):
         os.makedirs(uri, exist_ok=True)
-    properties = {specs.EVAL_CONFIG_KEY: json_format.MessageToJson(eval_config(spec)),
+    properties = {specs.EVAL_CONFIG_KEY: json_format.MessageToJson(eval_config(spec, stock_metrics=args.stock_metrics)),
                   specs.EXAMPLE_SPLITS_KEY: json_utils.dumps(["eval"])}
     beam_args = [*LOCAL_BEAM_ARGS, *args.beam_args]
     run = executor.Executor(executor.base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=beam_args))

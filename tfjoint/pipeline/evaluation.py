@@ -8,6 +8,10 @@ examples are weighted by the label ``task.row_weight_key`` (the parent's), so ``
 judged only where ``watch`` = 1, and its ``example_count`` is that weighted count (TFMA
 weights every metric of an output that has an example weight key, so a separate
 ``WeightedExampleCount`` would only repeat it: one more per-example combiner, issue 17).
+
+Each metric is configured as its :mod:`tfjoint.pipeline.task_metrics` counterpart (same name,
+key and thresholds), so all of a task's metrics share one combiner that reads each example once
+(``stock_metrics=True`` configures TFMA's own classes instead, to compare).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import tensorflow_model_analysis as tfma
 
 from tfjoint import features
 from tfjoint.features import DatasetSpec
+from tfjoint.pipeline import task_metrics
 
 BINARY_METRICS = ("AUC", "BinaryCrossEntropy", "Calibration", "MeanPrediction", "MeanLabel")
 REGRESSION_METRICS = ("RootMeanSquaredError", "MeanAbsoluteError")
@@ -45,24 +50,34 @@ def _bound(lower: float | None = None, upper: float | None = None) -> tfma.Metri
     return tfma.MetricThreshold(value_threshold=value)
 
 
-def _metric(class_name: str, threshold: tfma.MetricThreshold | None = None) -> tfma.MetricConfig:
-    """A metric; its threshold (if any) judges the overall slice only, not each scenario."""
-    config = tfma.MetricConfig(class_name=class_name)
+def _metric_config(class_name: str, threshold: tfma.MetricThreshold | None, stock: bool) -> tfma.MetricConfig:
+    """TFMA's metric ``class_name`` (its task_metrics counterpart unless ``stock``); its threshold
+    (if any) judges the overall slice only, not each scenario."""
+    if stock:
+        config = tfma.MetricConfig(class_name=class_name)
+    else:
+        config = tfma.MetricConfig(class_name=task_metrics.FOR_STOCK[class_name].__name__,
+                                   module=task_metrics.__name__)
     if threshold is not None:
         config.per_slice_thresholds.append(
             tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold))
     return config
 
 
-def eval_config(spec: DatasetSpec) -> tfma.EvalConfig:
+def eval_config(spec: DatasetSpec, *, stock_metrics: bool = False) -> tfma.EvalConfig:
     """Per-task metrics, overall and per scenario, with the thresholds that bless a model.
 
     Every binary task must have finite log loss below ``spec.max_log_loss`` and a
     calibration (mean prediction / mean label) within ``spec.calibration_bounds``; tasks listed in
     ``spec.min_auc`` must reach that AUC, and regression tasks in ``spec.max_rmse`` must stay
-    below that RMSE. Thresholds apply to the overall slice.
+    below that RMSE. Thresholds apply to the overall slice. ``stock_metrics`` configures TFMA's
+    own metric classes (one combiner per metric) instead of :mod:`~tfjoint.pipeline.task_metrics`.
     """
     metrics_specs = []
+
+    def _metric(class_name: str, threshold: tfma.MetricThreshold | None = None) -> tfma.MetricConfig:
+        return _metric_config(class_name, threshold, stock_metrics)
+
     for task in spec.tasks:
         configs = [_metric(name) for name in COMMON_METRICS]
         if task.type == "binary":

@@ -18,8 +18,9 @@ def test_each_task_is_weighted_by_the_label_of_the_rows_it_is_defined_on():
 
 
 def test_each_metric_is_computed_once_and_a_child_tasks_count_is_its_weighted_count():
-    import tensorflow_model_analysis as tfma
     from tensorflow_model_analysis.metrics import metric_specs
+
+    from tfjoint.pipeline import task_metrics
 
     config = eval_config(MOVIELENS_100K)
     found = list(metric_specs.keys_and_metrics_from_specs(config, config.metrics_specs))
@@ -27,7 +28,7 @@ def test_each_metric_is_computed_once_and_a_child_tasks_count_is_its_weighted_co
     names = [(key.output_name, key.name) for key in keys]
     assert len(names) == len(set(names))
     # One example count per task: TFMA's WeightedExampleCount is an ExampleCount by another name.
-    counters = [key.output_name for key, _, metric in found if isinstance(metric, tfma.metrics.ExampleCount)]
+    counters = [key.output_name for key, _, metric in found if isinstance(metric, task_metrics.TaskExampleCount)]
     assert sorted(counters) == ["like", "rating", "watch"]
     counts = {key.output_name: key for key in keys if key.name == "example_count"}
     assert set(counts) == {"watch", "like", "rating"}
