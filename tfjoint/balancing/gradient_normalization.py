@@ -133,6 +133,13 @@ class GradientNormalization(TaskBalancer):
         self.task_weights.assign(num_tasks * new_weights / ops.sum(new_weights))
         return ops.cast(ops.sum(stacked, axis=0), gradients[0].dtype)
 
+    def gradients_read(self, layers: list[str]) -> list[int]:
+        """Only ``W``'s tensors with ``"last_shared_layer"``: the update is the plain sum of
+        the task gradients, so the model need not compute them per task elsewhere."""
+        if self.norm_weights == "shared" or not layers:
+            return list(range(len(layers)))
+        return [i for i, layer in enumerate(layers) if layer == layers[-1]]
+
     def norm_mask(self, num_entries: int) -> Any:
         """``(P,)``: 1 on the entries of ``W``, 0 elsewhere."""
         if self.norm_weights == "shared" or self.gradient_layers is None:

@@ -101,6 +101,17 @@ class TaskBalancer(keras.layers.Layer):
         self.gradient_sizes = [int(n) for n in sizes]
         self.gradient_layers = list(layers)
 
+    def gradients_read(self, layers: list[str]) -> list[int]:
+        """Of the parameter tensors this balancer combines (the path of each one's layer, in
+        order), the positions whose per-task gradients :meth:`combine_gradients` reads.
+
+        A balancer that returns fewer promises that its combination is the plain sum of the
+        task gradients on the others: the model then gives them the gradient of the objective
+        and computes no per-task gradient there (GradNorm reads its last shared layer only).
+        Default: all of them.
+        """
+        return list(range(len(layers)))
+
     def tensor_ids(self, num_entries: int) -> Any:
         """``(P,)`` int32: the index of the parameter tensor of each entry of a gradient vector."""
         sizes = self.gradient_sizes or [num_entries]

@@ -291,6 +291,18 @@ class JointModel(keras.Model):
         return {k: ops.reshape(v, (1,)) if len(v.shape) == 0 else v for k, v in logs.items()}
 
     def _update(self, data: Any) -> dict[str, Any]:
+        """One update with a gradient-level balancer, in two backward passes (and one more
+        over the combined parameters when there are ``add_loss`` terms):
+
+        - the gradient of the total objective on every parameter the balancer does not
+          combine (what it applies there; for a balancer that reads only part of the shared
+          parameters, GradNorm's last shared layer, the rest of them too, densified);
+        - the ``T`` per-task gradients of the combined parameters at once: one vectorized
+          pass, the Jacobian of the stacked terms ``[w_1 L_1, ..., w_T L_T]`` (``pfor``).
+
+        The total's gradient is never taken on the combined parameters: there the update is
+        the balancer's combination plus the gradient of the ``add_loss`` terms.
+        """
         if not self.balancer.uses_task_gradients:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -300,23 +312,50 @@ class JointModel(keras.Model):
             terms = self._balanced_terms(y, y_pred, sample_weight=sample_weight)
             regularization = self._regularization()
             total = sum(terms.values()) + regularization
+            # Recorded: the Jacobian differentiates through the stack.
+            task_terms = [scale_loss_for_distribution(terms[t.name]) for t in self.tasks]
+            stacked_terms = tf.stack(task_terms)
         self._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
-        per_task = [_dense(tape.gradient(scale_loss_for_distribution(terms[t.name]), variables)) for t in self.tasks]
-        grads = tape.gradient(scale_loss_for_distribution(total), variables)
-        regularization_grads = (
-            _dense(tape.gradient(scale_loss_for_distribution(regularization), variables)) if self.losses else None
-        )
-        del tape
-        indices = combined_variables(self.balancer, per_task, self._variable_owners(variables))
+        shared = combined_variables(self.balancer, self._task_reach(tape, task_terms, variables), self._variable_owners(variables))
+        indices = [shared[j] for j in self.balancer.gradients_read([layer_path(variables[i]) for i in shared])]
         if indices:
             # Outside the traced function: a balancer may create its per-tensor state here.
             with tf.init_scope():
                 self.balancer.bind_gradient_layout(
                     [math.prod(variables[i].shape) for i in indices], [layer_path(variables[i]) for i in indices]
                 )
+        rest = [i for i in range(len(variables)) if i not in set(indices)]
+        grads = [None] * len(variables)
+        if rest:
+            grads = _scatter(len(variables), rest, tape.gradient(scale_loss_for_distribution(total), [variables[i] for i in rest]))
+        for i in set(shared) - set(indices):
+            grads[i] = None if grads[i] is None else tf.convert_to_tensor(grads[i])
+        per_task = [[None] * len(variables) for _ in self.tasks]
+        regularization_grads = None
+        if indices:
+            combined = [variables[i] for i in indices]
+            jacobians = _task_jacobians(tape, task_terms, stacked_terms, combined)
+            for k in range(len(self.tasks)):
+                per_task[k] = _scatter(len(variables), indices, [None if j is None else j[k] for j in jacobians])
+            if self.losses:
+                regularization_grads = _scatter(
+                    len(variables), indices, _dense(tape.gradient(scale_loss_for_distribution(regularization), combined))
+                )
+        del tape
         grads = combine_task_gradients(self.balancer, per_task, grads, regularization_grads, variables, indices, terms)
         self.optimizer.apply(grads, variables)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _task_reach(self, tape: tf.GradientTape, task_terms: list[Any], variables: list[Any]) -> list[list[bool]]:
+        """Per task, whether its term reaches each variable. The graph is the same at every
+        step, so this is found once (by ``T`` gradients whose values are never used: a traced
+        function prunes them) and kept for as long as the trainable variables are the same."""
+        key = tuple(id(v) for v in variables)
+        cached = getattr(self, "_task_reach_cache", None)
+        if cached is None or cached[0] != key:
+            reach = tuple(tuple(g is not None for g in tape.gradient(term, variables)) for term in task_terms)
+            self._task_reach_cache = (key, reach)
+        return [list(r) for r in self._task_reach_cache[1]]
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
         """Keras 3's TF trainer builds the model on the first batch, which under a strategy it
@@ -376,6 +415,31 @@ class JointModel(keras.Model):
             if config.get(slot) is not None:
                 config[slot] = keras.saving.deserialize_keras_object(config[slot])
         return cls(**config)
+
+
+def _task_jacobians(tape: tf.GradientTape, task_terms: list[Any], stacked: Any, variables: list[Any]) -> list[Any]:
+    """Per variable, the ``(T, *shape)`` dense gradients of the ``T`` task terms (``None``
+    where no term reaches it)."""
+    if _PER_TASK == "loop":
+        per = [_dense(tape.gradient(term, variables)) for term in task_terms]
+        return [
+            None if all(p[i] is None for p in per)
+            else tf.stack([tf.zeros(v.shape, v.dtype) if p[i] is None else p[i] for p in per])
+            for i, v in enumerate(variables)
+        ]
+    return tape.jacobian(stacked, variables, experimental_use_pfor=True)
+
+
+import os
+_PER_TASK = os.environ.get("TFJOINT_PER_TASK", "jacobian")
+
+
+def _scatter(size: int, positions: list[int], values: list[Any]) -> list[Any]:
+    """A list of ``size`` entries, ``values`` at ``positions`` and ``None`` elsewhere."""
+    out: list[Any] = [None] * size
+    for i, v in zip(positions, values):
+        out[i] = v
+    return out
 
 
 def _dense(gradients: list[Any]) -> list[Any]:
