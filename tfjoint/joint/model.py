@@ -291,17 +291,20 @@ class JointModel(keras.Model):
         return {k: ops.reshape(v, (1,)) if len(v.shape) == 0 else v for k, v in logs.items()}
 
     def _update(self, data: Any) -> dict[str, Any]:
-        """One update with a gradient-level balancer, in two backward passes (and one more
-        over the combined parameters when there are ``add_loss`` terms):
+        """One update with a gradient-level balancer. Each backward pass asks only for the
+        parameters it serves:
 
-        - the gradient of the total objective on every parameter the balancer does not
-          combine (what it applies there; for a balancer that reads only part of the shared
-          parameters, GradNorm's last shared layer, the rest of them too, densified);
-        - the ``T`` per-task gradients of the combined parameters at once: one vectorized
-          pass, the Jacobian of the stacked terms ``[w_1 L_1, ..., w_T L_T]`` (``pfor``).
+        - ``T`` per-task passes over the parameters whose per-task gradients the balancer reads
+          (:meth:`~tfjoint.balancing.TaskBalancer.gradients_read`: the shared ones, GradNorm's
+          last shared layer only, GradCraft's every parameter);
+        - one pass of the total objective over all the others (dense on a shared parameter
+          the balancer does not read: the update it had as a sum of dense task gradients);
+        - with ``add_loss`` terms, one pass of them over the combined parameters.
 
-        The total's gradient is never taken on the combined parameters: there the update is
-        the balancer's combination plus the gradient of the ``add_loss`` terms.
+        The sum of the task gradients is the total's minus the ``add_loss`` terms', so no
+        parameter needs both. ``tape.jacobian(..., experimental_use_pfor=True)`` over the
+        stacked terms (one vectorized pass) measured slower than the ``T`` passes on CPU
+        (docs/training_speed.md).
         """
         if not self.balancer.uses_task_gradients:
             return super().train_step(data)
@@ -312,10 +315,8 @@ class JointModel(keras.Model):
             terms = self._balanced_terms(y, y_pred, sample_weight=sample_weight)
             regularization = self._regularization()
             total = sum(terms.values()) + regularization
-            # Recorded: the Jacobian differentiates through the stack.
-            task_terms = [scale_loss_for_distribution(terms[t.name]) for t in self.tasks]
-            stacked_terms = tf.stack(task_terms)
         self._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+        task_terms = [scale_loss_for_distribution(terms[t.name]) for t in self.tasks]
         shared = combined_variables(self.balancer, self._task_reach(tape, task_terms, variables), self._variable_owners(variables))
         indices = [shared[j] for j in self.balancer.gradients_read([layer_path(variables[i]) for i in shared])]
         if indices:
@@ -325,22 +326,15 @@ class JointModel(keras.Model):
                     [math.prod(variables[i].shape) for i in indices], [layer_path(variables[i]) for i in indices]
                 )
         rest = [i for i in range(len(variables)) if i not in set(indices)]
-        grads = [None] * len(variables)
-        if rest:
-            grads = _scatter(len(variables), rest, tape.gradient(scale_loss_for_distribution(total), [variables[i] for i in rest]))
+        grads = _gradients(tape, scale_loss_for_distribution(total), variables, rest)
         for i in set(shared) - set(indices):
             grads[i] = None if grads[i] is None else tf.convert_to_tensor(grads[i])
-        per_task = [[None] * len(variables) for _ in self.tasks]
-        regularization_grads = None
-        if indices:
-            combined = [variables[i] for i in indices]
-            jacobians = _task_jacobians(tape, task_terms, stacked_terms, combined)
-            for k in range(len(self.tasks)):
-                per_task[k] = _scatter(len(variables), indices, [None if j is None else j[k] for j in jacobians])
-            if self.losses:
-                regularization_grads = _scatter(
-                    len(variables), indices, _dense(tape.gradient(scale_loss_for_distribution(regularization), combined))
-                )
+        per_task = [_dense(_gradients(tape, term, variables, indices)) for term in task_terms]
+        regularization_grads = (
+            _dense(_gradients(tape, scale_loss_for_distribution(regularization), variables, indices))
+            if self.losses and indices
+            else None
+        )
         del tape
         grads = combine_task_gradients(self.balancer, per_task, grads, regularization_grads, variables, indices, terms)
         self.optimizer.apply(grads, variables)
@@ -415,31 +409,6 @@ class JointModel(keras.Model):
             if config.get(slot) is not None:
                 config[slot] = keras.saving.deserialize_keras_object(config[slot])
         return cls(**config)
-
-
-def _task_jacobians(tape: tf.GradientTape, task_terms: list[Any], stacked: Any, variables: list[Any]) -> list[Any]:
-    """Per variable, the ``(T, *shape)`` dense gradients of the ``T`` task terms (``None``
-    where no term reaches it)."""
-    if _PER_TASK == "loop":
-        per = [_dense(tape.gradient(term, variables)) for term in task_terms]
-        return [
-            None if all(p[i] is None for p in per)
-            else tf.stack([tf.zeros(v.shape, v.dtype) if p[i] is None else p[i] for p in per])
-            for i, v in enumerate(variables)
-        ]
-    return tape.jacobian(stacked, variables, experimental_use_pfor=True)
-
-
-import os
-_PER_TASK = os.environ.get("TFJOINT_PER_TASK", "jacobian")
-
-
-def _scatter(size: int, positions: list[int], values: list[Any]) -> list[Any]:
-    """A list of ``size`` entries, ``values`` at ``positions`` and ``None`` elsewhere."""
-    out: list[Any] = [None] * size
-    for i, v in zip(positions, values):
-        out[i] = v
-    return out
 
 
 def _dense(gradients: list[Any]) -> list[Any]:
