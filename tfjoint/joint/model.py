@@ -411,6 +411,16 @@ class JointModel(keras.Model):
         return cls(**config)
 
 
+def _gradients(tape: tf.GradientTape, target: Any, variables: list[Any], positions: list[int]) -> list[Any]:
+    """The gradient of ``target`` on ``variables[i]`` for ``i`` in ``positions`` (one backward
+    pass over those only; none when there are none), ``None`` at every other position."""
+    out: list[Any] = [None] * len(variables)
+    if positions:
+        for i, g in zip(positions, tape.gradient(target, [variables[i] for i in positions])):
+            out[i] = g
+    return out
+
+
 def _dense(gradients: list[Any]) -> list[Any]:
     """Gradients as dense tensors (an embedding's ``IndexedSlices`` included), ``None`` kept."""
     return [None if g is None else tf.convert_to_tensor(g) for g in gradients]
