@@ -50,7 +50,10 @@ class GradientNormalization(TaskBalancer):
       ``w <- K w / sum_j w_j``. The weights are state updated here, not by the model's
       optimizer; this step's update uses the weights from before it, as in Algorithm 1.
     - the update of the shared parameters is ``sum_k w_k grad L_k``: the sum of the gradients
-      received (all of them, not only ``W``'s).
+      received. As that is the plain gradient of the objective, :meth:`gradients_read` asks
+      the model for the per-task gradients of ``W`` only (with ``"last_shared_layer"``); the
+      other shared parameters get the objective's gradient, one backward pass instead of
+      ``T`` (issue 17).
 
     Args:
         alpha: ``>= 0``, the strength of the restoring force toward equal training rates.

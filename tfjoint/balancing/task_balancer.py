@@ -8,7 +8,9 @@ A balancer acts at one or both of two levels inside :meth:`JointModel.train_step
   True the model computes one gradient per task over the parameters the balancer combines
   (``gradient_scope``), flattens each into a vector ``g_k`` (zeros where task ``k`` does not
   reach a parameter) and the balancer returns the vector applied to them (PCGrad,
-  MetaBalance, GradCraft, GradNorm). Before that the model hands over the layout of those
+  MetaBalance, GradCraft, GradNorm); a balancer whose combination is the plain sum outside
+  some of them reads only those (:meth:`TaskBalancer.gradients_read`, GradNorm's last
+  shared layer). Before that the model hands over the layout of those
   vectors, :meth:`TaskBalancer.bind_gradient_layout`: the size and the layer of each
   parameter tensor, in order (MetaBalance's per-tensor norms, GradCraft's per-tensor masks
   and GradNorm's last shared layer read it).
