@@ -32,7 +32,9 @@ from keras import ops
 from tfjoint.balancing.task_balancer import TaskBalancer
 
 
-def combined_variables(balancer: TaskBalancer, reach: list[list[bool]], owners: list[int | None]) -> list[int]:
+def combined_variables(
+    balancer: TaskBalancer, reach: list[list[bool]], owners: list[int | None]
+) -> list[int]:
     """The indices of the variables whose gradient ``balancer`` combines.
 
     Args:

@@ -317,8 +317,10 @@ class JointModel(keras.Model):
             total = sum(terms.values()) + regularization
         self._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
         task_terms = [scale_loss_for_distribution(terms[t.name]) for t in self.tasks]
-        shared = combined_variables(self.balancer, self._task_reach(tape, task_terms, variables), self._variable_owners(variables))
-        indices = [shared[j] for j in self.balancer.gradients_read([layer_path(variables[i]) for i in shared])]
+        reach = self._task_reach(tape, task_terms, variables)
+        shared = combined_variables(self.balancer, reach, self._variable_owners(variables))
+        read = self.balancer.gradients_read([layer_path(variables[i]) for i in shared])
+        indices = [shared[j] for j in read]
         if indices:
             # Outside the traced function: a balancer may create its per-tensor state here.
             with tf.init_scope():
@@ -340,7 +342,9 @@ class JointModel(keras.Model):
         self.optimizer.apply(grads, variables)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def _task_reach(self, tape: tf.GradientTape, task_terms: list[Any], variables: list[Any]) -> list[list[bool]]:
+    def _task_reach(
+        self, tape: tf.GradientTape, task_terms: list[Any], variables: list[Any]
+    ) -> list[list[bool]]:
         """Per task, whether its term reaches each variable. The graph is the same at every
         step, so this is found once (by ``T`` gradients whose values are never used: a traced
         function prunes them) and kept for as long as the trainable variables are the same."""
