@@ -317,6 +317,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "balancing contract: a cascade parent's own tower gets its plain gradient, not a balanced one",
     ),
     Mutation(
+        "balancer_total_pass_on_every_variable",
+        "tfjoint/joint/model.py",
+        "rest = [i for i in range(len(variables)) if i not in set(indices)]",
+        "rest = list(range(len(variables)))",
+        ("tfjoint/joint/balancer_passes_test.py::test_each_parameter_is_in_the_per_task_passes_or_in_the_total_pass_not_both",),
+        "issue 17: a combined parameter's gradient comes from the per-task passes only, not also from the total's",
+    ),
+    Mutation(
         "unknown_scenario_masking_unused",
         "tfjoint/joint/model.py",
         "inputs = {**inputs, features.SCENARIO_KEY: masking(inputs[features.SCENARIO_KEY])}",

@@ -50,7 +50,10 @@ class GradientNormalization(TaskBalancer):
       ``w <- K w / sum_j w_j``. The weights are state updated here, not by the model's
       optimizer; this step's update uses the weights from before it, as in Algorithm 1.
     - the update of the shared parameters is ``sum_k w_k grad L_k``: the sum of the gradients
-      received (all of them, not only ``W``'s).
+      received. As that is the plain gradient of the objective, :meth:`gradients_read` asks
+      the model for the per-task gradients of ``W`` only (with ``"last_shared_layer"``); the
+      other shared parameters get the objective's gradient, one backward pass instead of
+      ``T`` (issue 17).
 
     Args:
         alpha: ``>= 0``, the strength of the restoring force toward equal training rates.
@@ -132,6 +135,13 @@ class GradientNormalization(TaskBalancer):
         new_weights = ops.maximum(weights - self.learning_rate * weight_gradient, _MIN_WEIGHT)
         self.task_weights.assign(num_tasks * new_weights / ops.sum(new_weights))
         return ops.cast(ops.sum(stacked, axis=0), gradients[0].dtype)
+
+    def gradients_read(self, layers: list[str]) -> list[int]:
+        """Only ``W``'s tensors with ``"last_shared_layer"``: the update is the plain sum of
+        the task gradients, so the model need not compute them per task elsewhere."""
+        if self.norm_weights == "shared" or not layers:
+            return list(range(len(layers)))
+        return [i for i, layer in enumerate(layers) if layer == layers[-1]]
 
     def norm_mask(self, num_entries: int) -> Any:
         """``(P,)``: 1 on the entries of ``W``, 0 elsewhere."""

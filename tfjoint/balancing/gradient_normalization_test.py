@@ -133,3 +133,10 @@ def test_weights_are_state_not_trained_by_the_model_optimizer():
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GradientNormalization(**kwargs)
+
+
+def test_only_the_last_shared_layers_task_gradients_are_read():
+    # The update is the plain sum elsewhere: the model takes those from the objective's gradient.
+    layers = ["embedding", "bottom/dense_0", "bottom/dense_0", "bottom/dense_1", "bottom/dense_1"]
+    assert _balancer().gradients_read(layers) == [3, 4]
+    assert _balancer(norm_weights="shared").gradients_read(layers) == [0, 1, 2, 3, 4]

@@ -8,7 +8,9 @@ A balancer acts at one or both of two levels inside :meth:`JointModel.train_step
   True the model computes one gradient per task over the parameters the balancer combines
   (``gradient_scope``), flattens each into a vector ``g_k`` (zeros where task ``k`` does not
   reach a parameter) and the balancer returns the vector applied to them (PCGrad,
-  MetaBalance, GradCraft, GradNorm). Before that the model hands over the layout of those
+  MetaBalance, GradCraft, GradNorm); a balancer whose combination is the plain sum outside
+  some of them reads only those (:meth:`TaskBalancer.gradients_read`, GradNorm's last
+  shared layer). Before that the model hands over the layout of those
   vectors, :meth:`TaskBalancer.bind_gradient_layout`: the size and the layer of each
   parameter tensor, in order (MetaBalance's per-tensor norms, GradCraft's per-tensor masks
   and GradNorm's last shared layer read it).
@@ -100,6 +102,17 @@ class TaskBalancer(keras.layers.Layer):
             raise ValueError(f"sizes and layers must be non-empty, of one length, sizes >= 1. Received: sizes={sizes}")
         self.gradient_sizes = [int(n) for n in sizes]
         self.gradient_layers = list(layers)
+
+    def gradients_read(self, layers: list[str]) -> list[int]:
+        """Of the parameter tensors this balancer combines (the path of each one's layer, in
+        order), the positions whose per-task gradients :meth:`combine_gradients` reads.
+
+        A balancer that returns fewer promises that its combination is the plain sum of the
+        task gradients on the others: the model then gives them the gradient of the objective
+        and computes no per-task gradient there (GradNorm reads its last shared layer only).
+        Default: all of them.
+        """
+        return list(range(len(layers)))
 
     def tensor_ids(self, num_entries: int) -> Any:
         """``(P,)`` int32: the index of the parameter tensor of each entry of a gradient vector."""

@@ -32,17 +32,19 @@ from keras import ops
 from tfjoint.balancing.task_balancer import TaskBalancer
 
 
-def combined_variables(balancer: TaskBalancer, gradients: list[list[Any]], owners: list[int | None]) -> list[int]:
+def combined_variables(
+    balancer: TaskBalancer, reach: list[list[bool]], owners: list[int | None]
+) -> list[int]:
     """The indices of the variables whose gradient ``balancer`` combines.
 
     Args:
         balancer: the gradient-level balancer (its ``gradient_scope``).
-        gradients: per task, the gradient of each variable (``None`` where it does not reach).
+        reach: per task, whether its term reaches each variable (its gradient is not ``None``).
         owners: per variable, the task that owns it by the architecture, or ``None``.
     """
     if balancer.gradient_scope not in ("shared", "all"):
         raise ValueError(f"gradient_scope must be 'shared' or 'all'. Received: {balancer.gradient_scope!r}")
-    reached = [sum(task[i] is not None for task in gradients) for i in range(len(owners))]
+    reached = [sum(bool(task[i]) for task in reach) for i in range(len(owners))]
     if balancer.gradient_scope == "all":
         return [i for i, count in enumerate(reached) if count >= 1]
     return [i for i, count in enumerate(reached) if count >= 2 and owners[i] is None]
