@@ -318,7 +318,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "balancer_total_pass_on_every_variable",
-        "tfjoint/joint/model.py",
+        "tfjoint/joint/balanced_step.py",
         "rest = [i for i in range(len(variables)) if i not in set(indices)]",
         "rest = list(range(len(variables)))",
         ("tfjoint/joint/balancer_passes_test.py::test_each_parameter_is_in_the_per_task_passes_or_in_the_total_pass_not_both",),

@@ -14,7 +14,7 @@ from tfjoint import catalog
 from tfjoint.balancing.task_gradients import combine_task_gradients, combined_variables, layer_path
 from tfjoint.features import MOVIELENS_100K
 from tfjoint.joint import build_joint_model
-from tfjoint.joint.model import _dense
+from tfjoint.joint.balanced_step import dense, variable_owners
 from tfjoint.testing import fake_batch, fake_vocab_sizes
 
 SIZES = fake_vocab_sizes(MOVIELENS_100K)
@@ -31,14 +31,14 @@ def reference_update(model, data):
         regularization = model._regularization()
         total = sum(terms.values()) + regularization
     model._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
-    per_task = [_dense(tape.gradient(scale_loss_for_distribution(terms[t.name]), variables)) for t in model.tasks]
+    per_task = [dense(tape.gradient(scale_loss_for_distribution(terms[t.name]), variables)) for t in model.tasks]
     grads = tape.gradient(scale_loss_for_distribution(total), variables)
     regularization_grads = (
-        _dense(tape.gradient(scale_loss_for_distribution(regularization), variables)) if model.losses else None
+        dense(tape.gradient(scale_loss_for_distribution(regularization), variables)) if model.losses else None
     )
     del tape
     reach = [[g is not None for g in task] for task in per_task]
-    indices = combined_variables(model.balancer, reach, model._variable_owners(variables))
+    indices = combined_variables(model.balancer, reach, variable_owners(model, variables))
     if indices:
         with tf.init_scope():
             model.balancer.bind_gradient_layout(

@@ -24,7 +24,6 @@ entire-space cascade steps take the same weighted means over all rows
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any
 
 import keras
@@ -34,14 +33,13 @@ from keras.src.losses.loss import scale_loss_for_distribution
 
 from tfjoint import features
 from tfjoint.balancing import FixedWeights, TaskBalancer
-from tfjoint.balancing.task_gradients import combine_task_gradients, combined_variables, layer_path
 from tfjoint.features import TaskSpec
+from tfjoint.joint.balanced_step import balanced_update
 from tfjoint.joint.cascade import add_cascade_outputs
 from tfjoint.joint.precision import precision_scope
 from tfjoint.layers.core.contracts import (
     DENSE_INPUTS_KEY,
     AddsToLogits,
-    CascadeArchitecture,
     NeedsEmbeddings,
     ScenarioAware,
     weighted_mean,
@@ -300,69 +298,9 @@ class JointModel(keras.Model):
         return {k: ops.reshape(v, (1,)) if len(v.shape) == 0 else v for k, v in logs.items()}
 
     def _update(self, data: Any) -> dict[str, Any]:
-        """One update with a gradient-level balancer. Each backward pass asks only for the
-        parameters it serves:
-
-        - ``T`` per-task passes over the parameters whose per-task gradients the balancer reads
-          (:meth:`~tfjoint.balancing.TaskBalancer.gradients_read`: the shared ones, GradNorm's
-          last shared layer only, GradCraft's every parameter);
-        - one pass of the total objective over all the others (dense on a shared parameter
-          the balancer does not read: the update it had as a sum of dense task gradients);
-        - with ``add_loss`` terms, one pass of them over the combined parameters.
-
-        The sum of the task gradients is the total's minus the ``add_loss`` terms', so no
-        parameter needs both. ``tape.jacobian(..., experimental_use_pfor=True)`` over the
-        stacked terms (one vectorized pass) measured slower than the ``T`` passes on CPU
-        (docs/training_speed.md).
-        """
         if not self.balancer.uses_task_gradients:
             return super().train_step(data)
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        variables = self.trainable_variables
-        with tf.GradientTape(persistent=True) as tape:
-            y_pred = self(x, training=True)
-            terms = self._balanced_terms(y, y_pred, sample_weight=sample_weight)
-            regularization = self._regularization()
-            total = sum(terms.values()) + regularization
-        self._loss_tracker.update_state(total, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
-        task_terms = [scale_loss_for_distribution(terms[t.name]) for t in self.tasks]
-        reach = self._task_reach(tape, task_terms, variables)
-        shared = combined_variables(self.balancer, reach, self._variable_owners(variables))
-        read = self.balancer.gradients_read([layer_path(variables[i]) for i in shared])
-        indices = [shared[j] for j in read]
-        if indices:
-            # Outside the traced function: a balancer may create its per-tensor state here.
-            with tf.init_scope():
-                self.balancer.bind_gradient_layout(
-                    [math.prod(variables[i].shape) for i in indices], [layer_path(variables[i]) for i in indices]
-                )
-        rest = [i for i in range(len(variables)) if i not in set(indices)]
-        grads = _gradients(tape, scale_loss_for_distribution(total), variables, rest)
-        for i in set(shared) - set(indices):
-            grads[i] = None if grads[i] is None else tf.convert_to_tensor(grads[i])
-        per_task = [_dense(_gradients(tape, term, variables, indices)) for term in task_terms]
-        regularization_grads = (
-            _dense(_gradients(tape, scale_loss_for_distribution(regularization), variables, indices))
-            if self.losses and indices
-            else None
-        )
-        del tape
-        grads = combine_task_gradients(self.balancer, per_task, grads, regularization_grads, variables, indices, terms)
-        self.optimizer.apply(grads, variables)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def _task_reach(
-        self, tape: tf.GradientTape, task_terms: list[Any], variables: list[Any]
-    ) -> list[list[bool]]:
-        """Per task, whether its term reaches each variable. The graph is the same at every
-        step, so this is found once (by ``T`` gradients whose values are never used: a traced
-        function prunes them) and kept for as long as the trainable variables are the same."""
-        key = tuple(id(v) for v in variables)
-        cached = getattr(self, "_task_reach_cache", None)
-        if cached is None or cached[0] != key:
-            reach = tuple(tuple(g is not None for g in tape.gradient(term, variables)) for term in task_terms)
-            self._task_reach_cache = (key, reach)
-        return [list(r) for r in self._task_reach_cache[1]]
+        return balanced_update(self, data)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
         """Keras 3's TF trainer builds the model on the first batch, which under a strategy it
@@ -379,17 +317,6 @@ class JointModel(keras.Model):
                 break
             iterator = None
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _variable_owners(self, variables: list[Any]) -> list[int | None]:
-        """Per variable, the index of the task that owns it by the architecture (its head, or
-        its tower in a cascade architecture, ``task_weights``), or ``None``."""
-        owner = {}
-        for k, task in enumerate(self.tasks):
-            weights = list(self.get_layer(task.name).trainable_weights)
-            if isinstance(self.task_architecture, CascadeArchitecture):
-                weights += list(self.task_architecture.task_weights(task.name))
-            owner.update({id(w): k for w in weights})
-        return [owner.get(id(v)) for v in variables]
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
         for task in self.tasks:
@@ -426,21 +353,6 @@ class JointModel(keras.Model):
                 if config.get(slot) is not None:
                     config[slot] = keras.saving.deserialize_keras_object(config[slot])
             return cls(**config)
-
-
-def _gradients(tape: tf.GradientTape, target: Any, variables: list[Any], positions: list[int]) -> list[Any]:
-    """The gradient of ``target`` on ``variables[i]`` for ``i`` in ``positions`` (one backward
-    pass over those only; none when there are none), ``None`` at every other position."""
-    out: list[Any] = [None] * len(variables)
-    if positions:
-        for i, g in zip(positions, tape.gradient(target, [variables[i] for i in positions])):
-            out[i] = g
-    return out
-
-
-def _dense(gradients: list[Any]) -> list[Any]:
-    """Gradients as dense tensors (an embedding's ``IndexedSlices`` included), ``None`` kept."""
-    return [None if g is None else tf.convert_to_tensor(g) for g in gradients]
 
 
 def _row_weights(sample_weight: Any, task: str) -> Any:
