@@ -69,8 +69,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "esmm_product",
         "tfjoint/joint/cascade.py",
-        'keras.layers.Multiply(name=f"{name}_joint")',
-        'keras.layers.Minimum(name=f"{name}_joint")',
+        'keras.layers.Multiply(name=f"{name}_joint", dtype="float32")',
+        'keras.layers.Minimum(name=f"{name}_joint", dtype="float32")',
         _ESMM_TESTS,
         "ESMM eq. 2: pCTCVR = pCTR * pCVR (swapped for min(pCTR, pCVR))",
     ),
