@@ -319,7 +319,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "balancer_total_pass_on_every_variable",
         "tfjoint/joint/balanced_step.py",
-        "rest = [i for i in range(len(variables)) if i not in set(indices)]",
+        "rest = [i for i in range(len(variables)) if i not in read_set]",
         "rest = list(range(len(variables)))",
         ("tfjoint/joint/balancer_passes_test.py::test_each_parameter_is_in_the_per_task_passes_or_in_the_total_pass_not_both",),
         "issue 17: a combined parameter's gradient comes from the per-task passes only, not also from the total's",

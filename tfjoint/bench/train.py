@@ -28,6 +28,7 @@ input pipeline alone (one epoch of the same ``tf.data`` pipeline, no model).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -39,7 +40,7 @@ import tensorflow as tf
 from tfjoint import features
 from tfjoint.features import ALIEXPRESS_SAMPLE
 from tfjoint.joint import JointModel, LazyAdam, build_joint_model
-from tfjoint.joint.precision import PRECISIONS, check_precision
+from tfjoint.joint.precision import PRECISIONS
 
 SPEC = ALIEXPRESS_SAMPLE
 ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -210,21 +211,18 @@ def run_train_bench(
         raise ValueError(f"rows must be at least one batch. Received: rows={workload.rows} < {workload.batch_size}")
     examples = steps * workload.batch_size
     runs = []
-    for architecture in architectures:
-        for variant in variants:
-            for optimizer in optimizers:
-                for precision in precisions:
-                    keras.utils.set_random_seed(workload.seed)
-                    model = build_model(architecture, variant, workload, check_precision(precision))
-                    adam = LazyAdam if optimizer == "lazy_adam" else keras.optimizers.Adam
-                    model.compile(optimizer=adam(workload.learning_rate))
-                    start = time.perf_counter()
-                    model.fit(dataset.take(workload.warmup_steps), epochs=1, verbose=0)
-                    if verbose:
-                        print(f"built and warmed up {architecture}/{variant}/{optimizer}/{precision} "
-                              f"in {time.perf_counter() - start:.1f}s", flush=True)
-                    runs.append({"architecture": architecture, "variant": variant, "optimizer": optimizer,
-                                 "precision": precision, "model": model, "seconds": [], "history": {}})
+    for architecture, variant, optimizer, precision in itertools.product(architectures, variants, optimizers, precisions):
+        keras.utils.set_random_seed(workload.seed)
+        model = build_model(architecture, variant, workload, precision)
+        adam = LazyAdam if optimizer == "lazy_adam" else keras.optimizers.Adam
+        model.compile(optimizer=adam(workload.learning_rate))
+        start = time.perf_counter()
+        model.fit(dataset.take(workload.warmup_steps), epochs=1, verbose=0)
+        if verbose:
+            print(f"built and warmed up {architecture}/{variant}/{optimizer}/{precision} "
+                  f"in {time.perf_counter() - start:.1f}s", flush=True)
+        runs.append({"architecture": architecture, "variant": variant, "optimizer": optimizer,
+                     "precision": precision, "model": model, "seconds": [], "history": {}})
     pipeline = [pipeline_seconds(dataset)]
     for repeat in range(workload.repeats):
         for run in runs:

@@ -49,9 +49,10 @@ def balanced_update(model: Any, data: Any) -> dict[str, Any]:
             model.balancer.bind_gradient_layout(
                 [math.prod(variables[i].shape) for i in indices], [layer_path(variables[i]) for i in indices]
             )
-    rest = [i for i in range(len(variables)) if i not in set(indices)]
+    read_set = set(indices)
+    rest = [i for i in range(len(variables)) if i not in read_set]
     grads = gradients(tape, scale_loss_for_distribution(total), variables, rest)
-    for i in set(shared) - set(indices):
+    for i in set(shared) - read_set:
         grads[i] = None if grads[i] is None else tf.convert_to_tensor(grads[i])
     per_task = [dense(gradients(tape, term, variables, indices)) for term in task_terms]
     regularization_grads = (
