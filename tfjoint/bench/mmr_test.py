@@ -30,6 +30,24 @@ def test_the_infonce_variant_is_bm3_with_the_infonce_alignment(monkeypatch):
     assert mmr.check_arguments("synthetic", ["bm3_infonce"], 1, [1.0]) == ["bm3_infonce"]
 
 
+def test_a_dataset_budget_replaces_the_budget_on_that_dataset_only(monkeypatch):
+    built = []
+
+    def build(name, *args, **kwargs):
+        built.append(kwargs["cl_weight"])
+        raise StopIteration
+
+    monkeypatch.setattr(mmr.builtin, "build_model", build)
+    monkeypatch.setitem(mmr.DATASET_BUDGET, ("bm3", "synthetic"), {"cl_weight": 0.7})
+    split = cold_start.cold_start_split(synthetic_multimodal(20, 30, signal=1.0, seed=0, feature_dim=4, buys_per_user=4))
+    for dataset in ("synthetic", "movielens-100k", None):
+        with pytest.raises(StopIteration):
+            mmr.fit_and_score("bm3", split, seed=0, dataset=dataset)
+    default = mmr.BUDGET["bm3"][0]["cl_weight"]
+    assert built == [0.7, default, default] and default != 0.7
+    assert mmr.budget("bm3", "synthetic")[0]["cl_weight"] == 0.7 and mmr.BUDGET["bm3"][0]["cl_weight"] == default
+
+
 def test_one_table_per_signal_with_warm_and_cold_columns(monkeypatch):
     seen = []
 
