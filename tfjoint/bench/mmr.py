@@ -42,11 +42,19 @@ from tfjoint.retrieval.cold_start import DATASETS, PARTS, ColdStartSplit, evalua
 
 DEFAULT_SIGNALS = (1.0, 0.0)
 METRICS = ("HR@10", "NDCG@10")
-COUNTERPARTS = {"vbpr": "bpr_mf", "nova": "sasrec", "mmmlp": "sasrec", "freedom": "lightgcn", "bm3": "lightgcn", "bm3_infonce": "lightgcn"}  # the id-only model each extends
-# bench names of a registered model with other arguments: BM3 with the InfoNCE alignment
-VARIANTS = {"bm3_infonce": ("bm3", {"alignment": "infonce"})}
+# the id-only model each is compared to: the same model without its modalities (BM3's is its id-only self)
+COUNTERPARTS = {"vbpr": "bpr_mf", "nova": "sasrec", "mmmlp": "sasrec", "freedom": "lightgcn", "bm3": "bm3_ids", "bm3_infonce": "bm3_ids"}
+# other id-only models each is compared to as well (reported beside the counterpart): the one BM3's id views extend
+ALSO_COMPARED = {"bm3": ("lightgcn",), "bm3_infonce": ("lightgcn",)}
+# bench names of a registered model with other arguments: BM3 with the InfoNCE alignment; id-only BM3 (its
+# bootstrap id loss L_rec and regularizer, no modality view: never given the item features; cold items keep
+# their untrained rows, as the other id-only models')
+VARIANTS = {
+    "bm3_infonce": ("bm3", {"alignment": "infonce"}),
+    "bm3_ids": ("bm3", {"item_features": None, "cl_weight": 0.0, "cold_start": "none"}),
+}
 FLOOR = "item_pop"
-BASELINES = ("bpr_mf", "sasrec", "lightgcn", FLOOR)
+BASELINES = ("bpr_mf", "sasrec", "lightgcn", "bm3_ids", FLOOR)
 
 # (constructor kwargs, fit kwargs): topk's budget for BPR-MF and ItemPop; VBPR gets BPR-MF's
 # optimizer budget and sizes (K = D = 64), Cornac's λ_E = 0, untuned. Measured (3 seeds, HR@10,
@@ -86,6 +94,7 @@ BUDGET: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # both (docs/multi_modal.md, "BM3 on warm items").
     "bm3": (_BM3, dict(topk.BUDGET["lightgcn"][1])),
     "bm3_infonce": (_BM3, dict(topk.BUDGET["lightgcn"][1])),
+    "bm3_ids": (_BM3, dict(topk.BUDGET["lightgcn"][1])),  # BM3's budget; VARIANTS turns the modalities off
     "item_pop": topk.BUDGET["item_pop"],
     # SASRec with the paper's sizes (d = 50, 2 blocks, dropout 0.5), max_len 10 (a synthetic user has at
     # most 10 events) and lr 5e-3: at topk's 1e-3 validation plateaus for 10 epochs and early stopping
@@ -114,9 +123,10 @@ def budget(name: str, dataset: str | None = None) -> tuple[dict[str, Any], dict[
 
 
 def default_models() -> list[str]:
-    """Every registered multi-modal retrieval model, then their counterparts, then ItemPop."""
+    """Every registered multi-modal retrieval model, then their counterparts (and :data:`ALSO_COMPARED`), then ItemPop."""
     names = [e.name for e in catalog.entries(slot="retrieval_model") if e.family == "multi_modal"]
-    return list(dict.fromkeys(names + [COUNTERPARTS[n] for n in names if n in COUNTERPARTS] + [FLOOR]))
+    ids = [c for n in names for c in ((COUNTERPARTS[n],) if n in COUNTERPARTS else ()) + ALSO_COMPARED.get(n, ())]
+    return list(dict.fromkeys(names + ids + [FLOOR]))
 
 
 def check_arguments(dataset: str, models: Sequence[str] | None, seeds: int, signals: Sequence[float]) -> list[str]:
@@ -168,8 +178,9 @@ def fit_and_score(name: str, split: ColdStartSplit, seed: int, dataset: str | No
 
 def compare(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per multi-modal model of :data:`COUNTERPARTS` whose counterpart ran: its warm and cold
-    HR@10 gap to the counterpart and (when ItemPop ran) its cold gap to ItemPop, each with
-    the standard error over seeds and whether it exceeds 2 standard errors."""
+    HR@10 gap to the counterpart, (when ItemPop ran) its cold gap to ItemPop and (``"also"``)
+    its warm and cold gaps to the models of :data:`ALSO_COMPARED` that ran, each with the
+    standard error over seeds and whether it exceeds 2 standard errors."""
 
     def gap(model_runs: list[dict[str, Any]], other: list[dict[str, Any]], part: str) -> dict[str, Any]:
         value, se = standard_error_gap([r[part]["HR@10"] for r in model_runs], [r[part]["HR@10"] for r in other])
@@ -181,6 +192,9 @@ def compare(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
             out[name] = {"counterpart": counterpart} | {p: gap(runs[name], runs[counterpart], p) for p in ("warm", "cold")}
             if FLOOR in runs:
                 out[name]["cold_vs_floor"] = gap(runs[name], runs[FLOOR], "cold")
+            also = {o: {p: gap(runs[name], runs[o], p) for p in ("warm", "cold")} for o in ALSO_COMPARED.get(name, ()) if o in runs}
+            if also:
+                out[name]["also"] = also
     return out
 
 
@@ -233,10 +247,15 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
+def _gap_cell(g: dict[str, Any]) -> str:
+    return f"{g['gap']:+.4f} ({g['se']:.4f}){' > 2 SE' if g['beats'] else ''}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """One markdown table per signal: warm and cold HR@10 / NDCG@10 per model, fit time."""
     header = ["model"] + [f"{p}/{m}" for p in PARTS for m in METRICS] + ["fit seconds", "best epoch"]
     header += [f"vs counterpart: {p} HR@10 gap (SE)" for p in ("warm", "cold")] + [f"vs {FLOOR}: cold HR@10 gap (SE)"]
+    header += ["vs other id-only: warm HR@10 gap (SE)"]
     lines: list[str] = []
     for result in report["results"]:
         title = report["dataset"] + ("" if result["signal"] is None else f", signal {result['signal']:g}")
@@ -248,9 +267,10 @@ def format_report(report: dict[str, Any]) -> str:
             c = result.get("comparison", {}).get(name)
             for key in ("warm", "cold", "cold_vs_floor"):
                 g = None if c is None else c.get(key)
-                cells.append("" if g is None else f"{g['gap']:+.4f} ({g['se']:.4f}){' > 2 SE' if g['beats'] else ''}")
+                cells.append("" if g is None else _gap_cell(g))
             if c is not None:
                 cells[-3] += f" vs {c['counterpart']}"
+            cells.append("; ".join(f"{_gap_cell(g['warm'])} vs {o}" for o, g in (c or {}).get("also", {}).items()))
             lines.append("| " + " | ".join(cells) + " |")
         users = result["users"]
         lines += [

@@ -64,10 +64,17 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
     ``"mean"`` uses the mean warm ``h_i``; ``"none"`` the untrained row. A cold item is in no
     batch, so its ``Δ_i`` stays 0: it is scored from its features as given.
 
+    Id-only BM3 (BM3's own counterpart without modalities, ``tfjoint bench mmr``'s ``bm3_ids``):
+    built with neither ``item_features`` nor ``feature_dim``, ``cl_weight=0`` and ``cold_start``
+    ``"mean"`` or ``"none"``, it has no projection, feature or offset weights and trains
+    ``L = L_rec + λ_reg (|H_U|_F + |H_I|_F) / |I|`` only (the online / target id views with the
+    predictor); at ``cl_weight=0`` the modality terms are not computed, with or without features.
+
     Args:
         num_users, num_items: sizes of the index spaces of the logs it is fitted on.
         item_features: ``(num_items, F)`` float modality vectors; or None and ``feature_dim``
-            (then pass them to :meth:`fit`; a ``.keras`` file restores them as a weight).
+            (then pass them to :meth:`fit`; a ``.keras`` file restores them as a weight);
+            or both None for id-only BM3 (above).
         feature_dim: ``F``; inferred from ``item_features`` when it is given.
         embedding_dim: ``d`` of ids, modality view and predictor (64 in the paper).
         num_layers: LightGCN layers (the paper: 1 or 2).
@@ -113,15 +120,19 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
         given = sorted(set(kwargs) & set(_UNUSED))
         if given:
             raise ValueError(f"BM3 trains with its own loss and regularizer (see reg_weight). Received: {given}")
-        if item_features is None and feature_dim is None:
-            raise ValueError("BM3 needs item_features or feature_dim. Received: both None")
-        if item_features is not None:
-            item_features = check_item_features(item_features, int(num_items), feature_dim)
-            feature_dim = item_features.shape[1]
-        feature_dim = positive_int("feature_dim", feature_dim)
         self.cold_start = check_cold_start(cold_start)
         self.reg_weight = non_negative("reg_weight", reg_weight)
         self.cl_weight = non_negative("cl_weight", cl_weight)
+        self.modalities = item_features is not None or feature_dim is not None
+        if not self.modalities and (self.cl_weight > 0 or self.cold_start == "features"):
+            raise ValueError(
+                "BM3 needs item_features or feature_dim (id-only BM3: cl_weight=0 and cold_start 'mean' or 'none'). "
+                f"Received: both None with cl_weight={cl_weight}, cold_start={cold_start!r}"
+            )
+        if item_features is not None:
+            item_features = check_item_features(item_features, int(num_items), feature_dim)
+            feature_dim = item_features.shape[1]
+        feature_dim = positive_int("feature_dim", feature_dim) if self.modalities else None
         super().__init__(
             num_users, num_items, num_layers=num_layers, embedding_dim=embedding_dim, l2_reg=0.0,
             behaviors=behaviors, seed=seed, **kwargs,
@@ -130,23 +141,29 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
         self.alignment = ContrastiveAlignment(
             self.embedding_dim, alignment=alignment, dropout=dropout, temperature=temperature, seed=seed, name="alignment"
         )
-        self.projection = keras.layers.Dense(
-            self.embedding_dim, kernel_initializer=keras.initializers.GlorotNormal(seed=None if seed is None else seed + 2),
-            name="projection",
-        )
-        self.projection.build((None, feature_dim))
+        self.projection = self.item_features = self.feature_offset = None  # id-only: no modality view
+        if self.modalities:
+            self.projection = keras.layers.Dense(
+                self.embedding_dim, kernel_initializer=keras.initializers.GlorotNormal(seed=None if seed is None else seed + 2),
+                name="projection",
+            )
+            self.projection.build((None, feature_dim))
         for offset, table in enumerate((self.user_embedding.embeddings, self.item_embedding.embeddings)):
             init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + offset)
             table.assign(init(table.shape))
-        self.item_features = self.add_weight(shape=(self.num_items, feature_dim), initializer="zeros", trainable=False, name="item_features")
+        if self.modalities:
+            self.item_features = self.add_weight(
+                shape=(self.num_items, feature_dim), initializer="zeros", trainable=False, name="item_features"
+            )
         self.warm_items = self.add_weight(shape=(self.num_items,), initializer="ones", trainable=False, name="warm_items")
         self.fine_tune_features = bool(fine_tune_features)
-        self.feature_offset = self.add_weight(  # Δ: the fine-tuning of the features
-            shape=(self.num_items, feature_dim), initializer="zeros", trainable=self.fine_tune_features,
-            name="feature_offset",
-        )
-        if item_features is not None:
-            self.item_features.assign(item_features)
+        if self.modalities:
+            self.feature_offset = self.add_weight(  # Δ: the fine-tuning of the features
+                shape=(self.num_items, feature_dim), initializer="zeros", trainable=self.fine_tune_features,
+                name="feature_offset",
+            )
+            if item_features is not None:
+                self.item_features.assign(item_features)
         self.finish_epoch()
 
     # -- views ----------------------------------------------------------------------
@@ -177,6 +194,8 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
         align = self.alignment
         rec = ops.mean(align.bootstrap(h_u, h_i, training=True)) + ops.mean(align.bootstrap(h_i, h_u, training=True))
         norm = ops.sqrt(ops.sum(ops.square(user_table))) + ops.sqrt(ops.sum(ops.square(item_table)))
+        if self.cl_weight == 0:  # id-only BM3 (or λ_cl = 0): no modality term, the features never read
+            return rec + self.reg_weight * norm / float(self.num_items)
         h_m = self.modality_view(positives)
         if align.alignment == "bootstrap":
             alignment = ops.mean(align.bootstrap(h_m, h_i, training=True))
@@ -189,6 +208,8 @@ class BootstrapMultiModal(LightGraphConvolutionNetwork):
     def fit(self, train: InteractionLog, *, item_features: Any = None, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """Sets the warm items (and ``item_features`` when given), then LightGCN's loop
         (Adam over shuffled distinct pairs, validation-selected) with BM3's loss."""
+        if item_features is not None and not self.modalities:
+            raise ValueError("id-only BM3 (built without item_features or feature_dim) reads no item features. Received: item_features")
         set_item_content(self, train, item_features)
         return super().fit(train, **kwargs)
 

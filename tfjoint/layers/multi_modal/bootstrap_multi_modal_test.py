@@ -69,6 +69,36 @@ def test_batch_loss_is_bm3s_equation():
     assert float(model.batch_loss(u, i, negatives[::-1], None)) == pytest.approx(float(got), rel=1e-6)
 
 
+def test_id_only_bm3_has_no_modality_view_and_trains_l_rec_plus_the_regularizer():
+    """BM3's own id-only counterpart: no projection, features or offset, ``L = L_rec + λ_reg reg``."""
+    model = BootstrapMultiModal(4, 6, embedding_dim=3, num_layers=2, dropout=0.0, reg_weight=0.3, cl_weight=0.0,
+                                cold_start="none", seed=0)
+    assert model.projection is None and model.item_features is None and model.feature_offset is None
+    assert not any("feature" in w.path or "projection" in w.path for w in model.weights)
+    rng = np.random.default_rng(1)
+    for w in model.trainable_weights:
+        w.assign(rng.normal(size=w.shape).astype(np.float32))
+    model.set_graph(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 2, 3, 0]))
+    h_u, h_i = numpy_views(model, np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 2, 3, 0]), 2)
+    q = predictor(model)
+    u, i = np.array([0, 2, 1]), np.array([1, 3, 1])
+    rec = one_minus_cos(q(h_u[u]), h_i[i]).mean() + one_minus_cos(q(h_i[i]), h_u[u]).mean()
+    reg = (np.linalg.norm(h_u) + np.linalg.norm(h_i)) / 6
+    assert float(model.batch_loss(u, i, np.zeros(0, np.int64), None)) == pytest.approx(rec + 0.3 * reg, rel=1e-4)
+    with pytest.raises(ValueError, match="id-only BM3 .* reads no item features"):
+        model.fit(LOG, item_features=FEATURES, epochs=1)
+
+
+def test_id_only_bm3_saves_and_reloads(tmp_path):
+    model = BootstrapMultiModal(4, 6, embedding_dim=3, cl_weight=0.0, cold_start="mean", seed=0)
+    model.fit(LOG, epochs=2, batch_size=4)
+    path = tmp_path / "bm3_ids.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_config() == model.get_config() and loaded.item_features is None
+    np.testing.assert_allclose(loaded.score(np.arange(4)), model.score(np.arange(4)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("fine_tune", [True, False])
 def test_features_are_fine_tuned_on_warm_items_only_as_the_authors(fine_tune):
     """The authors' feature table is trainable (from_pretrained(freeze=False)): Δ moves on the
@@ -136,6 +166,8 @@ def test_registered_as_a_multi_modal_retrieval_model():
     "kwargs, message",
     [
         ({}, "BM3 needs item_features or feature_dim"),
+        ({"cl_weight": 0.0}, r"BM3 needs item_features or feature_dim .*cold_start='features'"),
+        ({"cold_start": "none"}, r"BM3 needs item_features or feature_dim .*cl_weight=2.0"),
         ({"item_features": np.zeros((5, 3))}, r"item_features must have shape \(num_items=6"),
         ({"feature_dim": 0}, "feature_dim must be >= 1"),
         ({"feature_dim": 3, "alignment": "mse"}, "alignment must be one of"),
