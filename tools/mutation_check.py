@@ -592,6 +592,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         "BM3 modality view: W_m (f_i + Δ_i) + b_m, the features fine-tuned as the authors' (Δ ignored)",
     ),
     Mutation(
+        "bm3_ids_given_the_features",
+        "tfjoint/bench/mmr.py",
+        '"bm3_ids": ("bm3", {"item_features": None, "cl_weight": 0.0, "cold_start": "none"}),',
+        '"bm3_ids": ("bm3", {"cl_weight": 0.0, "cold_start": "none"}),',
+        ("tfjoint/bench/mmr_test.py::test_bm3_ids_never_reads_the_item_features_and_bm3_does",),
+        "bench mmr: BM3's id-only counterpart is built without the item features (given them)",
+    ),
+    Mutation(
+        "bm3_ids_cold_rows_from_features",
+        "tfjoint/bench/mmr.py",
+        '"bm3_ids": ("bm3", {"item_features": None, "cl_weight": 0.0, "cold_start": "none"}),',
+        '"bm3_ids": ("bm3", {"cl_weight": 0.0}),',
+        ("tfjoint/bench/mmr_test.py::test_bm3_ids_never_reads_the_item_features_and_bm3_does",),
+        "bench mmr: BM3's id-only counterpart scores cold items without features (cold_start='features' reads them)",
+    ),
+    Mutation(
         "mmmlp_token_mixing_skipped",
         _MMMLP,
         "x = x + self.mix_tokens(x, pad, training)",

@@ -11,7 +11,8 @@ def test_default_models_are_the_multi_modal_ones_then_their_counterparts_then_it
     assert {"vbpr", "nova", "mmmlp", "freedom", "bm3"} <= set(multi) and names[: len(multi)] == multi
     counterparts = names[len(multi):-1]
     assert counterparts == list(dict.fromkeys(mmr.COUNTERPARTS[n] for n in multi))
-    assert set(counterparts) == {"bpr_mf", "sasrec", "lightgcn"}
+    assert set(counterparts) == {"bpr_mf", "sasrec", "lightgcn", "bm3_ids"}
+    assert mmr.COUNTERPARTS["bm3"] == "bm3_ids" and mmr.ALSO_COMPARED["bm3"] == ("lightgcn",)
     assert names[-1] == "item_pop"
 
 
@@ -26,8 +27,33 @@ def test_the_infonce_variant_is_bm3_with_the_infonce_alignment(monkeypatch):
     split = cold_start.cold_start_split(synthetic_multimodal(20, 30, signal=1.0, seed=0, feature_dim=4, buys_per_user=4))
     with pytest.raises(StopIteration):
         mmr.fit_and_score("bm3_infonce", split, seed=0)
-    assert built["name"] == "bm3" and built["alignment"] == "infonce" and mmr.COUNTERPARTS["bm3_infonce"] == "lightgcn"
+    assert built["name"] == "bm3" and built["alignment"] == "infonce" and mmr.COUNTERPARTS["bm3_infonce"] == "bm3_ids"
     assert mmr.check_arguments("synthetic", ["bm3_infonce"], 1, [1.0]) == ["bm3_infonce"]
+
+
+def test_bm3_ids_never_reads_the_item_features_and_bm3_does(monkeypatch):
+    """BM3's id-only counterpart is fitted and scored the same when every feature is NaN (BM3
+    itself refuses NaN features), so its cold items rank without them; BM3 with other features
+    scores differently."""
+    import dataclasses
+
+    import numpy as np
+
+    small = ({"embedding_dim": 4, "dropout": 0.0, "reg_weight": 0.1, "cl_weight": 0.5}, {"epochs": 3, "batch_size": 64})
+    for name in ("bm3", "bm3_ids"):
+        monkeypatch.setitem(mmr.BUDGET, name, small)
+    split = cold_start.cold_start_split(synthetic_multimodal(40, 50, signal=1.0, seed=0, feature_dim=4, buys_per_user=6))
+    nan = dataclasses.replace(split, item_features=np.full_like(split.item_features, np.nan))
+    shuffled = dataclasses.replace(split, item_features=split.item_features[::-1].copy())
+
+    def scores(name, s):
+        return {p: v for p, v in mmr.fit_and_score(name, s, seed=0).items() if p != "seconds"}
+
+    ids = scores("bm3_ids", split)
+    assert scores("bm3_ids", nan) == ids and ids["epochs_run"] == 3
+    with pytest.raises(ValueError, match="item_features must be finite"):
+        mmr.fit_and_score("bm3", nan, seed=0)
+    assert scores("bm3", shuffled)["cold"] != scores("bm3", split)["cold"]
 
 
 def test_a_dataset_budget_replaces_the_budget_on_that_dataset_only(monkeypatch):
@@ -133,3 +159,14 @@ def test_compare_gives_the_hr_gap_to_bpr_mf_in_standard_errors():
     assert out["vbpr"]["warm"]["se"] == pytest.approx((0.01 / 3) ** 0.5)
     assert out["vbpr"]["cold"]["gap"] == pytest.approx(0.6) and out["vbpr"]["cold"]["beats"]
     assert mmr.compare({"vbpr": runs["vbpr"]}) == {}
+    # BM3: its id-only self is the counterpart; LightGCN beside it
+    runs = {"bm3": runs["vbpr"], "bm3_ids": runs["bpr_mf"], "lightgcn": [run(0.8, 0.1), run(0.8, 0.1)]}
+    out = mmr.compare(runs)["bm3"]
+    assert out["counterpart"] == "bm3_ids" and out["warm"]["gap"] == pytest.approx(0.1)
+    assert set(out["also"]) == {"lightgcn"} and out["also"]["lightgcn"]["warm"]["gap"] == pytest.approx(-0.2)
+    table = mmr.format_report({"dataset": "d", "seeds": 2, "selection": "s", "results": [
+        {"signal": None, "runs": {n: [{p: {"HR@10": r.get(p, {"HR@10": 0})["HR@10"], "NDCG@10": 0} for p in ("warm", "cold", "mixed")}
+                                      | {"seconds": 1, "best_epoch": 1} for r in v] for n, v in runs.items()},
+         "comparison": mmr.compare(runs), "users": {"warm": 1, "cold": 1, "mixed": 1}, "num_items": 2, "cold_items": 1,
+         "train_events": 1, "protocols": {}}]})
+    assert "vs bm3_ids" in table and "-0.2000 (0.0577) vs lightgcn" in table
