@@ -8,7 +8,7 @@
     tfjoint bench joint --dataset movielens-100k [--configs full no_behavior ...] [--seeds 3] [--plot PNG]
     tfjoint bench mbr --dataset synthetic [--models nmtr bpr_mf ...] [--seeds 3] [--signals 1 0]
         [--epochs 20] [--patience 5]
-    tfjoint bench mmr --dataset synthetic [--models vbpr nova mmmlp freedom bm3 bm3_infonce bpr_mf sasrec lightgcn item_pop] [--seeds 3] [--signals 1 0]
+    tfjoint bench mmr --dataset synthetic [--models vbpr nova mmmlp freedom bm3 bm3_infonce bpr_mf sasrec lightgcn bm3_ids item_pop] [--seeds 3] [--signals 1 0]
     tfjoint bench mtl-synthetic [--quick] [--seeds 3] [--correlations 1 0.9 0.5 0]
         [--architectures shared_bottom omoe mmoe ple] [--epochs 6]
         [--output runs/bench/mtl_synthetic.png] [--json results.json] [--no-selection-bias]
@@ -349,7 +349,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(ranked among cold items), mean +- std over seeds. On synthetic data it runs once per --signals value.",
     )
     _add_retrieval_args(mmr, "synthetic", "default: every multi-modal model, its id-only counterpart (bpr_mf, sasrec, lightgcn) and item_pop; "
-                       "bm3_infonce: bm3 with the InfoNCE alignment", MMR_DATASETS)
+                       "bm3_infonce: bm3 with the InfoNCE alignment; bm3_ids: bm3 without modalities (its id-only counterpart)", MMR_DATASETS)
     mmr.add_argument("--signals", nargs="+", type=float, default=[1.0, 0.0],
                      help="synthetic only: how much of the preference signal the item features carry, in [0, 1]")
     mmr.set_defaults(func=cmd_mmr)
