@@ -53,7 +53,7 @@ _CML = "tfjoint/layers/multi_behavior/contrastive_meta_learning.py"
 _INFONCE = "tfjoint/layers/core/contrastive.py"
 _CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",)
 _MBSTR_BLOCKS = "tfjoint/layers/multi_behavior/multi_behavior_transformer.py"
-_SASREC = "tfjoint/layers/retrieval/self_attentive_sequential_recommendation.py"
+_ATTENTION_BLOCKS = "tfjoint/layers/retrieval/self_attention_blocks.py"
 _NOVA_TEST = "tfjoint/layers/multi_modal/noninvasive_self_attention_test.py"
 _FREEDOM = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs.py"
 _FREEDOM_TEST = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs_test.py"
@@ -518,7 +518,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "nova_side_information_in_values",
-        _SASREC,
+        _ATTENTION_BLOCKS,
         "v = split_heads(self.values[block](seq), self.num_heads)",
         "v = split_heads(self.values[block](seq if context is None else context), self.num_heads)",
         (f"{_NOVA_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",),
@@ -526,7 +526,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "nova_keys_without_side_information",
-        _SASREC,
+        _ATTENTION_BLOCKS,
         "k = split_heads(self.keys[block](c), heads)",
         "k = split_heads(self.keys[block](seq), heads)",
         (f"{_NOVA_TEST}::test_the_first_block_is_the_papers_attention_on_id_values",),
