@@ -55,6 +55,7 @@ _CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",
 _MBSTR_BLOCKS = "tfjoint/layers/multi_behavior/multi_behavior_transformer.py"
 _ATTENTION_BLOCKS = "tfjoint/layers/retrieval/self_attention_blocks.py"
 _NOVA_TEST = "tfjoint/layers/multi_modal/noninvasive_self_attention_test.py"
+_NOVA_ENCODER_TEST = "tfjoint/layers/multi_modal/noninvasive_sequence_encoder_test.py"
 _FREEDOM = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs.py"
 _FREEDOM_TEST = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs_test.py"
 _ALIGN = "tfjoint/layers/multi_modal/contrastive_alignment.py"
@@ -521,8 +522,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         _ATTENTION_BLOCKS,
         "v = split_heads(self.values[block](seq), self.num_heads)",
         "v = split_heads(self.values[block](seq if context is None else context), self.num_heads)",
-        (f"{_NOVA_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",),
+        (
+            f"{_NOVA_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",
+            f"{_NOVA_ENCODER_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",
+        ),
         "NOVA: V = R W^V from the item ids only (the fused id + side information fed into V)",
+    ),
+    Mutation(
+        "nova_encoder_values_with_behaviors",
+        "tfjoint/layers/multi_modal/noninvasive_sequence_encoder.py",
+        'ids = ops.cast(inputs[SEQUENCE_ITEMS_KEY], "float32")',
+        'ids = ops.cast(inputs["sequence"], "float32")',
+        (f"{_NOVA_ENCODER_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",),
+        "nova_encoder: R = the history's item id embeddings alone (the embedding's id + behavior sum fed into V)",
     ),
     Mutation(
         "nova_keys_without_side_information",

@@ -17,8 +17,9 @@ contract               what the joint model does with it
                        outputs ``fields_<task>`` (:func:`task_fields_key`) for each task
 ``NeedsSequenceContent``  a sequence encoder that reads every history item's content: the
                        builder builds the embedding with ``sequence_content=True``, which then
-                       also outputs the history's id embeddings alone (``sequence_items``) and
-                       each item vector per position (:func:`sequence_tokens_key`)
+                       also outputs the history's id and behavior embeddings apart
+                       (``sequence_items``, ``sequence_behavior_embeddings``) and each item
+                       vector per position (:func:`sequence_tokens_key`)
 ``AddsToLogits``       a scenario adapter returns ``{"outputs": E_merge', "logit": s_a}``: the
                        task architecture reads ``outputs`` and ``s_a`` is added to every task
                        head's logit before its activation (STAR's auxiliary network)
@@ -86,6 +87,10 @@ SEQUENCE_ITEMS_KEY = "sequence_items"
 embedding built with ``sequence_content=True`` (``sequence`` adds each position's behavior
 embedding to them)."""
 
+SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY = "sequence_behavior_embeddings"
+"""The key of the history's behavior embeddings alone, ``(batch, L, d)`` (0 at padding), beside
+:data:`SEQUENCE_ITEMS_KEY`: ``sequence`` is their sum."""
+
 
 def sequence_tokens_key(name: str) -> str:
     """The key of item vector ``name`` at every history position, ``(batch, L, 1, d)``: the
@@ -99,7 +104,8 @@ class NeedsSequenceContent:
 
     :func:`tfjoint.joint.build_joint_model` builds the embedding slot with
     ``sequence_content=True``; such an embedding (``FeatureEmbedding``) then also outputs
-    :data:`SEQUENCE_ITEMS_KEY` and, for each fixed item vector table (``item_vectors``,
+    :data:`SEQUENCE_ITEMS_KEY`, :data:`SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY` and, for each fixed
+    item vector table (``item_vectors``,
     indexed by the sequence's item feature), :func:`sequence_tokens_key` and its mask. The
     encoder is called on the whole embedding dict, as every sequence encoder is. Token
     features (titles, genres) are per-row inputs of the candidate only: the model holds no

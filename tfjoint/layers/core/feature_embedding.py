@@ -10,7 +10,13 @@ from keras import ops
 
 from tfjoint import features
 from tfjoint.layers.core.arguments import positive_int
-from tfjoint.layers.core.contracts import DENSE_INPUTS_KEY, SEQUENCE_ITEMS_KEY, sequence_tokens_key, task_fields_key
+from tfjoint.layers.core.contracts import (
+    DENSE_INPUTS_KEY,
+    SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY,
+    SEQUENCE_ITEMS_KEY,
+    sequence_tokens_key,
+    task_fields_key,
+)
 from tfjoint.layers.core.raw_inputs import dense_values
 from tfjoint.layers.core.scenarios import map_unknown
 from tfjoint.registry import register
@@ -78,8 +84,8 @@ class FeatureEmbedding(keras.layers.Layer):
         scenario_field: whether the scenario is an embedded field (default True).
         sequence_content: also output every history position's content (asked for by a
             :class:`~tfjoint.layers.core.contracts.NeedsSequenceContent` sequence encoder
-            such as NOVA's): ``sequence_items`` ``(batch, max_len, embedding_dim)``, the
-            item id embeddings without the behavior term, and per item vector
+            such as NOVA's): ``sequence_items`` and ``sequence_behavior_embeddings``
+            ``(batch, max_len, embedding_dim)``, the two terms of ``sequence``, and per item vector
             ``sequence_tokens_<name>`` ``(batch, max_len, 1, embedding_dim)`` with its mask
             ``sequence_tokens_<name>_mask`` ``(batch, max_len, 1)``, the same projected
             vectors as ``tokens_<name>``, looked up by each history item's id. Needs the
@@ -297,13 +303,13 @@ class FeatureEmbedding(keras.layers.Layer):
             oov = self.vocab_sizes[self.sequence_item_feature] + 1
             items = self._ids(inputs[features.SEQUENCE_ITEMS_KEY], oov)
             behaviors = self._ids(inputs[features.SEQUENCE_BEHAVIORS_KEY])
-            item_embeddings = table(items)
-            out["sequence"] = item_embeddings + self.behavior_table(behaviors)
+            item_embeddings, behavior_embeddings = table(items), self.behavior_table(behaviors)
+            out["sequence"] = item_embeddings + behavior_embeddings
             out["behaviors"] = behaviors
             out["sequence_mask"] = ops.cast(ops.not_equal(items, features.PAD_INDEX), self.compute_dtype)
             out["target"] = table(self._ids(inputs[self.sequence_item_feature][:, 0], oov))
             if self.sequence_content:
-                out[SEQUENCE_ITEMS_KEY] = item_embeddings
+                out[SEQUENCE_ITEMS_KEY], out[SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY] = item_embeddings, behavior_embeddings
                 for name in self.item_vectors:
                     key = sequence_tokens_key(name)
                     out[key], out[f"{key}_mask"] = self._item_vector_tokens(name, items)

@@ -9,8 +9,8 @@ content: the encoder declares
 embedding with ``sequence_content=True`` and the encoder reads, beside ``sequence``,
 ``behaviors`` and ``sequence_mask``:
 
-- ``sequence_items`` ``(batch, L, d)``: the history's item id embeddings, without the
-  behavior term ``sequence`` adds;
+- ``sequence_items`` and ``sequence_behavior_embeddings`` ``(batch, L, d)``: the history's
+  item id embeddings and behavior embeddings apart (``sequence`` is their sum);
 - ``sequence_tokens_<name>`` ``(batch, L, 1, d)`` and its mask, per item vector table
   (``item_vectors``, e.g. MiniLM title vectors): the projected vector the modality encoder
   gets for the candidate, looked up by each history item's id.
@@ -29,7 +29,12 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import dropout_rate, positive_int
-from tfjoint.layers.core.contracts import SEQUENCE_ITEMS_KEY, NeedsSequenceContent, sequence_tokens_key
+from tfjoint.layers.core.contracts import (
+    SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY,
+    SEQUENCE_ITEMS_KEY,
+    NeedsSequenceContent,
+    sequence_tokens_key,
+)
 from tfjoint.layers.multi_modal.modality_fusion import masked_mean
 from tfjoint.layers.multi_modal.noninvasive_self_attention import check_fusion, fusion_layers, noninvasive_context
 from tfjoint.layers.retrieval.self_attention_blocks import CausalSelfAttentionBlocks
@@ -65,8 +70,9 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
       embeddings ``sequence_items``, without position or behavior; the only input of the
       values ``R W^V``, of the residual ``LN(R)`` and of the FFN (*non-invasive*);
     - side information per position ``t``: ``S_t = [P_t, B_{b_t}, E_s c_t]``: the learned
-      position embedding, the behavior type's embedding (NOVA's behavior side information,
-      own table) and the projected item content ``c_t`` (``side_projection``), the
+      position embedding, the behavior type's embedding (NOVA's behavior side information;
+      the embedding slot's behavior table) and the projected item content ``c_t``
+      (``side_projection``), the
       concatenated masked means of the history item's vectors ``sequence_tokens_<name>``, 0
       at padding;
     - per block ``C = F(R, S)`` (``fusion``: ``"sum"``, ``"concat"`` or ``"gating"``, as
@@ -81,7 +87,8 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
     ``-2^32`` overflows float16).
 
     Args:
-        num_behaviors: number of behavior types (ids ``1..num_behaviors``; 0 is padding).
+        num_behaviors: number of behavior types (the slot's argument, which the builder
+            passes; the behavior embeddings themselves come from the embedding slot).
         output_dim: size of ``E^B``.
         num_blocks: attention blocks (NOVA: 2).
         num_heads: attention heads.
@@ -91,8 +98,9 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
         seed: seed of the initializers and the dropout.
 
     Call arguments:
-        inputs: the embedding slot's dict with ``sequence_items`` ``(batch, L, d)``,
-            ``behaviors`` ``(batch, L)``, ``sequence_mask`` ``(batch, L)`` and, per item
+        inputs: the embedding slot's dict with ``sequence_items`` and
+            ``sequence_behavior_embeddings`` ``(batch, L, d)``, ``sequence_mask``
+            ``(batch, L)`` and, per item
             vector, ``sequence_tokens_<name>`` ``(batch, L, T, d_name)`` and
             ``sequence_tokens_<name>_mask`` ``(batch, L, T)``.
 
@@ -124,10 +132,10 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
 
     def build(self, input_shape: dict[str, Any]) -> None:
         self.modalities = content_names(input_shape)
-        if SEQUENCE_ITEMS_KEY not in input_shape or not self.modalities:
+        if not {SEQUENCE_ITEMS_KEY, SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY} <= set(input_shape) or not self.modalities:
             raise ValueError(
-                "nova_encoder reads each history item's id embedding and content (`sequence_items`, "
-                "`sequence_tokens_<name>`), which an embedding built with sequence_content=True and item_vectors "
+                "nova_encoder reads each history item's id and behavior embeddings and content (`sequence_items`, "
+                "`sequence_behavior_embeddings`, `sequence_tokens_<name>`), which an embedding built with sequence_content=True and item_vectors "
                 f"gives. Received keys: {sorted(input_shape)}"
             )
         self.max_len, self.hidden_dim = (int(n) for n in input_shape[SEQUENCE_ITEMS_KEY][1:])
@@ -142,8 +150,6 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
             self.final_norm = keras.layers.LayerNormalization(epsilon=1e-8, name="final_norm")
             self.final_norm.build((None, d))
             self.dropout_layer = keras.layers.Dropout(self.dropout, seed=self.seed, name="dropout")
-            self.behavior_embedding = keras.layers.Embedding(self.num_behaviors + 1, d, embeddings_initializer=init, name="behavior_embedding")
-            self.behavior_embedding.build((None,))
             self.side_projection = keras.layers.Dense(d, kernel_initializer=init, name="side_projection")
             self.side_projection.build((None, width))
             self.fusions = fusion_layers(self.fusion, self.num_blocks, d, 4, init)
@@ -163,7 +169,7 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
     def side_information(self, inputs: dict[str, Any], pad: Any) -> list[Any]:
         """``S = [P, B, E_s c]``, each ``(batch, L, d)`` float32; ``E_s c`` is 0 at padding."""
         content = self.side_projection(self.content(inputs)) * pad[..., None]
-        behaviors = self.behavior_embedding(ops.cast(inputs["behaviors"], "int32") * ops.cast(pad, "int32"))
+        behaviors = ops.cast(inputs[SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY], "float32") * pad[..., None]
         positions = self.position_embedding(ops.arange(ops.shape(pad)[1]))[None] + ops.zeros_like(content)
         return [positions, behaviors, content]
 

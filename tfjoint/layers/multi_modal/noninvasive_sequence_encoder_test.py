@@ -23,6 +23,7 @@ def history(seed=0, behaviors=None, content=None):
     return {
         "sequence_items": items,
         "sequence": items + BEHAVIOR_TABLE[behaviors] * mask[..., None],
+        "sequence_behavior_embeddings": BEHAVIOR_TABLE[behaviors] * mask[..., None],
         "behaviors": behaviors,
         "sequence_mask": mask,
         "sequence_tokens_text": content * mask[..., None, None],
@@ -112,6 +113,7 @@ def test_the_embedding_gives_each_history_item_the_candidates_content():
     assert out["sequence_tokens_text"].shape == (2, 4, 1, D)
     table = layer.tables["item_id"].embeddings.numpy()
     np.testing.assert_allclose(out["sequence_items"], table[np.minimum(items, 7)], rtol=1e-6)
+    np.testing.assert_allclose(out["sequence_items"] + out["sequence_behavior_embeddings"], out["sequence"], rtol=1e-6)
     with pytest.raises(ValueError, match="sequence_content looks each history item's vectors up"):
         FeatureEmbedding(sizes, ["user_id", "item_id"], [], 1, sequence_item_feature="item_id", sequence_content=True)
 
