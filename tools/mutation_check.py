@@ -608,7 +608,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         _MMMLP,
         "x = x + self.mix_tokens(x, pad, training)",
         "x = x + 0.0 * self.mix_tokens(x, pad, training)",
-        (f"{_MMMLP_TEST}::test_token_mixing_carries_earlier_modality_vectors_to_the_last_position_and_never_back",),
+        (
+            f"{_MMMLP_TEST}::test_token_mixing_carries_earlier_modality_vectors_to_the_last_position_and_never_back",
+            "tfjoint/layers/multi_modal/multi_modal_mixer_encoder_test.py"
+            "::test_token_mixing_carries_earlier_item_vectors_to_the_user_and_never_back",
+        ),
         "MMMLP Feature Mixer: U = X + TokenMLP(LN(X)) across the positions (token mixing dropped)",
     ),
     Mutation(

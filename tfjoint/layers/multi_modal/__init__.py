@@ -24,6 +24,8 @@ history item's content (:class:`~tfjoint.layers.core.contracts.NeedsSequenceCont
 - :class:`NoninvasiveSequenceEncoder` (``nova_encoder``): NOVA's non-invasive self-attention
   over the history, side information (positions, behaviors, item vectors) in the queries
   and keys only, the values from the item id embeddings.
+- :class:`MultiModalMixerEncoder` (``mmmlp_encoder``): MMMLP's Feature Mixers over the
+  history's id and item-vector sequences, then its Fusion Mixer.
 
 Recommenders (slot ``retrieval_model``):
 
@@ -50,6 +52,7 @@ from tfjoint.layers.multi_modal.gating_fusion import GatingFusion
 from tfjoint.layers.multi_modal.item_content_encoders import BootstrapContentEncoder, VisualContentEncoder
 from tfjoint.layers.multi_modal.late_fusion import LateFusion
 from tfjoint.layers.multi_modal.modality_fusion import ModalityFusion
+from tfjoint.layers.multi_modal.multi_modal_mixer_encoder import MultiModalMixerEncoder
 from tfjoint.layers.multi_modal.multi_modal_multilayer_perceptron import MultiModalMultilayerPerceptron
 from tfjoint.layers.multi_modal.noninvasive_self_attention import NoninvasiveSelfAttention
 from tfjoint.layers.multi_modal.noninvasive_sequence_encoder import NoninvasiveSequenceEncoder
@@ -65,6 +68,7 @@ __all__ = [
     "GatingFusion",
     "LateFusion",
     "ModalityFusion",
+    "MultiModalMixerEncoder",
     "MultiModalMultilayerPerceptron",
     "NoninvasiveSelfAttention",
     "NoninvasiveSequenceEncoder",

@@ -29,32 +29,11 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import dropout_rate, positive_int
-from tfjoint.layers.core.contracts import (
-    SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY,
-    SEQUENCE_ITEMS_KEY,
-    NeedsSequenceContent,
-    sequence_tokens_key,
-)
-from tfjoint.layers.multi_modal.modality_fusion import masked_mean
+from tfjoint.layers.core.contracts import SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY, SEQUENCE_ITEMS_KEY, NeedsSequenceContent, sequence_tokens_key
 from tfjoint.layers.multi_modal.noninvasive_self_attention import check_fusion, fusion_layers, noninvasive_context
+from tfjoint.layers.multi_modal.sequence_content import check_history_inputs, float32_layers, history_content, last_position
 from tfjoint.layers.retrieval.self_attention_blocks import CausalSelfAttentionBlocks
 from tfjoint.registry import register
-
-CONTENT_PREFIX = sequence_tokens_key("")
-
-
-def content_names(input_shape: dict[str, Any]) -> list[str]:
-    """The item vector names whose history content the embedding's dict holds, sorted."""
-    return sorted(k[len(CONTENT_PREFIX):] for k in input_shape if k.startswith(CONTENT_PREFIX) and not k.endswith("_mask"))
-
-
-def last_position(hidden: Any, pad: Any) -> Any:
-    """``(batch, d)``: the hidden state at each row's last unpadded position (0 for a row
-    without any), the position that has attended to the whole history (causal mask)."""
-    length = ops.shape(pad)[1]
-    last = ops.cast(ops.max(ops.cast(ops.arange(1, length + 1), pad.dtype)[None] * pad, axis=1), "int32") - 1
-    return ops.einsum("bl,bld->bd", ops.one_hot(last, length, dtype=hidden.dtype), hidden)
-
 
 @register(
     "nova_encoder",
@@ -131,21 +110,13 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
         self.seed = seed
 
     def build(self, input_shape: dict[str, Any]) -> None:
-        self.modalities = content_names(input_shape)
-        if not {SEQUENCE_ITEMS_KEY, SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY} <= set(input_shape) or not self.modalities:
-            raise ValueError(
-                "nova_encoder reads each history item's id and behavior embeddings and content (`sequence_items`, "
-                "`sequence_behavior_embeddings`, `sequence_tokens_<name>`), which an embedding built with sequence_content=True and item_vectors "
-                f"gives. Received keys: {sorted(input_shape)}"
-            )
+        self.modalities = check_history_inputs("nova_encoder", input_shape)
         self.max_len, self.hidden_dim = (int(n) for n in input_shape[SEQUENCE_ITEMS_KEY][1:])
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"the embedding width {self.hidden_dim} must be divisible by num_heads={self.num_heads}")
         d, init = self.hidden_dim, keras.initializers.GlorotUniform(self.seed)
         width = sum(int(input_shape[sequence_tokens_key(name)][-1]) for name in self.modalities)
-        policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy("float32")  # the blocks, the side information and the fusion
-        try:
+        with float32_layers():  # the blocks, the side information and the fusion
             self.build_blocks()
             self.final_norm = keras.layers.LayerNormalization(epsilon=1e-8, name="final_norm")
             self.final_norm.build((None, d))
@@ -153,18 +124,13 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
             self.side_projection = keras.layers.Dense(d, kernel_initializer=init, name="side_projection")
             self.side_projection.build((None, width))
             self.fusions = fusion_layers(self.fusion, self.num_blocks, d, 4, init)
-        finally:
-            keras.config.set_dtype_policy(policy)
         self.output_layer = keras.layers.Dense(self.output_dim, activation=self.activation, name="output", dtype=self.dtype_policy)
         self.output_layer.build((None, d))
 
     def content(self, inputs: dict[str, Any]) -> Any:
         """``c_t = [mean_1; ...; mean_m]`` per history position ``(batch, L, sum_i d_i)``,
-        float32: the masked mean of each item vector's tokens, a missing one's block 0."""
-        return ops.concatenate(
-            [masked_mean(inputs[sequence_tokens_key(n)], inputs[f"{sequence_tokens_key(n)}_mask"]) for n in self.modalities],
-            axis=-1,
-        )
+        float32 (:func:`~tfjoint.layers.multi_modal.sequence_content.history_content`)."""
+        return ops.concatenate(history_content(inputs, self.modalities), axis=-1)
 
     def side_information(self, inputs: dict[str, Any], pad: Any) -> list[Any]:
         """``S = [P, B, E_s c]``, each ``(batch, L, d)`` float32; ``E_s c`` is 0 at padding."""

@@ -4,7 +4,8 @@ import pytest
 from tfjoint import catalog
 from tfjoint.layers.core import FeatureEmbedding
 from tfjoint.layers.multi_modal.noninvasive_self_attention_test import Recorder
-from tfjoint.layers.multi_modal.noninvasive_sequence_encoder import NoninvasiveSequenceEncoder, last_position
+from tfjoint.layers.multi_modal.noninvasive_sequence_encoder import NoninvasiveSequenceEncoder
+from tfjoint.layers.multi_modal.sequence_content import last_position
 from tfjoint.testing import run_layer_test
 
 D, L = 8, 5
