@@ -53,8 +53,9 @@ _CML = "tfjoint/layers/multi_behavior/contrastive_meta_learning.py"
 _INFONCE = "tfjoint/layers/core/contrastive.py"
 _CML_TESTS = ("tfjoint/layers/multi_behavior/contrastive_meta_learning_test.py",)
 _MBSTR_BLOCKS = "tfjoint/layers/multi_behavior/multi_behavior_transformer.py"
-_SASREC = "tfjoint/layers/retrieval/self_attentive_sequential_recommendation.py"
+_ATTENTION_BLOCKS = "tfjoint/layers/retrieval/self_attention_blocks.py"
 _NOVA_TEST = "tfjoint/layers/multi_modal/noninvasive_self_attention_test.py"
+_NOVA_ENCODER_TEST = "tfjoint/layers/multi_modal/noninvasive_sequence_encoder_test.py"
 _FREEDOM = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs.py"
 _FREEDOM_TEST = "tfjoint/layers/multi_modal/freezing_and_denoising_graphs_test.py"
 _ALIGN = "tfjoint/layers/multi_modal/contrastive_alignment.py"
@@ -518,15 +519,26 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "nova_side_information_in_values",
-        _SASREC,
+        _ATTENTION_BLOCKS,
         "v = split_heads(self.values[block](seq), self.num_heads)",
         "v = split_heads(self.values[block](seq if context is None else context), self.num_heads)",
-        (f"{_NOVA_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",),
+        (
+            f"{_NOVA_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",
+            f"{_NOVA_ENCODER_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",
+        ),
         "NOVA: V = R W^V from the item ids only (the fused id + side information fed into V)",
     ),
     Mutation(
+        "nova_encoder_values_with_behaviors",
+        "tfjoint/layers/multi_modal/noninvasive_sequence_encoder.py",
+        'ids = ops.cast(inputs[SEQUENCE_ITEMS_KEY], "float32")',
+        'ids = ops.cast(inputs["sequence"], "float32")',
+        (f"{_NOVA_ENCODER_TEST}::test_side_information_enters_the_attention_weights_only_never_the_values",),
+        "nova_encoder: R = the history's item id embeddings alone (the embedding's id + behavior sum fed into V)",
+    ),
+    Mutation(
         "nova_keys_without_side_information",
-        _SASREC,
+        _ATTENTION_BLOCKS,
         "k = split_heads(self.keys[block](c), heads)",
         "k = split_heads(self.keys[block](seq), heads)",
         (f"{_NOVA_TEST}::test_the_first_block_is_the_papers_attention_on_id_values",),
@@ -612,7 +624,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         _MMMLP,
         "x = x + self.mix_tokens(x, pad, training)",
         "x = x + 0.0 * self.mix_tokens(x, pad, training)",
-        (f"{_MMMLP_TEST}::test_token_mixing_carries_earlier_modality_vectors_to_the_last_position_and_never_back",),
+        (
+            f"{_MMMLP_TEST}::test_token_mixing_carries_earlier_modality_vectors_to_the_last_position_and_never_back",
+            "tfjoint/layers/multi_modal/multi_modal_mixer_encoder_test.py"
+            "::test_token_mixing_carries_earlier_item_vectors_to_the_user_and_never_back",
+        ),
         "MMMLP Feature Mixer: U = X + TokenMLP(LN(X)) across the positions (token mixing dropped)",
     ),
     Mutation(

@@ -26,7 +26,7 @@ from tfjoint.features import DatasetSpec, TaskSpec
 from tfjoint.joint.cascade import cascade_steps
 from tfjoint.joint.model import JointModel
 from tfjoint.joint.precision import precision_scope
-from tfjoint.layers.core.contracts import ImputesCascadeSteps, NeedsTaskEmbeddings, ScenarioAware
+from tfjoint.layers.core.contracts import ImputesCascadeSteps, NeedsSequenceContent, NeedsTaskEmbeddings, ScenarioAware
 
 
 def input_shapes(spec: DatasetSpec) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -106,7 +106,10 @@ def build_joint_model(
     vocabulary index ``i`` of the dataset's item feature (``spec.sequence.item_feature``):
     the embedding slot holds them as frozen tables (so serving looks them up in the graph,
     with no text op), projects each to ``embedding_dim`` and passes it to the modality
-    encoder as one more modality, beside the token features.
+    encoder as one more modality, beside the token features. A sequence encoder that
+    declares :class:`~tfjoint.layers.core.contracts.NeedsSequenceContent` (NOVA's) also
+    gets them at every history position: the embedding is built with
+    ``sequence_content=True``, which needs ``item_vectors``.
 
     Three options give the model DeepCTR's and torch-rechub's shape (issue 17):
     ``numeric="raw"`` (or ``"normalized"``, through a BatchNormalization) feeds the dense
@@ -180,6 +183,9 @@ def build_joint_model(
                     f"{embedding_cls.__name__} takes no `task_tables` argument. Received: embedding={embedding!r}"
                 )
             embedding_context["task_tables"] = [t.name for t in task_specs]
+        if spec.sequence is not None and _needs_sequence_content(sequence_encoder):
+            _request_sequence_content(embedding, sequence_encoder, vectors)
+            embedding_context["sequence_content"] = True
         if requested:
             if isinstance(embedding, keras.layers.Layer):
                 raise ValueError(f"{sorted(requested)} apply to a named embedding; build the given layer with them")
@@ -244,6 +250,27 @@ def build_joint_model(
         for name, table in vectors.items():
             embedding_layer.set_item_vectors(name, table)
         return model
+
+
+def _needs_sequence_content(choice: Any) -> bool:
+    """Whether the sequence encoder ``choice`` (a layer, a name, a path or ``None``) declares
+    :class:`~tfjoint.layers.core.contracts.NeedsSequenceContent`."""
+    if choice is None or isinstance(choice, keras.layers.Layer):
+        return isinstance(choice, NeedsSequenceContent)
+    return issubclass(resolve_component("sequence_encoder", choice), NeedsSequenceContent)
+
+
+def _request_sequence_content(embedding: Any, sequence_encoder: Any, vectors: dict[str, Any]) -> None:
+    """One-line errors when the embedding slot cannot give the history's content."""
+    name = getattr(sequence_encoder, "name", sequence_encoder)
+    if not vectors:
+        raise ValueError(
+            f"sequence_encoder {name} reads each history item's content, which the embedding looks up by item id "
+            "in item_vectors; build with item_vectors (pipeline: --item-text-encoder minilm|hashed)"
+        )
+    if isinstance(embedding, keras.layers.Layer):
+        raise ValueError(f"sequence_encoder {name} needs a named embedding slot; build the given layer with sequence_content=True")
+    _check_takes("embedding", resolve_component("embedding", embedding), {"sequence_content": True})
 
 
 def _check_takes(slot: str, cls: type, arguments: dict[str, Any]) -> None:

@@ -195,8 +195,16 @@ def check_model(spec: DatasetSpec, model: str, hparams: dict[str, Any] | None) -
 
     config = {**DEFAULT_HPARAMS, **check_hparams(hparams or {})}
     slots = ("sequence_encoder", "modality_encoder", "scenario_adapter", "balancer", "component_kwargs")
+    # Stand-in item vectors (2 items, as the stand-in vocabularies) when the Trainer will give some.
+    vectors = {}
+    if config.get("item_text_encoder") and spec.sequence is not None:
+        import numpy as np
+
+        from tfjoint.pipeline.trainer import ITEM_TEXT_MODALITY
+
+        vectors = {"item_vectors": {ITEM_TEXT_MODALITY: np.ones((2, 1), np.float32)}}
     check_combination(spec, task_architecture=model, embedding_dim=int(config["embedding_dim"]),
-                      **{slot: config[slot] for slot in (*slots, *MODEL_OPTIONS)})
+                      **{slot: config[slot] for slot in (*slots, *MODEL_OPTIONS)}, **vectors)
 
 
 def check_labels(data_root: str, spec: DatasetSpec) -> None:

@@ -84,6 +84,17 @@ def test_an_incompatible_combination_fails_before_any_component_runs(tmp_path):
     runners.check_model(runners.get_dataset_spec("movielens-100k"), "ple", {"scenario_adapter": "star"})
 
 
+def test_nova_encoder_needs_the_item_text_vectors_the_trainer_gives():
+    import pytest
+
+    from tfjoint.pipeline import runners
+
+    spec = runners.get_dataset_spec("movielens-100k")
+    with pytest.raises(ValueError, match="nova_encoder reads each history item's content.*--item-text-encoder"):
+        runners.check_model(spec, "mmoe", {"sequence_encoder": "nova_encoder"})
+    runners.check_model(spec, "mmoe", {"sequence_encoder": "nova_encoder", "item_text_encoder": "hashed"})
+
+
 def test_the_curated_schema_makes_nan_inf_and_out_of_domain_labels_anomalies(tmp_path):
     import numpy as np
     import tensorflow as tf

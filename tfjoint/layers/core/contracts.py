@@ -15,6 +15,11 @@ contract               what the joint model does with it
 ``NeedsTaskEmbeddings``  a task architecture that wants per-task embedding tables: the builder
                        builds the embedding with ``task_tables=task names``, which then also
                        outputs ``fields_<task>`` (:func:`task_fields_key`) for each task
+``NeedsSequenceContent``  a sequence encoder that reads every history item's content: the
+                       builder builds the embedding with ``sequence_content=True``, which then
+                       also outputs the history's id and behavior embeddings apart
+                       (``sequence_items``, ``sequence_behavior_embeddings``) and each item
+                       vector per position (:func:`sequence_tokens_key`)
 ``AddsToLogits``       a scenario adapter returns ``{"outputs": E_merge', "logit": s_a}``: the
                        task architecture reads ``outputs`` and ``s_a`` is added to every task
                        head's logit before its activation (STAR's auxiliary network)
@@ -75,6 +80,38 @@ the joint model concatenates them beside the flattened ``fields`` (an embedding 
 def task_fields_key(task: str) -> str:
     """The key of task ``task``'s own field embeddings in the embedding's output dict."""
     return f"fields_{task}"
+
+
+SEQUENCE_ITEMS_KEY = "sequence_items"
+"""The key of the history's item id embeddings alone, ``(batch, L, d)``, in the output of an
+embedding built with ``sequence_content=True`` (``sequence`` adds each position's behavior
+embedding to them)."""
+
+SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY = "sequence_behavior_embeddings"
+"""The key of the history's behavior embeddings alone, ``(batch, L, d)`` (0 at padding), beside
+:data:`SEQUENCE_ITEMS_KEY`: ``sequence`` is their sum."""
+
+
+def sequence_tokens_key(name: str) -> str:
+    """The key of item vector ``name`` at every history position, ``(batch, L, 1, d)``: the
+    projected vector the modality encoder gets as ``tokens_<name>`` for the candidate, looked
+    up by each history item's id; its mask ``(batch, L, 1)`` is under ``<key>_mask``."""
+    return f"sequence_tokens_{name}"
+
+
+class NeedsSequenceContent:
+    """A sequence encoder that reads the content of every history item, not only its id.
+
+    :func:`tfjoint.joint.build_joint_model` builds the embedding slot with
+    ``sequence_content=True``; such an embedding (``FeatureEmbedding``) then also outputs
+    :data:`SEQUENCE_ITEMS_KEY`, :data:`SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY` and, for each fixed
+    item vector table (``item_vectors``,
+    indexed by the sequence's item feature), :func:`sequence_tokens_key` and its mask. The
+    encoder is called on the whole embedding dict, as every sequence encoder is. Token
+    features (titles, genres) are per-row inputs of the candidate only: the model holds no
+    item-to-tokens table, so they do not reach the history. A model built without
+    ``item_vectors`` cannot fill the slot with such an encoder.
+    """
 
 
 class AddsToLogits:

@@ -10,7 +10,13 @@ from keras import ops
 
 from tfjoint import features
 from tfjoint.layers.core.arguments import positive_int
-from tfjoint.layers.core.contracts import DENSE_INPUTS_KEY, task_fields_key
+from tfjoint.layers.core.contracts import (
+    DENSE_INPUTS_KEY,
+    SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY,
+    SEQUENCE_ITEMS_KEY,
+    sequence_tokens_key,
+    task_fields_key,
+)
 from tfjoint.layers.core.raw_inputs import dense_values
 from tfjoint.layers.core.scenarios import map_unknown
 from tfjoint.registry import register
@@ -76,6 +82,14 @@ class FeatureEmbedding(keras.layers.Layer):
         numeric: how dense features enter: ``"embedded"`` (``x_j v_j`` fields, default),
             ``"raw"`` or ``"normalized"`` (``(batch, len(dense))`` under ``dense_inputs``).
         scenario_field: whether the scenario is an embedded field (default True).
+        sequence_content: also output every history position's content (asked for by a
+            :class:`~tfjoint.layers.core.contracts.NeedsSequenceContent` sequence encoder
+            such as NOVA's): ``sequence_items`` and ``sequence_behavior_embeddings``
+            ``(batch, max_len, embedding_dim)``, the two terms of ``sequence``, and per item vector
+            ``sequence_tokens_<name>`` ``(batch, max_len, 1, embedding_dim)`` with its mask
+            ``sequence_tokens_<name>_mask`` ``(batch, max_len, 1)``, the same projected
+            vectors as ``tokens_<name>``, looked up by each history item's id. Needs the
+            sequence and ``item_vectors`` indexed by the sequence's item feature.
 
     Call arguments:
         inputs: dict of transformed features keyed as in :mod:`tfjoint.features`.
@@ -108,6 +122,7 @@ class FeatureEmbedding(keras.layers.Layer):
         item_vector_feature: str | None = None,
         numeric: str = "embedded",
         scenario_field: bool = True,
+        sequence_content: bool = False,
         **kwargs: Any,
     ) -> None:
         if numeric not in NUMERIC_MODES:
@@ -162,6 +177,16 @@ class FeatureEmbedding(keras.layers.Layer):
         clash = [k for k in self.item_vectors if k in self.tokens]
         if clash:
             raise ValueError(f"item_vectors names must differ from the token features. Received: {clash}")
+        self.sequence_content = bool(sequence_content)
+        if self.sequence_content and (
+            sequence_item_feature is None or not self.item_vectors or self.item_vector_feature != sequence_item_feature
+        ):
+            raise ValueError(
+                "sequence_content looks each history item's vectors up by its id, so it needs a sequence and "
+                "item_vectors indexed by its item feature (pipeline: --item-text-encoder minilm|hashed). Received: "
+                f"sequence_item_feature={sequence_item_feature!r}, item_vectors={sorted(self.item_vectors)}, "
+                f"item_vector_feature={self.item_vector_feature!r}"
+            )
 
     def _table(self, name: str, rows: int, initializer: Any = None) -> keras.layers.Embedding:
         layer = keras.layers.Embedding(
@@ -278,10 +303,16 @@ class FeatureEmbedding(keras.layers.Layer):
             oov = self.vocab_sizes[self.sequence_item_feature] + 1
             items = self._ids(inputs[features.SEQUENCE_ITEMS_KEY], oov)
             behaviors = self._ids(inputs[features.SEQUENCE_BEHAVIORS_KEY])
-            out["sequence"] = table(items) + self.behavior_table(behaviors)
+            item_embeddings, behavior_embeddings = table(items), self.behavior_table(behaviors)
+            out["sequence"] = item_embeddings + behavior_embeddings
             out["behaviors"] = behaviors
             out["sequence_mask"] = ops.cast(ops.not_equal(items, features.PAD_INDEX), self.compute_dtype)
             out["target"] = table(self._ids(inputs[self.sequence_item_feature][:, 0], oov))
+            if self.sequence_content:
+                out[SEQUENCE_ITEMS_KEY], out[SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY] = item_embeddings, behavior_embeddings
+                for name in self.item_vectors:
+                    key = sequence_tokens_key(name)
+                    out[key], out[f"{key}_mask"] = self._item_vector_tokens(name, items)
         for k in self.tokens:
             ids = self._ids(inputs[k], self.vocab_sizes[k] + 1)
             out[f"tokens_{k}"] = self.token_tables[k](ids)
@@ -289,11 +320,15 @@ class FeatureEmbedding(keras.layers.Layer):
         if self.item_vectors:
             ids = self._ids(inputs[self.item_vector_feature][:, 0], self.vocab_sizes[self.item_vector_feature] + 1)
             for name in self.item_vectors:
-                vectors = self.item_vector_tables[name](ids)
-                out[f"tokens_{name}"] = self.item_vector_projections[name](vectors)[:, None, :]
-                present = ops.cast(ops.sum(ops.abs(ops.cast(vectors, "float32")), axis=-1) > 0, self.compute_dtype)
-                out[f"tokens_mask_{name}"] = present[:, None]
+                out[f"tokens_{name}"], out[f"tokens_mask_{name}"] = self._item_vector_tokens(name, ids)
         return out
+
+    def _item_vector_tokens(self, name: str, ids: Any) -> tuple[Any, Any]:
+        """Item vector ``name`` of ``ids`` (any shape ``S``) as a one-token modality: the
+        projected vectors ``S + (1, d)`` and the mask ``S + (1,)``, 0 for an all-zero row."""
+        vectors = self.item_vector_tables[name](ids)
+        present = ops.cast(ops.sum(ops.abs(ops.cast(vectors, "float32")), axis=-1) > 0, self.compute_dtype)
+        return self.item_vector_projections[name](vectors)[..., None, :], present[..., None]
 
     def set_item_vectors(self, name: str, vectors: Any) -> None:
         """Fills the frozen table ``name`` from ``vectors`` ``(V, width)``, row ``i`` for
@@ -331,5 +366,6 @@ class FeatureEmbedding(keras.layers.Layer):
             item_vector_feature=self.item_vector_feature,
             numeric=self.numeric,
             scenario_field=self.scenario_field,
+            sequence_content=self.sequence_content,
         )
         return config

@@ -18,6 +18,15 @@ alone, beside its id embedding:
 - :class:`BootstrapContentEncoder` (``bm3_encoder``): BM3's projected modality view, aligned
   with the item's id embedding by BM3's bootstrap loss (or InfoNCE) as an auxiliary loss.
 
+A recommender as the behavior-sequence encoder (slot ``sequence_encoder``), reading every
+history item's content (:class:`~tfjoint.layers.core.contracts.NeedsSequenceContent`):
+
+- :class:`NoninvasiveSequenceEncoder` (``nova_encoder``): NOVA's non-invasive self-attention
+  over the history, side information (positions, behaviors, item vectors) in the queries
+  and keys only, the values from the item id embeddings.
+- :class:`MultiModalMixerEncoder` (``mmmlp_encoder``): MMMLP's Feature Mixers over the
+  history's id and item-vector sequences, then its Fusion Mixer.
+
 Recommenders (slot ``retrieval_model``):
 
 - :class:`VisualBayesianPersonalizedRanking` (``vbpr``): BPR-MF plus a linear embedding of
@@ -43,8 +52,10 @@ from tfjoint.layers.multi_modal.gating_fusion import GatingFusion
 from tfjoint.layers.multi_modal.item_content_encoders import BootstrapContentEncoder, VisualContentEncoder
 from tfjoint.layers.multi_modal.late_fusion import LateFusion
 from tfjoint.layers.multi_modal.modality_fusion import ModalityFusion
+from tfjoint.layers.multi_modal.multi_modal_mixer_encoder import MultiModalMixerEncoder
 from tfjoint.layers.multi_modal.multi_modal_multilayer_perceptron import MultiModalMultilayerPerceptron
 from tfjoint.layers.multi_modal.noninvasive_self_attention import NoninvasiveSelfAttention
+from tfjoint.layers.multi_modal.noninvasive_sequence_encoder import NoninvasiveSequenceEncoder
 from tfjoint.layers.multi_modal.visual_bayesian_personalized_ranking import VisualBayesianPersonalizedRanking
 
 __all__ = [
@@ -57,8 +68,10 @@ __all__ = [
     "GatingFusion",
     "LateFusion",
     "ModalityFusion",
+    "MultiModalMixerEncoder",
     "MultiModalMultilayerPerceptron",
     "NoninvasiveSelfAttention",
+    "NoninvasiveSequenceEncoder",
     "VisualContentEncoder",
     "VisualBayesianPersonalizedRanking",
 ]

@@ -24,8 +24,13 @@ embedding slot). It would need the builder to hand it ``item_vectors`` and the j
 to pass the item ids (a contract as ``NeedsEmbeddings``). NOVA and MMMLP are sequence models:
 their defining pieces (NOVA's attention with queries and keys from the history items'
 modality vectors, MMMLP's mixers over the id and modality sequences) read the modality
-vectors of every *history* position, so they would fit the ``sequence_encoder`` slot, once
-the embedding slot gives per-position item vectors (today it gives the candidate's only).
+vectors of every *history* position, so they are built for the ``sequence_encoder`` slot
+instead: :class:`~tfjoint.layers.multi_modal.noninvasive_sequence_encoder.NoninvasiveSequenceEncoder`
+(``nova_encoder``) and
+:class:`~tfjoint.layers.multi_modal.multi_modal_mixer_encoder.MultiModalMixerEncoder`
+(``mmmlp_encoder``) declare :class:`~tfjoint.layers.core.contracts.NeedsSequenceContent`, and
+the embedding slot then gives them every history item's ``item_vectors`` (the token features
+stay the candidate's only: the model holds no item-to-tokens table).
 """
 
 from __future__ import annotations

@@ -29,10 +29,11 @@ def masked_softmax(logits: Any, mask: Any) -> Any:
 
 
 def masked_mean(tokens: Any, mask: Any) -> Any:
-    """``(batch, d)`` float32: the mean of ``tokens`` ``(batch, T, d)`` over the positions with
-    ``mask`` ``(batch, T)`` = 1; a row with none gives zeros."""
+    """``(..., d)`` float32: the mean of ``tokens`` ``(..., T, d)`` over the positions with
+    ``mask`` ``(..., T)`` = 1 (``(batch, T, d)`` for a row's tokens, ``(batch, L, T, d)`` for
+    every history item's); a row with none gives zeros."""
     tokens, mask = ops.cast(tokens, "float32"), ops.cast(mask, "float32")[..., None]
-    return ops.sum(tokens * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+    return ops.sum(tokens * mask, axis=-2) / ops.maximum(ops.sum(mask, axis=-2), 1.0)
 
 
 class ModalityFusion(keras.layers.Layer):

@@ -84,13 +84,57 @@ class FeatureMixer(keras.layers.Layer):
         return (x + self.mix_channels(x, training)) * pad[..., None]
 
 
+class MixerFusionBlocks:
+    """MMMLP's Feature Mixer stacks per branch and its Fusion Mixer, for the class using it
+    (the ``mmmlp`` retrieval model and ``mmmlp_encoder``), which sets ``num_blocks``,
+    ``expansion``, ``dropout``, ``seed`` and ``final_norm`` and calls :meth:`build_mixers`."""
+
+    def build_mixers(self, length: int, width: int, branches: int) -> None:
+        """Per branch an input LN and ``num_blocks`` :class:`FeatureMixer` layers over
+        ``length`` positions of ``width`` channels; the fusion LN and ``W^F``."""
+        init = keras.initializers.GlorotUniform(self.seed)
+
+        def norm(name: str, size: int) -> keras.layers.LayerNormalization:
+            layer = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=name)
+            layer.build((None, size))
+            return layer
+
+        self.input_norms = [norm(f"input_norm_{m}", width) for m in range(branches)]
+        self.mixers = [  # flat (a nested list is not tracked by tf.saved_model): branch m, layer b at m * num_blocks + b
+            FeatureMixer(length, width, self.expansion, self.dropout, self.seed, name=f"feature_mixer_{m}_{b}")
+            for m in range(branches) for b in range(self.num_blocks)
+        ]
+        self.fusion_norm = norm("fusion_norm", branches * width)
+        self.fusion = keras.layers.Dense(width, kernel_initializer=init, name="fusion")
+        self.fusion.build((None, branches * width))
+
+    def branch_mixers(self, branch: int) -> list[FeatureMixer]:
+        """The Feature Mixer layers of ``branch`` (0: the item ids, ``m``: modality ``m``)."""
+        return self.mixers[branch * self.num_blocks : (branch + 1) * self.num_blocks]
+
+    def fuse(self, outputs: list[Any]) -> Any:
+        """The Fusion Mixer: ``LN(W^F LN([X^(0); X^(1); ...]) + b^F)``."""
+        return self.final_norm(self.fusion(self.fusion_norm(ops.concatenate(outputs, axis=-1))))
+
+    def mix(self, inputs: list[Any], pad: Any, training: bool | None = None) -> Any:
+        """``F``: each branch's normalized input (padding 0) through its Feature Mixers, then
+        the Fusion Mixer; ``inputs`` are the branches' sequences before their input LN."""
+        outputs = []
+        for m, (norm, x) in enumerate(zip(self.input_norms, inputs)):
+            x = norm(x) * pad[..., None]
+            for mixer in self.branch_mixers(m):
+                x = mixer(x, pad, training=training)
+            outputs.append(x)
+        return self.fuse(outputs)
+
+
 @register(
     "mmmlp",
     slot="retrieval_model",
     family="multi_modal",
     reference="Liang et al., MMMLP: Multi-modal Multilayer Perceptron for Sequential Recommendations, WWW 2023",
 )
-class MultiModalMultilayerPerceptron(ContentSequenceModel, SelfAttentiveSequentialRecommendation):
+class MultiModalMultilayerPerceptron(MixerFusionBlocks, ContentSequenceModel, SelfAttentiveSequentialRecommendation):
     """MMMLP: a stack of Feature Mixer layers per modality sequence, a Fusion Mixer, and the
     next item predicted against the item table (Liang et al., WWW 2023, Sec. 3; the
     authors' ``mmmlp.py``, Applied-Machine-Learning-Lab/MMMLP).
@@ -187,26 +231,12 @@ class MultiModalMultilayerPerceptron(ContentSequenceModel, SelfAttentiveSequenti
         )
         self.build_content(item_features, feature_dim, cold_start)
         d, init = self.hidden_dim, keras.initializers.GlorotUniform(seed)
-
-        def norm(name: str, width: int) -> keras.layers.LayerNormalization:
-            layer = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=name)
-            layer.build((None, width))
-            return layer
-
-        branches = 1 + len(dims)
         self.modality_projections = []
         for m, width in enumerate(dims):
             layer = keras.layers.Dense(d, kernel_initializer=init, name=f"modality_projection_{m}")
             layer.build((None, width))
             self.modality_projections.append(layer)
-        self.input_norms = [norm(f"input_norm_{m}", d) for m in range(branches)]
-        self.mixers = [  # flat (a nested list is not tracked by tf.saved_model): branch m, layer b at m * num_blocks + b
-            FeatureMixer(self.max_len, d, self.expansion, self.dropout, seed, name=f"feature_mixer_{m}_{b}")
-            for m in range(branches) for b in range(self.num_blocks)
-        ]
-        self.fusion_norm = norm("fusion_norm", branches * d)
-        self.fusion = keras.layers.Dense(d, kernel_initializer=init, name="fusion")
-        self.fusion.build((None, branches * d))
+        self.build_mixers(self.max_len, d, 1 + len(dims))
         self.built = True
 
     def build_blocks(self) -> None:
@@ -217,33 +247,21 @@ class MultiModalMultilayerPerceptron(ContentSequenceModel, SelfAttentiveSequenti
         return [self.item_embedding.embeddings]
 
     def modality_inputs(self, sequences: Any, training: bool | None = None) -> tuple[list[Any], Any]:
-        """``([X^(0), X^(1), ...], pad)``: the normalized id and modality sequences, padding 0."""
+        """``([M_i, E_1 f^(1) + b_1, ...], pad)``: the id and modality sequences before their
+        input LN (:meth:`MixerFusionBlocks.mix`)."""
         ids, pad = self.embed(sequences, training, positions=False)
         features, start, inputs = self.sequence_features(sequences), 0, [ids]
         for width, projection in zip(self.modality_dims, self.modality_projections):
             inputs.append(projection(features[..., start : start + width]))
             start += width
-        return [norm(x) * pad[..., None] for norm, x in zip(self.input_norms, inputs)], pad
-
-    def branch_mixers(self, branch: int) -> list[FeatureMixer]:
-        """The Feature Mixer layers of ``branch`` (0: the item ids, ``m``: modality ``m``)."""
-        return self.mixers[branch * self.num_blocks : (branch + 1) * self.num_blocks]
-
-    def fuse(self, outputs: list[Any]) -> Any:
-        """The Fusion Mixer: ``LN(W^F LN([X^(0); X^(1); ...]) + b^F)``."""
-        return self.final_norm(self.fusion(self.fusion_norm(ops.concatenate(outputs, axis=-1))))
+        return inputs, pad
 
     def call(self, sequences: Any, training: bool | None = None) -> Any:
         length = sequences.shape[1]
         if length is not None and length != self.max_len:
             raise ValueError(f"sequences must have max_len={self.max_len} positions. Received: shape={tuple(sequences.shape)}")
         inputs, pad = self.modality_inputs(sequences, training)
-        outputs = []
-        for m, x in enumerate(inputs):
-            for mixer in self.branch_mixers(m):
-                x = mixer(x, pad, training=training)
-            outputs.append(x)
-        return self.fuse(outputs)
+        return self.mix(inputs, pad, training)
 
     def get_config(self) -> dict[str, Any]:
         """SASRec's arguments (no heads), ``feature_dim``, ``cold_start``, ``modality_dims``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -14,6 +15,45 @@ from tfjoint.layers.retrieval.self_attentive_sequential_recommendation import Se
 from tfjoint.registry import register
 
 FUSIONS = ("sum", "concat", "gating")
+
+
+def check_fusion(fusion: str) -> str:
+    """``fusion`` if it is one of :data:`FUSIONS`; a one-line ValueError otherwise."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}. Received: fusion={fusion!r}")
+    return fusion
+
+
+def fusion_layers(fusion: str, num_blocks: int, width: int, num_inputs: int, initializer: Any) -> list[keras.layers.Dense]:
+    """One fusion layer ``W^F`` per block over ``num_inputs`` inputs of ``width`` each (none
+    for ``"sum"``): ``"concat"`` maps ``[R; S_1; ...]`` to ``width``, ``"gating"`` to one
+    sigmoid gate per input (``num_inputs * width``)."""
+    layers: list[keras.layers.Dense] = []
+    if check_fusion(fusion) != "sum":
+        activation = "sigmoid" if fusion == "gating" else None
+        out = num_inputs * width if fusion == "gating" else width
+        for b in range(num_blocks):
+            layer = keras.layers.Dense(out, activation=activation, kernel_initializer=initializer, name=f"fusion_{b}")
+            layer.build((None, num_inputs * width))
+            layers.append(layer)
+    return layers
+
+
+def noninvasive_context(fusion: str, layers: list[keras.layers.Dense], side: list[Any]) -> Callable[[int, Any], Any]:
+    """NOVA's ``C = F(R, S)`` as the ``context(block, R)`` of
+    :meth:`~tfjoint.layers.retrieval.self_attention_blocks.CausalSelfAttentionBlocks.encode`:
+    the query and key input of each block, fused from the block's id stream ``R`` and the
+    side information ``S`` (``"sum"``: ``R + sum_j S_j``; ``"concat"``: ``W^F [R; S] + b``;
+    ``"gating"``: ``sum_j G^(j) c_j``, ``c = (R, S_1, ...)``). The values never read it."""
+
+    def context(block: int, ids: Any) -> Any:
+        if fusion == "sum":
+            return ids + sum(side)
+        if fusion == "concat":
+            return layers[block](ops.concatenate([ids, *side], axis=-1))
+        return gated_sum(layers[block], [ids, *side])
+
+    return context
 
 
 @register(
@@ -99,8 +139,7 @@ class NoninvasiveSelfAttention(ContentSequenceModel, SelfAttentiveSequentialReco
         **kwargs: Any,
     ) -> None:
         item_features, feature_dim = check_content_arguments("NOVA", num_items, item_features, feature_dim, cold_start)
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}. Received: fusion={fusion!r}")
+        check_fusion(fusion)
         super().__init__(
             num_items, max_len=max_len, hidden_dim=hidden_dim, num_blocks=num_blocks, num_heads=num_heads,
             dropout=dropout, l2_emb=l2_emb, behaviors=behaviors, seed=seed, **kwargs,
@@ -110,14 +149,7 @@ class NoninvasiveSelfAttention(ContentSequenceModel, SelfAttentiveSequentialReco
         d, init = self.hidden_dim, keras.initializers.GlorotUniform(seed)
         self.side_projection = keras.layers.Dense(d, kernel_initializer=init, name="side_projection")
         self.side_projection.build((None, feature_dim))
-        self.fusions: list[keras.layers.Dense] = []
-        if fusion != "sum":
-            activation = "sigmoid" if fusion == "gating" else None
-            width = 3 * d if fusion == "gating" else d
-            for b in range(self.num_blocks):
-                layer = keras.layers.Dense(width, activation=activation, kernel_initializer=init, name=f"fusion_{b}")
-                layer.build((None, 3 * d))
-                self.fusions.append(layer)
+        self.fusions = fusion_layers(fusion, self.num_blocks, d, 3, init)
         self.built = True
 
     # -- the non-invasive attention ---------------------------------------------------
@@ -130,12 +162,8 @@ class NoninvasiveSelfAttention(ContentSequenceModel, SelfAttentiveSequentialReco
         return [positions, content]
 
     def fuse(self, block: int, ids: Any, side: list[Any]) -> Any:
-        """``C = F(R, S)``, the query and key input of ``block`` (``fusion``, class docstring)."""
-        if self.fusion == "sum":
-            return ids + sum(side)
-        if self.fusion == "concat":
-            return self.fusions[block](ops.concatenate([ids, *side], axis=-1))
-        return gated_sum(self.fusions[block], [ids, *side])
+        """``C = F(R, S)``, the query and key input of ``block`` (:func:`noninvasive_context`)."""
+        return noninvasive_context(self.fusion, self.fusions, side)(block, ids)
 
     def call(self, sequences: Any, training: bool | None = None) -> Any:
         ids, pad = self.embed(sequences, training, positions=False)
