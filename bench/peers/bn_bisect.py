@@ -141,6 +141,7 @@ EXPS = {
     "mmoe_fix_s1": lambda: tfj("mmoe", {}, seed=1),
     "mmoe_fix_nobn": lambda: tfj("mmoe", {"batch_norm": False}),
     "mmoe_fix_allrows": lambda: tfj("mmoe", {"tasks": [features.TaskSpec("click", "binary"), features.TaskSpec("conversion", "binary")]}),
+    "ple_fix_allrows": lambda: tfj("ple", {"tasks": [features.TaskSpec("click", "binary"), features.TaskSpec("conversion", "binary")]}),
     "mmoe_bn": lambda: tfj("mmoe", {}),
     "mmoe_nobn": lambda: tfj("mmoe", {"batch_norm": False}),
 }
