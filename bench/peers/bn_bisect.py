@@ -76,7 +76,21 @@ def bare(bn, emb_init="uniform", bias=None, opt="adam", kinit="glorot_uniform", 
     c, v = model.predict([test["categorical"].astype(np.int64), test["dense"]], batch_size=8192, verbose=0)
     return rp.aucs(test, np.ravel(c), np.ravel(v)), model
 
-def bare_mmoe(bn, conditional, seed=0, experts=8):
+class StatsStoppedBatchNorm(keras.layers.BatchNormalization):
+    """BatchNormalization whose batch mean and variance carry no gradient: a row's loss then
+    moves no other row through the statistics (a check of the mechanism, not a layer of tfjoint)."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not training:
+            return super().call(inputs, training=False)
+        mean, var = keras.ops.moments(inputs, axes=[0])
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + var * (1 - self.momentum))
+        mean, var = keras.ops.stop_gradient(mean), keras.ops.stop_gradient(var)
+        return (inputs - mean) * keras.ops.rsqrt(var + self.epsilon) * self.gamma + self.beta
+
+
+def bare_mmoe(bn, conditional, seed=0, experts=8, norm=keras.layers.BatchNormalization):
     keras.utils.set_random_seed(seed)
     init = keras.initializers.RandomNormal(stddev=1e-4)
     cat = keras.Input((len(meta["categorical"]),), dtype="int64"); den = keras.Input((len(meta["dense"]),))
@@ -85,7 +99,7 @@ def bare_mmoe(bn, conditional, seed=0, experts=8):
     def mlp(h, units):
         for u in units:
             h = keras.layers.Dense(u, use_bias=not bn)(h)
-            if bn: h = keras.layers.BatchNormalization()(h)
+            if bn: h = norm()(h)
             h = keras.layers.ReLU()(h)
         return h
     ex = keras.ops.stack([mlp(h0, (256, 128)) for _ in range(experts)], axis=1)
@@ -112,6 +126,8 @@ EXPS = {
     "bmmoe_bn_all": lambda: bare_mmoe(True, False),
     "bmmoe_bn_cond": lambda: bare_mmoe(True, True),
     "bmmoe_nobn_cond": lambda: bare_mmoe(False, True),
+    "bmmoe_sgbn_cond": lambda: bare_mmoe(True, True, norm=StatsStoppedBatchNorm),
+    "bmmoe_sgbn_all": lambda: bare_mmoe(True, False, norm=StatsStoppedBatchNorm),
     "bmmoe_nobn_all": lambda: bare_mmoe(False, False),
     "bmmoe_bn_cond_s1": lambda: bare_mmoe(True, True, seed=1),
     "bmmoe_bn_all_s1": lambda: bare_mmoe(True, False, seed=1),
