@@ -663,6 +663,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{_MM_ENCODERS_TEST}::test_bm3_alignment_loss_is_one_minus_cosine_to_a_stop_gradient_id_view",),
         "bm3_encoder: L_align = 1 - cos(q(h_i^m), sg(h_i)), the id view the stop-gradient target (views swapped)",
     ),
+    Mutation(
+        "embedding_tables_one_draw",
+        "tfjoint/layers/core/feature_embedding.py",
+        "embeddings_initializer=self._fresh_initializer(),",
+        "embeddings_initializer=self.embeddings_initializer,",
+        ("tfjoint/layers/core/feature_embedding_test.py::test_every_table_starts_from_its_own_draw",),
+        "FeatureEmbedding: E_k ~ init independently per table (one initializer instance: every table the same rows)",
+    ),
+    Mutation(
+        "batch_norm_uniform_tables",
+        "tfjoint/joint/builder.py",
+        "BATCH_NORM_EMBEDDING_STDDEV = 1e-4",
+        "BATCH_NORM_EMBEDDING_STDDEV = 0.05",
+        ("tfjoint/joint/model_options_test.py::test_batch_norm_starts_the_tables_at_the_peers_spread_unless_one_is_given",),
+        "build_joint_model(batch_norm=True): tables ~ N(0, 1e-4), the peers' start (a wide start under BN)",
+    ),
 )
 
 

@@ -94,3 +94,21 @@ def test_the_pipeline_hparams_reach_the_builder_and_are_checked():
     for key, value in [("numeric", "bucketized"), ("scenario_field", "yes"), ("lazy_adam", 1)]:
         with pytest.raises(ValueError, match=f"hparams '{key}'"):
             check_hparams({key: value})
+
+
+def _table_spread(model) -> float:
+    return float(np.std(model.embedding.tables[SPEC.categorical[0]].embeddings.numpy()))
+
+
+def test_batch_norm_starts_the_tables_at_the_peers_spread_unless_one_is_given():
+    # Keras's Uniform(-0.05, 0.05) start under BatchNorm cost 0.04 to 0.06 AUC after one epoch
+    # of the issue-17 workload; DeepCTR and torch-rechub start at N(0, 1e-4)
+    # (docs/training_speed.md, "BatchNorm and the embedding tables").
+    sizes = {k: 500 for k in SPEC.categorical}
+    plain = build_joint_model(SPEC, sizes, component_kwargs=MMOE)
+    assert 0.02 < _table_spread(plain) < 0.04  # uniform(+-0.05): 0.05 / sqrt(3)
+    normed = build_joint_model(SPEC, sizes, component_kwargs=MMOE, batch_norm=True)
+    assert 0.8e-4 < _table_spread(normed) < 1.2e-4
+    given = build_joint_model(SPEC, sizes, batch_norm=True, component_kwargs={
+        **MMOE, "embedding": {"embeddings_initializer": keras.initializers.RandomNormal(stddev=0.5)}})
+    assert 0.4 < _table_spread(given) < 0.6

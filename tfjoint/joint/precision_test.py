@@ -70,8 +70,11 @@ def _loss_after_fit(precision, epochs=4):
 def test_a_short_bfloat16_fit_reaches_the_float32_loss():
     fp32, bf16 = _loss_after_fit("float32"), _loss_after_fit("mixed_bfloat16")
     assert fp32[-1] < fp32[0] - 0.02 and bf16[-1] < bf16[0] - 0.02  # both learn
-    # bfloat16 keeps 8 bits of mantissa: the same data, seed and steps end within 2%.
-    assert bf16[-1] == pytest.approx(fp32[-1], rel=0.02)
+    # bfloat16 keeps 8 bits of mantissa: the same data, seed and steps end no more than 2%
+    # above float32's loss, and within 5% either way (the trajectories drift apart; with the
+    # tables at N(0, 1e-4) bfloat16 ended 2.5% below).
+    assert bf16[-1] <= fp32[-1] * 1.02
+    assert bf16[-1] == pytest.approx(fp32[-1], rel=0.05)
 
 
 def test_lazy_adam_gets_row_gradients_of_float32_tables_under_bfloat16():

@@ -69,7 +69,8 @@ class FeatureEmbedding(keras.layers.Layer):
             ``None`` when the dataset has no behavior sequence.
         num_behaviors: number of behavior types of the sequence.
         tokens: token feature keys (each has its own table).
-        embeddings_initializer: initializer of every table.
+        embeddings_initializer: initializer of the tables; each table draws with its own
+            copy (see ``_fresh_initializer``).
         task_tables: task names that get their own field tables (default none).
         item_vectors: ``{name: width}`` of fixed item vectors (e.g. MiniLM title embeddings,
             computed offline): one frozen table per name, indexed by
@@ -188,11 +189,12 @@ class FeatureEmbedding(keras.layers.Layer):
                 f"item_vector_feature={self.item_vector_feature!r}"
             )
 
-    def _table(self, name: str, rows: int, initializer: Any = None) -> keras.layers.Embedding:
+    def _table(self, name: str, rows: int) -> keras.layers.Embedding:
+        """A ``(rows, embedding_dim)`` table drawn with its own copy of the initializer."""
         layer = keras.layers.Embedding(
             rows,
             self.embedding_dim,
-            embeddings_initializer=initializer or self.embeddings_initializer,
+            embeddings_initializer=self._fresh_initializer(),
             name=name,
             dtype=self.dtype_policy,
         )
@@ -200,6 +202,7 @@ class FeatureEmbedding(keras.layers.Layer):
         return layer
 
     def build(self, input_shape: Any) -> None:
+        self._tables_drawn = 0  # seeds the copies of a seeded initializer (see _fresh_initializer)
         self.tables = {k: self._table(f"embedding_{k}", self.vocab_sizes[k] + 2) for k in self.categorical}
         self.token_tables = {k: self._table(f"embedding_{k}", self.vocab_sizes[k] + 2) for k in self.tokens}
         if self.scenario_field:
@@ -230,13 +233,9 @@ class FeatureEmbedding(keras.layers.Layer):
         self.task_dense_vectors = {}
         for task in self.task_tables:
             for k in self.categorical:
-                self.task_field_tables[f"{task}/{k}"] = self._table(
-                    f"embedding_{k}_{task}", self.vocab_sizes[k] + 2, self._fresh_initializer()
-                )
+                self.task_field_tables[f"{task}/{k}"] = self._table(f"embedding_{k}_{task}", self.vocab_sizes[k] + 2)
             if self.scenario_field:
-                self.task_scenario_tables[task] = self._table(
-                    f"embedding_scenario_{task}", self.num_scenarios + 1, self._fresh_initializer()
-                )
+                self.task_scenario_tables[task] = self._table(f"embedding_scenario_{task}", self.num_scenarios + 1)
             if self.dense:
                 self.task_dense_vectors[task] = self.add_weight(
                     shape=(len(self.dense), self.embedding_dim),
@@ -245,12 +244,20 @@ class FeatureEmbedding(keras.layers.Layer):
                 )
 
     def _fresh_initializer(self) -> Any:
-        """A copy of ``embeddings_initializer`` with its own seed (unless one was given).
+        """A copy of ``embeddings_initializer`` with its own seed: a fresh one when it is
+        unseeded, else its seed plus the number of tables drawn before (reproducible).
 
-        An unseeded Keras initializer fixes its seed when it is created, so the one instance
-        would start every task table equal to the shared table of the same size.
+        A Keras initializer fixes its seed when it is created, and its draws are stateless:
+        the one instance would start every table with the same rows (row ``i`` of every
+        field equal), which cost the peer-shaped ESMM (BatchNorm) 0.007 to 0.013 click AUC
+        in one epoch of the issue-17 workload (docs/training_speed.md).
         """
-        return keras.initializers.deserialize(keras.initializers.serialize(self.embeddings_initializer))
+        config = keras.initializers.serialize(self.embeddings_initializer)
+        seed = config.get("config", {}).get("seed") if isinstance(config, dict) else None
+        if isinstance(seed, int):
+            config = {**config, "config": {**config["config"], "seed": seed + self._tables_drawn}}
+        self._tables_drawn += 1
+        return keras.initializers.deserialize(config)
 
     @staticmethod
     def _ids(x: Any, out_of_range: int | None = None) -> Any:

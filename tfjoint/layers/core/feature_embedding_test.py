@@ -211,3 +211,24 @@ def test_item_vectors_reach_the_modality_encoder_and_survive_a_keras_round_trip(
     run.model.embedding.set_item_vectors("title_minilm", np.zeros_like(vectors))
     after = run.model.predict(x, verbose=0)
     assert any(not np.allclose(after[t], run.predictions[t], atol=1e-6) for t in after)
+
+
+@pytest.mark.parametrize("initializer", ["uniform", keras.initializers.RandomNormal(stddev=1e-4, seed=3)])
+def test_every_table_starts_from_its_own_draw(initializer):
+    # One initializer instance draws the same values every call (its seed is fixed when it
+    # is created): the tables used to start equal row by row, id i of every field the same
+    # vector (docs/training_speed.md, "BatchNorm and the embedding tables").
+    def tables():
+        layer = FeatureEmbedding(**KWARGS, embeddings_initializer=initializer)
+        layer(make_inputs())
+        return [t.embeddings.numpy() for t in [*layer.tables.values(), *layer.token_tables.values(),
+                                                layer.scenario_table, layer.behavior_table]]
+
+    first = tables()
+    for i, a in enumerate(first):
+        for b in first[i + 1:]:
+            rows = min(len(a), len(b))
+            assert not np.allclose(a[:rows], b[:rows], rtol=0.0, atol=0.0)
+    if not isinstance(initializer, str):  # a seeded initializer stays reproducible
+        for a, b in zip(first, tables()):
+            np.testing.assert_array_equal(a, b)
