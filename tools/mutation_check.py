@@ -616,6 +616,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "MMMLP Fusion Mixer: F = LN(W^F LN([X^(0); X^(1); ...]) + b^F) (inner LN dropped)",
     ),
     Mutation(
+        "mix_experts_gates_reversed",
+        "tfjoint/layers/core/experts.py",
+        "ops.matmul(ops.expand_dims(ops.cast(gate, experts.dtype), 1), experts)",
+        "ops.matmul(ops.expand_dims(ops.flip(ops.cast(gate, experts.dtype), -1), 1), experts)",
+        ("tfjoint/layers/core/experts_test.py",),
+        "mix_experts: sum_i g_i E_i as one batched matmul (expert i weighted by gate n-1-i)",
+    ),
+    Mutation(
         "fused_batch_norm_unbiased_moving_variance",
         "tfjoint/layers/core/batch_norm.py",
         "variance = unbiased * tf.math.divide_no_nan(rows - 1.0, rows)",
