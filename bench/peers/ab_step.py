@@ -1,9 +1,9 @@
 """A/B of tfjoint's peer-shaped training step, before and after a speed change (issue 17).
 
-``PYTHONPATH=. python bench/peers/ab_step.py mmoe 9 [float32]``: builds ``tfjoint bench
+``PYTHONPATH=. python bench/peers/ab_step.py mmoe 9 [float32] [--only=bn|--only=mix]``: builds ``tfjoint bench
 train``'s peer model (raw numerics, no scenario field, BatchNorm, LazyAdam) twice on 8
-batches of its workload, ``before`` with Keras's own layers where tfjoint now has a faster
-one (see :data:`BEFORE`) and ``after`` as the package has it, then runs ``fit`` over the 8
+batches of its workload, ``before`` with the code each change replaced (:data:`CHANGES`:
+``bn``, Keras's ``BatchNormalization`` in the MLPs; ``mix``, the einsum expert mix) and ``after`` as the package has it, then runs ``fit`` over the 8
 batches once per repeat, the two taking turns (interleaved). Prints, per variant, the
 median and minimum of wall and CPU (process) milliseconds per step, and the per-repeat
 ratios before / after of both. On a loaded machine read the CPU ratios. Not imported by
@@ -22,9 +22,28 @@ import keras  # noqa: E402
 from tfjoint.bench import train as bench  # noqa: E402
 from tfjoint.joint import LazyAdam  # noqa: E402
 from tfjoint.layers.core import mlp  # noqa: E402
+from tfjoint.layers.core.experts import stack_experts  # noqa: E402
+from tfjoint.layers.multi_task import multi_gate_mixture_of_experts as mmoe_module  # noqa: E402
+from tfjoint.layers.multi_task import progressive_layered_extraction as ple_module  # noqa: E402
 
-# What ``before`` swaps back in: module attribute -> Keras's layer.
-BEFORE = {(mlp, "BatchNormalization"): keras.layers.BatchNormalization}
+
+def einsum_mix(gate, experts):
+    """``mix_experts`` as it was: ``einsum("be,bed->bd")``."""
+    if isinstance(experts, (list, tuple)):
+        experts = stack_experts(experts)
+    return keras.ops.einsum("be,bed->bd", keras.ops.cast(gate, experts.dtype), experts)
+
+
+# What ``before`` swaps back in (module, attribute) -> the code before the change;
+# ``--only bn`` or ``--only mix`` keeps one change's entries.
+CHANGES = {
+    "bn": {(mlp, "BatchNormalization"): keras.layers.BatchNormalization},
+    "mix": {(mmoe_module, "mix_experts"): einsum_mix, (ple_module, "mix_experts"): einsum_mix},
+}
+only = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
+sys.argv = [a for a in sys.argv if not a.startswith("--only=")]
+BEFORE = {key: value for name, entries in CHANGES.items() if not only or name in only
+          for key, value in entries.items()}
 
 arch = sys.argv[1]
 repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 7
