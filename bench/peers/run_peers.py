@@ -356,7 +356,7 @@ def table(results: list[dict]) -> str:
     for model in MODELS:
         if not any(r["model"] == model for r in results):
             continue
-        row = [joined(cell(model, f), ",.0f") for f in frameworks]
+        row = [joined(cell(model, f), ",.0f") or "-" for f in frameworks]
         for ours, theirs in pairs:
             by_repeat = {r["repeat"]: r["examples_per_second"] for r in results
                          if r["model"] == model and r["framework"] == theirs}
