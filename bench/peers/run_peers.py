@@ -14,11 +14,20 @@ embedding dim 16, after 3 warm-up steps (graph tracing) that are not timed. AUCs
 the held-out rows: click, and conversion over the entire space (label click x conversion,
 score p(click) x p(conversion | click), or the model's own ``pCTCVR`` output).
 
+Timing protocol, the same for every framework: each step's end is recorded (a callback of
+``fit`` for tfjoint and DeepCTR, the loop itself for torch-rechub); a worker's examples/s
+is the median, over windows of 8 consecutive steps of the timed epoch (12 windows of the
+97 steps), of the window's examples/s, so a load spike costs a window, not the epoch (the
+whole epoch's rate is kept as ``epoch_examples_per_second``). Each repeat runs every model
+and framework once, the framework order rotated by one each repeat (no framework always
+first or last); the tables give every repeat, the median over repeats, the ratio of two
+frameworks within each repeat and the median of those ratios.
+
 ``tfjoint-peer-bf16`` is ``tfjoint-peer`` built with ``precision="mixed_bfloat16"``.
 
 Usage (see docs/training_speed.md)::
 
-    python bench/peers/run_peers.py --out /tmp/peers \\
+    python bench/peers/run_peers.py run --out /tmp/peers \\
         --tfjoint-python .venv/bin/python --peers-python /path/to/peers-venv/bin/python
 """
 
@@ -36,6 +45,7 @@ MODELS = ("mmoe", "ple", "esmm")
 FRAMEWORKS = ("tfjoint-peer", "tfjoint-peer-bf16", "tfjoint-default", "deepctr", "rechub")
 OURS = {"tfjoint-peer": "peer", "tfjoint-peer-bf16": "peer-bf16", "tfjoint-default": "default"}
 BATCH, LR, DIM, WARMUP, THREADS = 2048, 1e-3, 16, 3, 2
+WINDOW = 8  # steps per throughput window: a worker's examples/s is the median over its windows
 TRAIN_ROWS, TEST_ROWS = 200_000, 50_000
 
 
@@ -81,6 +91,35 @@ def aucs(test, click, ctcvr) -> dict[str, float]:
     return {"click_auc": auc(test["labels"][:, 0], click), "ctcvr_auc": auc(test["labels"][:, 1], ctcvr)}
 
 
+def throughput(start: float, ends: list[float]) -> dict[str, float]:
+    """The timed epoch's speed from the end time of each step (``start``: before the first).
+
+    ``examples_per_second`` is the median over windows of :data:`WINDOW` consecutive steps
+    of that window's examples/s (a load spike slows a window or two, not the median);
+    ``epoch_examples_per_second`` the whole epoch's, first step to last."""
+    import numpy as np
+
+    times = [start, *ends]
+    bounds = list(range(0, len(ends) + 1, WINDOW)) if len(ends) >= WINDOW else [0, len(ends)]
+    windows = [(b - a) * BATCH / (times[b] - times[a]) for a, b in zip(bounds, bounds[1:])]
+    return {"examples_per_second": float(np.median(windows)), "windows": len(windows),
+            "epoch_examples_per_second": len(ends) * BATCH / (times[-1] - start), "seconds": times[-1] - start}
+
+
+def step_clock(keras_module):
+    """A ``Callback`` of ``keras_module`` (Keras 3 or tf_keras) that records each step's end."""
+
+    class StepClock(keras_module.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            self.ends.append(time.perf_counter())
+
+    return StepClock()
+
+
 # --------------------------------------------------------------------------- workers
 
 
@@ -117,13 +156,14 @@ def run_tfjoint(out: str, model_name: str, variant: str, optimizer: str, extra: 
     model.compile(optimizer=adam(LR))
     dataset = bench.input_pipeline(x, y, BATCH)
     model.fit(dataset.take(WARMUP), epochs=1, verbose=0)
+    clock = step_clock(keras)
     start = time.perf_counter()
-    model.fit(dataset, epochs=1, verbose=0)
-    seconds = time.perf_counter() - start
+    model.fit(dataset, epochs=1, verbose=0, callbacks=[clock])
+    speed = throughput(start, clock.ends)
     pred = model.predict(columns(test), batch_size=8192, verbose=0)
     click = np.ravel(pred["click"])
     ctcvr = np.ravel(pred["conversion_joint"]) if "conversion_joint" in pred else click * np.ravel(pred["conversion"])
-    return {"seconds": seconds, "examples": steps * BATCH, "params": int(model.count_params()),
+    return {**speed, "examples": steps * BATCH, "params": int(model.count_params()),
             **aucs(test, click, ctcvr), "version": f"tf {tf.__version__}, keras {keras.__version__}, {precision}"}
 
 
@@ -163,11 +203,12 @@ def run_deepctr(out: str, model_name: str, rows: int) -> dict:
     x, y = inputs(train)
     wx, wy = inputs(train, WARMUP * BATCH)
     model.fit(wx, wy, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    clock = step_clock(tf_keras)
     start = time.perf_counter()
-    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
-    seconds = time.perf_counter() - start
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
+    speed = throughput(start, clock.ends)
     click, ctcvr = model.predict(inputs(test)[0], batch_size=8192, verbose=0)
-    return {"seconds": seconds, "examples": steps * BATCH, "params": int(model.count_params()),
+    return {**speed, "examples": steps * BATCH, "params": int(model.count_params()),
             **aucs(test, np.ravel(click), np.ravel(ctcvr)),
             "version": f"deepctr {deepctr.__version__}, tf {tf.__version__} (legacy Keras)"}
 
@@ -230,14 +271,15 @@ def run_rechub(out: str, model_name: str, rows: int) -> dict:
     model.train()
     for i in range(WARMUP):
         step(i % steps)  # a short --rows may have fewer batches than warm-up steps
-    start = time.perf_counter()
+    start, ends = time.perf_counter(), []
     for i in range(steps):
         step(i)
-    seconds = time.perf_counter() - start
+        ends.append(time.perf_counter())
+    speed = throughput(start, ends)
     model.eval()
     with torch.no_grad():
         click, ctcvr = predict(inputs(test))
-    return {"seconds": seconds, "examples": steps * BATCH, "params": sum(p.numel() for p in model.parameters()),
+    return {**speed, "examples": steps * BATCH, "params": sum(p.numel() for p in model.parameters()),
             **aucs(test, click.numpy(), ctcvr.numpy()), "version": f"torch-rechub 0.9.0, torch {torch.__version__}"}
 
 
@@ -267,8 +309,10 @@ def run(args: argparse.Namespace) -> None:
         subprocess.run([args.tfjoint_python, __file__, "prepare", "--out", args.out], env=env, check=True)
     results = []
     for repeat in range(args.repeats):
+        turn = repeat % len(args.frameworks)  # each repeat starts with the next framework
+        order = args.frameworks[turn:] + args.frameworks[:turn]
         for model in args.models:
-            for framework in args.frameworks:
+            for framework in order:
                 command = [python.get(framework, args.tfjoint_python), __file__, "worker", "--out", args.out,
                            "--framework", framework, "--model", model, "--optimizer", args.optimizer,
                            "--extra", args.extra, "--rows", str(args.rows)]
@@ -278,19 +322,31 @@ def run(args: argparse.Namespace) -> None:
                     print(f"{framework}/{model} failed:\n{done.stderr[-3000:]}", flush=True)
                     continue
                 result = {"repeat": repeat + 1, "model": model, "framework": framework, **json.loads(lines[-1][7:])}
-                result["examples_per_second"] = result["examples"] / result["seconds"]
                 results.append(result)
-                print(f"repeat {repeat + 1} {model:5s} {framework:16s} {result['examples_per_second']:9,.0f} ex/s "
+                print(f"repeat {repeat + 1} {model:5s} {framework:17s} {result['examples_per_second']:9,.0f} ex/s "
+                      f"(epoch {result['epoch_examples_per_second']:9,.0f}) "
                       f"click {result['click_auc']:.3f} ctcvr {result['ctcvr_auc']:.3f}", flush=True)
                 with open(f"{args.out}/results.json", "w") as f:
                     json.dump(results, f, indent=1)
     print(table(results))
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def table(results: list[dict]) -> str:
-    """Markdown: ex/s per repeat per framework, the ratios per repeat and the mean AUCs."""
+    """Markdown: examples/s per repeat per framework and their median (bold), the ratios of
+    the same repeat and their median (bold), and the mean AUCs."""
     def cell(model, framework, key="examples_per_second"):
-        return [r[key] for r in results if r["model"] == model and r["framework"] == framework]
+        return [r[key] for r in sorted(results, key=lambda r: r["repeat"])
+                if r["model"] == model and r["framework"] == framework]
+
+    def joined(values, fmt):
+        text = " / ".join(format(v, fmt) for v in values)
+        return f"{text} (**{format(median(values), fmt)}**)" if len(values) > 1 else text
 
     frameworks = [f for f in FRAMEWORKS if any(r["framework"] == f for r in results)]
     pairs = [(ours, theirs) for ours in OURS for theirs in ("deepctr", "rechub") if {ours, theirs} <= set(frameworks)]
@@ -300,10 +356,13 @@ def table(results: list[dict]) -> str:
     for model in MODELS:
         if not any(r["model"] == model for r in results):
             continue
-        row = [" / ".join(f"{v:,.0f}" for v in cell(model, f)) for f in frameworks]
+        row = [joined(cell(model, f), ",.0f") or "-" for f in frameworks]
         for ours, theirs in pairs:
-            ratios = zip(cell(model, ours), cell(model, theirs))
-            row.append(" / ".join(f"{a / b:.2f}" for a, b in ratios) or "-")
+            by_repeat = {r["repeat"]: r["examples_per_second"] for r in results
+                         if r["model"] == model and r["framework"] == theirs}
+            ratios = [r["examples_per_second"] / by_repeat[r["repeat"]] for r in sorted(results, key=lambda r: r["repeat"])
+                      if r["model"] == model and r["framework"] == ours and r["repeat"] in by_repeat]
+            row.append(joined(ratios, ".2f") or "-")
         lines.append(f"| {model} | " + " | ".join(row) + " |")
     lines += ["", "| model | " + " | ".join(f"{f} click / ctcvr AUC" for f in frameworks) + " |",
               "|---" * (len(frameworks) + 1) + "|"]
@@ -325,7 +384,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--tfjoint-python", default=sys.executable)
     p.add_argument("--peers-python", required=True)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
     p.add_argument("--optimizer", default="lazy_adam", choices=("adam", "lazy_adam"))

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 
 from tfjoint.layers.core.arguments import dropout_rate, layer_units
+from tfjoint.layers.core.batch_norm import BatchNormalization
 
 
 @keras.saving.register_keras_serializable(package="tfjoint")
@@ -15,7 +16,9 @@ class MLP(keras.layers.Layer):
     ``Dense -> BatchNormalization -> activation -> dropout`` (Ioffe and Szegedy, Batch
     Normalization, ICML 2015, eq. of Algorithm 1 applied to the pre-activation ``W x``; the
     ``Dense`` then has no bias, which the normalization's ``beta`` replaces). The
-    ``batch_norm`` layout is DeepCTR's and torch-rechub's ``DNN``/``MLP``.
+    ``batch_norm`` layout is DeepCTR's and torch-rechub's ``DNN``/``MLP``. The normalization
+    is :class:`~tfjoint.layers.core.batch_norm.BatchNormalization`: Keras's equations, one
+    fused kernel in training.
 
     Args:
         units: hidden sizes, one per layer; must be non-empty and positive.
@@ -77,7 +80,7 @@ class MLP(keras.layers.Layer):
             shape = dense.compute_output_shape(shape)
             self.dense_layers.append(dense)
             if self.batch_norm:
-                norm = keras.layers.BatchNormalization(name=f"batch_norm_{i}", dtype=self.dtype_policy)
+                norm = BatchNormalization(name=f"batch_norm_{i}", dtype=self.dtype_policy)
                 norm.build(shape)
                 self.norm_layers.append(norm)
             self.dropout_layers.append(

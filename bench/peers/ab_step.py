@@ -1,0 +1,84 @@
+"""A/B of tfjoint's peer-shaped training step, before and after a speed change (issue 17).
+
+``PYTHONPATH=. python bench/peers/ab_step.py mmoe 9 [float32] [--only=bn|--only=mix]``: builds ``tfjoint bench
+train``'s peer model (raw numerics, no scenario field, BatchNorm, LazyAdam) twice on 8
+batches of its workload, ``before`` with the code each change replaced (:data:`CHANGES`:
+``bn``, Keras's ``BatchNormalization`` in the MLPs; ``mix``, the einsum expert mix) and ``after`` as the package has it, then runs ``fit`` over the 8
+batches once per repeat, the two taking turns (interleaved). Prints, per variant, the
+median and minimum of wall and CPU (process) milliseconds per step, and the per-repeat
+ratios before / after of both. On a loaded machine read the CPU ratios. Not imported by
+the package.
+"""
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+tf.config.threading.set_intra_op_parallelism_threads(2)
+tf.config.threading.set_inter_op_parallelism_threads(2)
+import keras  # noqa: E402
+
+from tfjoint.bench import train as bench  # noqa: E402
+from tfjoint.joint import LazyAdam  # noqa: E402
+from tfjoint.layers.core import mlp  # noqa: E402
+from tfjoint.layers.core.experts import stack_experts  # noqa: E402
+from tfjoint.layers.multi_task import multi_gate_mixture_of_experts as mmoe_module  # noqa: E402
+from tfjoint.layers.multi_task import progressive_layered_extraction as ple_module  # noqa: E402
+
+
+def einsum_mix(gate, experts):
+    """``mix_experts`` as it was: ``einsum("be,bed->bd")``."""
+    if isinstance(experts, (list, tuple)):
+        experts = stack_experts(experts)
+    return keras.ops.einsum("be,bed->bd", keras.ops.cast(gate, experts.dtype), experts)
+
+
+# What ``before`` swaps back in (module, attribute) -> the code before the change;
+# ``--only bn`` or ``--only mix`` keeps one change's entries.
+CHANGES = {
+    "bn": {(mlp, "BatchNormalization"): keras.layers.BatchNormalization},
+    "mix": {(mmoe_module, "mix_experts"): einsum_mix, (ple_module, "mix_experts"): einsum_mix},
+}
+only = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
+sys.argv = [a for a in sys.argv if not a.startswith("--only=")]
+BEFORE = {key: value for name, entries in CHANGES.items() if not only or name in only
+          for key, value in entries.items()}
+
+arch = sys.argv[1]
+repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+precision = sys.argv[3] if len(sys.argv) > 3 else "float32"
+STEPS = 8
+w = bench.Workload(rows=STEPS * 2048)
+x, y = bench.synthetic_data(w)
+ds = bench.input_pipeline(x, y, 2048).cache()
+models = {}
+for name in ("before", "after"):
+    saved = {key: getattr(*key) for key in BEFORE}
+    if name == "before":
+        for (module, attr), value in BEFORE.items():
+            setattr(module, attr, value)
+    keras.utils.set_random_seed(0)
+    model = bench.build_model(arch, "peer", w, precision)
+    model.compile(optimizer=LazyAdam(1e-3))
+    model.fit(ds.take(2), verbose=0)
+    for (module, attr), value in saved.items():
+        setattr(module, attr, value)
+    models[name] = model
+for model in models.values():  # one untimed full pass each (cache, allocator, first-call costs)
+    model.fit(ds, verbose=0)
+wall = {k: [] for k in models}
+cpu = {k: [] for k in models}
+for r in range(repeats):
+    for k, model in (list(models.items()) if r % 2 == 0 else list(models.items())[::-1]):
+        w0, c0 = time.perf_counter(), time.process_time()
+        model.fit(ds, verbose=0)
+        wall[k].append((time.perf_counter() - w0) / STEPS * 1000)
+        cpu[k].append((time.process_time() - c0) / STEPS * 1000)
+for k in models:
+    print(f"{arch} {precision} {k:6s} wall median {np.median(wall[k]):6.1f} min {min(wall[k]):6.1f} | "
+          f"cpu median {np.median(cpu[k]):6.1f} min {min(cpu[k]):6.1f} ms/step", flush=True)
+for label, t in (("wall", wall), ("cpu", cpu)):
+    ratios = [a / b for a, b in zip(t["before"], t["after"])]
+    print(f"{arch} {precision} before/after {label} per repeat " + " ".join(f"{r:.2f}" for r in ratios)
+          + f"; median {np.median(ratios):.2f}", flush=True)
