@@ -162,7 +162,13 @@ def run_tfjoint(out: str, model_name: str, variant: str, optimizer: str, extra: 
     speed = throughput(start, clock.ends)
     pred = model.predict(columns(test), batch_size=8192, verbose=0)
     click = np.ravel(pred["click"])
-    ctcvr = np.ravel(pred["conversion_joint"]) if "conversion_joint" in pred else click * np.ravel(pred["conversion"])
+    conversion = np.ravel(pred["conversion"])
+    if "conversion_joint" in pred:  # ESMM's own pCTCVR
+        ctcvr = np.ravel(pred["conversion_joint"])
+    elif bench.spec_for(model_name, variant).task("conversion").parent is None:  # as DeepCTR's output
+        ctcvr = conversion
+    else:  # p(click) x p(conversion | click)
+        ctcvr = click * conversion
     return {**speed, "examples": steps * BATCH, "params": int(model.count_params()),
             **aucs(test, click, ctcvr), "version": f"tf {tf.__version__}, keras {keras.__version__}, {precision}"}
 

@@ -118,11 +118,23 @@ def input_pipeline(x: dict[str, np.ndarray], y: dict[str, np.ndarray], batch_siz
     return tf.data.Dataset.range(steps).map(batch).prefetch(tf.data.AUTOTUNE)
 
 
+def spec_for(architecture: str, variant: str) -> features.DatasetSpec:
+    """The tasks ``variant`` of ``architecture`` trains. The peers' MMoE and PLE (DeepCTR,
+    torch-rechub) fit conversion on every row, as a task of its own; so does the ``peer``
+    variant of every architecture that does not model the click -> conversion cascade itself
+    (all but ESMM), while the ``default`` one fits conversion on clicked rows only
+    (``parent="click"``). Under BatchNorm that restriction alone costs MMoE about .03 click
+    AUC in one epoch (docs/training_speed.md, "BatchNorm and the embedding tables")."""
+    if variant != "peer" or architecture == "esmm":
+        return SPEC
+    return dataclasses.replace(SPEC, tasks=tuple(dataclasses.replace(t, parent=None) for t in SPEC.tasks))
+
+
 def build_model(architecture: str, variant: str, workload: Workload, precision: str | None = None) -> JointModel:
     """The ``variant`` (``default`` or ``peer``) of ``architecture`` with the workload's sizes,
     built with the dtype policy ``precision`` (``None``: Keras's global one)."""
     return build_joint_model(
-        SPEC,
+        spec_for(architecture, variant),
         workload.vocab_sizes(),
         task_architecture=architecture,
         embedding_dim=workload.embedding_dim,

@@ -70,3 +70,23 @@ def test_bad_choices_fail_before_any_work():
         train.run_train_bench(train.Workload(rows=64, batch_size=64), precisions=["bf16"])
     with pytest.raises(ValueError, match="rows"):
         train.Workload(rows=0)
+
+
+def test_the_peer_mmoe_fits_conversion_on_every_row_as_the_peers_and_the_default_on_clicks():
+    """DeepCTR's and torch-rechub's MMoE/PLE train conversion as a task of its own; the
+    ``peer`` variant does too (all but ESMM), while the default conditions it on click."""
+    import numpy as np
+
+    workload = train.Workload(rows=64, min_vocab=5, max_vocab=5, batch_size=32)
+    x, y = train.synthetic_data(workload)
+    unclicked = {k: v[:32] for k, v in x.items()}
+    y = {"click": np.zeros((32, 1), np.float32), "conversion": np.zeros((32, 1), np.float32)}
+    losses = {}
+    for variant in ("peer", "default"):
+        model = train.build_model("mmoe", variant, workload)
+        model.compile(optimizer="adam")
+        logs = model.evaluate(unclicked, y, batch_size=32, verbose=0, return_dict=True)
+        losses[variant] = logs["conversion_loss"]
+    assert losses["peer"] > 0.01  # every row counts
+    assert losses["default"] == 0.0  # no clicked row: nothing to fit
+    assert train.spec_for("esmm", "peer").task("conversion").parent == "click"
