@@ -19,7 +19,7 @@ from keras import ops
 from tfjoint.layers.core.arguments import dropout_rate, positive_int
 from tfjoint.layers.core.contracts import NeedsSequenceContent, sequence_tokens_key
 from tfjoint.layers.multi_modal.multi_modal_multilayer_perceptron import NORM_EPSILON, MixerFusionBlocks
-from tfjoint.layers.multi_modal.sequence_content import check_history_inputs, float32_layers, history_content, last_position
+from tfjoint.layers.multi_modal.sequence_content import LastPositionOutput, check_history_inputs, float32_layers, history_content
 from tfjoint.registry import register
 
 
@@ -29,7 +29,7 @@ from tfjoint.registry import register
     family="multi_modal",
     reference="Liang et al., MMMLP: Multi-modal Multilayer Perceptron for Sequential Recommendations, WWW 2023",
 )
-class MultiModalMixerEncoder(NeedsSequenceContent, MixerFusionBlocks, keras.layers.Layer):
+class MultiModalMixerEncoder(NeedsSequenceContent, LastPositionOutput, MixerFusionBlocks, keras.layers.Layer):
     """MMMLP over the user's history as ``E^B``: Feature Mixers per modality sequence, the
     Fusion Mixer, and the last position's fused state.
 
@@ -97,8 +97,7 @@ class MultiModalMixerEncoder(NeedsSequenceContent, MixerFusionBlocks, keras.laye
             self.build_mixers(length, d, 1 + len(self.modalities))
             self.final_norm = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name="final_norm")
             self.final_norm.build((None, d))
-        self.output_layer = keras.layers.Dense(self.output_dim, activation=self.activation, name="output", dtype=self.dtype_policy)
-        self.output_layer.build((None, d))
+        self.build_output(d)
 
     def hidden_states(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
         """The fused states ``F`` ``(batch, L, d)`` float32 over the history."""
@@ -106,13 +105,6 @@ class MultiModalMixerEncoder(NeedsSequenceContent, MixerFusionBlocks, keras.laye
         content = [p(c) for p, c in zip(self.modality_projections, history_content(inputs, self.modalities))]
         branches = [ops.cast(inputs["sequence"], "float32"), *content]
         return self.mix(branches, pad, training)
-
-    def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
-        user = last_position(self.hidden_states(inputs, training), ops.cast(inputs["sequence_mask"], "float32"))
-        return self.output_layer(ops.cast(user, self.compute_dtype))
-
-    def compute_output_shape(self, input_shape: dict[str, Any]) -> tuple[int | None, int]:
-        return (input_shape["sequence_mask"][0], self.output_dim)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_behaviors": self.num_behaviors, "output_dim": self.output_dim,

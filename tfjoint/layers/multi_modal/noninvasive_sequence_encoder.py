@@ -31,7 +31,7 @@ from keras import ops
 from tfjoint.layers.core.arguments import dropout_rate, positive_int
 from tfjoint.layers.core.contracts import SEQUENCE_BEHAVIOR_EMBEDDINGS_KEY, SEQUENCE_ITEMS_KEY, NeedsSequenceContent, sequence_tokens_key
 from tfjoint.layers.multi_modal.noninvasive_self_attention import check_fusion, fusion_layers, noninvasive_context
-from tfjoint.layers.multi_modal.sequence_content import check_history_inputs, float32_layers, history_content, last_position
+from tfjoint.layers.multi_modal.sequence_content import LastPositionOutput, check_history_inputs, float32_layers, history_content
 from tfjoint.layers.retrieval.self_attention_blocks import CausalSelfAttentionBlocks
 from tfjoint.registry import register
 
@@ -41,7 +41,7 @@ from tfjoint.registry import register
     family="multi_modal",
     reference="Liu et al., Noninvasive Self-attention for Side Information Fusion in Sequential Recommendation, AAAI 2021",
 )
-class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks, keras.layers.Layer):
+class NoninvasiveSequenceEncoder(NeedsSequenceContent, LastPositionOutput, CausalSelfAttentionBlocks, keras.layers.Layer):
     """NOVA over the user's history as ``E^B``: ``NOVA(R, S) = σ(Q Kᵀ / sqrt(d_k)) V`` with
     ``Q, K`` from ``F(R, S)`` and ``V`` from ``R`` alone.
 
@@ -124,8 +124,7 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
             self.side_projection = keras.layers.Dense(d, kernel_initializer=init, name="side_projection")
             self.side_projection.build((None, width))
             self.fusions = fusion_layers(self.fusion, self.num_blocks, d, 4, init)
-        self.output_layer = keras.layers.Dense(self.output_dim, activation=self.activation, name="output", dtype=self.dtype_policy)
-        self.output_layer.build((None, d))
+        self.build_output(d)
 
     def content(self, inputs: dict[str, Any]) -> Any:
         """``c_t = [mean_1; ...; mean_m]`` per history position ``(batch, L, sum_i d_i)``,
@@ -146,14 +145,6 @@ class NoninvasiveSequenceEncoder(NeedsSequenceContent, CausalSelfAttentionBlocks
         ids = self.dropout_layer(ids, training=training) * pad[..., None]
         side = self.side_information(inputs, pad)
         return self.encode(ids, pad, training, context=noninvasive_context(self.fusion, self.fusions, side))
-
-    def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
-        hidden = self.hidden_states(inputs, training)
-        user = last_position(hidden, ops.cast(inputs["sequence_mask"], "float32"))
-        return self.output_layer(ops.cast(user, self.compute_dtype))
-
-    def compute_output_shape(self, input_shape: dict[str, Any]) -> tuple[int | None, int]:
-        return (input_shape["sequence_mask"][0], self.output_dim)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_behaviors": self.num_behaviors, "output_dim": self.output_dim,

@@ -1,6 +1,6 @@
 """What the sequence encoders that read the history's content share (``nova_encoder``,
 ``mmmlp_encoder``): the item vector names the embedding slot gives, the per-position content,
-and the user's last history position.
+the user's last history position and the output ``E^B`` read from it.
 
 The embedding slot gives them under
 :class:`~tfjoint.layers.core.contracts.NeedsSequenceContent`'s keys.
@@ -32,6 +32,26 @@ def last_position(hidden: Any, pad: Any) -> Any:
     length = ops.shape(pad)[1]
     last = ops.cast(ops.max(ops.cast(ops.arange(1, length + 1), pad.dtype)[None] * pad, axis=1), "int32") - 1
     return ops.einsum("bl,bld->bd", ops.one_hot(last, length, dtype=hidden.dtype), hidden)
+
+
+class LastPositionOutput:
+    """The tail of a history encoder: ``E^B = act(W F_last + c)``, ``F_last`` the state
+    ``hidden_states`` (the subclass's ``(batch, L, d)`` float32 states) gives at the row's last
+    history position. Needs ``output_dim`` and ``activation``; ``build`` calls
+    :meth:`build_output` with ``d``."""
+
+    def build_output(self, width: int) -> None:
+        self.output_layer = keras.layers.Dense(
+            self.output_dim, activation=self.activation, name="output", dtype=self.dtype_policy
+        )
+        self.output_layer.build((None, width))
+
+    def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
+        user = last_position(self.hidden_states(inputs, training), ops.cast(inputs["sequence_mask"], "float32"))
+        return self.output_layer(ops.cast(user, self.compute_dtype))
+
+    def compute_output_shape(self, input_shape: dict[str, Any]) -> tuple[int | None, int]:
+        return (input_shape["sequence_mask"][0], self.output_dim)
 
 
 def check_history_inputs(encoder: str, input_shape: dict[str, Any]) -> list[str]:
