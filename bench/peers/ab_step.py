@@ -1,9 +1,14 @@
 """A/B of tfjoint's peer-shaped training step, before and after a speed change (issue 17).
 
-``PYTHONPATH=. python bench/peers/ab_step.py mmoe 9 [float32] [--only=bn|--only=mix]``: builds ``tfjoint bench
-train``'s peer model (raw numerics, no scenario field, BatchNorm, LazyAdam) twice on 8
-batches of its workload, ``before`` with the code each change replaced (:data:`CHANGES`:
-``bn``, Keras's ``BatchNormalization`` in the MLPs; ``mix``, the einsum expert mix) and ``after`` as the package has it, then runs ``fit`` over the 8
+``PYTHONPATH=. python bench/peers/ab_step.py mmoe 9 [float32] [--only=NAME ...]``: builds
+``tfjoint bench train``'s peer model (raw numerics, no scenario field, BatchNorm, LazyAdam)
+twice on 8 batches of its workload, ``before`` with the code each change replaced
+(:data:`CHANGES`: ``bn``, Keras's ``BatchNormalization`` in the MLPs; ``gates``, one
+stack and batched matmul per gate instead of one per layer; ``adam``, Keras's Adam ops for
+dense gradients instead of the fused kernel; ``table``, Keras's ``Embedding``, which
+reads the whole table before gathering) and ``after`` as the package has it (the einsum
+expert mix of session 10 is no longer swappable: MMoE and PLE call ``mix_experts_by_gates``),
+then runs ``fit`` over the 8
 batches once per repeat, the two taking turns (interleaved). Prints, per variant, the
 median and minimum of wall and CPU (process) milliseconds per step, and the per-repeat
 ratios before / after of both. On a loaded machine read the CPU ratios. Not imported by
@@ -22,23 +27,34 @@ import keras  # noqa: E402
 from tfjoint.bench import train as bench  # noqa: E402
 from tfjoint.joint import LazyAdam  # noqa: E402
 from tfjoint.layers.core import mlp  # noqa: E402
-from tfjoint.layers.core.experts import stack_experts  # noqa: E402
+from tfjoint.layers.core import feature_embedding  # noqa: E402
+from tfjoint.layers.core.experts import mix_experts  # noqa: E402
 from tfjoint.layers.multi_task import multi_gate_mixture_of_experts as mmoe_module  # noqa: E402
 from tfjoint.layers.multi_task import progressive_layered_extraction as ple_module  # noqa: E402
 
 
-def einsum_mix(gate, experts):
-    """``mix_experts`` as it was: ``einsum("be,bed->bd")``."""
-    if isinstance(experts, (list, tuple)):
-        experts = stack_experts(experts)
-    return keras.ops.einsum("be,bed->bd", keras.ops.cast(gate, experts.dtype), experts)
+def per_gate_mix(gates, experts, members=None):
+    """``mix_experts_by_gates`` as it was: one stack and batched matmul per gate."""
+    if members is None:
+        return [mix_experts(g, experts) for g in gates]
+    return [mix_experts(g, [experts[i] for i in m]) for g, m in zip(gates, members)]
 
 
+def keras_dense_adam(self, gradient, variable, learning_rate):
+    """``LazyAdam.update_step`` as it was: Keras's Adam ops for a dense gradient."""
+    if not isinstance(gradient, tf.IndexedSlices):
+        return keras.optimizers.Adam.update_step(self, gradient, variable, learning_rate)
+    return FUSED_UPDATE(self, gradient, variable, learning_rate)
+
+
+FUSED_UPDATE = LazyAdam.update_step
 # What ``before`` swaps back in (module, attribute) -> the code before the change;
 # ``--only bn`` or ``--only mix`` keeps one change's entries.
 CHANGES = {
     "bn": {(mlp, "BatchNormalization"): keras.layers.BatchNormalization},
-    "mix": {(mmoe_module, "mix_experts"): einsum_mix, (ple_module, "mix_experts"): einsum_mix},
+    "gates": {(mmoe_module, "mix_experts_by_gates"): per_gate_mix, (ple_module, "mix_experts_by_gates"): per_gate_mix},
+    "table": {(feature_embedding, "EmbeddingTable"): keras.layers.Embedding},
+    "adam": {(LazyAdam, "update_step"): keras_dense_adam},
 }
 only = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
 sys.argv = [a for a in sys.argv if not a.startswith("--only=")]

@@ -13,9 +13,10 @@ logits and softmax stay in float32 under mixed precision.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -33,6 +34,35 @@ def mix_experts(gate: Any, experts: Any) -> Any:
     # the equal einsum("be,bed->bd")'s (issue 17, docs/training_speed.md).
     mixed = ops.matmul(ops.expand_dims(ops.cast(gate, experts.dtype), 1), experts)
     return ops.squeeze(mixed, 1)
+
+
+def mix_experts_by_gates(
+    gates: Sequence[Any], experts: Any, members: Sequence[Sequence[int]] | None = None
+) -> list[Any]:
+    """``[sum_i g^k_i E_{m_k(i)} for each gate k]``: every gate of a layer mixes its experts in
+    one batched matmul over the stacked experts, instead of one stack and matmul per gate.
+
+    ``gates[k]`` is ``(batch, n_k)`` over the experts ``members[k]`` (indices into
+    ``experts``, in the gate's column order; all of them, in order, when ``members`` is
+    None). Gate ``k``'s row of the ``(batch, K, N)`` weights is ``g^k S_k``, ``S_k`` the
+    ``(n_k, N)`` one-hot map of its members, so a non-member's weight is exactly 0 and adds
+    nothing to the sum (nor gets a gradient). Returns ``K`` tensors ``(batch, d)``, each
+    equal to ``mix_experts(gates[k], [experts[i] for i in members[k]])``.
+    """
+    if isinstance(experts, (list, tuple)):
+        experts = stack_experts(experts)
+    count = experts.shape[1]
+    weights = []
+    for k, gate in enumerate(gates):
+        gate = ops.cast(gate, experts.dtype)
+        chosen = list(range(count)) if members is None else list(members[k])
+        if chosen != list(range(count)):
+            one_hot = np.zeros((len(chosen), count), np.float32)
+            one_hot[np.arange(len(chosen)), chosen] = 1.0
+            gate = ops.matmul(gate, ops.convert_to_tensor(one_hot, experts.dtype))
+        weights.append(gate)
+    mixed = ops.matmul(ops.stack(weights, axis=1), experts)  # (batch, K, N) @ (batch, N, d)
+    return ops.unstack(mixed, num=len(weights), axis=1)
 
 
 def build_gate(num_experts: int, name: str, input_shape: tuple[int | None, ...]) -> keras.layers.Dense:

@@ -17,6 +17,7 @@ from tfjoint.layers.core.contracts import (
     sequence_tokens_key,
     task_fields_key,
 )
+from tfjoint.layers.core.embedding_table import EmbeddingTable
 from tfjoint.layers.core.raw_inputs import dense_values
 from tfjoint.layers.core.scenarios import map_unknown
 from tfjoint.registry import register
@@ -189,9 +190,9 @@ class FeatureEmbedding(keras.layers.Layer):
                 f"item_vector_feature={self.item_vector_feature!r}"
             )
 
-    def _table(self, name: str, rows: int) -> keras.layers.Embedding:
+    def _table(self, name: str, rows: int) -> EmbeddingTable:
         """A ``(rows, embedding_dim)`` table drawn with its own copy of the initializer."""
-        layer = keras.layers.Embedding(
+        layer = EmbeddingTable(
             rows,
             self.embedding_dim,
             embeddings_initializer=self._fresh_initializer(),
@@ -221,7 +222,7 @@ class FeatureEmbedding(keras.layers.Layer):
         rows = self.vocab_sizes[self.item_vector_feature] + 2 if self.item_vectors else 0
         self.item_vector_tables, self.item_vector_projections = {}, {}
         for name, width in self.item_vectors.items():
-            table = keras.layers.Embedding(rows, width, embeddings_initializer="zeros", trainable=False, name=f"vectors_{name}")
+            table = EmbeddingTable(rows, width, embeddings_initializer="zeros", trainable=False, name=f"vectors_{name}")
             table.build((None,))
             projection = keras.layers.Dense(self.embedding_dim, name=f"project_{name}", dtype=self.dtype_policy)
             projection.build((None, width))

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import check_tasks, positive, positive_int
-from tfjoint.layers.core.experts import build_gate, mix_experts, softmax_gate
+from tfjoint.layers.core.experts import build_gate, mix_experts_by_gates, softmax_gate
 from tfjoint.layers.core.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.registry import register
@@ -109,8 +109,7 @@ class MultiGateMixtureOfExperts(keras.layers.Layer):
         outputs = {}
         gates = self.gate_weights(inputs)
         track_gates(self, gates)
-        for name, g in gates.items():
-            mixed = mix_experts(g, expert_outputs)
+        for name, mixed in zip(gates, mix_experts_by_gates(list(gates.values()), expert_outputs)):
             outputs[name] = self.towers[name](mixed, training=training)
         return outputs
 

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from tfjoint.layers.core.arguments import check_tasks, dropout_rate, layer_units, positive, positive_int
-from tfjoint.layers.core.experts import build_gate, mix_experts, softmax_gate
+from tfjoint.layers.core.experts import build_gate, mix_experts_by_gates, softmax_gate
 from tfjoint.layers.core.gate_monitor import create_gate_trackers, track_gates
 from tfjoint.layers.core.mlp import MLP
 from tfjoint.registry import register
@@ -146,12 +146,20 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
             gate_weights = {
                 t: self._gate(f"level_{level}_task_gate_{t}", task_inputs[t]) for t in self.task_names
             }
+            # Every gate of the level in one mix over all its experts (task k's own, then the
+            # shared ones): task gate k weighs its own and the shared experts, the shared gate all.
+            everything = [e for t in self.task_names for e in task_experts[t]] + shared_experts
+            own = self.num_task_experts
+            shared = list(range(len(self.task_names) * own, len(everything)))
+            gates = list(gate_weights.values())
+            members = [[*range(k * own, (k + 1) * own), *shared] for k in range(len(self.task_names))]
             if level < self.num_levels - 1:
-                everything = [e for t in self.task_names for e in task_experts[t]] + shared_experts
-                shared_input = mix_experts(self._gate(f"level_{level}_shared_gate", shared_input), everything)
-            task_inputs = {
-                t: mix_experts(gate_weights[t], task_experts[t] + shared_experts) for t in self.task_names
-            }
+                gates.append(self._gate(f"level_{level}_shared_gate", shared_input))
+                members.append(list(range(len(everything))))
+            mixed = mix_experts_by_gates(gates, everything, members)
+            task_inputs = dict(zip(self.task_names, mixed))
+            if level < self.num_levels - 1:
+                shared_input = mixed[-1]
         return task_inputs, gate_weights
 
     def gate_weights(self, inputs: Any) -> dict[str, Any]:
