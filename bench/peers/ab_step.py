@@ -49,7 +49,7 @@ def keras_dense_adam(self, gradient, variable, learning_rate):
 
 FUSED_UPDATE = LazyAdam.update_step
 # What ``before`` swaps back in (module, attribute) -> the code before the change;
-# ``--only bn`` or ``--only mix`` keeps one change's entries.
+# ``--only=NAME`` (repeatable) keeps those changes' entries.
 CHANGES = {
     "bn": {(mlp, "BatchNormalization"): keras.layers.BatchNormalization},
     "gates": {(mmoe_module, "mix_experts_by_gates"): per_gate_mix, (ple_module, "mix_experts_by_gates"): per_gate_mix},

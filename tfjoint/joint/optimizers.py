@@ -15,6 +15,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfjoint.layers.core.embedding_table import mark_row_updated
+
 
 def _tf_variable(variable: Any) -> Any:
     return variable.value if isinstance(variable, keras.Variable) else variable
@@ -65,6 +67,13 @@ class LazyAdam(keras.optimizers.Adam):
         if amsgrad:
             raise ValueError("LazyAdam does not support amsgrad. Received: amsgrad=True")
         super().__init__(*args, **kwargs)
+
+    def build(self, variables: Any) -> None:
+        super().build(variables)
+        # Tables of these variables get scatter updates: their lookups then gather from the
+        # variable (EmbeddingTable), which TensorFlow does without copying a scattered table.
+        for variable in variables:
+            mark_row_updated(variable)
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         dtype = variable.dtype

@@ -7,6 +7,12 @@ ops), TensorFlow keeps the variable in copy-on-read mode, where every ``ReadVari
 copies the whole buffer: each training step then copied every table (24 MB in ``tfjoint
 bench train``'s workload) to read a few thousand rows. ``tf.gather`` on the variable itself
 is one ``ResourceGather`` of those rows.
+
+The other way round holds too: a ``ResourceGather`` puts the variable in copy-on-read mode,
+and then every *dense* update (Keras's Adam rewrites the whole table each step) copies the
+table first. So :class:`EmbeddingTable` gathers from the variable only when its table is
+updated row-wise: ``LazyAdam.build`` marks the variables it updates
+(:func:`mark_row_updated`); any other table is read Keras's way.
 """
 
 from __future__ import annotations
@@ -17,12 +23,26 @@ import keras
 from keras import ops
 
 
+_ROW_UPDATED = "tfjoint_row_updated"
+
+
+def mark_row_updated(variable: Any) -> None:
+    """Marks ``variable`` as updated row by row (sparse scatters), as ``LazyAdam`` does."""
+    setattr(variable, _ROW_UPDATED, True)
+
+
+def is_row_updated(variable: Any) -> bool:
+    """Whether :func:`mark_row_updated` marked ``variable``."""
+    return bool(getattr(variable, _ROW_UPDATED, False))
+
+
 @keras.saving.register_keras_serializable(package="tfjoint")
 class EmbeddingTable(keras.layers.Embedding):
     """``keras.layers.Embedding`` (same arguments, variable, output, gradient and saved
-    weights) whose TensorFlow lookup gathers the rows from the variable, not from a copy
-    of it. Row ``i`` of ``E`` for id ``i``; a negative id ``i`` reads row ``rows + i``, as
-    Keras's ``take`` does. Other backends, LoRA and quantized tables use Keras's ``call``.
+    weights) whose TensorFlow lookup, once its table is marked row-updated (a ``LazyAdam``
+    built over it), gathers the rows from the variable, not from a copy of it. Row ``i`` of
+    ``E`` for id ``i``; a negative id ``i`` reads row ``rows + i``, as Keras's ``take``
+    does. Unmarked tables, other backends, LoRA and quantized tables use Keras's ``call``.
 
     Example:
     >>> table = EmbeddingTable(5, 2, embeddings_initializer="ones")
@@ -31,7 +51,12 @@ class EmbeddingTable(keras.layers.Embedding):
     """
 
     def call(self, inputs: Any) -> Any:
-        if keras.backend.backend() != "tensorflow" or self.lora_enabled or self.quantization_mode is not None:
+        if (
+            keras.backend.backend() != "tensorflow"
+            or self.lora_enabled
+            or self.quantization_mode is not None
+            or not is_row_updated(self.embeddings)
+        ):
             return super().call(inputs)
         import tensorflow as tf
 
