@@ -650,10 +650,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "mix_experts_gates_reversed",
         "tfjoint/layers/core/experts.py",
-        "ops.matmul(ops.expand_dims(ops.cast(gate, experts.dtype), 1), experts)",
-        "ops.matmul(ops.expand_dims(ops.flip(ops.cast(gate, experts.dtype), -1), 1), experts)",
+        "mixed = ops.matmul(ops.stack(weights, axis=1), experts)",
+        "mixed = ops.matmul(ops.flip(ops.stack(weights, axis=1), -1), experts)",
         ("tfjoint/layers/core/experts_test.py",),
-        "mix_experts: sum_i g_i E_i as one batched matmul (expert i weighted by gate n-1-i)",
+        "mix_experts_by_gates (and mix_experts, which calls it): sum_i g_i E_i as one batched matmul (expert i weighted by gate n-1-i)",
     ),
     Mutation(
         "fused_batch_norm_unbiased_moving_variance",

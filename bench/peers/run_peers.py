@@ -91,19 +91,25 @@ def aucs(test, click, ctcvr) -> dict[str, float]:
     return {"click_auc": auc(test["labels"][:, 0], click), "ctcvr_auc": auc(test["labels"][:, 1], ctcvr)}
 
 
-def throughput(start: float, ends: list[float]) -> dict[str, float]:
-    """The timed epoch's speed from the end time of each step (``start``: before the first).
+def throughput(start: float, ends: list[float], cpu_start: float) -> dict:
+    """The timed epoch's speed from the end time of each step (``start``: before the first;
+    ``cpu_start``: the process's CPU time then, ``time.process_time()``).
 
     ``examples_per_second`` is the median over windows of :data:`WINDOW` consecutive steps
-    of that window's examples/s (a load spike slows a window or two, not the median);
-    ``epoch_examples_per_second`` the whole epoch's, first step to last."""
+    of that window's examples/s (a load spike slows a window or two, not the median; all
+    windows are kept in ``window_examples_per_second``); ``epoch_examples_per_second`` the
+    whole epoch's, first step to last; ``cores`` the process's CPU seconds over the epoch's
+    wall seconds (at most :data:`THREADS`: below it, the threads waited or were not run)."""
     import numpy as np
 
+    cpu = time.process_time() - cpu_start
     times = [start, *ends]
     bounds = list(range(0, len(ends) + 1, WINDOW)) if len(ends) >= WINDOW else [0, len(ends)]
     windows = [(b - a) * BATCH / (times[b] - times[a]) for a, b in zip(bounds, bounds[1:])]
     return {"examples_per_second": float(np.median(windows)), "windows": len(windows),
-            "epoch_examples_per_second": len(ends) * BATCH / (times[-1] - start), "seconds": times[-1] - start}
+            "window_examples_per_second": [round(w) for w in windows],
+            "epoch_examples_per_second": len(ends) * BATCH / (times[-1] - start), "seconds": times[-1] - start,
+            "cpu_seconds": cpu, "cores": cpu / (times[-1] - start)}
 
 
 def step_clock(keras_module):
@@ -157,9 +163,9 @@ def run_tfjoint(out: str, model_name: str, variant: str, optimizer: str, extra: 
     dataset = bench.input_pipeline(x, y, BATCH)
     model.fit(dataset.take(WARMUP), epochs=1, verbose=0)
     clock = step_clock(keras)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.fit(dataset, epochs=1, verbose=0, callbacks=[clock])
-    speed = throughput(start, clock.ends)
+    speed = throughput(start, clock.ends, cpu_start)
     pred = model.predict(columns(test), batch_size=8192, verbose=0)
     click = np.ravel(pred["click"])
     conversion = np.ravel(pred["conversion"])
@@ -210,9 +216,9 @@ def run_deepctr(out: str, model_name: str, rows: int) -> dict:
     wx, wy = inputs(train, WARMUP * BATCH)
     model.fit(wx, wy, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
     clock = step_clock(tf_keras)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
-    speed = throughput(start, clock.ends)
+    speed = throughput(start, clock.ends, cpu_start)
     click, ctcvr = model.predict(inputs(test)[0], batch_size=8192, verbose=0)
     return {**speed, "examples": steps * BATCH, "params": int(model.count_params()),
             **aucs(test, np.ravel(click), np.ravel(ctcvr)),
@@ -277,11 +283,11 @@ def run_rechub(out: str, model_name: str, rows: int) -> dict:
     model.train()
     for i in range(WARMUP):
         step(i % steps)  # a short --rows may have fewer batches than warm-up steps
-    start, ends = time.perf_counter(), []
+    start, cpu_start, ends = time.perf_counter(), time.process_time(), []
     for i in range(steps):
         step(i)
         ends.append(time.perf_counter())
-    speed = throughput(start, ends)
+    speed = throughput(start, ends, cpu_start)
     model.eval()
     with torch.no_grad():
         click, ctcvr = predict(inputs(test))
@@ -330,7 +336,7 @@ def run(args: argparse.Namespace) -> None:
                 result = {"repeat": repeat + 1, "model": model, "framework": framework, **json.loads(lines[-1][7:])}
                 results.append(result)
                 print(f"repeat {repeat + 1} {model:5s} {framework:17s} {result['examples_per_second']:9,.0f} ex/s "
-                      f"(epoch {result['epoch_examples_per_second']:9,.0f}) "
+                      f"(epoch {result['epoch_examples_per_second']:9,.0f}, {result['cores']:.2f} cores) "
                       f"click {result['click_auc']:.3f} ctcvr {result['ctcvr_auc']:.3f}", flush=True)
                 with open(f"{args.out}/results.json", "w") as f:
                     json.dump(results, f, indent=1)
@@ -345,10 +351,11 @@ def median(values: list[float]) -> float:
 
 def table(results: list[dict]) -> str:
     """Markdown: examples/s per repeat per framework and their median (bold), the ratios of
-    the same repeat and their median (bold), and the mean AUCs."""
+    the same repeat and their median (bold), the cores each used (CPU seconds over wall
+    seconds: below 2, its threads waited or were not run) and the mean AUCs."""
     def cell(model, framework, key="examples_per_second"):
         return [r[key] for r in sorted(results, key=lambda r: r["repeat"])
-                if r["model"] == model and r["framework"] == framework]
+                if r["model"] == model and r["framework"] == framework and key in r]  # no cores before session 12
 
     def joined(values, fmt):
         text = " / ".join(format(v, fmt) for v in values)
@@ -370,6 +377,11 @@ def table(results: list[dict]) -> str:
                       if r["model"] == model and r["framework"] == ours and r["repeat"] in by_repeat]
             row.append(joined(ratios, ".2f") or "-")
         lines.append(f"| {model} | " + " | ".join(row) + " |")
+    lines += ["", "| model | " + " | ".join(f"{f} cores" for f in frameworks) + " |",
+              "|---" * (len(frameworks) + 1) + "|"]
+    for model in MODELS:
+        if any(r["model"] == model for r in results):
+            lines.append(f"| {model} | " + " | ".join(joined(cell(model, f, "cores"), ".2f") or "-" for f in frameworks) + " |")
     lines += ["", "| model | " + " | ".join(f"{f} click / ctcvr AUC" for f in frameworks) + " |",
               "|---" * (len(frameworks) + 1) + "|"]
     for model in MODELS:

@@ -28,12 +28,7 @@ def stack_experts(experts: list[Any] | tuple[Any, ...]) -> Any:
 def mix_experts(gate: Any, experts: Any) -> Any:
     """``sum_i gate_i E_i``: ``gate`` is ``(batch, n)``; ``experts`` a list of ``(batch, d)``
     or one ``(batch, n, d)`` tensor. Returns ``(batch, d)`` in the experts' dtype."""
-    if isinstance(experts, (list, tuple)):
-        experts = stack_experts(experts)
-    # (batch, 1, n) @ (batch, n, d): one batched matmul; on CPU its backward is cheaper than
-    # the equal einsum("be,bed->bd")'s (issue 17, docs/training_speed.md).
-    mixed = ops.matmul(ops.expand_dims(ops.cast(gate, experts.dtype), 1), experts)
-    return ops.squeeze(mixed, 1)
+    return mix_experts_by_gates([gate], experts)[0]
 
 
 def mix_experts_by_gates(
@@ -61,7 +56,10 @@ def mix_experts_by_gates(
             one_hot[np.arange(len(chosen)), chosen] = 1.0
             gate = ops.matmul(gate, ops.convert_to_tensor(one_hot, experts.dtype))
         weights.append(gate)
-    mixed = ops.matmul(ops.stack(weights, axis=1), experts)  # (batch, K, N) @ (batch, N, d)
+    # (batch, K, N) @ (batch, N, d): one batched matmul; on CPU its backward is cheaper than
+    # the equal einsum("bkn,bnd->bkd")'s, and than broadcast products (issue 17,
+    # docs/training_speed.md).
+    mixed = ops.matmul(ops.stack(weights, axis=1), experts)
     return ops.unstack(mixed, num=len(weights), axis=1)
 
 
